@@ -1,0 +1,78 @@
+"""crdt_mesh: peer-to-peer coordination for agents over signed CRDT documents.
+
+Every piece of shared state is a pycrdt document whose transactions are signed,
+hash-chained ledger entries in a local LMDB store, kept in step with other peers
+by anti-entropy over pluggable transports.
+"""
+
+from .errors import (
+    ChainError as ChainError,
+    ClientIdViolation as ClientIdViolation,
+    ClosedError as ClosedError,
+    FeatureDisabledError as FeatureDisabledError,
+    ForkDetected as ForkDetected,
+    InvalidDocumentId as InvalidDocumentId,
+    InvalidEntry as InvalidEntry,
+    InvalidKeyFile as InvalidKeyFile,
+    InvalidSignature as InvalidSignature,
+    InvalidUpdate as InvalidUpdate,
+    LocalError as LocalError,
+    MeshError as MeshError,
+    NotWritable as NotWritable,
+    PolicyViolation as PolicyViolation,
+    RemoteError as RemoteError,
+    StoreError as StoreError,
+)
+from .identity import Identity as Identity
+from .identity import PeerId as PeerId
+from .ledger import Acl as Acl
+from .ledger import DocumentId as DocumentId
+from .ledger import Entry as Entry
+from .ledger import EntryKind as EntryKind
+from .ledger import ForkProof as ForkProof
+from .ledger import Policy as Policy
+from .ledger import client_id_for as client_id_for
+from .replica import Document as Document
+from .replica import DocumentChange as DocumentChange
+from .replica import Head as Head
+from .replica import IngestReport as IngestReport
+from .replica import Rejection as Rejection
+from .replica import Replica as Replica
+from .store import Durability as Durability
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Acl",
+    "ChainError",
+    "ClientIdViolation",
+    "ClosedError",
+    "Document",
+    "DocumentChange",
+    "DocumentId",
+    "Durability",
+    "Entry",
+    "EntryKind",
+    "FeatureDisabledError",
+    "ForkDetected",
+    "ForkProof",
+    "Head",
+    "Identity",
+    "IngestReport",
+    "InvalidDocumentId",
+    "InvalidEntry",
+    "InvalidKeyFile",
+    "InvalidSignature",
+    "InvalidUpdate",
+    "LocalError",
+    "MeshError",
+    "NotWritable",
+    "PeerId",
+    "Policy",
+    "PolicyViolation",
+    "RemoteError",
+    "Rejection",
+    "Replica",
+    "StoreError",
+    "client_id_for",
+]

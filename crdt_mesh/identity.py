@@ -1,0 +1,174 @@
+"""Peer identities: Ed25519 keys (PyNaCl) and their printable ids."""
+
+from __future__ import annotations
+
+import base64
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import cbor2
+import nacl.exceptions
+import nacl.pwhash
+import nacl.secret
+import nacl.signing
+import nacl.utils
+
+from .errors import InvalidKeyFile
+
+_KEY_FILE_MAGIC = "crdt_mesh/key/v1"
+_SHORT_LEN = 12
+# A key file may not make us burn more than libsodium's "sensitive" limits.
+_MAX_OPS = nacl.pwhash.argon2id.OPSLIMIT_SENSITIVE
+_MAX_MEM = nacl.pwhash.argon2id.MEMLIMIT_SENSITIVE
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class PeerId:
+    """A peer's identity: its 32-byte Ed25519 public key.
+
+    The printable form (``str(peer)``) is lowercase base32 without padding
+    (52 characters); :attr:`short` is its first 12 characters, for logs.
+    """
+
+    key: bytes
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.key, bytes) or len(self.key) != 32:
+            raise ValueError("a PeerId is exactly 32 bytes")
+
+    def __str__(self) -> str:
+        return base64.b32encode(self.key).decode("ascii").rstrip("=").lower()
+
+    def __repr__(self) -> str:
+        return f"PeerId({self.short})"
+
+    @property
+    def short(self) -> str:
+        """A short printable prefix of the id, for logs and messages."""
+        return str(self)[:_SHORT_LEN]
+
+    @classmethod
+    def parse(cls, text: str) -> PeerId:
+        """Parse the printable form made by ``str(peer)``.
+
+        Raises:
+            ValueError: ``text`` is not a printable peer id.
+        """
+        if not isinstance(text, str) or len(text) != 52:
+            raise ValueError(f"not a peer id: {text!r}")
+        try:
+            key = base64.b32decode(text.upper() + "====", casefold=False)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"not a peer id: {text!r}") from exc
+        peer = cls(key)
+        if str(peer) != text:  # one key, one spelling: ids are compared as text too
+            raise ValueError(f"not a canonical peer id: {text!r}")
+        return peer
+
+    def verify_key(self) -> nacl.signing.VerifyKey:
+        """The PyNaCl verify key for this id."""
+        return nacl.signing.VerifyKey(self.key)
+
+
+class Identity:
+    """A peer's secret Ed25519 signing key, and the :class:`PeerId` it proves."""
+
+    __slots__ = ("_signing_key", "peer_id")
+
+    def __init__(self, signing_key: nacl.signing.SigningKey) -> None:
+        self._signing_key = signing_key
+        self.peer_id = PeerId(bytes(signing_key.verify_key))
+
+    def __repr__(self) -> str:
+        return f"Identity({self.peer_id.short})"
+
+    @classmethod
+    def generate(cls) -> Identity:
+        """A fresh random identity."""
+        return cls(nacl.signing.SigningKey.generate())
+
+    @classmethod
+    def from_seed(cls, seed: bytes) -> Identity:
+        """The identity of a 32-byte seed (deterministic; for tests and key files)."""
+        if not isinstance(seed, bytes) or len(seed) != 32:
+            raise ValueError("an identity seed is exactly 32 bytes")
+        return cls(nacl.signing.SigningKey(seed))
+
+    @property
+    def seed(self) -> bytes:
+        """The 32-byte secret seed. Keep it secret."""
+        return bytes(self._signing_key)
+
+    def sign(self, message: bytes) -> bytes:
+        """The 64-byte detached Ed25519 signature of ``message``."""
+        return self._signing_key.sign(message).signature
+
+    def save(self, path: str | os.PathLike[str], passphrase: str | bytes | None = None) -> None:
+        """Write the key to ``path`` with mode 0600, sealed if a passphrase is given.
+
+        The passphrase is stretched with Argon2id (libsodium's moderate limits) and
+        the seed sealed with XSalsa20-Poly1305 (``SecretBox``). An existing file is
+        replaced atomically.
+        """
+        record: dict[str, object] = {"format": _KEY_FILE_MAGIC}
+        if passphrase is None:
+            record["seed"] = self.seed
+        else:
+            salt = nacl.utils.random(nacl.pwhash.argon2id.SALTBYTES)
+            ops = nacl.pwhash.argon2id.OPSLIMIT_MODERATE
+            mem = nacl.pwhash.argon2id.MEMLIMIT_MODERATE
+            box = nacl.secret.SecretBox(_stretch(passphrase, salt, ops, mem))
+            record.update(salt=salt, ops=ops, mem=mem, sealed=bytes(box.encrypt(self.seed)))
+        data = cbor2.dumps(record, canonical=True)
+        target = Path(path)
+        tmp = target.with_name(target.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], passphrase: str | bytes | None = None) -> Identity:
+        """Read a key written by :meth:`save`.
+
+        Raises:
+            InvalidKeyFile: the file is malformed, sealed without a passphrase
+                given, or the passphrase is wrong.
+        """
+        try:
+            record = cbor2.loads(Path(path).read_bytes())
+        except (OSError, ValueError, cbor2.CBORDecodeError) as exc:
+            raise InvalidKeyFile(f"cannot read key file {path}: {exc}") from exc
+        if not isinstance(record, dict) or record.get("format") != _KEY_FILE_MAGIC:
+            raise InvalidKeyFile(f"{path} is not a crdt_mesh key file")
+        if "seed" not in record and passphrase is None:
+            raise InvalidKeyFile(f"{path} is sealed: a passphrase is required")
+        try:
+            if "seed" in record:
+                return cls.from_seed(record["seed"])
+            ops, mem = int(record["ops"]), int(record["mem"])
+            if not (0 < ops <= _MAX_OPS and 0 < mem <= _MAX_MEM):
+                raise ValueError("Argon2id limits out of range")
+            key = _stretch(passphrase, record["salt"], ops, mem)
+            seed = nacl.secret.SecretBox(key).decrypt(record["sealed"])
+            return cls.from_seed(seed)
+        except nacl.exceptions.CryptoError as exc:
+            raise InvalidKeyFile(f"wrong passphrase for {path}") from exc
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidKeyFile(f"{path} is corrupt: {exc}") from exc
+
+
+def _stretch(passphrase: str | bytes | None, salt: bytes, ops: int, mem: int) -> bytes:
+    if passphrase is None:
+        raise InvalidKeyFile("a passphrase is required")
+    secret = passphrase.encode() if isinstance(passphrase, str) else passphrase
+    return bytes(
+        nacl.pwhash.argon2id.kdf(
+            nacl.secret.SecretBox.KEY_SIZE, secret, salt, opslimit=ops, memlimit=mem
+        )
+    )

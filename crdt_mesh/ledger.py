@@ -1,0 +1,408 @@
+"""The ledger: document ids and policies, signed entries, fork proofs.
+
+Pure values: no I/O, no clock, no LMDB. An :class:`Entry` is the unit that is
+stored and replicated; its bytes are canonical CBOR, so each entry has exactly
+one encoding and its id (BLAKE2b-256 of that encoding) is stable.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import cbor2
+import nacl.bindings
+import nacl.exceptions
+
+from .errors import ChainError, InvalidDocumentId, InvalidEntry, InvalidSignature
+from .identity import Identity, PeerId
+
+ENTRY_VERSION = 1
+#: Largest encoded entry accepted, in bytes. Bigger changes must be split.
+MAX_ENTRY_SIZE = 4 * 1024 * 1024
+MAX_NAME_LENGTH = 256
+ZERO_HASH = bytes(32)
+
+# Domain separation: a signature over an entry can never be replayed as a
+# signature over any other kind of message this library signs.
+_ENTRY_DOMAIN = b"crdt_mesh/entry/v1\x00"
+_CLIENT_DOMAIN = b"crdt_mesh/client/v1\x00"
+_ENTRY_FIELDS = 10
+_ARRAY_10 = 0x8A
+_SIG_HEADER = b"\x58\x40"  # CBOR byte string of 64 bytes
+_JS_SAFE_INT = (1 << 53) - 1  # Yjs client ids must stay JavaScript-safe integers
+
+
+class Policy(enum.Enum):
+    """Who may write a document (DESIGN invariant 4)."""
+
+    OPEN = "open"  # anyone
+    OWNER = "owner"  # the owner alone
+    MEMBERS = "members"  # the owner and the members of its signed ACL
+    LOCAL = "local"  # this replica alone; never leaves it
+
+
+_OWNED = frozenset({Policy.OWNER, Policy.MEMBERS})
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentId:
+    """A self-certifying document id: it commits to its policy and owner.
+
+    The printable form is ``policy:name`` for ``open`` and ``local`` documents and
+    ``policy:<owner peer id>:name`` for ``owner`` and ``members`` documents, so a
+    document's owner can never be claimed after the fact: it is part of the name.
+    """
+
+    policy: Policy
+    name: str
+    owner: PeerId | None = None
+    text: str = field(init=False, repr=False, compare=False)
+    key: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.policy, Policy):
+            raise InvalidDocumentId(f"policy must be a Policy, not {self.policy!r}")
+        if not isinstance(self.name, str) or not 0 < len(self.name) <= MAX_NAME_LENGTH:
+            raise InvalidDocumentId(f"a document name is 1..{MAX_NAME_LENGTH} characters")
+        if not self.name.isprintable():
+            raise InvalidDocumentId(f"document name {self.name!r} has unprintable characters")
+        if (self.policy in _OWNED) != (self.owner is not None):
+            raise InvalidDocumentId(
+                f"{self.policy.value} documents {'need' if self.policy in _OWNED else 'have no'}"
+                " owner"
+            )
+        if self.owner is not None and not isinstance(self.owner, PeerId):
+            raise InvalidDocumentId("owner must be a PeerId")
+        owner = f"{self.owner}:" if self.owner is not None else ""
+        text = f"{self.policy.value}:{owner}{self.name}"
+        object.__setattr__(self, "text", text)
+        object.__setattr__(self, "key", hashlib.blake2b(text.encode(), digest_size=16).digest())
+
+    def __str__(self) -> str:
+        return self.text
+
+    @classmethod
+    def parse(cls, text: str) -> DocumentId:
+        """Parse the printable form.
+
+        Raises:
+            InvalidDocumentId: ``text`` is not a document id.
+        """
+        if not isinstance(text, str):
+            raise InvalidDocumentId(f"a document id is a str, not {type(text).__name__}")
+        policy_text, sep, rest = text.partition(":")
+        try:
+            policy = Policy(policy_text)
+        except ValueError:
+            raise InvalidDocumentId(f"unknown policy in document id {text!r}") from None
+        if not sep:
+            raise InvalidDocumentId(f"document id {text!r} has no name")
+        if policy not in _OWNED:
+            return cls(policy, rest)
+        owner_text, sep, name = rest.partition(":")
+        try:
+            owner = PeerId.parse(owner_text)
+        except ValueError:
+            raise InvalidDocumentId(f"bad owner in document id {text!r}") from None
+        return cls(policy, name, owner)
+
+
+def client_id_for(document: DocumentId, author: PeerId) -> int:
+    """The Yrs client id that ``author`` writes with in ``document``.
+
+    Derived from the key, so it needs no declaration that could be forged, and
+    per document, so one author's clocks in one document say nothing of another.
+    """
+    digest = hashlib.blake2b(_CLIENT_DOMAIN + document.key + author.key, digest_size=8).digest()
+    return int.from_bytes(digest, "big") & _JS_SAFE_INT
+
+
+class EntryKind(enum.IntEnum):
+    """What an entry's payload holds."""
+
+    UPDATE = 0  # a Yrs v1 update
+    ACL = 1  # the member list of a ``members`` document (owner only)
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class Entry:
+    """One signed, hash-chained ledger entry: one document transaction.
+
+    Build one with :meth:`create` (signs) or :meth:`decode` (verifies); the
+    constructor is for those two and checks only types.
+    """
+
+    document: DocumentId
+    author: PeerId
+    seq: int
+    prev: bytes
+    timestamp: int
+    kind: EntryKind
+    acl: int
+    payload: bytes
+    signature: bytes
+    encoded: bytes = field(repr=False, compare=False)
+    id: bytes = field(repr=False, compare=False)
+
+    def __repr__(self) -> str:
+        return f"Entry({self.document.text!r}, {self.author.short}, seq={self.seq}, {self.kind.name})"
+
+    def where(self) -> dict[str, Any]:
+        """The fields that name this entry in an error."""
+        return {"document": self.document.text, "author": self.author.short, "seq": self.seq}
+
+    @classmethod
+    def create(
+        cls,
+        identity: Identity,
+        document: DocumentId,
+        seq: int,
+        prev: bytes,
+        payload: bytes,
+        *,
+        timestamp: int,
+        kind: EntryKind = EntryKind.UPDATE,
+        acl: int = 0,
+    ) -> Entry:
+        """Sign a new entry by ``identity``.
+
+        Raises:
+            InvalidEntry: a field is out of range or the entry is too large.
+        """
+        body = _encode_body(
+            document.text, identity.peer_id.key, seq, prev, timestamp, kind, acl, payload
+        )
+        signature = identity.sign(_ENTRY_DOMAIN + body)
+        encoded = bytes((_ARRAY_10,)) + body[1:] + _SIG_HEADER + signature
+        if len(encoded) > MAX_ENTRY_SIZE:
+            raise InvalidEntry(
+                f"entry of {len(encoded)} bytes exceeds {MAX_ENTRY_SIZE}",
+                document=document.text,
+                seq=seq,
+            )
+        return cls(
+            document,
+            identity.peer_id,
+            seq,
+            prev,
+            timestamp,
+            kind,
+            acl,
+            payload,
+            signature,
+            encoded,
+            hashlib.blake2b(encoded, digest_size=32).digest(),
+        )
+
+    @classmethod
+    def decode(cls, data: bytes, *, verify: bool = True) -> Entry:
+        """Decode and verify an encoded entry.
+
+        Any input either returns an entry whose signature verified or raises
+        :class:`InvalidEntry` (or its subclass :class:`InvalidSignature`).
+        ``verify=False`` is only for bytes this replica verified before (its own store).
+        """
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise InvalidEntry(f"an entry is bytes, not {type(data).__name__}")
+        data = bytes(data)
+        if len(data) > MAX_ENTRY_SIZE:
+            raise InvalidEntry(f"entry of {len(data)} bytes exceeds {MAX_ENTRY_SIZE}")
+        if not data or data[0] != _ARRAY_10:
+            raise InvalidEntry("not an encoded entry (expected a CBOR array of 10)")
+        try:
+            items = cbor2.loads(data)
+        except Exception as exc:  # cbor2 raises several types; all mean "malformed"
+            raise InvalidEntry(f"malformed CBOR: {exc}") from None
+        if not isinstance(items, list) or len(items) != _ENTRY_FIELDS:
+            raise InvalidEntry("not an encoded entry (expected a CBOR array of 10)")
+        version, doc_text, author_key, seq, prev, timestamp, kind, acl, payload, signature = items
+        if version != ENTRY_VERSION:
+            raise InvalidEntry(f"unsupported entry version {version!r}")
+        try:
+            document = DocumentId.parse(doc_text)
+            author = PeerId(author_key)
+            entry_kind = EntryKind(kind)
+        except (ValueError, TypeError) as exc:
+            raise InvalidEntry(f"bad field: {exc}") from None
+        if document.text != doc_text:
+            raise InvalidEntry(f"document id {doc_text!r} is not in canonical form")
+        if not isinstance(signature, bytes) or len(signature) != 64:
+            raise InvalidEntry("signature must be 64 bytes", document=document.text, seq=seq)
+        try:
+            body = _encode_body(
+                doc_text, author_key, seq, prev, timestamp, entry_kind, acl, payload
+            )
+        except InvalidEntry as exc:
+            raise InvalidEntry(str(exc), document=document.text, author=author.short) from None
+        if bytes((_ARRAY_10,)) + body[1:] + _SIG_HEADER + signature != data:
+            raise InvalidEntry(
+                "entry is not in canonical encoding",
+                document=document.text,
+                author=author.short,
+                seq=seq,
+            )
+        if verify:
+            try:
+                nacl.bindings.crypto_sign_open(signature + _ENTRY_DOMAIN + body, author_key)
+            except nacl.exceptions.BadSignatureError:
+                raise InvalidSignature(
+                    "bad signature", document=document.text, author=author.short, seq=seq
+                ) from None
+        return cls(
+            document,
+            author,
+            seq,
+            prev,
+            timestamp,
+            entry_kind,
+            acl,
+            payload,
+            signature,
+            data,
+            hashlib.blake2b(data, digest_size=32).digest(),
+        )
+
+    def follows(self, previous: Entry | None) -> None:
+        """Check that this entry extends ``previous`` (None: the feed is empty).
+
+        Raises:
+            ChainError: wrong seq, or ``prev`` is not the hash of ``previous``.
+        """
+        expected_seq = 1 if previous is None else previous.seq + 1
+        expected_prev = ZERO_HASH if previous is None else previous.id
+        if self.seq != expected_seq:
+            raise ChainError(f"expected seq {expected_seq}", **self.where())
+        if self.prev != expected_prev:
+            raise ChainError("prev does not hash the previous entry", **self.where())
+
+
+def _encode_body(
+    doc_text: str,
+    author_key: bytes,
+    seq: object,
+    prev: object,
+    timestamp: object,
+    kind: EntryKind,
+    acl: object,
+    payload: object,
+) -> bytes:
+    """Canonical CBOR of the 9 signed fields (an array of 9)."""
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 1 <= seq < 2**63:
+        raise InvalidEntry(f"seq must be an integer >= 1, not {seq!r}")
+    if not isinstance(prev, bytes) or len(prev) != 32:
+        raise InvalidEntry("prev must be 32 bytes")
+    if seq == 1 and prev != ZERO_HASH:
+        raise InvalidEntry("the first entry of a feed has a zero prev")
+    if not isinstance(timestamp, int) or isinstance(timestamp, bool) or not 0 <= timestamp < 2**63:
+        raise InvalidEntry(f"timestamp must be a non-negative integer, not {timestamp!r}")
+    if not isinstance(acl, int) or isinstance(acl, bool) or not 0 <= acl < 2**63:
+        raise InvalidEntry(f"acl must be a non-negative integer, not {acl!r}")
+    if not isinstance(payload, bytes):
+        raise InvalidEntry("payload must be bytes")
+    return cbor2.dumps(
+        [ENTRY_VERSION, doc_text, author_key, seq, prev, timestamp, int(kind), acl, payload],
+        canonical=True,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ForkProof:
+    """Two different entries signed by one author at one (document, author, seq).
+
+    Self-contained evidence: anyone can check it with :meth:`decode`, with no
+    other state. ``first.id < second.id`` so that a fork has one proof.
+    """
+
+    first: Entry
+    second: Entry
+
+    def __post_init__(self) -> None:
+        a, b = self.first, self.second
+        if (a.document, a.author, a.seq) != (b.document, b.author, b.seq):
+            raise InvalidEntry("a fork proof needs two entries of one document, author and seq")
+        if a.id == b.id:
+            raise InvalidEntry("a fork proof needs two different entries", **a.where())
+        if a.id > b.id:
+            raise InvalidEntry("fork proof entries out of order", **a.where())
+
+    @classmethod
+    def of(cls, one: Entry, other: Entry) -> ForkProof:
+        """The proof of the fork between two entries, in canonical order."""
+        return cls(one, other) if one.id < other.id else cls(other, one)
+
+    @property
+    def document(self) -> DocumentId:
+        return self.first.document
+
+    @property
+    def author(self) -> PeerId:
+        return self.first.author
+
+    @property
+    def seq(self) -> int:
+        return self.first.seq
+
+    def encode(self) -> bytes:
+        return cbor2.dumps(["fork", self.first.encoded, self.second.encoded], canonical=True)
+
+    @classmethod
+    def decode(cls, data: bytes) -> ForkProof:
+        """Decode and verify a fork proof (both signatures, same slot, different entries).
+
+        Raises:
+            InvalidEntry: anything about it is wrong.
+        """
+        try:
+            items = cbor2.loads(data)
+        except Exception as exc:
+            raise InvalidEntry(f"malformed fork proof: {exc}") from None
+        if not (isinstance(items, list) and len(items) == 3 and items[0] == "fork"):
+            raise InvalidEntry("not a fork proof")
+        proof = cls.of(Entry.decode(items[1]), Entry.decode(items[2]))
+        if proof.encode() != bytes(data):
+            raise InvalidEntry("fork proof is not in canonical encoding")
+        return proof
+
+
+@dataclass(frozen=True, slots=True)
+class Acl:
+    """The member list of a ``members`` document, as of one owner entry.
+
+    ``cuts`` maps a removed member to the last seq of its feed that still counts:
+    its later entries are void on every replica (the same rule as a fork freeze).
+    """
+
+    members: frozenset[PeerId] = frozenset()
+    cuts: Mapping[PeerId, int] = field(default_factory=dict)
+
+    def encode(self) -> bytes:
+        return cbor2.dumps(
+            {
+                "members": sorted(m.key for m in self.members),
+                "cuts": {p.key: s for p, s in self.cuts.items()},
+            },
+            canonical=True,
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> Acl:
+        try:
+            record = cbor2.loads(data)
+            members = frozenset(PeerId(k) for k in record["members"])
+            cuts = {PeerId(k): int(v) for k, v in record["cuts"].items()}
+        except Exception as exc:
+            raise InvalidEntry(f"malformed ACL: {exc}") from None
+        acl = cls(members, cuts)
+        if acl.encode() != bytes(data):
+            raise InvalidEntry("ACL is not in canonical encoding")
+        return acl
+
+    def with_changes(self, add: Iterable[PeerId] = (), remove: Mapping[PeerId, int] = {}) -> Acl:
+        members = (self.members | frozenset(add)) - frozenset(remove)
+        cuts = {p: s for p, s in self.cuts.items() if p not in members}
+        cuts.update(remove)
+        return Acl(members, cuts)

@@ -1,0 +1,1103 @@
+"""The Replica: documents over a signed ledger in an LMDB store.
+
+Synchronous and single-threaded by design (no event loop needed): property
+tests drive it directly and the async Mesh calls it from one task. Incoming
+entries go through verify -> chain -> policy -> client-id binding -> commit ->
+apply (DESIGN invariants 1-5); local transactions become one signed entry each.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import cbor2
+import pycrdt
+
+from ._yupdate import Ranges, check_update, is_integrated
+from .errors import (
+    ChainError,
+    ClientIdViolation,
+    ClosedError,
+    InvalidEntry,
+    InvalidUpdate,
+    LocalError,
+    MeshError,
+    NotWritable,
+    PolicyViolation,
+    StoreError,
+)
+from .identity import Identity, PeerId
+from .ledger import (
+    ZERO_HASH,
+    Acl,
+    DocumentId,
+    Entry,
+    EntryKind,
+    ForkProof,
+    Policy,
+    client_id_for,
+)
+from .store import Durability, Store, seq_bytes
+
+log = logging.getLogger(__name__)
+
+FeedKey = tuple[DocumentId, PeerId]
+_NO_LIMIT = 1 << 63
+#: A document's cached state is rewritten once this many update bytes (or its own
+#: size, if larger) were applied since the last snapshot: opening stays O(state).
+SNAPSHOT_MIN_DEBT = 64 * 1024
+#: Entries verified in one thread-pool task when a batch is large.
+_VERIFY_CHUNK = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """The last entry of a feed that counts: its seq and id; ``frozen`` after a fork."""
+
+    seq: int
+    id: bytes
+    frozen: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """An input that was refused, and the typed reason."""
+
+    item: Entry | ForkProof | bytes
+    error: MeshError
+
+
+@dataclass(slots=True)
+class IngestReport:
+    """What one :meth:`Replica.ingest` call did with each input."""
+
+    applied: list[Entry] = field(default_factory=list)
+    duplicates: int = 0
+    pending: int = 0
+    ignored: int = 0
+    rejected: list[Rejection] = field(default_factory=list)
+    forks: list[ForkProof] = field(default_factory=list)
+
+    def raise_first(self) -> None:
+        """Raise the first rejection's error, if there was one."""
+        if self.rejected:
+            raise self.rejected[0].error
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentChange:
+    """A committed entry applied to a document (local or remote)."""
+
+    document: DocumentId
+    author: PeerId
+    seq: int
+    local: bool
+
+
+class Document:
+    """A replicated document: a pycrdt ``Doc`` whose transactions become signed entries.
+
+    Get one from :meth:`Replica.document`. Read and write the root types returned by
+    :meth:`map`, :meth:`array` and :meth:`text`; group changes in
+    :meth:`transaction` (one transaction, one entry). A write outside a
+    transaction is committed on its own.
+    """
+
+    def __init__(self, replica: Replica, doc_id: DocumentId) -> None:
+        self.id = doc_id
+        self._replica = replica
+        self._client_id = client_id_for(doc_id, replica.peer_id)
+        self._captured: list[bytes] = []
+        self._depth = 0
+        self._applying = False
+        self._observers: list[Callable[[DocumentChange], None]] = []
+        self._unresolved: dict[tuple[PeerId, int], tuple[bytes, Ranges]] = {}
+        self._debt = 0
+        self._snapshot_size = 0
+        self._ydoc = self._new_ydoc()
+
+    def _new_ydoc(self) -> pycrdt.Doc[Any]:
+        ydoc: pycrdt.Doc[Any] = pycrdt.Doc(client_id=self._client_id)
+        ydoc.observe(self._on_transaction)
+        return ydoc
+
+    def __repr__(self) -> str:
+        return f"Document({self.id.text!r})"
+
+    # -- reading -------------------------------------------------------------------
+
+    @property
+    def ydoc(self) -> pycrdt.Doc[Any]:
+        """The underlying pycrdt document (replaced if the document is rebuilt)."""
+        return self._ydoc
+
+    def map(self, name: str) -> pycrdt.Map[Any]:
+        """The root map ``name`` (created on first use)."""
+        return self._ydoc.get(name, type=pycrdt.Map)
+
+    def array(self, name: str) -> pycrdt.Array[Any]:
+        """The root array ``name`` (created on first use)."""
+        return self._ydoc.get(name, type=pycrdt.Array)
+
+    def text(self, name: str) -> pycrdt.Text:
+        """The root text ``name`` (created on first use)."""
+        return self._ydoc.get(name, type=pycrdt.Text)
+
+    def roots(self) -> list[str]:
+        """Names of the root types present."""
+        return sorted(self._ydoc.keys())
+
+    def state(self) -> bytes:
+        """The Yrs state vector of what this replica has integrated."""
+        return self._ydoc.get_state()
+
+    def update(self) -> bytes:
+        """The whole integrated document as one Yrs v1 update."""
+        return self._ydoc.get_update()
+
+    def heads(self) -> dict[PeerId, Head]:
+        """The head of each author's feed in this document."""
+        return {a: h for (d, a), h in self._replica._heads.items() if d == self.id}
+
+    def observe(self, callback: Callable[[DocumentChange], None]) -> Callable[[], None]:
+        """Call ``callback`` after each committed entry is applied; returns an unsubscribe."""
+        self._observers.append(callback)
+        return lambda: self._observers.remove(callback) if callback in self._observers else None
+
+    # -- writing -------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[Document]:
+        """Group changes into one signed entry, committed when the block exits.
+
+        Raises:
+            NotWritable: this replica's identity may not write this document.
+            StoreError: the commit failed; the in-memory document was rolled back.
+        """
+        self._replica._check_writable(self.id)
+        self._depth += 1
+        try:
+            with self._ydoc.transaction():
+                yield self
+        except BaseException:
+            self._depth -= 1
+            if self._depth == 0 and self._captured:
+                # Yrs cannot undo: drop the half-made change by reloading what was committed.
+                self._replica._rebuild(self)
+            raise
+        self._depth -= 1
+        if self._depth == 0:
+            self._flush()
+
+    def _on_transaction(self, event: pycrdt.TransactionEvent) -> None:
+        if self._applying:
+            return
+        update = event.update
+        if update == b"\x00\x00":
+            return
+        self._captured.append(update)
+        if self._depth == 0:  # a write outside Document.transaction(): commit it alone
+            self._flush()
+
+    def _flush(self) -> None:
+        captured, self._captured = self._captured, []
+        if not captured:
+            return
+        update = captured[0] if len(captured) == 1 else pycrdt.merge_updates(*captured)
+        try:
+            self._replica._commit_local(self, update)
+        except BaseException:
+            self._replica._rebuild(self)
+            raise
+
+    # -- applying committed entries -------------------------------------------------
+
+    def _apply(
+        self, entries: Iterable[Entry], *, check: bool, deletes: Mapping[bytes, Ranges] = {}
+    ) -> list[Entry]:
+        """Apply committed entries' updates; track the ones Yrs could not integrate.
+
+        ``deletes`` holds the delete sets already parsed at admission, by entry id.
+        """
+        applied = []
+        self._applying = True
+        try:
+            for entry in entries:
+                if entry.kind is not EntryKind.UPDATE:
+                    continue
+                self._ydoc.apply_update(entry.payload)
+                self._debt += len(entry.payload)
+                if check:
+                    ranges = deletes.get(entry.id)
+                    if ranges is None:
+                        ranges = check_update(entry.payload, client_id_for(self.id, entry.author))
+                    self._unresolved[(entry.author, entry.seq)] = (entry.payload, ranges)
+                applied.append(entry)
+        finally:
+            self._applying = False
+        if self._unresolved:
+            state = self._ydoc.get_state()
+            done = [k for k, (u, d) in self._unresolved.items() if is_integrated(u, d, state)]
+            for key in done:
+                del self._unresolved[key]
+        return applied
+
+    def _notify(self, entries: Iterable[Entry], *, local: bool) -> None:
+        for entry in entries:
+            change = DocumentChange(self.id, entry.author, entry.seq, local)
+            for callback in list(self._observers):
+                try:
+                    callback(change)
+                except Exception:
+                    log.exception("observer of %s failed", self.id)
+
+    def _snapshot_due(self) -> bool:
+        return self._debt > max(SNAPSHOT_MIN_DEBT, self._snapshot_size)
+
+
+class Replica:
+    """A peer's replica of the mesh's documents, stored in LMDB at ``path``.
+
+    Use :meth:`open` (or the constructor) and close it (or use ``with``).
+    Not thread-safe: use a replica from one thread at a time.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        identity: Identity,
+        *,
+        durability: Durability = Durability.FULL,
+        map_size: int = 64 * 1024 * 1024,
+        clock: Callable[[], float] = time.time,
+        max_pending: int = 10_000,
+        verify_threads: int | None = None,
+    ) -> None:
+        self.identity = identity
+        self.peer_id = identity.peer_id
+        self._clock = clock
+        self._max_pending = max_pending
+        self._store = Store(path, durability=durability, map_size=map_size)
+        self._docs: dict[bytes, DocumentId] = {}
+        self._heads: dict[FeedKey, Head] = {}
+        self._forks: dict[FeedKey, ForkProof] = {}
+        self._acls: dict[DocumentId, list[tuple[int, Acl]]] = {}
+        self._open: dict[DocumentId, Document] = {}
+        self._pending: dict[FeedKey, dict[int, Entry]] = {}
+        self._pending_count = 0
+        self._batch: list[tuple[Document, Entry]] | None = None
+        self._commit_hooks: list[Callable[[list[Entry]], None]] = []
+        self._pool: ThreadPoolExecutor | None = None
+        self._verify_threads = verify_threads or min(4, os.cpu_count() or 1)
+        self._closed = False
+        self._load()
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], identity: Identity, **options: Any) -> Replica:
+        """Open (or create) the replica stored at ``path``. See the constructor's options."""
+        return cls(path, identity, **options)
+
+    def __enter__(self) -> Replica:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Replica({self.peer_id.short}, {str(self._store.path)!r})"
+
+    @property
+    def store(self) -> Store:
+        return self._store
+
+    def _load(self) -> None:
+        with self._store.read() as txn:
+            for key, text in txn.cursor(db=self._store.db("docs")):
+                self._docs[key] = DocumentId.parse(text.decode())
+            for key, value in txn.cursor(db=self._store.db("heads")):
+                doc, author = self._docs[key[:16]], PeerId(key[16:])
+                self._heads[(doc, author)] = Head(int.from_bytes(value[:8], "big"), value[8:])
+            for key, value in txn.cursor(db=self._store.db("forks")):
+                proof = ForkProof.decode(value)
+                self._forks[(proof.document, proof.author)] = proof
+            for key, value in txn.cursor(db=self._store.db("acls")):
+                doc = self._docs[key[:16]]
+                self._acls.setdefault(doc, []).append(
+                    (int.from_bytes(key[16:], "big"), Acl.decode(value))
+                )
+        for feed in self._forks:
+            head = self._heads.get(feed)
+            if head is not None:
+                self._heads[feed] = Head(head.seq, head.id, frozen=True)
+
+    def close(self) -> None:
+        """Write due snapshots and close the store. Idempotent."""
+        if self._closed:
+            return
+        try:
+            dirty = [d for d in self._open.values() if d._debt]
+            if dirty:
+                self._store.write(lambda txn: [self._put_snapshot(txn, d) for d in dirty])
+        finally:
+            self._closed = True
+            self._store.close()
+            if self._pool is not None:
+                self._pool.shutdown()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError(f"{self!r} is closed")
+
+    # -- documents --------------------------------------------------------------------
+
+    def document(self, name: str | DocumentId, *, policy: Policy = Policy.OPEN) -> Document:
+        """Open a document, loading it from its snapshot plus the entries since.
+
+        Args:
+            name: a :class:`DocumentId`, its printable form, or a bare name; a bare
+                name makes an ``open`` or ``local`` document, or an ``owner`` /
+                ``members`` one owned by this replica's identity.
+            policy: the policy for a bare name.
+        """
+        self._check_open()
+        doc_id = self._resolve_id(name, policy)
+        document = self._open.get(doc_id)
+        if document is None:
+            document = Document(self, doc_id)
+            self._load_document(document)
+            self._open[doc_id] = document
+        return document
+
+    def _resolve_id(self, name: str | DocumentId, policy: Policy) -> DocumentId:
+        if isinstance(name, DocumentId):
+            return name
+        if not isinstance(name, str):
+            raise LocalError(f"a document name is a str or DocumentId, not {type(name).__name__}")
+        if ":" in name and name.partition(":")[0] in {p.value for p in Policy}:
+            return DocumentId.parse(name)
+        owned = policy in (Policy.OWNER, Policy.MEMBERS)
+        return DocumentId(policy, name, self.peer_id if owned else None)
+
+    def documents(self) -> list[DocumentId]:
+        """Every document this replica has entries of."""
+        return sorted(self._docs.values(), key=lambda d: d.text)
+
+    def _load_document(self, document: Document) -> None:
+        doc_id = document.id
+        covered: dict[bytes, int] = {}
+        unresolved: list[tuple[bytes, int]] = []
+        with self._store.read() as txn:
+            snapshot = txn.get(doc_id.key, db=self._store.db("snapshots"))
+            if snapshot is not None:
+                state, covered, unresolved = cbor2.loads(snapshot)
+                document._applying = True
+                try:
+                    document._ydoc.apply_update(state)
+                finally:
+                    document._applying = False
+                document._snapshot_size = len(state)
+            replay = [self._entry_at(txn, doc_id, PeerId(a), s) for a, s in unresolved]
+            for (doc, author), head in self._heads.items():
+                if doc == doc_id:
+                    replay.extend(
+                        self._read_feed(
+                            txn, doc_id, author, covered.get(author.key, 0) + 1, head.seq
+                        )
+                    )
+        document._debt = 0
+        document._apply(replay, check=True)
+
+    def _rebuild(self, document: Document) -> None:
+        """Replace the in-memory document by one rebuilt from all committed entries."""
+        document._ydoc = document._new_ydoc()
+        document._unresolved.clear()
+        document._captured.clear()
+        self._load_document(document)
+
+    # -- local writes -----------------------------------------------------------------
+
+    def _check_writable(self, doc_id: DocumentId) -> None:
+        self._check_open()
+        me = self.peer_id
+        if (doc_id, me) in self._forks:
+            raise NotWritable(f"{doc_id.text}: this identity's feed is frozen by a fork proof")
+        if doc_id.policy is Policy.OWNER and doc_id.owner != me:
+            raise NotWritable(f"{doc_id.text} is written by its owner only")
+        if doc_id.policy is Policy.MEMBERS and doc_id.owner != me:
+            acl = self._latest_acl(doc_id)
+            if me not in acl.members:
+                raise NotWritable(f"{doc_id.text}: {me.short} is not a member")
+
+    def _commit_local(self, document: Document, update: bytes) -> None:
+        self._check_writable(document.id)
+        entry = self._next_entry(document.id, EntryKind.UPDATE, update)
+        if self._batch is not None:
+            self._heads[(document.id, self.peer_id)] = Head(entry.seq, entry.id)
+            self._batch.append((document, entry))
+            return
+        document._debt += len(update)
+
+        def work(txn: Any) -> None:
+            self._put_entry(txn, entry)
+            if document._snapshot_due():
+                self._put_snapshot(txn, document)
+
+        self._store.write(work)
+        self._heads[(document.id, self.peer_id)] = Head(entry.seq, entry.id)
+        self._after_commit([entry], local=True)
+
+    def _next_entry(self, doc_id: DocumentId, kind: EntryKind, payload: bytes) -> Entry:
+        head = self._heads.get((doc_id, self.peer_id))
+        acl = 0
+        if doc_id.policy is Policy.MEMBERS and doc_id.owner != self.peer_id:
+            owner_head = self._heads.get((doc_id, doc_id.owner))  # type: ignore[arg-type]
+            acl = owner_head.seq if owner_head else 0
+        try:
+            return Entry.create(
+                self.identity,
+                doc_id,
+                head.seq + 1 if head else 1,
+                head.id if head else ZERO_HASH,
+                payload,
+                timestamp=int(self._clock() * 1000),
+                kind=kind,
+                acl=acl,
+            )
+        except InvalidEntry as exc:
+            raise LocalError(f"cannot write to {doc_id.text}: {exc}") from exc
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group-commit every document transaction in the block in one LMDB transaction.
+
+        Nothing is durable, and no observer is called, until the block exits. If the
+        commit fails, every document written in the block is rolled back.
+        """
+        self._check_open()
+        if self._batch is not None:
+            yield
+            return
+        heads_before = dict(self._heads)
+        self._batch = batch = []
+        try:
+            yield
+        except BaseException:
+            self._batch = None
+            self._abort_batch(batch, heads_before)
+            raise
+        self._batch = None
+        if not batch:
+            return
+        docs = {id(d): d for d, _ in batch}.values()
+        for document, entry in batch:
+            document._debt += len(entry.payload)
+
+        def work(txn: Any) -> None:
+            for _, entry in batch:
+                self._put_entry(txn, entry)
+            for document in docs:
+                if document._snapshot_due():
+                    self._put_snapshot(txn, document)
+
+        try:
+            self._store.write(work)
+        except BaseException:
+            self._abort_batch(batch, heads_before)
+            raise
+        self._after_commit([e for _, e in batch], local=True)
+
+    def _abort_batch(
+        self, batch: list[tuple[Document, Entry]], heads_before: dict[FeedKey, Head]
+    ) -> None:
+        self._heads = heads_before
+        for document in {id(d): d for d, _ in batch}.values():
+            self._rebuild(document)
+
+    def set_members(
+        self,
+        document: str | DocumentId,
+        *,
+        add: Iterable[PeerId] = (),
+        remove: Iterable[PeerId] = (),
+    ) -> Acl:
+        """Change the member list of a ``members`` document this replica owns.
+
+        A removed member's entries after its current head (as this replica knows it)
+        are void on every replica, however late they arrive.
+
+        Raises:
+            NotWritable: this identity does not own the document.
+            LocalError: the document is not a ``members`` document.
+        """
+        doc_id = self._resolve_id(document, Policy.MEMBERS)
+        if doc_id.policy is not Policy.MEMBERS:
+            raise LocalError(f"{doc_id.text} is not a members document")
+        if doc_id.owner != self.peer_id:
+            raise NotWritable(f"only the owner changes the members of {doc_id.text}")
+        self._check_writable(doc_id)
+        cuts = {
+            p: (self._heads[(doc_id, p)].seq if (doc_id, p) in self._heads else 0) for p in remove
+        }
+        acl = self._latest_acl(doc_id).with_changes(add, cuts)
+        entry = self._next_entry(doc_id, EntryKind.ACL, acl.encode())
+        report = self._admit_and_commit([entry], local=True)
+        report.raise_first()
+        return acl
+
+    def members(self, document: str | DocumentId) -> frozenset[PeerId]:
+        """The current members of a ``members`` document (its owner included)."""
+        doc_id = self._resolve_id(document, Policy.MEMBERS)
+        if doc_id.owner is None:
+            return frozenset()
+        return self._latest_acl(doc_id).members | {doc_id.owner}
+
+    def _latest_acl(self, doc_id: DocumentId) -> Acl:
+        acls = self._acls.get(doc_id)
+        return acls[-1][1] if acls else Acl()
+
+    def _acl_at(self, doc_id: DocumentId, seq: int) -> Acl:
+        found = Acl()
+        for acl_seq, acl in self._acls.get(doc_id, ()):
+            if acl_seq > seq:
+                break
+            found = acl
+        return found
+
+    # -- sync surface -----------------------------------------------------------------
+
+    def heads(self, *, include_local: bool = False) -> dict[FeedKey, Head]:
+        """The head of every feed. ``local`` documents are left out unless asked for."""
+        self._check_open()
+        return {
+            k: h for k, h in self._heads.items() if include_local or k[0].policy is not Policy.LOCAL
+        }
+
+    def fork_proofs(self) -> list[ForkProof]:
+        """Every fork proof this replica holds."""
+        return list(self._forks.values())
+
+    def missing_from(
+        self, heads: Mapping[FeedKey, Head], *, limit: int | None = None
+    ) -> list[Entry | ForkProof]:
+        """What a replica with ``heads`` lacks: fork proofs first, then entries oldest first.
+
+        ``local`` documents are never offered.
+        """
+        self._check_open()
+        out: list[Entry | ForkProof] = [
+            proof
+            for feed, proof in self._forks.items()
+            if not (feed in heads and heads[feed].frozen)
+        ]
+        with self._store.read() as txn:
+            for (doc, author), head in self._heads.items():
+                if doc.policy is Policy.LOCAL:
+                    continue
+                theirs = heads.get((doc, author))
+                start = theirs.seq + 1 if theirs else 1
+                if start <= head.seq:
+                    out.extend(self._read_feed(txn, doc, author, start, head.seq))
+                if limit is not None and len(out) >= limit:
+                    return out[:limit]
+        return out
+
+    entries_missing_from = missing_from
+
+    def export(self, document: str | DocumentId) -> list[Entry]:
+        """Every entry of one document (for backup or hand-carried sync).
+
+        Raises:
+            PolicyViolation: the document is ``local`` and never leaves this replica.
+        """
+        doc_id = self._resolve_id(document, Policy.OPEN)
+        if doc_id.policy is Policy.LOCAL:
+            raise NotWritable(f"{doc_id.text} is local: its entries never leave this replica")
+        return [e for e in self.missing_from({}) if isinstance(e, Entry) and e.document == doc_id]
+
+    def on_commit(self, callback: Callable[[list[Entry]], None]) -> Callable[[], None]:
+        """Call ``callback(entries)`` after each commit (local or ingested); returns an unsubscribe."""
+        self._commit_hooks.append(callback)
+        return lambda: (
+            self._commit_hooks.remove(callback) if callback in self._commit_hooks else None
+        )
+
+    # -- ingest -------------------------------------------------------------------------
+
+    def ingest(self, items: Iterable[Entry | ForkProof | bytes]) -> IngestReport:
+        """Verify and commit entries and fork proofs from another replica.
+
+        Each entry is taken whole or not at all; order and duplicates do not
+        matter: an entry whose predecessor is missing waits (bounded) until it
+        arrives. All accepted entries are committed in one LMDB transaction, then
+        applied to the open documents.
+
+        Returns:
+            An :class:`IngestReport`; refused inputs are in ``rejected`` with a typed
+            error, and never change anything.
+        """
+        self._check_open()
+        report = IngestReport()
+        entries: list[Entry] = []
+        proofs: list[ForkProof] = []
+        for item, decoded in self._decode_all(list(items), report):
+            if isinstance(decoded, ForkProof):
+                proofs.append(decoded)
+            else:
+                entries.append(decoded)
+        self._admit_and_commit(entries, local=False, proofs=proofs, report=report)
+        return report
+
+    def _decode_all(
+        self, items: list[Entry | ForkProof | bytes], report: IngestReport
+    ) -> list[tuple[object, Entry | ForkProof]]:
+        raw = [i for i in items if not isinstance(i, Entry | ForkProof)]
+        decoded: dict[int, Entry | ForkProof | MeshError] = {}
+        if len(raw) >= 2 * _VERIFY_CHUNK and self._verify_threads > 1:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self._verify_threads, thread_name_prefix="verify")
+            chunks = [raw[i : i + _VERIFY_CHUNK] for i in range(0, len(raw), _VERIFY_CHUNK)]
+            results = [r for chunk in self._pool.map(_decode_chunk, chunks) for r in chunk]
+        else:
+            results = _decode_chunk(raw)
+        for item, result in zip(raw, results, strict=True):
+            decoded[id(item)] = result
+        out: list[tuple[object, Entry | ForkProof]] = []
+        for item in items:
+            result = item if isinstance(item, Entry | ForkProof) else decoded[id(item)]
+            if isinstance(result, MeshError):
+                report.rejected.append(Rejection(item, result))  # type: ignore[arg-type]
+            else:
+                out.append((item, result))
+        return out
+
+    def _admit_and_commit(
+        self,
+        entries: list[Entry],
+        *,
+        local: bool,
+        proofs: Iterable[ForkProof] = (),
+        report: IngestReport | None = None,
+    ) -> IngestReport:
+        report = report or IngestReport()
+        txn = _Staging(self)
+        for proof in proofs:
+            txn.add_proof(proof, report)
+        for entry in entries:
+            txn.offer(entry, report)
+        txn.drain(report)
+        if not txn.dirty:
+            report.pending = self._pending_count
+            return report
+        self._store.write(txn.write)
+        txn.publish()
+        report.applied = txn.admitted
+        report.pending = self._pending_count
+        # Apply to open documents (after commit: DESIGN invariant 5).
+        by_doc: dict[DocumentId, list[Entry]] = {}
+        for entry in txn.admitted:
+            by_doc.setdefault(entry.document, []).append(entry)
+        for doc_id, doc_entries in by_doc.items():
+            document = self._open.get(doc_id)
+            if document is None or doc_id in txn.rebuild:
+                continue
+            document._apply(doc_entries, check=not local, deletes=txn.deletes)
+        for doc_id in txn.rebuild:
+            if doc_id in self._open:
+                self._rebuild(self._open[doc_id])
+        snapshots = [
+            self._open[d] for d in by_doc if d in self._open and self._open[d]._snapshot_due()
+        ]
+        if snapshots:
+            self._store.write(lambda t: [self._put_snapshot(t, d) for d in snapshots])
+        self._after_commit(txn.admitted, local=local)
+        return report
+
+    def _after_commit(self, entries: list[Entry], *, local: bool) -> None:
+        if not entries:
+            return
+        by_doc: dict[DocumentId, list[Entry]] = {}
+        for entry in entries:
+            by_doc.setdefault(entry.document, []).append(entry)
+        for doc_id, doc_entries in by_doc.items():
+            document = self._open.get(doc_id)
+            if document is not None:
+                document._notify(doc_entries, local=local)
+        for hook in list(self._commit_hooks):
+            try:
+                hook(entries)
+            except Exception:
+                log.exception("commit hook failed")
+
+    # -- store helpers -------------------------------------------------------------------
+
+    def _put_entry(self, txn: Any, entry: Entry) -> None:
+        doc, author = entry.document, entry.author
+        feed = doc.key + author.key
+        txn.put(doc.key, doc.text.encode(), db=self._store.db("docs"), overwrite=False)
+        txn.put(feed + seq_bytes(entry.seq), entry.encoded, db=self._store.db("entries"))
+        txn.put(feed, seq_bytes(entry.seq) + entry.id, db=self._store.db("heads"))
+        self._docs[doc.key] = doc
+
+    def _put_snapshot(self, txn: Any, document: Document) -> None:
+        state = document._ydoc.get_update()
+        covered = {a.key: h.seq for (d, a), h in self._heads.items() if d == document.id}
+        unresolved = [[a.key, s] for a, s in document._unresolved]
+        txn.put(
+            document.id.key,
+            cbor2.dumps([state, covered, unresolved]),
+            db=self._store.db("snapshots"),
+        )
+        document._debt = 0
+        document._snapshot_size = len(state)
+
+    def _read_feed(
+        self, txn: Any, doc: DocumentId, author: PeerId, start: int, end: int
+    ) -> list[Entry]:
+        if start > end:
+            return []
+        prefix = doc.key + author.key
+        out = []
+        cursor = txn.cursor(db=self._store.db("entries"))
+        if cursor.set_key(prefix + seq_bytes(start)):
+            for key, value in cursor:
+                if not key.startswith(prefix) or int.from_bytes(key[48:], "big") > end:
+                    break
+                out.append(Entry.decode(value, verify=False))
+        if len(out) != end - start + 1:
+            raise StoreError(
+                f"store is missing entries of {doc.text}/{author.short} in {start}..{end}"
+            )
+        return out
+
+    def _entry_at(self, txn: Any, doc: DocumentId, author: PeerId, seq: int) -> Entry:
+        value = txn.get(doc.key + author.key + seq_bytes(seq), db=self._store.db("entries"))
+        if value is None:
+            raise StoreError(f"store is missing entry {doc.text}/{author.short}/{seq}")
+        return Entry.decode(value, verify=False)
+
+    def _entry_id_at(self, doc: DocumentId, author: PeerId, seq: int) -> bytes | None:
+        with self._store.read() as txn:
+            value = txn.get(doc.key + author.key + seq_bytes(seq), db=self._store.db("entries"))
+        return Entry.decode(value, verify=False).id if value is not None else None
+
+    def _limit(
+        self, doc: DocumentId, author: PeerId, forks: Mapping[FeedKey, ForkProof], acl: Acl
+    ) -> int:
+        proof = forks.get((doc, author))
+        fork_limit = proof.seq - 1 if proof is not None else _NO_LIMIT
+        return min(fork_limit, acl.cuts.get(author, _NO_LIMIT))
+
+
+def _decode_chunk(items: list[Any]) -> list[Entry | ForkProof | MeshError]:
+    out: list[Entry | ForkProof | MeshError] = []
+    for item in items:
+        try:
+            data = bytes(item)
+            if data[:1] == b"\x83":
+                out.append(ForkProof.decode(data))
+            else:
+                out.append(Entry.decode(data))
+        except MeshError as exc:
+            out.append(exc)
+        except (TypeError, ValueError) as exc:
+            out.append(InvalidEntry(f"not an entry: {exc}"))
+    return out
+
+
+class _Staging:
+    """One ingest (or owner ACL write) being decided, before it is committed.
+
+    Holds the heads, ACLs and fork proofs as they will be once committed, so that
+    a batch is judged as a whole in feed order; nothing touches the replica's
+    state until :meth:`publish`, after the LMDB commit.
+    """
+
+    def __init__(self, replica: Replica) -> None:
+        self.r = replica
+        self.heads: dict[FeedKey, Head] = {}
+        self.acls: dict[DocumentId, list[tuple[int, Acl]]] = {}
+        self.forks: dict[FeedKey, ForkProof] = {}
+        self.admitted: list[Entry] = []
+        self.new_ids: dict[tuple[FeedKey, int], bytes] = {}
+        self.lowered: dict[FeedKey, Head | None] = {}
+        self.rebuild: set[DocumentId] = set()
+        self.touched: set[FeedKey] = set()
+        self.deletes: dict[bytes, Ranges] = {}
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self.admitted or self.forks or self.lowered)
+
+    # views through the staging overlay
+    def head(self, feed: FeedKey) -> Head | None:
+        if feed in self.heads:
+            return self.heads[feed]
+        if feed in self.lowered:
+            return self.lowered[feed]
+        return self.r._heads.get(feed)
+
+    def acl_list(self, doc: DocumentId) -> list[tuple[int, Acl]]:
+        return self.acls.get(doc) or self.r._acls.get(doc, [])
+
+    def latest_acl(self, doc: DocumentId) -> Acl:
+        acls = self.acl_list(doc)
+        return acls[-1][1] if acls else Acl()
+
+    def acl_at(self, doc: DocumentId, seq: int) -> Acl:
+        found = Acl()
+        for acl_seq, acl in self.acl_list(doc):
+            if acl_seq > seq:
+                break
+            found = acl
+        return found
+
+    def fork(self, feed: FeedKey) -> ForkProof | None:
+        return self.forks.get(feed) or self.r._forks.get(feed)
+
+    def limit(self, feed: FeedKey) -> int:
+        all_forks = {**self.r._forks, **self.forks}
+        return self.r._limit(feed[0], feed[1], all_forks, self.latest_acl(feed[0]))
+
+    def id_at(self, feed: FeedKey, seq: int) -> bytes | None:
+        head = self.head(feed)
+        if head is not None and head.seq == seq:
+            return head.id
+        if (feed, seq) in self.new_ids:
+            return self.new_ids[(feed, seq)]
+        return self.r._entry_id_at(feed[0], feed[1], seq)
+
+    # deciding
+    def offer(self, entry: Entry, report: IngestReport) -> None:
+        feed = (entry.document, entry.author)
+        if entry.document.policy is Policy.LOCAL:
+            report.rejected.append(
+                Rejection(
+                    entry,
+                    PolicyViolation(
+                        "local documents never accept entries from elsewhere", **entry.where()
+                    ),
+                )
+            )
+            return
+        head = self.head(feed)
+        if head is not None and entry.seq <= head.seq:
+            known = self.id_at(feed, entry.seq)
+            if known == entry.id:
+                report.duplicates += 1
+            elif known is not None:
+                self._record_fork(entry, known, report)
+            return
+        if self.fork(feed) is not None:
+            report.ignored += 1  # the feed is frozen: nothing after the fork counts
+            return
+        pool = self.r._pending.setdefault(feed, {})
+        other = pool.get(entry.seq)
+        if other is not None:
+            if other.id == entry.id:
+                report.duplicates += 1
+            else:
+                self.add_proof(ForkProof.of(other, entry), report)
+            return
+        if self.r._pending_count >= self.r._max_pending:
+            report.rejected.append(
+                Rejection(
+                    entry,
+                    InvalidEntry(
+                        f"pending area full ({self.r._max_pending} entries waiting for gaps)",
+                        **entry.where(),
+                    ),
+                )
+            )
+            return
+        pool[entry.seq] = entry
+        self.r._pending_count += 1
+        self.touched.add(feed)
+
+    def _record_fork(self, entry: Entry, known_id: bytes, report: IngestReport) -> None:
+        known = next((a for a in self.admitted if a.id == known_id), None)
+        if known is None:
+            with self.r._store.read() as txn:
+                known = self.r._entry_at(txn, entry.document, entry.author, entry.seq)
+        self.add_proof(ForkProof.of(known, entry), report)
+
+    def add_proof(self, proof: ForkProof, report: IngestReport) -> None:
+        feed = (proof.document, proof.author)
+        existing = self.fork(feed)
+        if existing is not None and existing.seq <= proof.seq:
+            return
+        if proof.document.policy is Policy.LOCAL:
+            report.rejected.append(
+                Rejection(
+                    proof,
+                    PolicyViolation(
+                        "fork proofs of local documents are not accepted", **proof.first.where()
+                    ),
+                )
+            )
+            return
+        self.forks[feed] = proof
+        report.forks.append(proof)
+        self._lower(feed, proof.seq - 1)
+        self._drop_pending(feed, proof.seq - 1)
+
+    def _lower(self, feed: FeedKey, limit: int) -> None:
+        head = self.head(feed)
+        if head is None or head.seq <= limit:
+            return
+        if limit == 0:
+            new: Head | None = None
+        else:
+            new_id = self.id_at(feed, limit)
+            assert new_id is not None
+            new = Head(limit, new_id)
+        self.heads.pop(feed, None)
+        self.lowered[feed] = new
+        self.admitted = [
+            e for e in self.admitted if (e.document, e.author) != feed or e.seq <= limit
+        ]
+        self.rebuild.add(feed[0])
+
+    def _drop_pending(self, feed: FeedKey, limit: int) -> None:
+        pool = self.r._pending.get(feed, {})
+        for seq in [s for s in pool if s > limit]:
+            del pool[seq]
+            self.r._pending_count -= 1
+
+    def drain(self, report: IngestReport) -> None:
+        """Admit every pending entry that now extends its feed, until none does."""
+        progress = True
+        while progress:
+            progress = False
+            for feed in list(self.touched):
+                while self._admit_next(feed, report):
+                    progress = True
+
+    def _admit_next(self, feed: FeedKey, report: IngestReport) -> bool:
+        pool = self.r._pending.get(feed)
+        if not pool:
+            return False
+        head = self.head(feed)
+        next_seq = head.seq + 1 if head else 1
+        entry = pool.get(next_seq)
+        if entry is None:
+            return False
+        try:
+            if next_seq > self.limit(feed):
+                del pool[next_seq]
+                self.r._pending_count -= 1
+                report.ignored += 1
+                self._drop_pending(feed, self.limit(feed))
+                return False
+            previous_id = head.id if head else ZERO_HASH
+            if entry.prev != previous_id:
+                raise ChainError("prev does not hash the previous entry", **entry.where())
+            if not self._authorized(entry):
+                return False  # waits for the owner's ACL entry it cites
+            self._check_content(entry)
+        except InvalidEntry as exc:
+            del pool[next_seq]
+            self.r._pending_count -= 1
+            report.rejected.append(Rejection(entry, exc))
+            return False
+        del pool[next_seq]
+        self.r._pending_count -= 1
+        self.admitted.append(entry)
+        self.heads[feed] = Head(entry.seq, entry.id)
+        self.lowered.pop(feed, None)
+        self.new_ids[(feed, entry.seq)] = entry.id
+        if entry.kind is EntryKind.ACL:
+            self._admit_acl(entry)
+        return True
+
+    def _authorized(self, entry: Entry) -> bool:
+        doc = entry.document
+        if doc.policy is Policy.OPEN:
+            return True
+        if entry.author == doc.owner:
+            return True
+        if doc.policy is Policy.OWNER:
+            raise PolicyViolation(
+                f"only the owner {doc.owner.short} writes this document", **entry.where()
+            )  # type: ignore[union-attr]
+        # members: the entry cites the owner's ACL it relies on
+        if entry.kind is not EntryKind.UPDATE:
+            raise PolicyViolation("only the owner changes the member list", **entry.where())
+        if entry.acl == 0:
+            raise PolicyViolation("a member's entry must cite the owner's ACL", **entry.where())
+        owner_head = self.head((doc, doc.owner))  # type: ignore[arg-type]
+        if owner_head is None or owner_head.seq < entry.acl:
+            self.touched.add((doc, doc.owner))  # type: ignore[arg-type]
+            return False
+        if entry.author not in self.acl_at(doc, entry.acl).members:
+            raise PolicyViolation(
+                f"{entry.author.short} is not a member as of ACL {entry.acl}", **entry.where()
+            )
+        return True
+
+    def _check_content(self, entry: Entry) -> None:
+        doc = entry.document
+        if entry.kind is EntryKind.ACL:
+            if doc.policy is not Policy.MEMBERS or entry.author != doc.owner:
+                raise PolicyViolation(
+                    "ACL entries belong to the owner of a members document", **entry.where()
+                )
+            Acl.decode(entry.payload)
+            return
+        try:
+            self.deletes[entry.id] = check_update(entry.payload, client_id_for(doc, entry.author))
+        except (ClientIdViolation, InvalidUpdate) as exc:
+            raise type(exc)(str(exc), **entry.where()) from None
+
+    def _admit_acl(self, entry: Entry) -> None:
+        doc = entry.document
+        acl = Acl.decode(entry.payload)
+        self.acls[doc] = [*self.acl_list(doc), (entry.seq, acl)]
+        for member, cut in acl.cuts.items():
+            feed = (doc, member)
+            self._lower(feed, cut)
+            self._drop_pending(feed, cut)
+        # entries of members may have waited for this ACL
+        self.touched.update(f for f in self.r._pending if f[0] == doc)
+
+    def write(self, txn: Any) -> None:
+        store = self.r._store
+        for entry in self.admitted:
+            self.r._put_entry(txn, entry)
+            if entry.kind is EntryKind.ACL:
+                txn.put(
+                    entry.document.key + seq_bytes(entry.seq), entry.payload, db=store.db("acls")
+                )
+        for feed, head in self.lowered.items():
+            key = feed[0].key + feed[1].key
+            if head is None:
+                txn.delete(key, db=store.db("heads"))
+            else:
+                txn.put(key, seq_bytes(head.seq) + head.id, db=store.db("heads"))
+        for feed, proof in self.forks.items():
+            txn.put(feed[0].key + feed[1].key, proof.encode(), db=store.db("forks"))
+        for doc_id in self.rebuild:
+            txn.delete(doc_id.key, db=store.db("snapshots"))
+
+    def publish(self) -> None:
+        r = self.r
+        for feed, lowered in self.lowered.items():
+            if lowered is None:
+                r._heads.pop(feed, None)
+            else:
+                r._heads[feed] = lowered
+        r._heads.update(self.heads)
+        r._acls.update(self.acls)
+        r._forks.update(self.forks)
+        for feed in self.forks:
+            head = r._heads.get(feed)
+            if head is not None:
+                r._heads[feed] = Head(head.seq, head.id, frozen=True)
+        for feed in [f for f, pool in r._pending.items() if not pool]:
+            del r._pending[feed]

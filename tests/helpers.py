@@ -1,0 +1,35 @@
+"""Crafting entries by hand, the way a misbehaving peer would."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pycrdt
+
+from crdt_mesh import DocumentId, Entry, Identity, Policy, client_id_for
+from crdt_mesh.ledger import ZERO_HASH
+
+NOTES = DocumentId(Policy.OPEN, "notes")
+
+
+def update_as(client_id: int, key: str = "k", value: Any = "v", base: bytes | None = None) -> bytes:
+    """A Yrs update writing ``map[key] = value`` as ``client_id`` (on top of ``base``)."""
+    doc: pycrdt.Doc[Any] = pycrdt.Doc(client_id=client_id)
+    if base:
+        doc.apply_update(base)
+    state = doc.get_state()
+    doc.get("map", type=pycrdt.Map)[key] = value
+    return doc.get_update(state)
+
+
+def feed(identity: Identity, n: int, document: DocumentId = NOTES, **fields: Any) -> list[Entry]:
+    """``n`` valid chained entries by ``identity`` writing as its own client id."""
+    client = client_id_for(document, identity.peer_id)
+    entries: list[Entry] = []
+    state = b""
+    for seq in range(1, n + 1):
+        update = update_as(client, f"k{seq}", seq, base=state or None)
+        state = pycrdt.merge_updates(state, update) if state else update
+        prev = entries[-1].id if entries else ZERO_HASH
+        entries.append(Entry.create(identity, document, seq, prev, update, timestamp=seq, **fields))
+    return entries

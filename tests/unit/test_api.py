@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+import crdt_mesh
+import crdt_mesh.testing
+
+
+def test_all_matches_public_names() -> None:
+    for module in (crdt_mesh, crdt_mesh.testing):
+        public = {n for n in vars(module) if not n.startswith("_")}
+        public -= {"errors", "identity", "ledger", "replica", "store", "testing", "ops", "annotations"}
+        assert set(module.__all__) == public
+
+
+def test_every_error_derives_from_mesh_error() -> None:
+    errors = [getattr(crdt_mesh, n) for n in crdt_mesh.__all__]
+    for error in errors:
+        if isinstance(error, type) and issubclass(error, Exception):
+            assert issubclass(error, crdt_mesh.MeshError), error

@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+import cbor2
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from crdt_mesh import (
+    ChainError,
+    DocumentId,
+    Entry,
+    Identity,
+    InvalidDocumentId,
+    InvalidEntry,
+    InvalidSignature,
+    PeerId,
+    Policy,
+)
+from crdt_mesh.ledger import ZERO_HASH
+from tests.helpers import NOTES, feed
+
+ALICE = Identity.from_seed(b"a" * 32)
+MALLORY = Identity.from_seed(b"m" * 32)
+
+
+def test_round_trip_and_id_is_stable() -> None:
+    entry = feed(ALICE, 1)[0]
+    again = Entry.decode(entry.encoded)
+    assert again == entry
+    assert again.id == entry.id and len(entry.id) == 32
+    assert again.author == ALICE.peer_id and again.document == NOTES
+
+
+def test_every_single_byte_flip_is_rejected() -> None:
+    for entry in feed(ALICE, 3):
+        data = entry.encoded
+        for position in range(len(data)):
+            for flip in (0x01, 0x80, 0xFF):
+                tampered = bytearray(data)
+                tampered[position] ^= flip
+                with pytest.raises(InvalidEntry):
+                    Entry.decode(bytes(tampered))
+
+
+def test_valid_signature_by_the_wrong_key_is_rejected() -> None:
+    entry = feed(ALICE, 1)[0]
+    forged = Entry.create(MALLORY, entry.document, 1, ZERO_HASH, entry.payload, timestamp=1)
+    items = cbor2.loads(forged.encoded)
+    items[2] = ALICE.peer_id.key  # claim Alice wrote it; the signature is Mallory's
+    with pytest.raises(InvalidSignature):
+        Entry.decode(cbor2.dumps(items, canonical=True))
+
+
+def test_non_canonical_encoding_is_rejected() -> None:
+    entry = feed(ALICE, 1)[0]
+    items = cbor2.loads(entry.encoded)
+    indefinite = b"\x9f" + b"".join(cbor2.dumps(i, canonical=True) for i in items) + b"\xff"
+    with pytest.raises(InvalidEntry):
+        Entry.decode(indefinite)
+    parts = [cbor2.dumps(i, canonical=True) for i in items]
+    parts[3] = b"\x19\x00\x01"  # seq 1 as a 16-bit integer: same value, longer bytes
+    long_int = b"\x8a" + b"".join(parts)
+    assert cbor2.loads(long_int) == items
+    with pytest.raises(InvalidEntry, match="canonical"):
+        Entry.decode(long_int)
+
+
+@given(st.binary(max_size=400))
+def test_decode_of_any_bytes_is_an_entry_or_a_typed_error(data: bytes) -> None:
+    try:
+        Entry.decode(data)
+    except InvalidEntry:
+        pass
+
+
+@given(st.lists(st.one_of(st.integers(), st.binary(max_size=40), st.text(max_size=20), st.none()), min_size=10, max_size=10))
+def test_decode_of_any_ten_item_array_is_typed(items: list[object]) -> None:
+    try:
+        Entry.decode(cbor2.dumps(items))
+    except InvalidEntry:
+        pass
+
+
+def test_chain_checks_seq_and_prev() -> None:
+    first, second, third = feed(ALICE, 3)
+    first.follows(None)
+    second.follows(first)
+    with pytest.raises(ChainError):
+        third.follows(first)
+    with pytest.raises(ChainError):
+        second.follows(None)
+
+
+def test_create_rejects_bad_fields() -> None:
+    with pytest.raises(InvalidEntry):
+        Entry.create(ALICE, NOTES, 0, ZERO_HASH, b"", timestamp=0)
+    with pytest.raises(InvalidEntry):
+        Entry.create(ALICE, NOTES, 1, b"\x01" * 32, b"", timestamp=0)
+    with pytest.raises(InvalidEntry):
+        Entry.create(ALICE, NOTES, 2, b"short", b"", timestamp=0)
+
+
+def test_document_ids_commit_to_policy_and_owner() -> None:
+    owner = ALICE.peer_id
+    doc = DocumentId(Policy.OWNER, "profile", owner)
+    assert DocumentId.parse(str(doc)) == doc
+    assert str(doc) == f"owner:{owner}:profile"
+    assert DocumentId.parse("open:a:b") == DocumentId(Policy.OPEN, "a:b")
+    assert doc.key != DocumentId(Policy.OWNER, "profile", MALLORY.peer_id).key
+    for bad in ("", "nope:x", "open:", f"owner:{str(ALICE.peer_id)[:-1]}7:p", "owner:short:p", "local:\x00"):
+        with pytest.raises(InvalidDocumentId):
+            DocumentId.parse(bad)
+    with pytest.raises(InvalidDocumentId):
+        DocumentId(Policy.OPEN, "x", owner)
+    with pytest.raises(InvalidDocumentId):
+        DocumentId(Policy.MEMBERS, "x")
+    assert isinstance(owner, PeerId)

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from crdt_mesh import Identity, InvalidKeyFile, PeerId
+
+
+def test_peer_id_printable_round_trip() -> None:
+    peer = Identity.generate().peer_id
+    text = str(peer)
+    assert len(text) == 52 and text == text.lower()
+    assert PeerId.parse(text) == peer
+    assert peer.short == text[:12]
+
+
+@pytest.mark.parametrize("bad", ["", "abc", "!" * 52, "a" * 53, 5])
+def test_peer_id_parse_rejects_garbage(bad: object) -> None:
+    with pytest.raises(ValueError):
+        PeerId.parse(bad)  # type: ignore[arg-type]
+
+
+def test_peer_id_must_be_32_bytes() -> None:
+    with pytest.raises(ValueError):
+        PeerId(b"x" * 31)
+
+
+def test_key_file_is_private_and_round_trips(tmp_path: Path) -> None:
+    identity = Identity.generate()
+    path = tmp_path / "key"
+    identity.save(path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert Identity.load(path).peer_id == identity.peer_id
+
+
+def test_sealed_key_needs_the_right_passphrase(tmp_path: Path) -> None:
+    identity = Identity.generate()
+    path = tmp_path / "sealed"
+    identity.save(path, passphrase="correct horse")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert identity.seed not in path.read_bytes()
+    assert Identity.load(path, passphrase="correct horse").peer_id == identity.peer_id
+    with pytest.raises(InvalidKeyFile, match="wrong passphrase"):
+        Identity.load(path, passphrase="wrong")
+    with pytest.raises(InvalidKeyFile, match="passphrase is required"):
+        Identity.load(path)
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage", b"\xa1\x66format\x63bad"])
+def test_corrupt_key_file_is_a_typed_error(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "bad"
+    path.write_bytes(content)
+    with pytest.raises(InvalidKeyFile):
+        Identity.load(path)
+
+
+def test_signatures_verify_with_the_peer_id() -> None:
+    identity = Identity.generate()
+    signature = identity.sign(b"message")
+    identity.peer_id.verify_key().verify(b"message", signature)
