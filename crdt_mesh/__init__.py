@@ -7,20 +7,50 @@ by anti-entropy over pluggable transports.
 
 from .errors import (
     ChainError as ChainError,
+)
+from .errors import (
     ClientIdViolation as ClientIdViolation,
+)
+from .errors import (
     ClosedError as ClosedError,
+)
+from .errors import (
     FeatureDisabledError as FeatureDisabledError,
+)
+from .errors import (
     ForkDetected as ForkDetected,
+)
+from .errors import (
     InvalidDocumentId as InvalidDocumentId,
+)
+from .errors import (
     InvalidEntry as InvalidEntry,
+)
+from .errors import (
     InvalidKeyFile as InvalidKeyFile,
+)
+from .errors import (
     InvalidSignature as InvalidSignature,
+)
+from .errors import (
     InvalidUpdate as InvalidUpdate,
+)
+from .errors import (
     LocalError as LocalError,
+)
+from .errors import (
     MeshError as MeshError,
+)
+from .errors import (
     NotWritable as NotWritable,
+)
+from .errors import (
     PolicyViolation as PolicyViolation,
+)
+from .errors import (
     RemoteError as RemoteError,
+)
+from .errors import (
     StoreError as StoreError,
 )
 from .identity import Identity as Identity
@@ -70,8 +100,8 @@ __all__ = [
     "PeerId",
     "Policy",
     "PolicyViolation",
-    "RemoteError",
     "Rejection",
+    "RemoteError",
     "Replica",
     "StoreError",
     "client_id_for",

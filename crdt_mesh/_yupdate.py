@@ -102,7 +102,9 @@ def check_update(update: bytes, client_id: int) -> Ranges:
     """
     foreign, deletes = _split(_diff(update, encode_state_vector({client_id: _MAX_CLOCK})))
     if foreign:
-        raise ClientIdViolation(f"update writes as client ids other than its author's ({client_id})")
+        raise ClientIdViolation(
+            f"update writes as client ids other than its author's ({client_id})"
+        )
     return deletes
 
 

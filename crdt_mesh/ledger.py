@@ -149,7 +149,9 @@ class Entry:
     id: bytes = field(repr=False, compare=False)
 
     def __repr__(self) -> str:
-        return f"Entry({self.document.text!r}, {self.author.short}, seq={self.seq}, {self.kind.name})"
+        return (
+            f"Entry({self.document.text!r}, {self.author.short}, seq={self.seq}, {self.kind.name})"
+        )
 
     def where(self) -> dict[str, Any]:
         """The fields that name this entry in an error."""

@@ -20,7 +20,13 @@ from typing import Any
 import cbor2
 import pycrdt
 
-from ._yupdate import Ranges, check_update, is_integrated
+from ._yupdate import (
+    Ranges,
+    check_update,
+    encode_state_vector,
+    is_integrated,
+    parse_state_vector,
+)
 from .errors import (
     ChainError,
     ClientIdViolation,
@@ -155,8 +161,11 @@ class Document:
         return sorted(self._ydoc.keys())
 
     def state(self) -> bytes:
-        """The Yrs state vector of what this replica has integrated."""
-        return self._ydoc.get_state()
+        """The Yrs state vector of what this replica has integrated, clients sorted.
+
+        Yrs orders clients as its hash map does; sorting makes equal states equal bytes.
+        """
+        return encode_state_vector(parse_state_vector(self._ydoc.get_state()))
 
     def update(self) -> bytes:
         """The whole integrated document as one Yrs v1 update."""
@@ -259,7 +268,7 @@ class Document:
                     log.exception("observer of %s failed", self.id)
 
     def _snapshot_due(self) -> bool:
-        return self._debt > max(SNAPSHOT_MIN_DEBT, self._snapshot_size)
+        return self._debt > max(self._replica._snapshot_min_debt, self._snapshot_size)
 
 
 class Replica:
@@ -279,11 +288,13 @@ class Replica:
         clock: Callable[[], float] = time.time,
         max_pending: int = 10_000,
         verify_threads: int | None = None,
+        snapshot_min_debt: int = SNAPSHOT_MIN_DEBT,
     ) -> None:
         self.identity = identity
         self.peer_id = identity.peer_id
         self._clock = clock
         self._max_pending = max_pending
+        self._snapshot_min_debt = snapshot_min_debt
         self._store = Store(path, durability=durability, map_size=map_size)
         self._docs: dict[bytes, DocumentId] = {}
         self._heads: dict[FeedKey, Head] = {}
@@ -324,7 +335,7 @@ class Replica:
             for key, value in txn.cursor(db=self._store.db("heads")):
                 doc, author = self._docs[key[:16]], PeerId(key[16:])
                 self._heads[(doc, author)] = Head(int.from_bytes(value[:8], "big"), value[8:])
-            for key, value in txn.cursor(db=self._store.db("forks")):
+            for _, value in txn.cursor(db=self._store.db("forks")):
                 proof = ForkProof.decode(value)
                 self._forks[(proof.document, proof.author)] = proof
             for key, value in txn.cursor(db=self._store.db("acls")):
@@ -622,7 +633,11 @@ class Replica:
         return [e for e in self.missing_from({}) if isinstance(e, Entry) and e.document == doc_id]
 
     def on_commit(self, callback: Callable[[list[Entry]], None]) -> Callable[[], None]:
-        """Call ``callback(entries)`` after each commit (local or ingested); returns an unsubscribe."""
+        """Call ``callback(entries)`` after each commit, local or ingested.
+
+        Returns:
+            A function that unsubscribes the callback.
+        """
         self._commit_hooks.append(callback)
         return lambda: (
             self._commit_hooks.remove(callback) if callback in self._commit_hooks else None
@@ -646,7 +661,7 @@ class Replica:
         report = IngestReport()
         entries: list[Entry] = []
         proofs: list[ForkProof] = []
-        for item, decoded in self._decode_all(list(items), report):
+        for _item, decoded in self._decode_all(list(items), report):
             if isinstance(decoded, ForkProof):
                 proofs.append(decoded)
             else:
@@ -689,6 +704,7 @@ class Replica:
         txn = _Staging(self)
         for proof in proofs:
             txn.add_proof(proof, report)
+        entries.sort(key=lambda e: (e.document.key, e.author.key, e.seq))
         for entry in entries:
             txn.offer(entry, report)
         txn.drain(report)
@@ -905,7 +921,8 @@ class _Staging:
             else:
                 self.add_proof(ForkProof.of(other, entry), report)
             return
-        if self.r._pending_count >= self.r._max_pending:
+        next_seq = head.seq + 1 if head else 1
+        if entry.seq > next_seq and self.r._pending_count >= self.r._max_pending:
             report.rejected.append(
                 Rejection(
                     entry,
@@ -919,6 +936,9 @@ class _Staging:
         pool[entry.seq] = entry
         self.r._pending_count += 1
         self.touched.add(feed)
+        if entry.seq == next_seq:  # keep the pending area small on in-order input
+            while self._admit_next(feed, report):
+                pass
 
     def _record_fork(self, entry: Entry, known_id: bytes, report: IngestReport) -> None:
         known = next((a for a in self.admitted if a.id == known_id), None)

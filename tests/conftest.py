@@ -28,10 +28,14 @@ def make_replica(tmp_path: Path) -> Iterator[ReplicaFactory]:
     opened: list[Replica] = []
     counter = iter(range(1_000_000))
 
-    def make(identity: Identity | None = None, name: str | None = None, **options: object) -> Replica:
+    def make(
+        identity: Identity | None = None, name: str | None = None, **options: object
+    ) -> Replica:
         options.setdefault("durability", Durability.PROCESS)
         replica = Replica.open(
-            tmp_path / (name or f"replica-{next(counter)}"), identity or Identity.generate(), **options
+            tmp_path / (name or f"replica-{next(counter)}"),
+            identity or Identity.generate(),
+            **options,
         )
         opened.append(replica)
         return replica

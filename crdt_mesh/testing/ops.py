@@ -40,7 +40,9 @@ def apply_op(document: Document, op: Op) -> None:
     if op.kind == "map_set":
         document.map(MAP_ROOT)[op.key] = op.value
     elif op.kind == "map_nested":
-        document.map(MAP_ROOT)[op.key] = pycrdt.Map({"value": op.value, "list": pycrdt.Array([op.value])})
+        document.map(MAP_ROOT)[op.key] = pycrdt.Map(
+            {"value": op.value, "list": pycrdt.Array([op.value])}
+        )
     elif op.kind == "map_delete":
         root = document.map(MAP_ROOT)
         if op.key in root:
