@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import types
+
 import crdt_mesh
 import crdt_mesh.testing
 
