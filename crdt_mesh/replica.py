@@ -8,6 +8,7 @@ apply (DESIGN invariants 1-5); local transactions become one signed entry each.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -21,7 +22,6 @@ import cbor2
 import pycrdt
 
 from ._yupdate import (
-    Ranges,
     check_update,
     encode_state_vector,
     is_integrated,
@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 
 FeedKey = tuple[DocumentId, PeerId]
 _NO_LIMIT = 1 << 63
+_LAST_SEQ = b"\xff" * 8
 #: A document's cached state is rewritten once this many update bytes (or its own
 #: size, if larger) were applied since the last snapshot: opening stays O(state).
 SNAPSHOT_MIN_DEBT = 64 * 1024
@@ -124,7 +125,7 @@ class Document:
         self._depth = 0
         self._applying = False
         self._observers: list[Callable[[DocumentChange], None]] = []
-        self._unresolved: dict[tuple[PeerId, int], tuple[bytes, Ranges]] = {}
+        self._unresolved: dict[tuple[PeerId, int], bytes] = {}
         self._debt = 0
         self._snapshot_size = 0
         self._ydoc = self._new_ydoc()
@@ -228,35 +229,43 @@ class Document:
 
     # -- applying committed entries -------------------------------------------------
 
-    def _apply(
-        self, entries: Iterable[Entry], *, check: bool, deletes: Mapping[bytes, Ranges] = {}
-    ) -> list[Entry]:
-        """Apply committed entries' updates; track the ones Yrs could not integrate.
+    def _apply(self, entries: Iterable[Entry], *, check: bool) -> None:
+        """Apply committed entries' updates; track those Yrs could not integrate yet.
 
-        ``deletes`` holds the delete sets already parsed at admission, by entry id.
+        ``check`` is False for this replica's own entries (already in the document).
         """
-        applied = []
+        updates = [e for e in entries if e.kind is EntryKind.UPDATE]
+        if not updates:
+            return
+        payloads = [e.payload for e in updates]
+        merged = payloads[0] if len(payloads) == 1 else pycrdt.merge_updates(*payloads)
         self._applying = True
         try:
-            for entry in entries:
-                if entry.kind is not EntryKind.UPDATE:
-                    continue
-                self._ydoc.apply_update(entry.payload)
-                self._debt += len(entry.payload)
-                if check:
-                    ranges = deletes.get(entry.id)
-                    if ranges is None:
-                        ranges = check_update(entry.payload, client_id_for(self.id, entry.author))
-                    self._unresolved[(entry.author, entry.seq)] = (entry.payload, ranges)
-                applied.append(entry)
+            self._ydoc.apply_update(merged)
         finally:
             self._applying = False
-        if self._unresolved:
-            state = self._ydoc.get_state()
-            done = [k for k, (u, d) in self._unresolved.items() if is_integrated(u, d, state)]
-            for key in done:
-                del self._unresolved[key]
-        return applied
+        self._debt += sum(map(len, payloads))
+        if check:
+            earlier = bool(self._unresolved)
+            for entry in updates:
+                self._unresolved[(entry.author, entry.seq)] = entry.payload
+            self._settle(None if earlier else merged)
+
+    def _settle(self, merged: bytes | None = None) -> None:
+        """Forget the tracked updates that the document has now integrated.
+
+        ``merged`` is all tracked updates merged in one, if the caller has it.
+        """
+        state = self._ydoc.get_state()
+        pending = self._unresolved
+        if merged is None:
+            payloads = list(pending.values())
+            merged = payloads[0] if len(payloads) == 1 else pycrdt.merge_updates(*payloads)
+        if is_integrated(merged, state):
+            pending.clear()  # the common case: one check for the whole batch
+            return
+        for key in [k for k, update in pending.items() if is_integrated(update, state)]:
+            del pending[key]
 
     def _notify(self, entries: Iterable[Entry], *, local: bool) -> None:
         for entry in entries:
@@ -332,9 +341,18 @@ class Replica:
         with self._store.read() as txn:
             for key, text in txn.cursor(db=self._store.db("docs")):
                 self._docs[key] = DocumentId.parse(text.decode())
-            for key, value in txn.cursor(db=self._store.db("heads")):
-                doc, author = self._docs[key[:16]], PeerId(key[16:])
-                self._heads[(doc, author)] = Head(int.from_bytes(value[:8], "big"), value[8:])
+            cursor = txn.cursor(db=self._store.db("entries"))
+            found = cursor.first()
+            while found:  # jump from feed to feed: the last entry of each is its head
+                feed = cursor.key()[:48]
+                found = cursor.set_range(feed + _LAST_SEQ)
+                if not (found and cursor.key().startswith(feed)):
+                    cursor.prev() if found else cursor.last()
+                key, value = cursor.item()
+                doc, author = self._docs[feed[:16]], PeerId(feed[16:])
+                entry_id = hashlib.blake2b(value, digest_size=32).digest()
+                self._heads[(doc, author)] = Head(int.from_bytes(key[48:], "big"), entry_id)
+                found = cursor.set_range(feed + _LAST_SEQ)
             for _, value in txn.cursor(db=self._store.db("forks")):
                 proof = ForkProof.decode(value)
                 self._forks[(proof.document, proof.author)] = proof
@@ -456,11 +474,12 @@ class Replica:
         document._debt += len(update)
 
         def work(txn: Any) -> None:
-            self._put_entry(txn, entry)
+            self._put_entries(txn, (entry,))
             if document._snapshot_due():
                 self._put_snapshot(txn, document)
 
         self._store.write(work)
+        self._docs[document.id.key] = document.id
         self._heads[(document.id, self.peer_id)] = Head(entry.seq, entry.id)
         self._after_commit([entry], local=True)
 
@@ -511,8 +530,7 @@ class Replica:
             document._debt += len(entry.payload)
 
         def work(txn: Any) -> None:
-            for _, entry in batch:
-                self._put_entry(txn, entry)
+            self._put_entries(txn, (entry for _, entry in batch))
             for document in docs:
                 if document._snapshot_due():
                     self._put_snapshot(txn, document)
@@ -522,6 +540,7 @@ class Replica:
         except BaseException:
             self._abort_batch(batch, heads_before)
             raise
+        self._docs.update({d.id.key: d.id for d in docs})
         self._after_commit([e for _, e in batch], local=True)
 
     def _abort_batch(
@@ -651,7 +670,8 @@ class Replica:
         Each entry is taken whole or not at all; order and duplicates do not
         matter: an entry whose predecessor is missing waits (bounded) until it
         arrives. All accepted entries are committed in one LMDB transaction, then
-        applied to the open documents.
+        applied to the open documents. In a large batch, signatures are checked on
+        a thread pool while this thread decodes and admits the rest.
 
         Returns:
             An :class:`IngestReport`; refused inputs are in ``rejected`` with a typed
@@ -659,42 +679,51 @@ class Replica:
         """
         self._check_open()
         report = IngestReport()
-        entries: list[Entry] = []
         proofs: list[ForkProof] = []
-        for _item, decoded in self._decode_all(list(items), report):
-            if isinstance(decoded, ForkProof):
-                proofs.append(decoded)
+        entries: list[Entry | bytes] = []
+        for item in items:  # fork proofs first: they freeze feeds before entries are judged
+            if isinstance(item, ForkProof) or (
+                isinstance(item, bytes | bytearray | memoryview) and bytes(item[:1]) == b"\x83"
+            ):
+                try:
+                    proofs.append(_checked_proof(item))
+                except MeshError as exc:
+                    report.rejected.append(Rejection(item, exc))
             else:
-                entries.append(decoded)
-        self._admit_and_commit(entries, local=False, proofs=proofs, report=report)
+                entries.append(item)  # type: ignore[arg-type]
+        decoded: list[Entry] = []
+        for item in entries:
+            try:
+                decoded.append(
+                    item if isinstance(item, Entry) else Entry.decode(item, verify=False)
+                )
+            except MeshError as exc:
+                report.rejected.append(Rejection(item, exc))
+            except (TypeError, ValueError) as exc:
+                report.rejected.append(Rejection(item, InvalidEntry(f"not an entry: {exc}")))
+        chunks = self._checked_chunks(decoded)
+        self._admit_and_commit(_accepted(chunks, report), local=False, proofs=proofs, report=report)
         return report
 
-    def _decode_all(
-        self, items: list[Entry | ForkProof | bytes], report: IngestReport
-    ) -> list[tuple[object, Entry | ForkProof]]:
-        raw = [i for i in items if not isinstance(i, Entry | ForkProof)]
-        decoded: dict[int, Entry | ForkProof | MeshError] = {}
-        if len(raw) >= 2 * _VERIFY_CHUNK and self._verify_threads > 1:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self._verify_threads, thread_name_prefix="verify")
-            chunks = [raw[i : i + _VERIFY_CHUNK] for i in range(0, len(raw), _VERIFY_CHUNK)]
-            results = [r for chunk in self._pool.map(_decode_chunk, chunks) for r in chunk]
-        else:
-            results = _decode_chunk(raw)
-        for item, result in zip(raw, results, strict=True):
-            decoded[id(item)] = result
-        out: list[tuple[object, Entry | ForkProof]] = []
-        for item in items:
-            result = item if isinstance(item, Entry | ForkProof) else decoded[id(item)]
-            if isinstance(result, MeshError):
-                report.rejected.append(Rejection(item, result))  # type: ignore[arg-type]
-            else:
-                out.append((item, result))
-        return out
+    def _checked_chunks(self, items: list[Entry]) -> Iterator[list[Entry | Rejection]]:
+        """Verify the signature and the client-id binding of every entry, in chunks.
+
+        A large batch is checked on a thread pool while this thread waits: PyNaCl
+        releases the GIL, so the threads use every core. (Decoding or admitting
+        entries meanwhile would hold the GIL for long stretches and stall the
+        pool's threads: measured, it is slower.)
+        """
+        if len(items) < 2 * _VERIFY_CHUNK or self._verify_threads < 2:
+            yield _check_chunk(items)
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._verify_threads, thread_name_prefix="verify")
+        chunks = [items[i : i + _VERIFY_CHUNK] for i in range(0, len(items), _VERIFY_CHUNK)]
+        yield from self._pool.map(_check_chunk, chunks)
 
     def _admit_and_commit(
         self,
-        entries: list[Entry],
+        entries: Iterable[Entry],
         *,
         local: bool,
         proofs: Iterable[ForkProof] = (),
@@ -704,7 +733,6 @@ class Replica:
         txn = _Staging(self)
         for proof in proofs:
             txn.add_proof(proof, report)
-        entries.sort(key=lambda e: (e.document.key, e.author.key, e.seq))
         for entry in entries:
             txn.offer(entry, report)
         txn.drain(report)
@@ -713,6 +741,7 @@ class Replica:
             return report
         self._store.write(txn.write)
         txn.publish()
+        self._docs.update({e.document.key: e.document for e in txn.admitted})
         report.applied = txn.admitted
         report.pending = self._pending_count
         # Apply to open documents (after commit: DESIGN invariant 5).
@@ -723,7 +752,7 @@ class Replica:
             document = self._open.get(doc_id)
             if document is None or doc_id in txn.rebuild:
                 continue
-            document._apply(doc_entries, check=not local, deletes=txn.deletes)
+            document._apply(doc_entries, check=not local)
         for doc_id in txn.rebuild:
             if doc_id in self._open:
                 self._rebuild(self._open[doc_id])
@@ -753,13 +782,21 @@ class Replica:
 
     # -- store helpers -------------------------------------------------------------------
 
-    def _put_entry(self, txn: Any, entry: Entry) -> None:
-        doc, author = entry.document, entry.author
-        feed = doc.key + author.key
-        txn.put(doc.key, doc.text.encode(), db=self._store.db("docs"), overwrite=False)
-        txn.put(feed + seq_bytes(entry.seq), entry.encoded, db=self._store.db("entries"))
-        txn.put(feed, seq_bytes(entry.seq) + entry.id, db=self._store.db("heads"))
-        self._docs[doc.key] = doc
+    def _put_entries(self, txn: Any, entries: Iterable[Entry]) -> None:
+        """Stage entries and any document not yet recorded.
+
+        A feed's head is its last stored entry, so a commit touches one sub-database
+        (fewer pages to fsync); entries that stopped counting live in ``void``.
+        """
+        entries_db, new_docs = self._store.db("entries"), {}
+        for entry in entries:
+            doc = entry.document
+            txn.put(doc.key + entry.author.key + seq_bytes(entry.seq), entry.encoded, db=entries_db)
+            if doc.key not in self._docs:
+                new_docs[doc.key] = doc.text.encode()
+        docs_db = self._store.db("docs")
+        for key, text in new_docs.items():
+            txn.put(key, text, db=docs_db)
 
     def _put_snapshot(self, txn: Any, document: Document) -> None:
         state = document._ydoc.get_update()
@@ -803,28 +840,53 @@ class Replica:
             value = txn.get(doc.key + author.key + seq_bytes(seq), db=self._store.db("entries"))
         return Entry.decode(value, verify=False).id if value is not None else None
 
-    def _limit(
-        self, doc: DocumentId, author: PeerId, forks: Mapping[FeedKey, ForkProof], acl: Acl
-    ) -> int:
-        proof = forks.get((doc, author))
-        fork_limit = proof.seq - 1 if proof is not None else _NO_LIMIT
-        return min(fork_limit, acl.cuts.get(author, _NO_LIMIT))
+
+def _checked_proof(item: ForkProof | bytes) -> ForkProof:
+    if isinstance(item, ForkProof):
+        item.first.verify()
+        item.second.verify()
+        return item
+    return ForkProof.decode(bytes(item))
 
 
-def _decode_chunk(items: list[Any]) -> list[Entry | ForkProof | MeshError]:
-    out: list[Entry | ForkProof | MeshError] = []
-    for item in items:
-        try:
-            data = bytes(item)
-            if data[:1] == b"\x83":
-                out.append(ForkProof.decode(data))
+def _feed_order(entry: Entry) -> tuple[bytes, bytes, int]:
+    return entry.document.key, entry.author.key, entry.seq
+
+
+def _accepted(chunks: Iterable[list[Entry | Rejection]], report: IngestReport) -> Iterator[Entry]:
+    """The verified entries of each chunk, in feed order within it; reject the others."""
+    for chunk in chunks:
+        good: list[Entry] = []
+        for result in chunk:
+            if isinstance(result, Entry):
+                good.append(result)
             else:
-                out.append(Entry.decode(data))
+                report.rejected.append(Rejection(result.item, result.error))
+        good.sort(key=_feed_order)
+        yield from good
+
+
+def _check_chunk(entries: list[Entry]) -> list[Entry | Rejection]:
+    """Each entry if it is signed by its author and its update writes as its author only.
+
+    Runs on the verification pool: everything here is a pure function of the entry.
+    """
+    out: list[Entry | Rejection] = []
+    for entry in entries:
+        try:
+            entry.verify()
+            if entry.kind is EntryKind.UPDATE:
+                try:
+                    check_update(entry.payload, client_id_for(entry.document, entry.author))
+                except (ClientIdViolation, InvalidUpdate) as exc:
+                    raise type(exc)(str(exc), **entry.where()) from None
+            out.append(entry)
         except MeshError as exc:
-            out.append(exc)
-        except (TypeError, ValueError) as exc:
-            out.append(InvalidEntry(f"not an entry: {exc}"))
+            out.append(Rejection(entry, exc))
     return out
+
+
+_ADMITTED, _REJECTED, _IGNORED, _WAIT = object(), object(), object(), object()
 
 
 class _Staging:
@@ -845,7 +907,7 @@ class _Staging:
         self.lowered: dict[FeedKey, Head | None] = {}
         self.rebuild: set[DocumentId] = set()
         self.touched: set[FeedKey] = set()
-        self.deletes: dict[bytes, Ranges] = {}
+        self.voided: dict[FeedKey, int] = {}
 
     @property
     def dirty(self) -> bool:
@@ -878,8 +940,12 @@ class _Staging:
         return self.forks.get(feed) or self.r._forks.get(feed)
 
     def limit(self, feed: FeedKey) -> int:
-        all_forks = {**self.r._forks, **self.forks}
-        return self.r._limit(feed[0], feed[1], all_forks, self.latest_acl(feed[0]))
+        """The last seq of ``feed`` that may count (a fork freezes it; an ACL may cut it)."""
+        proof = self.fork(feed)
+        limit = proof.seq - 1 if proof is not None else _NO_LIMIT
+        if feed[0].policy is Policy.MEMBERS:
+            limit = min(limit, self.latest_acl(feed[0]).cuts.get(feed[1], _NO_LIMIT))
+        return limit
 
     def id_at(self, feed: FeedKey, seq: int) -> bytes | None:
         head = self.head(feed)
@@ -922,7 +988,10 @@ class _Staging:
                 self.add_proof(ForkProof.of(other, entry), report)
             return
         next_seq = head.seq + 1 if head else 1
-        if entry.seq > next_seq and self.r._pending_count >= self.r._max_pending:
+        if entry.seq == next_seq and not pool:  # in order: the usual case, no pending area
+            if self._judge(feed, head, entry, report) is not _WAIT:
+                return
+        elif entry.seq > next_seq and self.r._pending_count >= self.r._max_pending:
             report.rejected.append(
                 Rejection(
                     entry,
@@ -979,6 +1048,7 @@ class _Staging:
             new = Head(limit, new_id)
         self.heads.pop(feed, None)
         self.lowered[feed] = new
+        self.voided[feed] = min(limit, self.voided.get(feed, limit))
         self.admitted = [
             e for e in self.admitted if (e.document, e.author) != feed or e.seq <= limit
         ]
@@ -1000,6 +1070,7 @@ class _Staging:
                     progress = True
 
     def _admit_next(self, feed: FeedKey, report: IngestReport) -> bool:
+        """Judge the pending entry that would extend ``feed``; True if it was admitted."""
         pool = self.r._pending.get(feed)
         if not pool:
             return False
@@ -1008,33 +1079,38 @@ class _Staging:
         entry = pool.get(next_seq)
         if entry is None:
             return False
-        try:
-            if next_seq > self.limit(feed):
-                del pool[next_seq]
-                self.r._pending_count -= 1
-                report.ignored += 1
-                self._drop_pending(feed, self.limit(feed))
-                return False
-            previous_id = head.id if head else ZERO_HASH
-            if entry.prev != previous_id:
-                raise ChainError("prev does not hash the previous entry", **entry.where())
-            if not self._authorized(entry):
-                return False  # waits for the owner's ACL entry it cites
-            self._check_content(entry)
-        except InvalidEntry as exc:
-            del pool[next_seq]
-            self.r._pending_count -= 1
-            report.rejected.append(Rejection(entry, exc))
+        verdict = self._judge(feed, head, entry, report)
+        if verdict is _WAIT:
             return False
         del pool[next_seq]
         self.r._pending_count -= 1
+        if verdict is _IGNORED:
+            self._drop_pending(feed, self.limit(feed))
+        return verdict is _ADMITTED
+
+    def _judge(
+        self, feed: FeedKey, head: Head | None, entry: Entry, report: IngestReport
+    ) -> object:
+        """Admit, refuse or hold ``entry``, the next entry of ``feed``."""
+        try:
+            if entry.seq > self.limit(feed):
+                report.ignored += 1
+                return _IGNORED
+            if entry.prev != (head.id if head else ZERO_HASH):
+                raise ChainError("prev does not hash the previous entry", **entry.where())
+            if not self._authorized(entry):
+                return _WAIT  # for the owner's ACL entry it cites
+            self._check_content(entry)
+        except InvalidEntry as exc:
+            report.rejected.append(Rejection(entry, exc))
+            return _REJECTED
         self.admitted.append(entry)
         self.heads[feed] = Head(entry.seq, entry.id)
         self.lowered.pop(feed, None)
         self.new_ids[(feed, entry.seq)] = entry.id
         if entry.kind is EntryKind.ACL:
             self._admit_acl(entry)
-        return True
+        return _ADMITTED
 
     def _authorized(self, entry: Entry) -> bool:
         doc = entry.document
@@ -1062,6 +1138,8 @@ class _Staging:
         return True
 
     def _check_content(self, entry: Entry) -> None:
+        """ACL entries: owner of a members document, well formed. (Updates were
+        checked for client-id binding with their signature, in ``_check_chunk``.)"""
         doc = entry.document
         if entry.kind is EntryKind.ACL:
             if doc.policy is not Policy.MEMBERS or entry.author != doc.owner:
@@ -1069,11 +1147,6 @@ class _Staging:
                     "ACL entries belong to the owner of a members document", **entry.where()
                 )
             Acl.decode(entry.payload)
-            return
-        try:
-            self.deletes[entry.id] = check_update(entry.payload, client_id_for(doc, entry.author))
-        except (ClientIdViolation, InvalidUpdate) as exc:
-            raise type(exc)(str(exc), **entry.where()) from None
 
     def _admit_acl(self, entry: Entry) -> None:
         doc = entry.document
@@ -1088,18 +1161,20 @@ class _Staging:
 
     def write(self, txn: Any) -> None:
         store = self.r._store
+        entries_db, void_db = store.db("entries"), store.db("void")
+        for feed, limit in self.voided.items():  # kept, but out of the feed
+            prefix = feed[0].key + feed[1].key
+            cursor = txn.cursor(db=entries_db)
+            found = cursor.set_range(prefix + seq_bytes(limit + 1))
+            while found and cursor.key().startswith(prefix):
+                txn.put(cursor.key(), cursor.value(), db=void_db)
+                found = cursor.delete()
+        self.r._put_entries(txn, self.admitted)
         for entry in self.admitted:
-            self.r._put_entry(txn, entry)
             if entry.kind is EntryKind.ACL:
                 txn.put(
                     entry.document.key + seq_bytes(entry.seq), entry.payload, db=store.db("acls")
                 )
-        for feed, head in self.lowered.items():
-            key = feed[0].key + feed[1].key
-            if head is None:
-                txn.delete(key, db=store.db("heads"))
-            else:
-                txn.put(key, seq_bytes(head.seq) + head.id, db=store.db("heads"))
         for feed, proof in self.forks.items():
             txn.put(feed[0].key + feed[1].key, proof.encode(), db=store.db("forks"))
         for doc_id in self.rebuild:

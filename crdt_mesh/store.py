@@ -1,13 +1,15 @@
 """The LMDB store: one environment, a few named sub-databases.
 
 Keys are fixed-width byte strings so that LMDB's sorted order is the order we
-want (feeds grouped by document, entries by big-endian seq):
+want (feeds grouped by document, entries by big-endian seq). A feed's head is
+its last entry, found by a cursor seek, so a commit of one entry writes to one
+sub-database:
 
 ==============  ==========================================  ===========================
 sub-database    key                                         value
 ==============  ==========================================  ===========================
 ``entries``     doc key(16) + author(32) + seq(8, BE)       encoded entry
-``heads``       doc key(16) + author(32)                    seq(8, BE) + entry id(32)
+``void``        as ``entries``                              entries after a fork or cut
 ``forks``       doc key(16) + author(32)                    encoded fork proof
 ``docs``        doc key(16)                                 document id (UTF-8)
 ``acls``        doc key(16) + seq(8, BE)                    encoded ACL (owner's entries)
@@ -33,7 +35,7 @@ from .errors import ClosedError, StoreError
 
 T = TypeVar("T")
 
-_DBS = ("entries", "heads", "forks", "docs", "acls", "snapshots")
+_DBS = ("entries", "void", "forks", "docs", "acls", "snapshots")
 _DEFAULT_MAP_SIZE = 64 * 1024 * 1024
 _MAX_MAP_SIZE = 1 << 40
 

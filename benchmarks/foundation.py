@@ -1,0 +1,313 @@
+"""Foundation benchmark: write, durable write, ingest and open costs against their floors.
+
+Run: ``python -m benchmarks.foundation`` (``--quick`` for a smaller run).
+
+Every figure is printed beside a floor measured in the same run on the same
+disk: the raw cost of the primitives crdt_mesh is built from, with no
+crdt_mesh code around them, or a peer library doing the same job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import cbor2
+import lmdb
+import nacl.signing
+import pycrdt
+
+from crdt_mesh import Durability, Entry, Identity, Replica
+from crdt_mesh.ledger import ZERO_HASH
+
+from ._common import best_rate, best_time, row, scratch
+
+DOMAIN = b"crdt_mesh/entry/v1\x00"
+
+
+# -- floors: the primitives alone ------------------------------------------------------------
+
+
+def floor_signed_writes(path: Path, n: int, batch: int, *, sync: bool) -> int:
+    """pycrdt update + sign + canonical CBOR + BLAKE2b + LMDB put, ``batch`` puts per commit."""
+    env = lmdb.open(str(path), map_size=1 << 30, max_dbs=4, sync=sync, metasync=sync)
+    db = env.open_db(b"entries")
+    key = nacl.signing.SigningKey.generate()
+    author = bytes(key.verify_key)
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    root = doc.get("m", type=pycrdt.Map)
+    updates: list[bytes] = []
+    doc.observe(lambda event: updates.append(event.update))
+    prev, seq = ZERO_HASH, 0
+    for _ in range(n // batch):
+        with env.begin(write=True, db=db) as txn:
+            for _ in range(batch):
+                seq += 1
+                root[str(seq)] = seq
+                body = cbor2.dumps(
+                    [1, "open:bench", author, seq, prev, seq, 0, 0, updates.pop()], canonical=True
+                )
+                signature = key.sign(DOMAIN + body).signature
+                encoded = body + signature
+                prev = hashlib.blake2b(encoded, digest_size=32).digest()
+                txn.put(author + seq.to_bytes(8, "big"), encoded)
+    env.close()
+    return seq
+
+
+def floor_lmdb_fsync_puts(path: Path, n: int, size: int) -> int:
+    """LMDB alone: one put of ``size`` bytes per transaction, fsync on every commit."""
+    env = lmdb.open(str(path), map_size=1 << 30, sync=True, metasync=True)
+    value = os.urandom(size)
+    for i in range(n):
+        with env.begin(write=True) as txn:
+            txn.put(i.to_bytes(8, "big"), value)
+    env.close()
+    return n
+
+
+def pycrdt_store_writes(path: Path, updates: list[bytes]) -> int:
+    """pycrdt-store's SQLiteYStore.write of the same updates, one call each."""
+    from pycrdt.store import SQLiteYStore
+
+    class Store(SQLiteYStore):
+        db_path = str(path / "ystore.db")
+
+    async def run() -> None:
+        async with Store("bench") as store:
+            for update in updates:
+                await store.write(update)
+
+    anyio.run(run)
+    return len(updates)
+
+
+def floor_verify(messages: list[tuple[bytes, bytes, bytes]]) -> int:
+    """Bare ``VerifyKey.verify`` of every entry's signature, on one thread."""
+    keys: dict[bytes, nacl.signing.VerifyKey] = {}
+    for author, message, signature in messages:
+        verify_key = keys.get(author) or keys.setdefault(author, nacl.signing.VerifyKey(author))
+        verify_key.verify(message, signature)
+    return len(messages)
+
+
+# -- crdt_mesh -------------------------------------------------------------------------------
+
+
+def mesh_writes(path: Path, n: int, batch: int | None, *, durability: Durability) -> int:
+    """One small map write per transaction; ``batch`` transactions per group commit."""
+    with Replica.open(path, Identity.generate(), durability=durability, map_size=1 << 30) as r:
+        notes = r.document("bench")
+        root = notes.map("m")
+        if batch is None:
+            for i in range(n):
+                with notes.transaction():
+                    root[str(i)] = i
+        else:
+            for b in range(n // batch):
+                with r.batch():
+                    for i in range(b * batch, (b + 1) * batch):
+                        with notes.transaction():
+                            root[str(i)] = i
+    return n
+
+
+def mesh_wide_transactions(path: Path, transactions: int, ops: int) -> int:
+    """``ops`` map writes in each transaction: the signature cost is shared."""
+    with Replica.open(path, Identity.generate(), map_size=1 << 30) as r:
+        notes = r.document("bench")
+        root = notes.map("m")
+        for t in range(transactions):
+            with notes.transaction():
+                for i in range(ops):
+                    root[str(i)] = t
+    return transactions * ops
+
+
+def make_history(authors: int, per_author: int) -> list[Entry]:
+    """Entries of ``authors`` writers on one document, one small map write each."""
+    out: list[Entry] = []
+    with scratch("history") as tmp:
+        for a in range(authors):
+            with Replica.open(
+                tmp / str(a), Identity.generate(), durability=Durability.PROCESS
+            ) as r:
+                notes = r.document("bench")
+                root = notes.map("m")
+                with r.batch():
+                    for i in range(per_author):
+                        with notes.transaction():
+                            root[f"{a}-{i % 200}"] = i
+                out.extend(e for e in r.missing_from({}) if isinstance(e, Entry))
+    return out
+
+
+def mesh_ingest(path: Path, encoded: list[bytes], batch: int) -> int:
+    with Replica.open(path, Identity.generate(), map_size=1 << 30) as r:
+        r.document("open:bench")  # open: entries are applied to a live document
+        for i in range(0, len(encoded), batch):
+            report = r.ingest(encoded[i : i + batch])
+            if report.rejected:
+                raise RuntimeError(report.rejected[0].error)
+    return len(encoded)
+
+
+def open_time(path: Path, history: int) -> tuple[float, float, int]:
+    """Seconds to open a document with ``history`` entries, and bytes on disk per entry.
+
+    The document is a log that keeps its last 100 items (append one, drop the
+    oldest, per transaction): its state stays small while its history grows, so
+    the open time shows whether opening costs O(state) or O(history).
+    (Overwriting one map key instead would not do: Yjs keeps a tombstone per
+    overwrite, so that state itself grows with history.)
+    """
+    identity = Identity.generate()
+    with Replica.open(path, identity, durability=Durability.PROCESS, map_size=1 << 31) as r:
+        log = r.document("bench")
+        items = log.array("log")
+        for b in range(history // 1000):
+            with r.batch():
+                for i in range(1000):
+                    with log.transaction():
+                        items.append(b * 1000 + i)
+                        if len(items) > 100:
+                            del items[0]
+        disk = r.store.disk_usage()
+
+    def reopen() -> None:
+        with Replica.open(path, identity) as again:
+            assert again.document("bench").array("log")[-1] == history - 1
+
+    return best_time(reopen, repeats=5), disk / history, history
+
+
+# -- report ----------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
+    args = parser.parse_args(argv)
+    scale = 0.1 if args.quick else 1.0
+    n_writes = int(20_000 * scale)
+    n_durable = int(300 * scale) or 30
+    n_ingest = int(20_000 * scale)
+    print(
+        f"crdt_mesh foundation benchmark (python {sys.version.split()[0]}, {os.cpu_count()} cores)"
+    )
+    print(f"  {'':<44} {'crdt_mesh':>16} {'floor':>18} {'ratio':>8}  target")
+
+    with scratch("a") as a, scratch("b") as b:
+        mesh = best_rate(lambda: mesh_writes(_fresh(a), n_writes, 100, durability=Durability.FULL))
+        floor = best_rate(lambda: floor_signed_writes(_fresh(b), n_writes, 100, sync=True))
+    row(
+        "signed writes/s, 100 per group commit",
+        f"{mesh:,.0f}",
+        f"{floor:,.0f}",
+        mesh / floor,
+        ">= 0.75",
+    )
+
+    with scratch("a") as a, scratch("b") as b, scratch("c") as c:
+        mesh = best_rate(
+            lambda: mesh_writes(_fresh(a), n_durable, None, durability=Durability.FULL)
+        )
+        raw = best_rate(lambda: floor_lmdb_fsync_puts(_fresh(b), n_durable, 200))
+        updates = _small_updates(n_durable)
+        ystore = best_rate(lambda: pycrdt_store_writes(_fresh(c), updates), repeats=1)
+    row(
+        "durable writes/s, fsync per transaction",
+        f"{mesh:,.0f}",
+        f"{raw:,.0f} lmdb",
+        mesh / raw,
+        ">= 0.8",
+    )
+    row(
+        "  ... against pycrdt-store SQLiteYStore.write",
+        f"{mesh:,.0f}",
+        f"{ystore:,.0f} ystore",
+        mesh / ystore,
+        "far ahead",
+    )
+
+    with scratch("a") as a:
+        ops = best_rate(lambda: mesh_wide_transactions(_fresh(a), int(1000 * scale) or 50, 100))
+    row(
+        "map ops/s, 100 writes per transaction",
+        f"{ops:,.0f}",
+        "150,000 target",
+        ops / 150_000,
+        ">= 1.0",
+    )
+
+    history = make_history(4, n_ingest // 4)
+    encoded = [e.encoded for e in history]
+    messages = [(e.author.key, DOMAIN + _body(e), e.signature) for e in history]
+    with scratch("a") as a:
+        ingest = best_rate(lambda: mesh_ingest(_fresh(a), encoded, 1000))
+    verify = best_rate(lambda: floor_verify(messages))
+    row(
+        "entries ingested/s (verify+chain+apply+commit)",
+        f"{ingest:,.0f}",
+        f"{verify:,.0f} verify",
+        ingest / verify,
+        ">= 1.3",
+    )
+
+    sizes = (int(10_000 * scale), int(100_000 * scale))
+    results = []
+    for size in sizes:
+        with scratch("open") as o:
+            results.append(open_time(o / "store", size))
+    for seconds, per_entry, size in results:
+        row(
+            f"open a document with {size:,} entries",
+            f"{seconds * 1000:,.1f} ms",
+            f"{per_entry:,.0f} B/entry on disk",
+        )
+    ratio = results[1][0] / results[0][0]
+    row("open time, 10x the history", f"{ratio:.2f}x slower", "", ratio, "<= 2.0")
+
+
+def _fresh(base: Path) -> Path:
+    """A new empty sub-folder of ``base`` for one repeat."""
+    index = len(list(base.iterdir()))
+    path = base / str(index)
+    path.mkdir()
+    return path
+
+
+def _small_updates(n: int) -> list[bytes]:
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    root = doc.get("m", type=pycrdt.Map)
+    updates: list[bytes] = []
+    doc.observe(lambda event: updates.append(event.update))
+    for i in range(n):
+        root[str(i)] = i
+    return updates
+
+
+def _body(entry: Entry) -> bytes:
+    return cbor2.dumps(
+        [
+            1,
+            entry.document.text,
+            entry.author.key,
+            entry.seq,
+            entry.prev,
+            entry.timestamp,
+            int(entry.kind),
+            entry.acl,
+            entry.payload,
+        ],
+        canonical=True,
+    )
+
+
+if __name__ == "__main__":
+    main()
