@@ -157,6 +157,9 @@ class EntryKind(enum.IntEnum):
     ACL = 1  # the member list of a ``members`` document (owner only)
 
 
+_KINDS = tuple(EntryKind)  # by value: EntryKind(n) is slow on a hot path
+
+
 @dataclass(frozen=True, slots=True, repr=False)
 class Entry:
     """One signed, hash-chained ledger entry: one document transaction.
@@ -257,7 +260,9 @@ class Entry:
         try:
             document = DocumentId.parse(doc_text)
             author = PeerId(author_key)
-            entry_kind = EntryKind(kind)
+            entry_kind = (
+                _KINDS[kind] if type(kind) is int and 0 <= kind < len(_KINDS) else EntryKind(kind)
+            )
         except (ValueError, TypeError) as exc:
             raise InvalidEntry(f"bad field: {exc}") from None
         if document.text != doc_text:
@@ -294,6 +299,11 @@ class Entry:
             entry.verify()
         return entry
 
+    def signed_message(self) -> tuple[bytes, bytes]:
+        """(signature + signed bytes, author key): what ``crypto_sign_open`` checks."""
+        body = self.encoded[1 : -len(_SIG_HEADER) - 64]
+        return self.signature + _ENTRY_DOMAIN + b"\x89" + body, self.author.key
+
     def verify(self) -> None:
         """Check the signature against the author's key.
 
@@ -303,9 +313,9 @@ class Entry:
         Raises:
             InvalidSignature: the author did not sign these bytes.
         """
-        signed = self.signature + _ENTRY_DOMAIN + b"\x89" + self.encoded[1 : -len(_SIG_HEADER) - 64]
+        signed, key = self.signed_message()
         try:
-            nacl.bindings.crypto_sign_open(signed, self.author.key)
+            nacl.bindings.crypto_sign_open(signed, key)
         except nacl.exceptions.BadSignatureError:
             raise InvalidSignature("bad signature", **self.where()) from None
 

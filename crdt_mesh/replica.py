@@ -12,8 +12,8 @@ import hashlib
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +21,7 @@ from typing import Any
 import cbor2
 import pycrdt
 
+from ._verifier import VerifierPool, shared_pool
 from ._yupdate import (
     check_update,
     encode_state_vector,
@@ -31,7 +32,9 @@ from .errors import (
     ChainError,
     ClientIdViolation,
     ClosedError,
+    ForkDetected,
     InvalidEntry,
+    InvalidSignature,
     InvalidUpdate,
     LocalError,
     MeshError,
@@ -60,8 +63,12 @@ _LAST_SEQ = b"\xff" * 8
 #: A document's cached state is rewritten once this many update bytes (or its own
 #: size, if larger) were applied since the last snapshot: opening stays O(state).
 SNAPSHOT_MIN_DEBT = 64 * 1024
-#: Entries verified in one thread-pool task when a batch is large.
+#: Entries per request to a verifier process, and the batch size worth one.
 _VERIFY_CHUNK = 64
+_POOL_MIN_BATCH = 512
+_SETTLE_GROUP = 32
+#: Admitted entries per LMDB transaction during one ingest.
+_GROUP_COMMIT = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,35 +244,38 @@ class Document:
         updates = [e for e in entries if e.kind is EntryKind.UPDATE]
         if not updates:
             return
-        payloads = [e.payload for e in updates]
-        merged = payloads[0] if len(payloads) == 1 else pycrdt.merge_updates(*payloads)
         self._applying = True
         try:
-            self._ydoc.apply_update(merged)
+            with self._ydoc.transaction():  # one transaction: observers fire once
+                for entry in updates:
+                    self._ydoc.apply_update(entry.payload)
         finally:
             self._applying = False
-        self._debt += sum(map(len, payloads))
+        self._debt += sum(len(e.payload) for e in updates)
         if check:
-            earlier = bool(self._unresolved)
             for entry in updates:
                 self._unresolved[(entry.author, entry.seq)] = entry.payload
-            self._settle(None if earlier else merged)
+            self._settle()
 
-    def _settle(self, merged: bytes | None = None) -> None:
+    def _settle(self) -> None:
         """Forget the tracked updates that the document has now integrated.
 
-        ``merged`` is all tracked updates merged in one, if the caller has it.
+        Checked in merged groups (one check covers a group in the usual case;
+        merging everything at once costs more than linear time in Yrs).
         """
         state = self._ydoc.get_state()
-        pending = self._unresolved
-        if merged is None:
-            payloads = list(pending.values())
-            merged = payloads[0] if len(payloads) == 1 else pycrdt.merge_updates(*payloads)
-        if is_integrated(merged, state):
-            pending.clear()  # the common case: one check for the whole batch
-            return
-        for key in [k for k, update in pending.items() if is_integrated(update, state)]:
-            del pending[key]
+        tracked = list(self._unresolved.items())
+        for start in range(0, len(tracked), _SETTLE_GROUP):
+            group = tracked[start : start + _SETTLE_GROUP]
+            updates = [update for _, update in group]
+            merged = updates[0] if len(updates) == 1 else pycrdt.merge_updates(*updates)
+            if is_integrated(merged, state):
+                for key, _ in group:
+                    del self._unresolved[key]
+                continue
+            for key, update in group:
+                if is_integrated(update, state):
+                    del self._unresolved[key]
 
     def _notify(self, entries: Iterable[Entry], *, local: bool) -> None:
         for entry in entries:
@@ -296,7 +306,7 @@ class Replica:
         map_size: int = 64 * 1024 * 1024,
         clock: Callable[[], float] = time.time,
         max_pending: int = 10_000,
-        verify_threads: int | None = None,
+        verify_processes: int | None = None,
         snapshot_min_debt: int = SNAPSHOT_MIN_DEBT,
     ) -> None:
         self.identity = identity
@@ -314,8 +324,8 @@ class Replica:
         self._pending_count = 0
         self._batch: list[tuple[Document, Entry]] | None = None
         self._commit_hooks: list[Callable[[list[Entry]], None]] = []
-        self._pool: ThreadPoolExecutor | None = None
-        self._verify_threads = verify_threads or min(4, os.cpu_count() or 1)
+        self._pool: VerifierPool | None = None
+        self._verify_processes = verify_processes
         self._closed = False
         self._load()
 
@@ -378,7 +388,7 @@ class Replica:
             self._closed = True
             self._store.close()
             if self._pool is not None:
-                self._pool.shutdown()
+                self._pool.close()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -691,35 +701,43 @@ class Replica:
                     report.rejected.append(Rejection(item, exc))
             else:
                 entries.append(item)  # type: ignore[arg-type]
-        decoded: list[Entry] = []
-        for item in entries:
-            try:
-                decoded.append(
-                    item if isinstance(item, Entry) else Entry.decode(item, verify=False)
-                )
-            except MeshError as exc:
-                report.rejected.append(Rejection(item, exc))
-            except (TypeError, ValueError) as exc:
-                report.rejected.append(Rejection(item, InvalidEntry(f"not an entry: {exc}")))
-        chunks = self._checked_chunks(decoded)
+        chunks = self._checked_chunks(entries, report)
         self._admit_and_commit(_accepted(chunks, report), local=False, proofs=proofs, report=report)
         return report
 
-    def _checked_chunks(self, items: list[Entry]) -> Iterator[list[Entry | Rejection]]:
-        """Verify the signature and the client-id binding of every entry, in chunks.
+    def _checked_chunks(
+        self, items: list[Entry | bytes], report: IngestReport
+    ) -> Iterator[list[Entry | Rejection]]:
+        """Decode entries and check their signatures and client-id binding, in chunks.
 
-        A large batch is checked on a thread pool while this thread waits: PyNaCl
-        releases the GIL, so the threads use every core. (Decoding or admitting
-        entries meanwhile would hold the GIL for long stretches and stall the
-        pool's threads: measured, it is slower.)
+        Signatures of a large batch are checked by helper processes (see
+        :mod:`crdt_mesh._verifier`) while this thread decodes the next chunks and
+        admits the chunks already checked; a small batch is checked here.
         """
-        if len(items) < 2 * _VERIFY_CHUNK or self._verify_threads < 2:
-            yield _check_chunk(items)
+        if len(items) < _POOL_MIN_BATCH or self._verify_processes == 0:
+            yield _check_chunk(_decode_chunk(items, report))
             return
+        handed: deque[list[Entry]] = deque()
+
+        def requests() -> Iterator[list[tuple[bytes, bytes]]]:
+            for start in range(0, len(items), _VERIFY_CHUNK):
+                chunk = _decode_chunk(items[start : start + _VERIFY_CHUNK], report)
+                handed.append(chunk)
+                yield [entry.signed_message() for entry in chunk]
+
+        for answer in self._verifier().verify(requests()):
+            chunk = handed.popleft()
+            yield [
+                _check_binding(entry) if ok else Rejection(entry, _bad_signature(entry))
+                for entry, ok in zip(chunk, answer, strict=True)
+            ]
+
+    def _verifier(self) -> VerifierPool:
+        if self._verify_processes is None:
+            return shared_pool()
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(self._verify_threads, thread_name_prefix="verify")
-        chunks = [items[i : i + _VERIFY_CHUNK] for i in range(0, len(items), _VERIFY_CHUNK)]
-        yield from self._pool.map(_check_chunk, chunks)
+            self._pool = VerifierPool(self._verify_processes)
+        return self._pool
 
     def _admit_and_commit(
         self,
@@ -729,40 +747,49 @@ class Replica:
         proofs: Iterable[ForkProof] = (),
         report: IngestReport | None = None,
     ) -> IngestReport:
+        """Judge entries in order and commit the admitted ones in groups.
+
+        Each group is one LMDB transaction, after which its entries are applied to
+        the open documents (DESIGN invariant 5). Committing as we go lets the
+        verifier processes check the next chunks meanwhile.
+        """
         report = report or IngestReport()
-        txn = _Staging(self)
+        staging = _Staging(self)
         for proof in proofs:
-            txn.add_proof(proof, report)
+            staging.add_proof(proof, report)
         for entry in entries:
-            txn.offer(entry, report)
-        txn.drain(report)
-        if not txn.dirty:
-            report.pending = self._pending_count
-            return report
-        self._store.write(txn.write)
-        txn.publish()
-        self._docs.update({e.document.key: e.document for e in txn.admitted})
-        report.applied = txn.admitted
+            staging.offer(entry, report)
+            if len(staging.admitted) >= _GROUP_COMMIT:
+                self._commit_staged(staging, local=local, report=report)
+                staging = _Staging(self)
+        self._commit_staged(staging, local=local, report=report)
         report.pending = self._pending_count
-        # Apply to open documents (after commit: DESIGN invariant 5).
+        return report
+
+    def _commit_staged(self, staging: _Staging, *, local: bool, report: IngestReport) -> None:
+        staging.drain(report)
+        if not staging.dirty:
+            return
+        self._store.write(staging.write)
+        staging.publish()
+        admitted = staging.admitted
+        self._docs.update({e.document.key: e.document for e in admitted})
+        report.applied.extend(admitted)
         by_doc: dict[DocumentId, list[Entry]] = {}
-        for entry in txn.admitted:
+        for entry in admitted:
             by_doc.setdefault(entry.document, []).append(entry)
         for doc_id, doc_entries in by_doc.items():
             document = self._open.get(doc_id)
-            if document is None or doc_id in txn.rebuild:
+            if document is None or doc_id in staging.rebuild:
                 continue
             document._apply(doc_entries, check=not local)
-        for doc_id in txn.rebuild:
+        for doc_id in staging.rebuild:
             if doc_id in self._open:
                 self._rebuild(self._open[doc_id])
-        snapshots = [
-            self._open[d] for d in by_doc if d in self._open and self._open[d]._snapshot_due()
-        ]
-        if snapshots:
-            self._store.write(lambda t: [self._put_snapshot(t, d) for d in snapshots])
-        self._after_commit(txn.admitted, local=local)
-        return report
+        due = [self._open[d] for d in by_doc if d in self._open and self._open[d]._snapshot_due()]
+        if due:
+            self._store.write(lambda txn: [self._put_snapshot(txn, d) for d in due])
+        self._after_commit(admitted, local=local)
 
     def _after_commit(self, entries: list[Entry], *, local: bool) -> None:
         if not entries:
@@ -866,24 +893,44 @@ def _accepted(chunks: Iterable[list[Entry | Rejection]], report: IngestReport) -
         yield from good
 
 
-def _check_chunk(entries: list[Entry]) -> list[Entry | Rejection]:
-    """Each entry if it is signed by its author and its update writes as its author only.
+def _decode_chunk(items: list[Entry | bytes], report: IngestReport) -> list[Entry]:
+    """The entries among ``items``, decoded but not yet verified; the rest rejected."""
+    out: list[Entry] = []
+    for item in items:
+        try:
+            out.append(item if isinstance(item, Entry) else Entry.decode(item, verify=False))
+        except MeshError as exc:
+            report.rejected.append(Rejection(item, exc))
+        except (TypeError, ValueError) as exc:
+            report.rejected.append(Rejection(item, InvalidEntry(f"not an entry: {exc}")))
+    return out
 
-    Runs on the verification pool: everything here is a pure function of the entry.
-    """
+
+def _check_chunk(entries: list[Entry]) -> list[Entry | Rejection]:
+    """Each entry if it is signed by its author and its update writes as its author only."""
     out: list[Entry | Rejection] = []
     for entry in entries:
         try:
             entry.verify()
-            if entry.kind is EntryKind.UPDATE:
-                try:
-                    check_update(entry.payload, client_id_for(entry.document, entry.author))
-                except (ClientIdViolation, InvalidUpdate) as exc:
-                    raise type(exc)(str(exc), **entry.where()) from None
-            out.append(entry)
         except MeshError as exc:
             out.append(Rejection(entry, exc))
+            continue
+        out.append(_check_binding(entry))
     return out
+
+
+def _check_binding(entry: Entry) -> Entry | Rejection:
+    """The entry if its update writes structs of its author's client id only (invariant 3)."""
+    if entry.kind is EntryKind.UPDATE:
+        try:
+            check_update(entry.payload, client_id_for(entry.document, entry.author))
+        except (ClientIdViolation, InvalidUpdate) as exc:
+            return Rejection(entry, type(exc)(str(exc), **entry.where()))
+    return entry
+
+
+def _bad_signature(entry: Entry) -> InvalidSignature:
+    return InvalidSignature("bad signature", **entry.where())
 
 
 _ADMITTED, _REJECTED, _IGNORED, _WAIT = object(), object(), object(), object()
@@ -985,7 +1032,7 @@ class _Staging:
             if other.id == entry.id:
                 report.duplicates += 1
             else:
-                self.add_proof(ForkProof.of(other, entry), report)
+                self._fork_found(ForkProof.of(other, entry), entry, report)
             return
         next_seq = head.seq + 1 if head else 1
         if entry.seq == next_seq and not pool:  # in order: the usual case, no pending area
@@ -1014,7 +1061,13 @@ class _Staging:
         if known is None:
             with self.r._store.read() as txn:
                 known = self.r._entry_at(txn, entry.document, entry.author, entry.seq)
-        self.add_proof(ForkProof.of(known, entry), report)
+        self._fork_found(ForkProof.of(known, entry), entry, report)
+
+    def _fork_found(self, proof: ForkProof, entry: Entry, report: IngestReport) -> None:
+        """``entry`` revealed a fork: keep the proof, refuse the entry."""
+        self.add_proof(proof, report)
+        error = ForkDetected("author signed two entries at this seq", proof=proof, **entry.where())
+        report.rejected.append(Rejection(entry, error))
 
     def add_proof(self, proof: ForkProof, report: IngestReport) -> None:
         feed = (proof.document, proof.author)

@@ -13,6 +13,7 @@ from crdt_mesh import (
     ClientIdViolation,
     DocumentId,
     Entry,
+    ForkDetected,
     ForkProof,
     Identity,
     InvalidEntry,
@@ -296,6 +297,10 @@ def test_fork_yields_a_proof_that_verifies_alone(make_replica: ReplicaFactory) -
     report = bob.ingest([other])
     (proof,) = report.forks
     assert {proof.first.id, proof.second.id} == {entries[1].id, other.id}
+    (rejection,) = report.rejected
+    assert isinstance(rejection.error, ForkDetected) and rejection.error.proof == proof
+    with pytest.raises(ForkDetected):
+        report.raise_first()
     # the proof is evidence by itself: decode and verify it with no other state
     assert ForkProof.decode(proof.encode()) == proof
     carol = make_replica()

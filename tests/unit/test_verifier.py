@@ -1,0 +1,79 @@
+"""Large batches are verified by helper processes: same answers, whatever happens to them."""
+
+from __future__ import annotations
+
+import cbor2
+
+from crdt_mesh import Entry, Identity, InvalidSignature
+from crdt_mesh._verifier import VerifierPool, verify_items
+from tests.conftest import ReplicaFactory
+from tests.helpers import feed
+
+ALICE = Identity.from_seed(b"a" * 32)
+MALLORY = Identity.from_seed(b"m" * 32)
+
+
+def _forge(entry: Entry) -> bytes:
+    """The entry re-signed by Mallory but claiming Alice: a bad signature, valid bytes."""
+    forged = Entry.create(
+        MALLORY, entry.document, entry.seq, entry.prev, entry.payload, timestamp=7
+    )
+    items = cbor2.loads(forged.encoded)
+    items[2] = ALICE.peer_id.key
+    return cbor2.dumps(items, canonical=True)
+
+
+def test_pool_answers_like_the_inline_check() -> None:
+    entries = feed(ALICE, 300)
+    items = [e.signed_message() for e in entries]
+    items[17] = (b"\x00" * 64 + items[17][0][64:], items[17][1])
+    chunks = [items[i : i + 50] for i in range(0, len(items), 50)]
+    pool = VerifierPool(2)
+    try:
+        answers = b"".join(pool.verify(chunks))
+        assert answers == verify_items(items)
+        assert answers.count(0) == 1 and answers[17] == 0
+        assert b"".join(pool.verify(iter(chunks))) == answers  # reusable, lazy input
+    finally:
+        pool.close()
+
+
+def test_pool_survives_a_dead_helper() -> None:
+    entries = feed(ALICE, 200)
+    chunks = [[e.signed_message() for e in entries[i : i + 40]] for i in range(0, 200, 40)]
+    pool = VerifierPool(2)
+    try:
+        list(pool.verify(chunks[:1]))
+        for helper in pool._helpers:
+            helper.process.kill()
+            helper.process.wait()
+        assert b"".join(pool.verify(chunks)) == b"\x01" * 200  # fell back in-process
+        assert b"".join(pool.verify(chunks)) == b"\x01" * 200  # and restarted
+    finally:
+        pool.close()
+
+
+def test_abandoned_batch_does_not_confuse_the_next() -> None:
+    good = [e.signed_message() for e in feed(ALICE, 100)]
+    bad = [(b"\x00" * 64 + m[64:], k) for m, k in good]
+    pool = VerifierPool(1)
+    try:
+        answers = pool.verify([bad[i : i + 10] for i in range(0, 100, 10)])
+        assert next(answers) == b"\x00" * 10
+        answers.close()  # nine answers never read
+        assert b"".join(pool.verify([good[:10]])) == b"\x01" * 10
+    finally:
+        pool.close()
+
+
+def test_large_ingest_rejects_exactly_the_forged_entries(make_replica: ReplicaFactory) -> None:
+    entries = feed(ALICE, 700)
+    data = [e.encoded for e in entries]
+    data[350] = _forge(entries[350])
+    replica = make_replica(verify_processes=2)
+    report = replica.ingest(data)
+    assert [type(r.error) for r in report.rejected] == [InvalidSignature]
+    assert len(report.applied) == 350 and report.pending == 349  # held behind the gap
+    report = replica.ingest([entries[350]])
+    assert len(report.applied) == 350
+    assert replica.heads()[(entries[0].document, ALICE.peer_id)].seq == 700
