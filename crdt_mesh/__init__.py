@@ -68,6 +68,7 @@ from .replica import Head as Head
 from .replica import IngestReport as IngestReport
 from .replica import Rejection as Rejection
 from .replica import Replica as Replica
+from .replica import ReplicaSummary as ReplicaSummary
 from .store import Durability as Durability
 
 __version__ = "0.1.0"
@@ -103,6 +104,7 @@ __all__ = [
     "Rejection",
     "RemoteError",
     "Replica",
+    "ReplicaSummary",
     "StoreError",
     "client_id_for",
 ]

@@ -81,6 +81,18 @@ class Head:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplicaSummary:
+    """What a replica holds: see :meth:`Replica.summary`."""
+
+    documents: int
+    feeds: int
+    entries: int
+    fork_proofs: int
+    pending: int
+    bytes_on_disk: int
+
+
+@dataclass(frozen=True, slots=True)
 class Rejection:
     """An input that was refused, and the typed reason."""
 
@@ -154,15 +166,18 @@ class Document:
 
     def map(self, name: str) -> pycrdt.Map[Any]:
         """The root map ``name`` (created on first use)."""
-        return self._ydoc.get(name, type=pycrdt.Map)
+        root: pycrdt.Map[Any] = self._ydoc.get(name, type=pycrdt.Map)
+        return root
 
     def array(self, name: str) -> pycrdt.Array[Any]:
         """The root array ``name`` (created on first use)."""
-        return self._ydoc.get(name, type=pycrdt.Array)
+        root: pycrdt.Array[Any] = self._ydoc.get(name, type=pycrdt.Array)
+        return root
 
     def text(self, name: str) -> pycrdt.Text:
         """The root text ``name`` (created on first use)."""
-        return self._ydoc.get(name, type=pycrdt.Text)
+        root: pycrdt.Text = self._ydoc.get(name, type=pycrdt.Text)
+        return root
 
     def roots(self) -> list[str]:
         """Names of the root types present."""
@@ -383,7 +398,7 @@ class Replica:
         try:
             dirty = [d for d in self._open.values() if d._debt]
             if dirty:
-                self._store.write(lambda txn: [self._put_snapshot(txn, d) for d in dirty])
+                self._store.write(lambda txn: self._put_snapshots(txn, dirty))
         finally:
             self._closed = True
             self._store.close()
@@ -525,7 +540,8 @@ class Replica:
             yield
             return
         heads_before = dict(self._heads)
-        self._batch = batch = []
+        batch: list[tuple[Document, Entry]] = []
+        self._batch = batch
         try:
             yield
         except BaseException:
@@ -619,6 +635,18 @@ class Replica:
             k: h for k, h in self._heads.items() if include_local or k[0].policy is not Policy.LOCAL
         }
 
+    def summary(self) -> ReplicaSummary:
+        """Counts of what this replica holds (for logs, inspection and tests)."""
+        self._check_open()
+        return ReplicaSummary(
+            documents=len(self._docs),
+            feeds=len(self._heads),
+            entries=sum(h.seq for h in self._heads.values()),
+            fork_proofs=len(self._forks),
+            pending=self._pending_count,
+            bytes_on_disk=self._store.disk_usage(),
+        )
+
     def fork_proofs(self) -> list[ForkProof]:
         """Every fork proof this replica holds."""
         return list(self._forks.values())
@@ -700,7 +728,7 @@ class Replica:
                 except MeshError as exc:
                     report.rejected.append(Rejection(item, exc))
             else:
-                entries.append(item)  # type: ignore[arg-type]
+                entries.append(item)
         chunks = self._checked_chunks(entries, report)
         self._admit_and_commit(_accepted(chunks, report), local=False, proofs=proofs, report=report)
         return report
@@ -788,7 +816,7 @@ class Replica:
                 self._rebuild(self._open[doc_id])
         due = [self._open[d] for d in by_doc if d in self._open and self._open[d]._snapshot_due()]
         if due:
-            self._store.write(lambda txn: [self._put_snapshot(txn, d) for d in due])
+            self._store.write(lambda txn: self._put_snapshots(txn, due))
         self._after_commit(admitted, local=local)
 
     def _after_commit(self, entries: list[Entry], *, local: bool) -> None:
@@ -824,6 +852,10 @@ class Replica:
         docs_db = self._store.db("docs")
         for key, text in new_docs.items():
             txn.put(key, text, db=docs_db)
+
+    def _put_snapshots(self, txn: Any, documents: Iterable[Document]) -> None:
+        for document in documents:
+            self._put_snapshot(txn, document)
 
     def _put_snapshot(self, txn: Any, document: Document) -> None:
         state = document._ydoc.get_update()
@@ -1172,9 +1204,7 @@ class _Staging:
         if entry.author == doc.owner:
             return True
         if doc.policy is Policy.OWNER:
-            raise PolicyViolation(
-                f"only the owner {doc.owner.short} writes this document", **entry.where()
-            )  # type: ignore[union-attr]
+            raise PolicyViolation("only the owner writes this document", **entry.where())
         # members: the entry cites the owner's ACL it relies on
         if entry.kind is not EntryKind.UPDATE:
             raise PolicyViolation("only the owner changes the member list", **entry.where())

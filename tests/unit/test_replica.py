@@ -214,3 +214,49 @@ def test_ingest_of_garbage_is_rejected_and_changes_nothing(make_replica: Replica
     report = alice.ingest([b"", b"\x8a", b"hello", 12, b"\x83\x01\x02\x03"])  # type: ignore[list-item]
     assert len(report.rejected) == 5 and report.applied == []
     assert alice.heads() == {}
+
+
+def test_summary_counts_what_is_held(make_replica: ReplicaFactory) -> None:
+    alice = make_replica()
+    notes, other = alice.document("notes"), alice.document("other")
+    for document in (notes, notes, other):
+        with document.transaction():
+            document.map("m")["x"] = 1
+    summary = alice.summary()
+    assert (summary.documents, summary.feeds, summary.entries) == (2, 2, 3)
+    assert summary.fork_proofs == summary.pending == 0 and summary.bytes_on_disk > 0
+
+
+def test_a_store_opens_once_per_process(tmp_path: Path) -> None:
+    identity = Identity.generate()
+    with Replica.open(tmp_path / "a", identity), pytest.raises(StoreError, match="already open"):
+        Replica.open(tmp_path / "a", identity)
+
+
+def test_a_long_reader_does_not_block_the_writer(make_replica: ReplicaFactory) -> None:
+    """LMDB's MVCC: a read transaction held open (here by another thread) sees its
+    snapshot while the writer commits on."""
+    import threading
+
+    alice = make_replica()
+    notes = alice.document("notes")
+    with notes.transaction():
+        notes.map("m")["before"] = 1
+    reading, release, seen = threading.Event(), threading.Event(), []
+
+    def reader() -> None:
+        with alice.store.read() as txn:
+            reading.set()
+            release.wait(timeout=10)
+            seen.append(sum(1 for _ in txn.cursor(db=alice.store.db("entries"))))
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    assert reading.wait(timeout=10)
+    for i in range(5):  # commits while the read transaction is open
+        with notes.transaction():
+            notes.map("m")[str(i)] = i
+    release.set()
+    thread.join(timeout=10)
+    assert seen == [1]  # the reader kept its snapshot
+    assert notes.heads()[alice.peer_id].seq == 6
