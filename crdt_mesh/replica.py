@@ -310,6 +310,22 @@ class Replica:
 
     Use :meth:`open` (or the constructor) and close it (or use ``with``).
     Not thread-safe: use a replica from one thread at a time.
+
+    Args:
+        path: the store's directory (created if missing).
+        identity: the key this replica signs its entries with.
+        durability: :attr:`Durability.FULL` (default) fsyncs every commit.
+        map_size: the LMDB map's starting size; it doubles when full.
+        clock: seconds since the epoch, for entry timestamps (informative only).
+        max_pending: entries that may wait for a missing predecessor.
+        verify_processes: helper processes that check signatures of ingest
+            batches of 512 entries or more: ``None`` shares one per core across
+            the process, ``0`` checks everything in this thread.
+        snapshot_min_debt: update bytes applied before a document's cached state
+            is rewritten (it is also rewritten once they exceed its own size).
+
+    Raises:
+        StoreError: the store cannot be opened (or is already open in this process).
     """
 
     def __init__(

@@ -126,3 +126,25 @@ def test_document_ids_commit_to_policy_and_owner() -> None:
     with pytest.raises(InvalidDocumentId):
         DocumentId(Policy.MEMBERS, "x")
     assert isinstance(owner, PeerId)
+
+
+@given(st.data())
+def test_decode_of_any_mutation_of_a_valid_entry_is_typed(data: st.DataObject) -> None:
+    entry = feed(ALICE, 2)[1]
+    raw = bytearray(entry.encoded)
+    for _ in range(data.draw(st.integers(1, 4))):
+        op = data.draw(st.sampled_from(["insert", "delete", "replace", "truncate"]))
+        at = data.draw(st.integers(0, max(len(raw) - 1, 0)))
+        if op == "insert":
+            raw[at:at] = data.draw(st.binary(min_size=1, max_size=8))
+        elif op == "delete" and raw:
+            del raw[at : at + data.draw(st.integers(1, 8))]
+        elif op == "replace" and raw:
+            raw[at] = data.draw(st.integers(0, 255))
+        else:
+            del raw[at:]
+    try:
+        decoded = Entry.decode(bytes(raw))
+    except InvalidEntry:
+        return
+    assert decoded == entry  # only an identity mutation may decode

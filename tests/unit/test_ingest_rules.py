@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import cbor2
 import pycrdt
@@ -201,14 +202,20 @@ def test_members_document_follows_the_owners_acl(make_replica: ReplicaFactory) -
         bob.set_members(team.id, add=[MALLORY.peer_id])
 
 
-def test_member_entry_waits_for_the_acl_it_cites(make_replica: ReplicaFactory) -> None:
+def _team_where_bob_wrote(make_replica: ReplicaFactory, key: str) -> tuple[Any, ...]:
+    """Alice owns a members document, makes Bob a member, and Bob writes ``key``."""
     alice, bob, carol = make_replica(ALICE), make_replica(BOB), make_replica()
     team = alice.document("team", policy=Policy.MEMBERS)
     alice.set_members(team.id, add=[BOB.peer_id])
     bob.ingest(alice.missing_from({}))
     bob_team = bob.document(team.id)
     with bob_team.transaction():
-        bob_team.map("map")["bob"] = 1
+        bob_team.map("map")[key] = 1
+    return alice, bob, carol, team, bob_team
+
+
+def test_member_entry_waits_for_the_acl_it_cites(make_replica: ReplicaFactory) -> None:
+    alice, bob, carol, team, _ = _team_where_bob_wrote(make_replica, "bob")
     bob_entries = [
         e for e in bob.missing_from({}) if isinstance(e, Entry) and e.author == BOB.peer_id
     ]
@@ -220,13 +227,7 @@ def test_member_entry_waits_for_the_acl_it_cites(make_replica: ReplicaFactory) -
 
 
 def test_removed_member_is_cut_on_every_replica(make_replica: ReplicaFactory) -> None:
-    alice, bob, carol = make_replica(ALICE), make_replica(BOB), make_replica()
-    team = alice.document("team", policy=Policy.MEMBERS)
-    alice.set_members(team.id, add=[BOB.peer_id])
-    bob.ingest(alice.missing_from({}))
-    bob_team = bob.document(team.id)
-    with bob_team.transaction():
-        bob_team.map("map")["before"] = 1
+    alice, bob, carol, team, bob_team = _team_where_bob_wrote(make_replica, "before")
     alice.ingest(bob.missing_from(alice.heads()))
     alice.set_members(team.id, remove=[BOB.peer_id])
     # bob has not heard yet and keeps writing, citing the old ACL
