@@ -30,9 +30,10 @@ import nacl.exceptions
 
 Item = tuple[bytes, bytes]  # (signature + signed bytes, public key)
 
-#: Requests in flight per helper: enough to keep it busy, bounded so that
-#: neither side can fill a pipe and block the other.
-_WINDOW = 6
+#: Request bytes in flight per helper: enough to keep it busy, and within a
+#: pipe's buffer (64 KiB on Linux) so that sending never blocks the caller,
+#: who has chunks to decode and admit meanwhile.
+_PIPE_BUDGET = 48 * 1024
 
 
 def verify_items(items: Iterable[Item]) -> bytes:
@@ -66,6 +67,8 @@ class _Helper:
             stderr=subprocess.DEVNULL,
             close_fds=True,
         )
+        self.sizes: deque[int] = deque()  # bytes of each request not yet answered
+        self.queued = 0
 
     def send(self, items: list[Item]) -> None:
         payload = cbor2.dumps(items)
@@ -73,12 +76,15 @@ class _Helper:
         assert stdin is not None
         stdin.write(len(payload).to_bytes(4, "big") + payload)
         stdin.flush()
+        self.sizes.append(len(payload) + 4)
+        self.queued += len(payload) + 4
 
     def receive(self, count: int) -> bytes:
         stdout = self.process.stdout
         assert stdout is not None
         size = int.from_bytes(_read_exact(stdout, 4), "big")
         answer = _read_exact(stdout, size)
+        self.queued -= self.sizes.popleft()
         if len(answer) != count:
             raise EOFError("helper answered the wrong number of items")
         return answer
@@ -128,19 +134,19 @@ class VerifierPool:
                 return
             source = iter(chunks)
             in_flight: deque[tuple[_Helper, list[Item]]] = deque()
-            sent = 0
             exhausted = False
             try:
                 while True:
-                    while not exhausted and len(in_flight) < _WINDOW * len(helpers):
+                    while not exhausted:
+                        helper = min(helpers, key=lambda h: h.queued)
+                        if helper.queued >= _PIPE_BUDGET:
+                            break  # a send now could block on a full pipe
                         chunk = next(source, None)
                         if chunk is None:
                             exhausted = True
                             break
-                        helper = helpers[sent % len(helpers)]
                         in_flight.append((helper, chunk))  # before send: a failed send is redone
                         helper.send(chunk)
-                        sent += 1
                     if not in_flight:
                         return
                     helper, chunk = in_flight[0]
