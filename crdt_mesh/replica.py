@@ -54,6 +54,7 @@ from .ledger import (
     client_id_for,
 )
 from .store import Durability, Store, seq_bytes
+from .sync.index import FeedIndex, FeedItem
 
 log = logging.getLogger(__name__)
 
@@ -355,6 +356,9 @@ class Replica:
         self._pending_count = 0
         self._batch: list[tuple[Document, Entry]] | None = None
         self._commit_hooks: list[Callable[[list[Entry]], None]] = []
+        self._version = 0  # bumped on every change of heads, forks or ACLs
+        self._indexes: dict[PeerId | None, tuple[int, FeedIndex]] = {}
+        self._items: dict[FeedKey, FeedItem] = {}
         self._pool: VerifierPool | None = None
         self._verify_processes = verify_processes
         self._closed = False
@@ -589,6 +593,7 @@ class Replica:
         self, batch: list[tuple[Document, Entry]], heads_before: dict[FeedKey, Head]
     ) -> None:
         self._heads = heads_before
+        self._version += 1
         for document in {id(d): d for d, _ in batch}.values():
             self._rebuild(document)
 
@@ -662,6 +667,71 @@ class Replica:
             pending=self._pending_count,
             bytes_on_disk=self._store.disk_usage(),
         )
+
+    def readable_by(self, document: DocumentId, peer: PeerId) -> bool:
+        """Whether ``peer`` may be offered this document's entries.
+
+        ``local`` documents: never. ``members`` documents: the owner and the members
+        of the ACL as this replica knows it. Others: anyone (their policy governs
+        who writes, not who reads).
+        """
+        if document.policy is Policy.LOCAL:
+            return False
+        if document.policy is Policy.MEMBERS:
+            return peer == document.owner or peer in self._latest_acl(document).members
+        return True
+
+    def feed_index(self, peer: PeerId) -> FeedIndex:
+        """The heads of every feed ``peer`` may see, for reconciliation.
+
+        Cached until the next commit: one index serves every peer unless this
+        replica holds ``members`` documents, whose visibility differs by peer.
+        """
+        self._check_open()
+        restricted = any(d.policy is Policy.MEMBERS for d in self._docs.values())
+        cache_key = peer if restricted else None
+        cached = self._indexes.get(cache_key)
+        if cached is not None and cached[0] == self._version:
+            return cached[1]
+        items = []
+        for feed, head in self._heads.items():
+            if self.readable_by(feed[0], peer):
+                items.append(self._feed_item(feed, head))
+        for feed in self._forks:
+            if feed not in self._heads and self.readable_by(feed[0], peer):
+                items.append(self._feed_item(feed, Head(0, ZERO_HASH, True)))
+        index = FeedIndex(items)
+        if len(self._indexes) >= 64:
+            self._indexes.clear()
+        self._indexes[cache_key] = (self._version, index)
+        return index
+
+    def _feed_item(self, feed: FeedKey, head: Head) -> FeedItem:
+        """The reconciliation item of a feed's head (memoized: its hash costs)."""
+        cached = self._items.get(feed)
+        if cached is None or (cached.seq, cached.id, cached.frozen) != (head.seq, head.id, head.frozen):
+            cached = FeedItem(feed[0].key + feed[1].key, head.seq, head.id, head.frozen)
+            self._items[feed] = cached
+        return cached
+
+    def feed_entries(self, key: bytes, start: int, end: int, *, proof: bool = False) -> list[bytes]:
+        """Encoded entries ``start..end`` of the feed with this 48-byte key (clamped to its
+        head), preceded by its fork proof if ``proof`` and there is one."""
+        self._check_open()
+        doc = self._docs.get(key[:16])
+        if doc is None or len(key) != 48:
+            return []
+        author = PeerId(key[16:])
+        out: list[bytes] = []
+        fork = self._forks.get((doc, author))
+        if proof and fork is not None:
+            out.append(fork.encode())
+        head = self._heads.get((doc, author))
+        end = min(end, head.seq if head else 0)
+        if start <= end:
+            with self._store.read() as txn:
+                out.extend(e.encoded for e in self._read_feed(txn, doc, author, max(start, 1), end))
+        return out
 
     def fork_proofs(self) -> list[ForkProof]:
         """Every fork proof this replica holds."""
@@ -836,6 +906,7 @@ class Replica:
         self._after_commit(admitted, local=local)
 
     def _after_commit(self, entries: list[Entry], *, local: bool) -> None:
+        self._version += 1
         if not entries:
             return
         by_doc: dict[DocumentId, list[Entry]] = {}

@@ -1,0 +1,123 @@
+"""One link's sync, bound to a replica: session events in, replica calls out.
+
+:class:`PeerSync` is the glue that both the async :class:`~crdt_mesh.Mesh` and
+the deterministic simulator drive: it owns a :class:`~crdt_mesh.sync.SyncSession`,
+answers its events from the replica (entries to send, entries to ingest), and
+keeps its view of the feed heads current. It does no I/O of its own: frames go
+in through :meth:`receive` and come out of :meth:`frames`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from .errors import MeshError
+from .identity import PeerId
+from .ledger import Entry
+from .replica import IngestReport, Replica
+from .sync import (
+    EntriesReceived,
+    NeedEntries,
+    PeerHello,
+    ProtocolError,
+    RoundFinished,
+    SyncSession,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class LinkStats:
+    """What crossed one link, for logs and benchmarks."""
+
+    rounds: int = 0
+    rounds_in_step: int = 0
+    entries_received: int = 0
+    entries_sent: int = 0
+    rejected: int = 0
+    reports: list[IngestReport] = field(default_factory=list)
+
+
+class PeerSync:
+    """The sync state of one link between this replica and ``remote``."""
+
+    def __init__(self, replica: Replica, remote: PeerId, *, initiator: bool) -> None:
+        self.replica = replica
+        self.remote = remote
+        self.session = SyncSession(
+            replica.peer_id, remote, initiator=initiator, index=replica.feed_index(remote)
+        )
+        self.stats = LinkStats()
+        self.session.start()
+
+    @property
+    def ready(self) -> bool:
+        return self.session.ready
+
+    @property
+    def closed(self) -> bool:
+        return self.session.closed
+
+    def start_round(self) -> bool:
+        """Start a round of anti-entropy (the dialling side only)."""
+        self.session.update_index(self.replica.feed_index(self.remote))
+        return self.session.start_round()
+
+    def receive(self, frame: bytes) -> list[Entry]:
+        """Take one frame; return the entries it made this replica commit.
+
+        Raises:
+            ProtocolError: the peer broke the protocol; close the link.
+        """
+        if not self.session.round_active:  # this frame may open a round: show current heads
+            self.session.update_index(self.replica.feed_index(self.remote))
+        self.session.receive(frame)
+        return self._handle_events()
+
+    def push(self, entries: list[Entry]) -> None:
+        """Send fresh entries eagerly, those the peer may read."""
+        visible = [e.encoded for e in entries if self.replica.readable_by(e.document, self.remote)]
+        if visible and self.session.ready and not self.session.closed:
+            self.session.push(visible)
+            self.stats.entries_sent += len(visible)
+
+    def frames(self) -> list[bytes]:
+        """Frames to write to the link, in order."""
+        return self.session.data_to_send()
+
+    def _handle_events(self) -> list[Entry]:
+        committed: list[Entry] = []
+        while (event := self.session.next_event()) is not None:
+            if isinstance(event, NeedEntries):
+                items = self.replica.feed_entries(
+                    event.key, event.start, event.end, proof=event.proof
+                )
+                if items:
+                    self.session.send_entries(items)
+                    self.stats.entries_sent += len(items)
+            elif isinstance(event, EntriesReceived):
+                committed.extend(self._ingest(list(event.items)))
+            elif isinstance(event, RoundFinished):
+                self.stats.rounds += 1
+                self.stats.rounds_in_step += event.in_step
+            elif isinstance(event, PeerHello):
+                pass
+        return committed
+
+    def _ingest(self, items: list[bytes]) -> list[Entry]:
+        try:
+            report = self.replica.ingest(items)
+        except MeshError:
+            log.exception("ingest from %s failed", self.remote.short)
+            raise
+        self.stats.entries_received += len(items)
+        if report.rejected:
+            self.stats.rejected += len(report.rejected)
+            for rejection in report.rejected[:5]:
+                log.warning("dropped input from %s: %s", self.remote.short, rejection.error)
+        return report.applied
+
+
+__all__ = ["LinkStats", "PeerSync", "ProtocolError"]

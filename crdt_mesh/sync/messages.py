@@ -1,0 +1,185 @@
+"""Wire messages of the sync protocol: CBOR arrays, checked on decode.
+
+=============  =============================================================
+message        CBOR
+=============  =============================================================
+hello          ``[0, version, max_frame]``
+reconcile      ``[1, [part, ...]]``; an empty list ends a round
+entries        ``[2, [entry or fork proof bytes, ...]]``
+=============  =============================================================
+
+A reconcile part is either a fingerprint ``[0, lower, upper, fp16, count]`` or
+the items of a range ``[1, lower, upper, [[key, seq, id, frozen], ...], reply]``.
+Ranges are ``[lower, upper)`` over 48-byte feed keys; an empty ``upper`` means
+"above every key".
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+import cbor2
+
+from ..errors import RemoteError
+from .index import KEY_MAX, KEY_SIZE, FeedItem
+
+PROTOCOL_VERSION = 1
+#: Largest frame a session accepts by default.
+MAX_FRAME = 1 << 20
+MAX_PARTS = 1024
+MAX_ITEMS = 4096
+
+
+class ProtocolError(RemoteError):
+    """A peer sent a frame that breaks the sync protocol; its link should be closed."""
+
+
+class Kind(enum.IntEnum):
+    HELLO = 0
+    RECONCILE = 1
+    ENTRIES = 2
+
+
+class PartKind(enum.IntEnum):
+    FINGERPRINT = 0
+    ITEMS = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    version: int
+    max_frame: int
+
+
+@dataclass(frozen=True, slots=True)
+class Fingerprint:
+    lower: bytes
+    upper: bytes
+    fingerprint: bytes
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Items:
+    lower: bytes
+    upper: bytes
+    items: tuple[FeedItem, ...]
+    reply: bool
+
+
+Part = Fingerprint | Items
+
+
+@dataclass(frozen=True, slots=True)
+class Reconcile:
+    parts: tuple[Part, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Entries:
+    items: tuple[bytes, ...]
+
+
+Message = Hello | Reconcile | Entries
+
+
+def _upper_out(upper: bytes) -> bytes:
+    return b"" if upper == KEY_MAX else upper
+
+
+def encode(message: Message) -> bytes:
+    """The CBOR frame of ``message``."""
+    if isinstance(message, Hello):
+        return cbor2.dumps([Kind.HELLO, message.version, message.max_frame])
+    if isinstance(message, Entries):
+        return cbor2.dumps([Kind.ENTRIES, list(message.items)])
+    parts: list[list[Any]] = []
+    for part in message.parts:
+        if isinstance(part, Fingerprint):
+            parts.append(
+                [PartKind.FINGERPRINT, part.lower, _upper_out(part.upper), part.fingerprint, part.count]
+            )
+        else:
+            items = [[i.key, i.seq, i.id, i.frozen] for i in part.items]
+            parts.append([PartKind.ITEMS, part.lower, _upper_out(part.upper), items, part.reply])
+    return cbor2.dumps([Kind.RECONCILE, parts])
+
+
+def decode(frame: bytes) -> Message:
+    """Decode one frame.
+
+    Raises:
+        ProtocolError: the frame is not a well-formed message.
+    """
+    try:
+        value = cbor2.loads(frame)
+    except Exception as exc:  # cbor2 raises several types; all mean "malformed"
+        raise ProtocolError(f"malformed frame: {exc}") from None
+    try:
+        return _message(value)
+    except ProtocolError:
+        raise
+    except (TypeError, ValueError, IndexError, KeyError) as exc:
+        raise ProtocolError(f"malformed message: {exc}") from None
+
+
+def _message(value: Any) -> Message:
+    if not isinstance(value, list) or not value:
+        raise ProtocolError("a message is a non-empty array")
+    kind = value[0]
+    if kind == Kind.HELLO and len(value) == 3:
+        version, max_frame = _int(value[1]), _int(value[2])
+        return Hello(version, max_frame)
+    if kind == Kind.ENTRIES and len(value) == 2:
+        items = value[1]
+        if not isinstance(items, list) or not all(isinstance(i, bytes) for i in items):
+            raise ProtocolError("entries are a list of byte strings")
+        return Entries(tuple(items))
+    if kind == Kind.RECONCILE and len(value) == 2:
+        parts = value[1]
+        if not isinstance(parts, list) or len(parts) > MAX_PARTS:
+            raise ProtocolError(f"reconcile holds a list of at most {MAX_PARTS} parts")
+        return Reconcile(tuple(_part(p) for p in parts))
+    raise ProtocolError(f"unknown message {kind!r}")
+
+
+def _part(value: Any) -> Part:
+    if not isinstance(value, list) or len(value) != 5:
+        raise ProtocolError("a reconcile part is an array of 5")
+    kind, lower, upper = value[0], _key(value[1]), _key(value[2]) or KEY_MAX
+    if lower >= upper:
+        raise ProtocolError("empty or inverted range")
+    if kind == PartKind.FINGERPRINT:
+        fingerprint, count = value[3], _int(value[4])
+        if not isinstance(fingerprint, bytes) or len(fingerprint) != 16:
+            raise ProtocolError("a fingerprint is 16 bytes")
+        return Fingerprint(lower, upper, fingerprint, count)
+    if kind == PartKind.ITEMS:
+        raw, reply = value[3], value[4]
+        if not isinstance(raw, list) or len(raw) > MAX_ITEMS or not isinstance(reply, bool):
+            raise ProtocolError(f"items are a list of at most {MAX_ITEMS}")
+        items = tuple(_item(i) for i in raw)
+        if any(not lower <= i.key < upper for i in items):
+            raise ProtocolError("an item lies outside its range")
+        return Items(lower, upper, items, reply)
+    raise ProtocolError(f"unknown part kind {kind!r}")
+
+
+def _item(value: Any) -> FeedItem:
+    if not isinstance(value, list) or len(value) != 4 or not isinstance(value[3], bool):
+        raise ProtocolError("an item is [key, seq, id, frozen]")
+    return FeedItem(_key(value[0]), _int(value[1]), value[2], value[3])
+
+
+def _key(value: Any) -> bytes:
+    if not isinstance(value, bytes) or len(value) not in (0, KEY_SIZE):
+        raise ProtocolError("a range bound is empty or a 48-byte key")
+    return value
+
+
+def _int(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
+        raise ProtocolError(f"expected a non-negative integer, got {value!r}")
+    return value

@@ -1,0 +1,161 @@
+"""Two sessions joined by a loop of frames: no sockets (the h11 way)."""
+
+from __future__ import annotations
+
+import cbor2
+import pytest
+
+from crdt_mesh import Identity, Policy, Replica
+from crdt_mesh.peer import PeerSync
+from crdt_mesh.sync import FeedIndex, FeedItem, ProtocolError, SyncSession
+from crdt_mesh.sync.messages import Hello, encode
+from tests.conftest import ReplicaFactory
+
+
+def pump(a: PeerSync, b: PeerSync, limit: int = 1000) -> int:
+    """Move frames both ways until neither side has any; return bytes moved."""
+    moved = 0
+    for _ in range(limit):
+        frames_a, frames_b = a.frames(), b.frames()
+        if not frames_a and not frames_b:
+            return moved
+        for frame in frames_a:
+            moved += len(frame)
+            b.receive(frame)
+        for frame in frames_b:
+            moved += len(frame)
+            a.receive(frame)
+    raise AssertionError("frames never stopped")
+
+
+def link(a: Replica, b: Replica) -> tuple[PeerSync, PeerSync]:
+    left, right = PeerSync(a, b.peer_id, initiator=True), PeerSync(b, a.peer_id, initiator=False)
+    pump(left, right)
+    assert left.ready and right.ready
+    return left, right
+
+
+def write(replica: Replica, name: str, count: int, **kwargs: object) -> None:
+    document = replica.document(name, **kwargs)  # type: ignore[arg-type]
+    for i in range(count):
+        with document.transaction():
+            document.map("m")[f"{replica.peer_id.short}-{i}"] = i
+
+
+def test_replicas_in_step_agree_in_one_round_trip_of_few_bytes(make_replica: ReplicaFactory) -> None:
+    alice, bob = make_replica(), make_replica()
+    for replica in (alice, bob):
+        for d in range(30):
+            write(replica, f"doc-{d}", 1)
+    left, right = link(alice, bob)
+    assert left.start_round()
+    pump(left, right)
+    assert alice.heads() == bob.heads()
+    left.session.bytes_sent = right.session.bytes_sent = 0
+    assert left.start_round()
+    moved = pump(left, right)
+    assert moved < 64
+    assert left.stats.rounds_in_step == 1 and right.stats.rounds_in_step == 1
+
+
+def test_a_round_fixes_every_difference_both_ways(make_replica: ReplicaFactory) -> None:
+    alice, bob = make_replica(), make_replica()
+    write(alice, "shared", 5)
+    write(bob, "shared", 3)
+    for d in range(40):
+        write(alice if d % 2 else bob, f"doc-{d}", 2)
+    left, right = link(alice, bob)
+    left.start_round()
+    pump(left, right)
+    assert alice.heads() == bob.heads()
+    assert alice.document("shared").map("m").to_py() == bob.document("shared").map("m").to_py()
+    assert left.stats.rounds == 1
+
+
+def test_local_and_foreign_members_documents_are_never_offered(make_replica: ReplicaFactory) -> None:
+    alice, bob, carol = make_replica(), make_replica(), make_replica()
+    write(alice, "diary", 2, policy=Policy.LOCAL)
+    team = alice.document("team", policy=Policy.MEMBERS)
+    alice.set_members(team.id, add=[carol.peer_id])
+    write(alice, team.id.text, 2)
+    write(alice, "public", 1)
+    left, right = link(alice, bob)
+    left.start_round()
+    pump(left, right)
+    assert {d.text for d in bob.documents()} == {"open:public"}
+    left, right = link(alice, carol)
+    left.start_round()
+    pump(left, right)
+    assert {d.text for d in carol.documents()} == {"open:public", team.id.text}
+
+
+def test_eager_push(make_replica: ReplicaFactory) -> None:
+    alice, bob = make_replica(), make_replica()
+    left, right = link(alice, bob)
+    alice.on_commit(left.push)
+    write(alice, "notes", 3)
+    pump(left, right)
+    assert bob.heads() == alice.heads()
+
+
+def test_forks_travel_with_their_proof(make_replica: ReplicaFactory) -> None:
+    from tests.unit.test_ingest_rules import _forked_pair
+
+    entries, other = _forked_pair()
+    alice, bob = make_replica(), make_replica()
+    alice.ingest([*entries, other])  # alice holds the proof, feed frozen at seq 1
+    bob.ingest(entries)  # bob has the other branch up to seq 3
+    left, right = link(alice, bob)
+    left.start_round()
+    pump(left, right)
+    assert len(bob.fork_proofs()) == 1
+    assert alice.heads() == bob.heads()
+
+
+def test_first_message_must_be_hello() -> None:
+    a, b = Identity.generate().peer_id, Identity.generate().peer_id
+    session = SyncSession(a, b, initiator=False)
+    with pytest.raises(ProtocolError):
+        session.receive(cbor2.dumps([2, []]))
+    assert session.closed
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        b"",
+        b"\xff\xff",
+        cbor2.dumps([9]),
+        cbor2.dumps([1, [[0, b"", b"", b"short", 1]]]),
+        cbor2.dumps([1, [[1, b"\x01" * 48, b"\x00" * 48, [], True]]]),
+        cbor2.dumps([1, [[1, b"", b"", [[b"k", 1, b"i", False]], True]]]),
+        cbor2.dumps([2, [1, 2]]),
+        cbor2.dumps([0, 1, 1000]),  # hello twice
+    ],
+)
+def test_malformed_frames_are_protocol_errors(frame: bytes) -> None:
+    a, b = Identity.generate().peer_id, Identity.generate().peer_id
+    session = SyncSession(a, b, initiator=False)
+    session.receive(encode(Hello(1, 1 << 20)))
+    with pytest.raises(ProtocolError):
+        session.receive(frame)
+
+
+def test_oversized_frame_is_refused() -> None:
+    a, b = Identity.generate().peer_id, Identity.generate().peer_id
+    session = SyncSession(a, b, initiator=False, max_frame=100)
+    with pytest.raises(ProtocolError, match="exceeds"):
+        session.receive(b"\x00" * 101)
+
+
+def test_index_fingerprints_and_splits() -> None:
+    items = [FeedItem(bytes([i]) * 48, i, bytes([i]) * 32) for i in range(1, 101)]
+    index = FeedIndex(items)
+    full, count = index.fingerprint(b"", b"\xff" * 49)
+    assert count == 100
+    parts = index.split(b"", b"\xff" * 49, 16)
+    assert sum(index.fingerprint(lo, hi)[1] for lo, hi in parts) == 100
+    total = sum(int.from_bytes(index.fingerprint(lo, hi)[0]) for lo, hi in parts) % (1 << 128)
+    assert total.to_bytes(16, "big") == full
+    changed = FeedIndex([*items[:50], FeedItem(items[50].key, 99, items[50].id), *items[51:]])
+    assert changed.fingerprint(b"", b"\xff" * 49)[0] != full
