@@ -102,3 +102,11 @@ class StoreError(MeshError):
 
 class NotWritable(LocalError, PermissionError):
     """This replica's identity may not write the document under its policy."""
+
+
+class TransportError(MeshError, OSError):
+    """A transport could not listen, dial, or keep a link."""
+
+
+class LinkClosed(TransportError, ConnectionError):
+    """The link is gone: closed by either side, or failed."""

@@ -709,7 +709,11 @@ class Replica:
     def _feed_item(self, feed: FeedKey, head: Head) -> FeedItem:
         """The reconciliation item of a feed's head (memoized: its hash costs)."""
         cached = self._items.get(feed)
-        if cached is None or (cached.seq, cached.id, cached.frozen) != (head.seq, head.id, head.frozen):
+        if cached is None or (cached.seq, cached.id, cached.frozen) != (
+            head.seq,
+            head.id,
+            head.frozen,
+        ):
             cached = FeedItem(feed[0].key + feed[1].key, head.seq, head.id, head.frozen)
             self._items[feed] = cached
         return cached

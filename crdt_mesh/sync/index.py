@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -95,4 +96,4 @@ class FeedIndex:
         step = -(-count // parts)
         cuts = [self._keys[i] for i in range(start + step, end, step)]
         bounds = [lower, *cuts, upper]
-        return list(zip(bounds, bounds[1:], strict=False))
+        return list(itertools.pairwise(bounds))

@@ -99,7 +99,13 @@ def encode(message: Message) -> bytes:
     for part in message.parts:
         if isinstance(part, Fingerprint):
             parts.append(
-                [PartKind.FINGERPRINT, part.lower, _upper_out(part.upper), part.fingerprint, part.count]
+                [
+                    PartKind.FINGERPRINT,
+                    part.lower,
+                    _upper_out(part.upper),
+                    part.fingerprint,
+                    part.count,
+                ]
             )
         else:
             items = [[i.key, i.seq, i.id, i.frozen] for i in part.items]

@@ -43,6 +43,9 @@ ITEMS_THRESHOLD = 16
 SPLIT_PARTS = 16
 #: Entries per frame are cut at about this many bytes.
 BATCH_BYTES = 256 * 1024
+#: Frames that answer nothing (duplicates happen; a flood does not stop) before
+#: the peer is judged to be flooding the link.
+MAX_UNEXPECTED = 16
 
 
 # -- events ---------------------------------------------------------------------------------
@@ -116,6 +119,7 @@ class SyncSession:
         self._round_active = False
         self._round_differs = False
         self._hello_sent = False
+        self._unexpected_frames = 0
 
     # -- input --------------------------------------------------------------------------
 
@@ -183,7 +187,9 @@ class SyncSession:
             self._events.append(PeerHello(message.version))
             return
         if isinstance(message, Hello):
-            raise ProtocolError("hello sent twice")
+            if message.version != PROTOCOL_VERSION:
+                raise ProtocolError("hello sent twice, with another version")
+            return  # a duplicated frame: harmless
         if isinstance(message, Entries):
             self._events.append(EntriesReceived(message.items))
             return
@@ -224,7 +230,10 @@ class SyncSession:
 
     def _reconcile(self, message: Reconcile) -> None:
         if not message.parts:  # the other side has nothing left to compare
-            self._finish()
+            if self._round_active:
+                self._finish()
+            else:
+                self._unexpected()  # a duplicate, or a peer flooding us
             return
         if not self._round_active:  # the peer started a round
             self._round_active = True
@@ -243,6 +252,11 @@ class SyncSession:
         else:
             self._finish()
 
+    def _unexpected(self) -> None:
+        self._unexpected_frames += 1
+        if self._unexpected_frames > MAX_UNEXPECTED:
+            raise ProtocolError(f"more than {MAX_UNEXPECTED} frames that answer nothing")
+
     def _finish(self) -> None:
         self._round_active = False
         self._events.append(RoundFinished(in_step=not self._round_differs))
@@ -252,7 +266,9 @@ class SyncSession:
         if fingerprint == part.fingerprint and count == part.count:
             return []
         if count <= ITEMS_THRESHOLD:
-            return [Items(part.lower, part.upper, tuple(self.index.items(part.lower, part.upper)), True)]
+            return [
+                Items(part.lower, part.upper, tuple(self.index.items(part.lower, part.upper)), True)
+            ]
         out: list[Part] = []
         for lower, upper in self.index.split(part.lower, part.upper, SPLIT_PARTS):
             sub_fingerprint, sub_count = self.index.fingerprint(lower, upper)

@@ -198,9 +198,8 @@ class SimulatedMesh:
     def report(self) -> str:
         lines = [f"not converged after round {self.round}:"]
         for a, b, doc, author, mine, theirs in self._differences(limit=20):
-            lines.append(
-                f"  replica {a} vs {b}: {doc.text} by {author.short}: {_show(mine)} vs {_show(theirs)}"
-            )
+            where = f"{doc.text} by {author.short}"
+            lines.append(f"  replica {a} vs {b}: {where}: {_show(mine)} vs {_show(theirs)}")
         return "\n".join(lines)
 
     def _differences(
@@ -222,7 +221,9 @@ class SimulatedMesh:
             out.append((a, b, feed[0], feed[1], mine, theirs))
             return len(out) >= limit
 
-        public = [{f: h for f, h in views[i].items() if f[0].policy is not Policy.MEMBERS} for i in live]
+        public = [
+            {f: h for f, h in views[i].items() if f[0].policy is not Policy.MEMBERS} for i in live
+        ]
         reference = live[0]
         for i, view in zip(live, public, strict=True):
             if i != reference and view != public[0]:

@@ -42,7 +42,9 @@ def write(replica: Replica, name: str, count: int, **kwargs: object) -> None:
             document.map("m")[f"{replica.peer_id.short}-{i}"] = i
 
 
-def test_replicas_in_step_agree_in_one_round_trip_of_few_bytes(make_replica: ReplicaFactory) -> None:
+def test_replicas_in_step_agree_in_one_round_trip_of_few_bytes(
+    make_replica: ReplicaFactory,
+) -> None:
     alice, bob = make_replica(), make_replica()
     for replica in (alice, bob):
         for d in range(30):
@@ -72,7 +74,9 @@ def test_a_round_fixes_every_difference_both_ways(make_replica: ReplicaFactory) 
     assert left.stats.rounds == 1
 
 
-def test_local_and_foreign_members_documents_are_never_offered(make_replica: ReplicaFactory) -> None:
+def test_local_and_foreign_members_documents_are_never_offered(
+    make_replica: ReplicaFactory,
+) -> None:
     alice, bob, carol = make_replica(), make_replica(), make_replica()
     write(alice, "diary", 2, policy=Policy.LOCAL)
     team = alice.document("team", policy=Policy.MEMBERS)
@@ -130,7 +134,7 @@ def test_first_message_must_be_hello() -> None:
         cbor2.dumps([1, [[1, b"\x01" * 48, b"\x00" * 48, [], True]]]),
         cbor2.dumps([1, [[1, b"", b"", [[b"k", 1, b"i", False]], True]]]),
         cbor2.dumps([2, [1, 2]]),
-        cbor2.dumps([0, 1, 1000]),  # hello twice
+        cbor2.dumps([0, 2, 1000]),  # hello twice, another version
     ],
 )
 def test_malformed_frames_are_protocol_errors(frame: bytes) -> None:

@@ -1,0 +1,240 @@
+"""The async runtime: a replica, its links, the anti-entropy timer and eager push.
+
+A thin shell (anyio: asyncio and trio both work) around the sans-IO sync
+protocol. It moves frames between links and :class:`~crdt_mesh.peer.PeerSync`,
+starts a round of anti-entropy on every link it dialled each ``interval``,
+and pushes fresh local entries to up to ``push_fanout`` peers at once.
+
+    async with Mesh(replica, transport, listen="mem://a", peers=["mem://b"]) as mesh:
+        ...   # write to replica documents; they reach the peers
+
+The replica is used from the event loop's thread only (it is not
+thread-safe); write to its documents from async code running in the mesh's
+event loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+
+import anyio
+from anyio.abc import TaskGroup
+
+from .errors import LinkClosed, MeshError, TransportError
+from .identity import PeerId
+from .ledger import Entry
+from .peer import PeerSync
+from .replica import Replica
+from .sync import ProtocolError
+from .transport import Link, Listener, Transport
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Connection:
+    link: Link
+    peer: PeerSync
+    send_lock: anyio.Lock
+
+
+class Mesh:
+    """Runs sync between ``replica`` and its peers over ``transport``.
+
+    Args:
+        replica: the local replica (the mesh does not close it).
+        transport: how to reach peers.
+        listen: an address to accept links on, or None.
+        peers: addresses to dial (and redial with backoff while the mesh runs).
+        interval: seconds between anti-entropy rounds on each dialled link.
+        push_fanout: peers that get each fresh local entry at once.
+        seed: for the random choices (push targets, backoff jitter).
+    """
+
+    def __init__(
+        self,
+        replica: Replica,
+        transport: Transport,
+        *,
+        listen: str | None = None,
+        peers: Sequence[str] = (),
+        interval: float = 5.0,
+        push_fanout: int = 3,
+        seed: int | None = None,
+    ) -> None:
+        self.replica = replica
+        self.transport = transport
+        self.listen_address = listen
+        self.bootstrap = list(peers)
+        self.interval = interval
+        self.push_fanout = push_fanout
+        self._rng = random.Random(seed)
+        self._connections: dict[PeerId, _Connection] = {}
+        self._listener: Listener | None = None
+        self._tg: TaskGroup | None = None
+        self._unsubscribe: object = None
+        #: links closed because the peer broke the protocol
+        self.dropped_links = 0
+        #: inputs refused at ingest (bad signatures, chains, policies ...)
+        self.rejected_inputs = 0
+
+    # -- lifetime ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Mesh:
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        if self.listen_address is not None:
+            self._listener = await self.transport.listen(self.listen_address, self.replica.identity)
+            self._tg.start_soon(self._accept_loop, self._listener)
+        for address in self.bootstrap:
+            self._tg.start_soon(self._dial_loop, address)
+        self._tg.start_soon(self._timer)
+        self._unsubscribe = self.replica.on_commit(self._on_commit)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        if callable(self._unsubscribe):
+            self._unsubscribe()
+        assert self._tg is not None
+        self._tg.cancel_scope.cancel()
+        with anyio.CancelScope(shield=True):
+            for connection in list(self._connections.values()):
+                await connection.link.aclose()
+            if self._listener is not None:
+                await self._listener.aclose()
+        return await self._tg.__aexit__(exc_type, exc, tb)
+
+    @property
+    def address(self) -> str | None:
+        """The address this mesh listens on (with the port chosen, for TCP port 0)."""
+        return self._listener.address if self._listener is not None else None
+
+    @property
+    def peers(self) -> list[PeerId]:
+        """Peers with a live link."""
+        return list(self._connections)
+
+    async def connect(self, address: str) -> PeerId:
+        """Dial ``address`` once and keep the link until it closes; returns the peer.
+
+        Raises:
+            TransportError: the dial failed.
+        """
+        link = await self.transport.dial(address, self.replica.identity)
+        assert self._tg is not None
+        self._tg.start_soon(self._serve_link, link, True)
+        return link.remote
+
+    async def sync_now(self) -> None:
+        """Start a round of anti-entropy on every dialled link now."""
+        for connection in list(self._connections.values()):
+            await self._start_round(connection)
+
+    # -- links ------------------------------------------------------------------------------
+
+    async def _accept_loop(self, listener: Listener) -> None:
+        assert self._tg is not None
+        while True:
+            try:
+                link = await listener.accept()
+            except TransportError:
+                return
+            self._tg.start_soon(self._serve_link, link, False)
+
+    async def _dial_loop(self, address: str) -> None:
+        backoff = 0.05
+        while True:
+            try:
+                link = await self.transport.dial(address, self.replica.identity)
+            except TransportError as exc:
+                log.info("dial %s failed: %s", address, exc)
+            else:
+                backoff = 0.05
+                await self._serve_link(link, True)
+            # jittered exponential backoff before redialling
+            await anyio.sleep(backoff * (0.5 + self._rng.random()))
+            backoff = min(backoff * 2, max(self.interval, 1.0))
+
+    async def _serve_link(self, link: Link, initiator: bool) -> None:
+        remote = link.remote
+        if remote == self.replica.peer_id or remote in self._connections:
+            await link.aclose()  # ourselves, or a second link to a known peer
+            return
+        connection = _Connection(
+            link, PeerSync(self.replica, remote, initiator=initiator), anyio.Lock()
+        )
+        self._connections[remote] = connection
+        try:
+            await self._flush(connection)
+            async for frame in link:
+                rejected_before = connection.peer.stats.rejected
+                try:
+                    committed = connection.peer.receive(frame)
+                except ProtocolError as exc:
+                    log.warning("closing link to %s: %s", remote.short, exc)
+                    self.dropped_links += 1
+                    return
+                self.rejected_inputs += connection.peer.stats.rejected - rejected_before
+                await self._flush(connection)
+                if committed:
+                    self._push(committed, exclude=remote)
+                if initiator and connection.peer.ready and connection.peer.stats.rounds == 0:
+                    await self._start_round(connection)
+        except LinkClosed:
+            pass
+        except MeshError:
+            log.exception("link to %s failed", remote.short)
+        finally:
+            if self._connections.get(remote) is connection:
+                del self._connections[remote]
+            with anyio.CancelScope(shield=True):
+                await link.aclose()
+
+    async def _flush(self, connection: _Connection) -> None:
+        async with connection.send_lock:
+            for frame in connection.peer.frames():
+                await connection.link.send(frame)
+
+    async def _start_round(self, connection: _Connection) -> None:
+        peer = connection.peer
+        if not peer.session.initiator or not peer.ready or peer.closed:
+            return
+        if peer.session.round_active:
+            peer.session.abandon_round()  # a round outlived its interval: a frame was lost
+        if peer.start_round():
+            with contextlib.suppress(LinkClosed):  # the link's own task notices and cleans up
+                await self._flush(connection)
+
+    async def _timer(self) -> None:
+        while True:
+            await anyio.sleep(self.interval)
+            await self.sync_now()
+
+    # -- pushing fresh entries ---------------------------------------------------------------
+
+    def _on_commit(self, entries: list[Entry]) -> None:
+        local = [e for e in entries if e.author == self.replica.peer_id]
+        if local:
+            self._push(local)
+
+    def _push(self, entries: list[Entry], exclude: PeerId | None = None) -> None:
+        targets = [c for p, c in self._connections.items() if p != exclude]
+        self._rng.shuffle(targets)
+        for connection in targets[: self.push_fanout]:
+            connection.peer.push(entries)
+            if self._tg is not None:
+                self._tg.start_soon(self._flush_quietly, connection)
+
+    async def _flush_quietly(self, connection: _Connection) -> None:
+        with contextlib.suppress(LinkClosed):
+            await self._flush(connection)

@@ -1,0 +1,81 @@
+"""The transport seam: what a network adapter gives the mesh.
+
+A transport moves whole frames between authenticated peers; it knows nothing
+of entries or documents. To plug in your own (QUIC, WebSocket, a message bus),
+implement :class:`Transport` and :class:`Link` (structural typing: no base class
+to inherit) and pass an instance to :class:`~crdt_mesh.Mesh`. The shape of
+:class:`Link` is that of pycrdt's ``Channel``: ``send``, ``recv``, async
+iteration. Raise :class:`~crdt_mesh.errors.LinkClosed` from ``recv`` (and end
+the iteration) when the link is gone, and translate your library's errors into
+:class:`~crdt_mesh.errors.TransportError` at the boundary.
+
+Rules a transport must keep:
+
+* ``Link.remote`` is the peer's identity, proven by the transport (the memory
+  transport trusts its process; TCP proves it with a Noise handshake). The mesh
+  offers a peer only the documents that this identity may read.
+* Frames arrive whole or not at all, in order, each at most the size the
+  transport announces; the mesh's sync protocol checks everything else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol, runtime_checkable
+
+from .identity import Identity, PeerId
+
+
+@runtime_checkable
+class Link(Protocol):
+    """A bidirectional, ordered stream of frames with one authenticated peer."""
+
+    @property
+    def remote(self) -> PeerId:
+        """The identity of the peer at the other end."""
+        ...
+
+    async def send(self, frame: bytes) -> None:
+        """Send one frame. Raises LinkClosed if the link is gone."""
+        ...
+
+    async def recv(self) -> bytes:
+        """Receive the next frame. Raises LinkClosed when the link is gone."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close the link (idempotent)."""
+        ...
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        """Iterate over received frames until the link closes."""
+        ...
+
+
+@runtime_checkable
+class Listener(Protocol):
+    """Accepts the links that peers dial to one address."""
+
+    @property
+    def address(self) -> str:
+        """The address peers can dial (with the port chosen, if it was 0)."""
+        ...
+
+    async def accept(self) -> Link:
+        """Wait for the next incoming link. Raises TransportError once closed."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """Listens on and dials addresses, as one identity."""
+
+    async def listen(self, address: str, identity: Identity) -> Listener:
+        """Start accepting links at ``address`` as ``identity``."""
+        ...
+
+    async def dial(self, address: str, identity: Identity) -> Link:
+        """Open a link to the peer at ``address``. Raises TransportError if it cannot."""
+        ...

@@ -1,0 +1,132 @@
+"""Meshes over the memory transport converge, on asyncio and on trio."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+
+import anyio
+import cbor2
+import pytest
+
+from crdt_mesh import Durability, Identity, Replica
+from crdt_mesh.errors import LinkClosed
+from crdt_mesh.mesh import Mesh
+from crdt_mesh.sync.messages import Hello, encode
+from tests.helpers import feed
+from transports.memory import LinkFaults, MemoryNetwork
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
+    with anyio.fail_after(timeout):
+        while not condition():
+            await anyio.sleep(0.01)
+
+
+@asynccontextmanager
+async def mesh_of(
+    tmp_path: Path, count: int, network: MemoryNetwork, interval: float = 0.05
+) -> AsyncIterator[list[Mesh]]:
+    async with AsyncExitStack() as stack:
+        meshes = []
+        for i in range(count):
+            replica = stack.enter_context(
+                Replica.open(tmp_path / f"r{i}", Identity.generate(), durability=Durability.PROCESS)
+            )
+            peers = [f"mem://node-{j}" for j in range(i)]  # each dials the ones before it
+            mesh = Mesh(
+                replica,
+                network.transport(f"mem://node-{i}"),
+                listen=f"mem://node-{i}",
+                peers=peers,
+                interval=interval,
+                seed=i,
+            )
+            meshes.append(await stack.enter_async_context(mesh))
+        yield meshes
+
+
+def converged(meshes: list[Mesh]) -> bool:
+    heads = [m.replica.heads() for m in meshes]
+    return all(h == heads[0] for h in heads) and bool(heads[0])
+
+
+async def test_meshes_converge(tmp_path: Path) -> None:
+    network = MemoryNetwork(seed=1)
+    async with mesh_of(tmp_path, 4, network) as meshes:
+        for i, mesh in enumerate(meshes):
+            notes = mesh.replica.document("notes")
+            with notes.transaction():
+                notes.map("m")[f"k{i}"] = i
+        await wait_for(lambda: converged(meshes))
+        contents = [m.replica.document("notes").map("m").to_py() for m in meshes]
+        assert all(c == {f"k{i}": float(i) for i in range(4)} for c in contents)
+
+
+async def test_meshes_converge_through_loss_duplication_and_reordering(tmp_path: Path) -> None:
+    network = MemoryNetwork(seed=3, faults=LinkFaults(loss=0.1, duplication=0.1, reorder=0.1))
+    async with mesh_of(tmp_path, 3, network) as meshes:
+        for round_ in range(5):
+            for i, mesh in enumerate(meshes):
+                notes = mesh.replica.document("notes")
+                with notes.transaction():
+                    notes.map("m")[f"{i}-{round_}"] = round_
+        await wait_for(lambda: converged(meshes) and len(meshes[0].replica.heads()) == 3)
+        assert all(m.replica.summary().entries == 15 for m in meshes)
+
+
+async def test_partition_heals(tmp_path: Path) -> None:
+    network = MemoryNetwork(seed=5)
+    async with mesh_of(tmp_path, 3, network) as meshes:
+        await wait_for(lambda: all(len(m.peers) == 2 for m in meshes))
+        network.partition(["mem://node-0"], ["mem://node-1", "mem://node-2"])
+        for i, mesh in enumerate(meshes):
+            notes = mesh.replica.document("notes")
+            with notes.transaction():
+                notes.map("m")[f"k{i}"] = i
+        await wait_for(lambda: meshes[1].replica.heads() == meshes[2].replica.heads())
+        await anyio.sleep(0.2)
+        assert len(meshes[0].replica.heads()) == 1  # cut off
+        network.heal()
+        await wait_for(lambda: converged(meshes))
+
+
+async def test_a_bad_peer_is_dropped_and_honest_sync_goes_on(tmp_path: Path) -> None:
+    network = MemoryNetwork(seed=9)
+    async with mesh_of(tmp_path, 2, network) as meshes:
+        honest, other = meshes
+        mallory = Identity.generate()
+        forged = [e.encoded[:-1] + b"\x00" for e in feed(mallory, 3)]  # bad signatures
+        attacks: list[list[bytes]] = [
+            [b"garbage"],
+            [encode(Hello(1, 1 << 20)), b"\x9f\xff" * 10],  # truncated nonsense after hello
+            [encode(Hello(1, 1 << 20)), b"\x00" * (2 << 20)],  # oversized
+            [cbor2.dumps([2, forged])],  # entries before hello: out of order
+            [encode(Hello(1, 1 << 20)), cbor2.dumps([2, forged])],  # bad signatures
+            [encode(Hello(1, 1 << 20)), *[cbor2.dumps([1, []]) for _ in range(200)]],  # flood
+        ]
+        for frames in attacks:
+            before = honest.dropped_links + honest.rejected_inputs
+            link = await network.transport().dial("mem://node-0", mallory)
+            for frame in frames:
+                try:
+                    await link.send(frame)
+                except LinkClosed:
+                    break
+            # each attack ends in a dropped link or refused input, with a logged reason
+            await wait_for(lambda b=before: honest.dropped_links + honest.rejected_inputs > b)
+            await link.aclose()
+        assert honest.dropped_links == 5 and honest.rejected_inputs == 3
+        notes = other.replica.document("notes")
+        with notes.transaction():
+            notes.map("m")["after"] = "attack"
+        await wait_for(lambda: converged(meshes))
+        assert not any(d.text != "open:notes" for d in honest.replica.documents())
