@@ -36,6 +36,9 @@ from .errors import (
     InvalidUpdate as InvalidUpdate,
 )
 from .errors import (
+    LinkClosed as LinkClosed,
+)
+from .errors import (
     LocalError as LocalError,
 )
 from .errors import (
@@ -53,6 +56,9 @@ from .errors import (
 from .errors import (
     StoreError as StoreError,
 )
+from .errors import (
+    TransportError as TransportError,
+)
 from .identity import Identity as Identity
 from .identity import PeerId as PeerId
 from .ledger import Acl as Acl
@@ -62,6 +68,7 @@ from .ledger import EntryKind as EntryKind
 from .ledger import ForkProof as ForkProof
 from .ledger import Policy as Policy
 from .ledger import client_id_for as client_id_for
+from .mesh import Mesh as Mesh
 from .replica import Document as Document
 from .replica import DocumentChange as DocumentChange
 from .replica import Head as Head
@@ -70,6 +77,9 @@ from .replica import Rejection as Rejection
 from .replica import Replica as Replica
 from .replica import ReplicaSummary as ReplicaSummary
 from .store import Durability as Durability
+from .transport import Link as Link
+from .transport import Listener as Listener
+from .transport import Transport as Transport
 
 __version__ = "0.1.0"
 
@@ -95,7 +105,11 @@ __all__ = [
     "InvalidKeyFile",
     "InvalidSignature",
     "InvalidUpdate",
+    "Link",
+    "LinkClosed",
+    "Listener",
     "LocalError",
+    "Mesh",
     "MeshError",
     "NotWritable",
     "PeerId",
@@ -106,5 +120,7 @@ __all__ = [
     "Replica",
     "ReplicaSummary",
     "StoreError",
+    "Transport",
+    "TransportError",
     "client_id_for",
 ]

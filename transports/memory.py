@@ -34,6 +34,8 @@ class LinkFaults:
     duplication: float = 0.0
     reorder: float = 0.0
     delay: float = 0.0
+    #: each new link dies after sending between this many and twice as many frames
+    die_after: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("loss", "duplication", "reorder"):
@@ -41,6 +43,8 @@ class LinkFaults:
                 raise ValueError(f"{name} is a probability in [0, 1)")
         if self.delay < 0:
             raise ValueError("delay is >= 0")
+        if self.die_after is not None and self.die_after < 1:
+            raise ValueError("die_after is >= 1")
 
 
 class MemoryNetwork:
@@ -204,6 +208,10 @@ class MemoryTransport:
             self.network, local, address, listener.identity.peer_id, a_send, a_receive
         )
         theirs = MemoryLink(self.network, address, local, identity.peer_id, b_send, b_receive)
+        die_after = self.network.faults.die_after
+        if die_after is not None:
+            for link in (mine, theirs):
+                link.kill_after = die_after + self.network.rng.randrange(die_after + 1)
         try:
             listener._send.send_nowait(theirs)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError) as exc:

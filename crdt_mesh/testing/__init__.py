@@ -1,7 +1,9 @@
 """Tools for testing your own documents on crdt_mesh.
 
 * :mod:`crdt_mesh.testing.strategies` - hypothesis strategies for operations on
-  documents and for delivery schedules (order, duplicates, splits).
+  documents, delivery schedules (order, duplicates, splits) and network faults.
+* :class:`SimulatedMesh` - many real replicas on a simulated, seeded network,
+  with ``run_until_converged()``.
 
 Everything here is public API, and crdt_mesh's own tests use it.
 """
@@ -9,5 +11,17 @@ Everything here is public API, and crdt_mesh's own tests use it.
 from .ops import Op as Op
 from .ops import apply_op as apply_op
 from .ops import document_json as document_json
+from .sim import Convergence as Convergence
+from .sim import ConvergenceError as ConvergenceError
+from .sim import Faults as Faults
+from .sim import SimulatedMesh as SimulatedMesh
 
-__all__ = ["Op", "apply_op", "document_json"]
+__all__ = [
+    "Convergence",
+    "ConvergenceError",
+    "Faults",
+    "Op",
+    "SimulatedMesh",
+    "apply_op",
+    "document_json",
+]

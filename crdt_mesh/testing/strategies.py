@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from hypothesis import strategies as st
 
 from .ops import Op
+from .sim import Faults
 
 T = TypeVar("T")
 
@@ -61,3 +62,9 @@ def deliveries(
     cuts = sorted(draw(st.lists(st.integers(0, len(stream)), max_size=max_batches - 1)))
     bounds = [0, *cuts, len(stream)]
     return [stream[a:b] for a, b in itertools.pairwise(bounds)]
+
+
+def faults(max_probability: float = 0.3) -> st.SearchStrategy[Faults]:
+    """Network faults for :class:`~crdt_mesh.testing.sim.SimulatedMesh`."""
+    probability = st.sampled_from([0.0, 0.0, 0.05, 0.1, max_probability])
+    return st.builds(Faults, loss=probability, duplication=probability, reorder=probability)

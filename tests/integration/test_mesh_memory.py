@@ -104,7 +104,7 @@ async def test_a_bad_peer_is_dropped_and_honest_sync_goes_on(tmp_path: Path) -> 
     async with mesh_of(tmp_path, 2, network) as meshes:
         honest, other = meshes
         mallory = Identity.generate()
-        forged = [e.encoded[:-1] + b"\x00" for e in feed(mallory, 3)]  # bad signatures
+        forged = [e.encoded[:-1] + bytes([e.encoded[-1] ^ 1]) for e in feed(mallory, 3)]
         attacks: list[list[bytes]] = [
             [b"garbage"],
             [encode(Hello(1, 1 << 20)), b"\x9f\xff" * 10],  # truncated nonsense after hello
@@ -130,3 +130,39 @@ async def test_a_bad_peer_is_dropped_and_honest_sync_goes_on(tmp_path: Path) -> 
             notes.map("m")["after"] = "attack"
         await wait_for(lambda: converged(meshes))
         assert not any(d.text != "open:notes" for d in honest.replica.documents())
+
+
+async def test_links_that_die_mid_batch_are_redialled(tmp_path: Path) -> None:
+    network = MemoryNetwork(seed=11, faults=LinkFaults(die_after=3))
+    async with mesh_of(tmp_path, 3, network) as meshes:
+        for i, mesh in enumerate(meshes):
+            notes = mesh.replica.document("notes")
+            for j in range(20):
+                with notes.transaction():
+                    notes.map("m")[f"{i}-{j}"] = "x" * 2000
+        await wait_for(lambda: converged(meshes) and len(meshes[0].replica.heads()) == 3)
+        assert all(m.replica.summary().entries == 60 for m in meshes)
+
+
+async def test_shutdown_loses_nothing_committed(tmp_path: Path) -> None:
+    network = MemoryNetwork(seed=13)
+    identities = [Identity.generate(), Identity.generate()]
+    replicas = [Replica.open(tmp_path / f"s{i}", identities[i]) for i in range(2)]
+    try:
+        async with (
+            Mesh(replicas[0], network.transport(), listen="mem://a", interval=0.05) as first,
+            Mesh(replicas[1], network.transport(), peers=["mem://a"], interval=0.05) as second,
+        ):
+            notes = second.replica.document("notes")
+            for j in range(10):
+                with notes.transaction():
+                    notes.map("m")[str(j)] = j
+            await wait_for(lambda: first.replica.heads() == second.replica.heads())
+        expected = [r.heads() for r in replicas]
+    finally:
+        for replica in replicas:
+            replica.close()
+    for i, identity in enumerate(identities):
+        with Replica.open(tmp_path / f"s{i}", identity) as again:
+            assert again.heads() == expected[i]
+            assert len(again.document("notes").map("m")) == 10
