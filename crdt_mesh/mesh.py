@@ -41,6 +41,7 @@ class _Connection:
     link: Link
     peer: PeerSync
     send_lock: anyio.Lock
+    idle_ticks: int = 0
 
 
 class Mesh:
@@ -207,7 +208,12 @@ class Mesh:
 
     async def _start_round(self, connection: _Connection) -> None:
         peer = connection.peer
-        if not peer.session.initiator or not peer.ready or peer.closed:
+        if not peer.ready:
+            connection.idle_ticks += 1
+            if connection.idle_ticks > 1:  # no hello for a whole interval: the link is dead
+                await connection.link.aclose()
+            return
+        if not peer.session.initiator or peer.closed:
             return
         if peer.session.round_active:
             peer.session.abandon_round()  # a round outlived its interval: a frame was lost

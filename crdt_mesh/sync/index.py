@@ -94,6 +94,20 @@ class FeedIndex:
         if count <= 1 or parts <= 1:
             return [(lower, upper)]
         step = -(-count // parts)
-        cuts = [self._keys[i] for i in range(start + step, end, step)]
+        cuts = [
+            _separator(self._keys[i - 1], self._keys[i]) for i in range(start + step, end, step)
+        ]
         bounds = [lower, *cuts, upper]
         return list(itertools.pairwise(bounds))
+
+
+def _separator(before: bytes, key: bytes) -> bytes:
+    """The shortest prefix of ``key`` that sorts after ``before``: a cheap split point.
+
+    Every key <= ``before`` sorts below it and ``key`` does not, so the split puts
+    the same keys on each side as ``key`` itself would (for this side's keys).
+    """
+    for length in range(1, len(key) + 1):
+        if key[:length] > before:
+            return key[:length]
+    return key

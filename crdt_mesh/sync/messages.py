@@ -10,8 +10,10 @@ entries        ``[2, [entry or fork proof bytes, ...]]``
 
 A reconcile part is either a fingerprint ``[0, lower, upper, fp16, count]`` or
 the items of a range ``[1, lower, upper, [[key, seq, id, frozen], ...], reply]``.
-Ranges are ``[lower, upper)`` over 48-byte feed keys; an empty ``upper`` means
-"above every key".
+Ranges are ``[lower, upper)`` over 48-byte feed keys. A bound is a byte string
+of at most 48 bytes (a split point is the shortest prefix that separates two
+keys); an empty ``upper`` means "above every key", and a ``lower`` of null
+means "the previous part's ``upper``" (parts of a split are contiguous).
 """
 
 from __future__ import annotations
@@ -96,20 +98,16 @@ def encode(message: Message) -> bytes:
     if isinstance(message, Entries):
         return cbor2.dumps([Kind.ENTRIES, list(message.items)])
     parts: list[list[Any]] = []
+    previous_upper: bytes | None = None
     for part in message.parts:
+        lower = None if part.lower == previous_upper else part.lower
+        upper = _upper_out(part.upper)
+        previous_upper = part.upper
         if isinstance(part, Fingerprint):
-            parts.append(
-                [
-                    PartKind.FINGERPRINT,
-                    part.lower,
-                    _upper_out(part.upper),
-                    part.fingerprint,
-                    part.count,
-                ]
-            )
+            parts.append([PartKind.FINGERPRINT, lower, upper, part.fingerprint, part.count])
         else:
             items = [[i.key, i.seq, i.id, i.frozen] for i in part.items]
-            parts.append([PartKind.ITEMS, part.lower, _upper_out(part.upper), items, part.reply])
+            parts.append([PartKind.ITEMS, lower, upper, items, part.reply])
     return cbor2.dumps([Kind.RECONCILE, parts])
 
 
@@ -147,14 +145,26 @@ def _message(value: Any) -> Message:
         parts = value[1]
         if not isinstance(parts, list) or len(parts) > MAX_PARTS:
             raise ProtocolError(f"reconcile holds a list of at most {MAX_PARTS} parts")
-        return Reconcile(tuple(_part(p) for p in parts))
+        decoded: list[Part] = []
+        previous_upper: bytes | None = None
+        for raw in parts:
+            part = _part(raw, previous_upper)
+            decoded.append(part)
+            previous_upper = part.upper
+        return Reconcile(tuple(decoded))
     raise ProtocolError(f"unknown message {kind!r}")
 
 
-def _part(value: Any) -> Part:
+def _part(value: Any, previous_upper: bytes | None) -> Part:
     if not isinstance(value, list) or len(value) != 5:
         raise ProtocolError("a reconcile part is an array of 5")
-    kind, lower, upper = value[0], _key(value[1]), _key(value[2]) or KEY_MAX
+    if value[1] is None:
+        if previous_upper is None:
+            raise ProtocolError("the first part must state its lower bound")
+        lower = previous_upper
+    else:
+        lower = _bound(value[1])
+    kind, upper = value[0], _bound(value[2]) or KEY_MAX
     if lower >= upper:
         raise ProtocolError("empty or inverted range")
     if kind == PartKind.FINGERPRINT:
@@ -176,12 +186,15 @@ def _part(value: Any) -> Part:
 def _item(value: Any) -> FeedItem:
     if not isinstance(value, list) or len(value) != 4 or not isinstance(value[3], bool):
         raise ProtocolError("an item is [key, seq, id, frozen]")
-    return FeedItem(_key(value[0]), _int(value[1]), value[2], value[3])
+    key = value[0]
+    if not isinstance(key, bytes) or len(key) != KEY_SIZE:
+        raise ProtocolError(f"a feed key is {KEY_SIZE} bytes")
+    return FeedItem(key, _int(value[1]), value[2], value[3])
 
 
-def _key(value: Any) -> bytes:
-    if not isinstance(value, bytes) or len(value) not in (0, KEY_SIZE):
-        raise ProtocolError("a range bound is empty or a 48-byte key")
+def _bound(value: Any) -> bytes:
+    if not isinstance(value, bytes) or len(value) > KEY_SIZE:
+        raise ProtocolError(f"a range bound is at most {KEY_SIZE} bytes")
     return value
 
 

@@ -38,7 +38,7 @@ from .messages import (
 )
 
 #: A range of at most this many items is sent as items rather than split further.
-ITEMS_THRESHOLD = 16
+ITEMS_THRESHOLD = 1
 #: How many sub-ranges a differing range is split into.
 SPLIT_PARTS = 16
 #: Entries per frame are cut at about this many bytes.

@@ -264,6 +264,13 @@ class SimulatedMesh:
         if self.groups.get(a, 0) != self.groups.get(b, 0):
             return  # partitioned: the dial fails
         left, right = self._link(a, b)
+        if not (left.ready and right.ready) and (
+            left.session.bytes_sent or right.session.bytes_sent
+        ):
+            # A hello was lost: the link can never start. Close it and dial again.
+            self.nodes[a].links.pop(b, None)
+            self.nodes[b].links.pop(a, None)
+            left, right = self._link(a, b)
         if left.session.round_active:
             left.session.abandon_round()  # timed out: a frame of it was lost
         started = left.ready and left.start_round()
