@@ -9,7 +9,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from crdt_mesh import DocumentId, Entry, Policy
+from crdt_mesh.testing import Op, apply_op, document_json
 from crdt_mesh.testing.sim import Faults, SimulatedMesh
+from crdt_mesh.testing.strategies import transactions
 
 OPEN_DOCS = [DocumentId(Policy.OPEN, f"doc-{i}") for i in range(3)]
 
@@ -31,15 +33,13 @@ class MeshMachine(RuleBasedStateMachine):
     def _pick(self, data: st.DataObject) -> int:
         return data.draw(st.sampled_from(self.sim.live()))
 
-    @rule(
-        data=st.data(),
-        doc=st.sampled_from(OPEN_DOCS),
-        key=st.sampled_from("abcd"),
-        value=st.integers(-(2**53), 2**53),
-    )
-    def write(self, data: st.DataObject, doc: DocumentId, key: str, value: int) -> None:
-        index = self._pick(data)
-        self.sim.write(index, doc, {key: value})
+    @rule(data=st.data(), doc=st.sampled_from(OPEN_DOCS), ops=transactions())
+    def write(self, data: st.DataObject, doc: DocumentId, ops: list[Op]) -> None:
+        """A transaction of map, array and text operations on one replica."""
+        document = self.sim.replica(self._pick(data)).document(doc)
+        with document.transaction():
+            for op in ops:
+                apply_op(document, op)
 
     @rule(data=st.data(), value=st.integers(-(2**53), 2**53))
     def write_local(self, data: st.DataObject, value: int) -> None:
@@ -98,10 +98,9 @@ class MeshMachine(RuleBasedStateMachine):
         for index in live[1:]:
             replica = self.sim.replica(index)
             for doc in OPEN_DOCS:
-                if (doc, None) and any(d == doc for d in reference.documents()):
-                    mine, theirs = reference.document(doc), replica.document(doc)
-                    assert mine.state() == theirs.state()
-                    assert mine.map("map").to_py() == theirs.map("map").to_py()
+                mine, theirs = reference.document(doc), replica.document(doc)
+                assert mine.state() == theirs.state()
+                assert document_json(mine) == document_json(theirs)
 
     def teardown_check(self) -> None:
         self.check_convergence()
@@ -116,7 +115,7 @@ class ConvergingMachine(MeshMachine):
 
 
 ConvergingMachine.TestCase.settings = settings(
-    max_examples=int(__import__("os").environ.get("STATEFUL_EXAMPLES", "25")),
+    max_examples=int(__import__("os").environ.get("STATEFUL_EXAMPLES", "60")),
     stateful_step_count=25,
     deadline=None,
 )
