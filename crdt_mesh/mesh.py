@@ -42,6 +42,7 @@ class _Connection:
     peer: PeerSync
     send_lock: anyio.Lock
     idle_ticks: int = 0
+    started: bool = False
 
 
 class Mesh:
@@ -189,7 +190,8 @@ class Mesh:
                 await self._flush(connection)
                 if committed:
                     self._push(committed, exclude=remote)
-                if initiator and connection.peer.ready and connection.peer.stats.rounds == 0:
+                if initiator and connection.peer.ready and not connection.started:
+                    connection.started = True  # first round at once; then every interval
                     await self._start_round(connection)
         except LinkClosed:
             pass
