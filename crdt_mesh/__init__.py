@@ -6,6 +6,9 @@ by anti-entropy over pluggable transports.
 """
 
 from .errors import (
+    AuthenticationError as AuthenticationError,
+)
+from .errors import (
     ChainError as ChainError,
 )
 from .errors import (
@@ -85,6 +88,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Acl",
+    "AuthenticationError",
     "ChainError",
     "ClientIdViolation",
     "ClosedError",

@@ -110,3 +110,7 @@ class TransportError(MeshError, OSError):
 
 class LinkClosed(TransportError, ConnectionError):
     """The link is gone: closed by either side, or failed."""
+
+
+class AuthenticationError(TransportError):
+    """A peer failed the handshake: it could not prove the identity it claims or was expected."""

@@ -158,7 +158,7 @@ class Mesh:
         while True:
             try:
                 link = await self.transport.dial(address, self.replica.identity)
-            except TransportError as exc:
+            except MeshError as exc:  # unreachable, refused, or failed authentication
                 log.info("dial %s failed: %s", address, exc)
             else:
                 backoff = 0.05

@@ -177,6 +177,11 @@ class XXHandshake:
         self.failed = False
 
     @property
+    def static_public(self) -> bytes:
+        """This side's static public key."""
+        return self._s_pub
+
+    @property
     def complete(self) -> bool:
         return self._step == 3
 

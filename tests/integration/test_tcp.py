@@ -1,0 +1,180 @@
+"""TCP links: real sockets on loopback, Noise XX, identities proven both ways."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from crdt_mesh import AuthenticationError, Durability, Identity, Replica, TransportError
+from crdt_mesh.errors import LinkClosed
+from crdt_mesh.mesh import Mesh
+from transports.tcp import TcpAddress, TcpLimits, TcpTransport
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
+    with anyio.fail_after(timeout):
+        while not condition():
+            await anyio.sleep(0.01)
+
+
+def test_addresses_parse_and_print() -> None:
+    peer = Identity.generate().peer_id
+    assert TcpAddress.parse("tcp://127.0.0.1:9000") == TcpAddress("127.0.0.1", 9000)
+    assert TcpAddress.parse("tcp://[::1]:80") == TcpAddress("::1", 80)
+    assert TcpAddress.parse(f"tcp://{peer}@localhost:1").peer == peer
+    assert str(TcpAddress("::1", 80, peer)) == f"tcp://{peer}@[::1]:80"
+    for bad in (
+        "udp://x:1",
+        "tcp://nohost",
+        "tcp://:1",
+        "tcp://h:99999",
+        "tcp://h:x",
+        "tcp://bad@h:1",
+    ):
+        with pytest.raises(TransportError):
+            TcpAddress.parse(bad)
+
+
+@pytest.mark.anyio
+async def test_link_proves_identities_and_carries_frames() -> None:
+    alice, bob = Identity.generate(), Identity.generate()
+    transport = TcpTransport()
+    listener = await transport.listen("tcp://127.0.0.1:0", alice)
+    async with anyio.create_task_group() as tg:
+        accepted = []
+
+        async def accept() -> None:
+            accepted.append(await listener.accept())
+
+        tg.start_soon(accept)
+        address = listener.address.replace("tcp://", f"tcp://{alice.peer_id}@")
+        link = await transport.dial(address, bob)
+    server = accepted[0]
+    assert link.remote == alice.peer_id and server.remote == bob.peer_id
+    big = bytes(range(256)) * 1000  # several Noise messages
+    await link.send(big)
+    await link.send(b"")
+    assert await server.recv() == big
+    assert await server.recv() == b""
+    await server.send(b"pong")
+    assert await link.recv() == b"pong"
+    await link.aclose()
+    with pytest.raises(LinkClosed):
+        await server.recv()
+    await listener.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_peer_that_is_not_the_one_dialled_is_refused() -> None:
+    alice, bob, carol = Identity.generate(), Identity.generate(), Identity.generate()
+    transport = TcpTransport()
+    listener = await transport.listen("tcp://127.0.0.1:0", alice)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_accept_quietly, listener)
+        address = listener.address.replace("tcp://", f"tcp://{carol.peer_id}@")
+        with pytest.raises(AuthenticationError):
+            await transport.dial(address, bob)
+        tg.cancel_scope.cancel()
+    await listener.aclose()
+
+
+async def _accept_quietly(listener: object) -> None:
+    with contextlib.suppress(TransportError):
+        await listener.accept()  # type: ignore[attr-defined]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "opening",
+    [
+        b"garbage instead of a handshake",
+        b"\x00\x20" + b"\x01" * 10,
+        b"\x00\x00",
+        b"\xff\xff" + b"x" * 100,
+    ],
+)
+async def test_garbage_and_truncated_handshakes_are_refused(opening: bytes) -> None:
+    alice = Identity.generate()
+    transport = TcpTransport(TcpLimits(handshake_timeout=0.5))
+    listener = await transport.listen("tcp://127.0.0.1:0", alice)
+    parsed = TcpAddress.parse(listener.address)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_accept_quietly, listener)
+        stream = await anyio.connect_tcp(parsed.host, parsed.port)
+        await stream.send(opening)
+        await stream.send_eof()
+        await wait_for(lambda: listener.refused == 1, timeout=5)
+        await stream.aclose()
+        tg.cancel_scope.cancel()
+    await listener.aclose()
+
+
+@pytest.mark.anyio
+async def test_meshes_converge_over_tcp(tmp_path: Path) -> None:
+    replicas = [
+        Replica.open(tmp_path / f"r{i}", Identity.generate(), durability=Durability.PROCESS)
+        for i in range(3)
+    ]
+    try:
+        transport = TcpTransport()
+        async with Mesh(replicas[0], transport, listen="tcp://127.0.0.1:0", interval=0.05) as hub:
+            assert hub.address is not None
+            async with (
+                Mesh(replicas[1], transport, peers=[hub.address], interval=0.05),
+                Mesh(replicas[2], transport, peers=[hub.address], interval=0.05),
+            ):
+                for i, replica in enumerate(replicas):
+                    notes = replica.document("notes")
+                    with notes.transaction():
+                        notes.map("m")[str(i)] = i
+                await wait_for(
+                    lambda: (
+                        all(r.heads() == replicas[0].heads() for r in replicas)
+                        and len(replicas[0].heads()) == 3
+                    )
+                )
+    finally:
+        for replica in replicas:
+            replica.close()
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.binary(max_size=300))
+def test_the_listener_survives_any_opening_bytes(data: bytes) -> None:
+    """Fuzz: whatever a client sends first, the listener refuses it and keeps serving."""
+
+    async def main() -> None:
+        alice, bob = Identity.generate(), Identity.generate()
+        transport = TcpTransport(TcpLimits(handshake_timeout=0.3))
+        listener = await transport.listen("tcp://127.0.0.1:0", alice)
+        parsed = TcpAddress.parse(listener.address)
+        links = []
+        async with anyio.create_task_group() as tg:
+
+            async def accept() -> None:
+                links.append(await listener.accept())
+
+            tg.start_soon(accept)
+            stream = await anyio.connect_tcp(parsed.host, parsed.port)
+            await stream.send(data)
+            await stream.send_eof()
+            with anyio.fail_after(5):
+                link = await transport.dial(listener.address, bob)  # an honest peer still gets in
+            await stream.aclose()
+        assert links[0].remote == bob.peer_id
+        await link.aclose()
+        await links[0].aclose()
+        await listener.aclose()
+
+    anyio.run(main)

@@ -1,0 +1,427 @@
+"""TCP links with a Noise XX handshake that proves each side's Ed25519 identity.
+
+Addresses are ``tcp://host:port`` (IPv6: ``tcp://[::1]:port``); a dialler may
+name the peer it expects, ``tcp://<peer id>@host:port``, and is refused by any
+other. Port 0 on ``listen`` picks a free port (see ``Listener.address``).
+
+On the wire (after the TCP connection):
+
+* handshake: ``Noise_XX_25519_ChaChaPoly_BLAKE2b``, each message preceded by its
+  2-byte big-endian length. The responder's second message and the initiator's
+  third carry ``CBOR [1, ed25519 key, signature]``: the identity key's signature
+  over ``"crdt_mesh/noise-static/v1\\0" + Noise static key``. Each side checks it
+  against the static key the handshake proved, so after the handshake each
+  side knows the other's PeerId for certain.
+* transport: Noise transport messages (each at most 65,535 bytes, 2-byte length
+  prefix). A link frame is cut into as many as it needs; the first starts with
+  the frame's 4-byte length. Any message that fails authentication (altered,
+  replayed, reordered) kills the link.
+
+Limits per link: frame size, frames and bytes per second (token buckets);
+excess closes the link with a logged reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from dataclasses import dataclass
+
+import anyio
+import cbor2
+import nacl.bindings
+from anyio.abc import SocketAttribute, SocketListener, SocketStream
+
+from crdt_mesh.errors import AuthenticationError, LinkClosed, MeshError, TransportError
+from crdt_mesh.identity import Identity, PeerId
+from crdt_mesh.noise import (
+    MAX_MESSAGE,
+    TAGLEN,
+    CipherState,
+    DecryptError,
+    HandshakeError,
+    XXHandshake,
+)
+
+log = logging.getLogger(__name__)
+
+_BINDING_DOMAIN = b"crdt_mesh/noise-static/v1\x00"
+_PROLOGUE = b"crdt_mesh/tcp/v1"
+_CHUNK = MAX_MESSAGE - TAGLEN  # plaintext bytes per Noise transport message
+
+
+@dataclass(frozen=True, slots=True)
+class TcpLimits:
+    """Per-link limits. The defaults suit a mesh of agents, not a file server."""
+
+    max_frame: int = 4 * 1024 * 1024
+    frames_per_second: float = 2_000.0
+    bytes_per_second: float = 64 * 1024 * 1024
+    connect_timeout: float = 5.0
+    handshake_timeout: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class TcpAddress:
+    host: str
+    port: int
+    peer: PeerId | None = None
+
+    @classmethod
+    def parse(cls, address: str) -> TcpAddress:
+        """Parse ``tcp://[peer@]host:port``.
+
+        Raises:
+            TransportError: not such an address.
+        """
+        if not isinstance(address, str) or not address.startswith("tcp://"):
+            raise TransportError(f"not a tcp:// address: {address!r}")
+        rest = address[len("tcp://") :]
+        peer = None
+        if "@" in rest:
+            peer_text, rest = rest.split("@", 1)
+            try:
+                peer = PeerId.parse(peer_text)
+            except ValueError as exc:
+                raise TransportError(f"bad peer id in {address!r}") from exc
+        if rest.startswith("["):
+            host, sep, port_text = rest[1:].partition("]:")
+        else:
+            host, sep, port_text = rest.rpartition(":")
+        if not sep or not host:
+            raise TransportError(f"address {address!r} needs host:port")
+        try:
+            port = int(port_text)
+        except ValueError:
+            raise TransportError(f"bad port in {address!r}") from None
+        if not 0 <= port < 65536:
+            raise TransportError(f"bad port in {address!r}")
+        return cls(host, port, peer)
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        peer = f"{self.peer}@" if self.peer is not None else ""
+        return f"tcp://{peer}{host}:{self.port}"
+
+
+def static_key(identity: Identity) -> bytes:
+    """The node's X25519 static key, derived from its Ed25519 key (stable across runs)."""
+    secret = identity.seed + identity.peer_id.key
+    return bytes(nacl.bindings.crypto_sign_ed25519_sk_to_curve25519(secret))
+
+
+def _binding(identity: Identity, static_public: bytes) -> bytes:
+    signature = identity.sign(_BINDING_DOMAIN + static_public)
+    return cbor2.dumps([1, identity.peer_id.key, signature])
+
+
+def _check_binding(payload: bytes, remote_static: bytes | None) -> PeerId:
+    try:
+        version, key, signature = cbor2.loads(payload)
+        if version != 1 or not isinstance(signature, bytes) or remote_static is None:
+            raise ValueError("bad binding")
+        peer = PeerId(key)
+        peer.verify_key().verify(_BINDING_DOMAIN + remote_static, signature)
+    except Exception as exc:  # any failure: the peer did not prove an identity
+        raise HandshakeError(f"peer did not prove its identity: {exc}") from None
+    return peer
+
+
+class _TokenBucket:
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.tokens = rate
+        self.stamp = time.monotonic()
+
+    def take(self, amount: float) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        self.tokens -= amount
+        return self.tokens >= -self.rate  # allow a burst of one second's worth
+
+
+class TcpLink:
+    """An authenticated, encrypted link over one TCP connection."""
+
+    def __init__(
+        self,
+        stream: SocketStream,
+        remote: PeerId,
+        send: CipherState,
+        receive: CipherState,
+        limits: TcpLimits,
+        remote_address: str,
+    ) -> None:
+        self._stream = stream
+        self._remote = remote
+        self._send_cipher = send
+        self._recv_cipher = receive
+        self._limits = limits
+        self._buffer = bytearray()
+        self._send_lock = anyio.Lock()
+        self._closed = False
+        self._frames = _TokenBucket(limits.frames_per_second)
+        self._bytes = _TokenBucket(limits.bytes_per_second)
+        self.remote_address = remote_address
+        self.bytes_sent = 0
+        self.bytes_received = 0
+
+    @property
+    def remote(self) -> PeerId:
+        return self._remote
+
+    async def send(self, frame: bytes) -> None:
+        if self._closed:
+            raise LinkClosed("link is closed")
+        if len(frame) > self._limits.max_frame:
+            raise TransportError(f"frame of {len(frame)} bytes exceeds {self._limits.max_frame}")
+        data = len(frame).to_bytes(4, "big") + frame
+        out = bytearray()
+        async with self._send_lock:
+            for start in range(0, len(data), _CHUNK):
+                message = self._send_cipher.encrypt(b"", data[start : start + _CHUNK])
+                out += len(message).to_bytes(2, "big") + message
+            await self._write(bytes(out))
+
+    async def _write(self, data: bytes) -> None:
+        try:
+            await self._stream.send(data)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+            await self.aclose()
+            raise LinkClosed(f"connection lost: {exc}") from exc
+        self.bytes_sent += len(data)
+
+    async def _read_exact(self, size: int) -> bytes:
+        while len(self._buffer) < size:
+            try:
+                chunk = await self._stream.receive()
+            except (
+                anyio.EndOfStream,
+                anyio.BrokenResourceError,
+                anyio.ClosedResourceError,
+                OSError,
+            ) as exc:
+                await self.aclose()
+                raise LinkClosed("connection closed") from exc
+            self.bytes_received += len(chunk)
+            self._buffer += chunk
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return data
+
+    async def _read_message(self) -> bytes:
+        size = int.from_bytes(await self._read_exact(2), "big")
+        try:
+            return self._recv_cipher.decrypt(b"", await self._read_exact(size))
+        except DecryptError as exc:
+            await self.aclose()
+            raise LinkClosed(f"message failed authentication: {exc}") from exc
+
+    async def recv(self) -> bytes:
+        first = await self._read_message()
+        if len(first) < 4:
+            await self.aclose()
+            raise LinkClosed("malformed frame header")
+        size = int.from_bytes(first[:4], "big")
+        if size > self._limits.max_frame:
+            await self.aclose()
+            raise LinkClosed(f"peer announced a frame of {size} bytes")
+        frame = bytearray(first[4:])
+        while len(frame) < size:
+            frame += await self._read_message()
+        if len(frame) != size:
+            await self.aclose()
+            raise LinkClosed("frame longer than announced")
+        if not (self._frames.take(1) and self._bytes.take(size)):
+            await self.aclose()
+            raise LinkClosed(f"{self._remote.short} exceeded the link's rate limits")
+        return bytes(frame)
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            with anyio.CancelScope(shield=True):
+                await self._stream.aclose()
+
+    def __aiter__(self) -> TcpLink:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self.recv()
+        except LinkClosed:
+            raise StopAsyncIteration from None
+
+
+async def _read_handshake(stream: SocketStream, buffer: bytearray) -> bytes:
+    async def exact(size: int) -> bytes:
+        while len(buffer) < size:
+            try:
+                chunk = await stream.receive()
+            except (anyio.EndOfStream, anyio.BrokenResourceError, OSError) as exc:
+                raise HandshakeError("connection closed during the handshake") from exc
+            buffer.extend(chunk)
+        data = bytes(buffer[:size])
+        del buffer[:size]
+        return data
+
+    size = int.from_bytes(await exact(2), "big")
+    return await exact(size)
+
+
+async def handshake(
+    stream: SocketStream,
+    identity: Identity,
+    *,
+    initiator: bool,
+    expected: PeerId | None = None,
+) -> tuple[PeerId, CipherState, CipherState, bytes]:
+    """Run Noise XX over ``stream``; returns (peer, send, receive, leftover bytes).
+
+    Raises:
+        HandshakeError: the peer failed to complete it, or to prove its identity,
+            or proved one other than ``expected``.
+    """
+    noise = XXHandshake(initiator=initiator, static=static_key(identity), prologue=_PROLOGUE)
+    buffer = bytearray()
+    binding = _binding(identity, noise.static_public)
+
+    async def write(payload: bytes = b"") -> None:
+        message = noise.write_message(payload)
+        await stream.send(len(message).to_bytes(2, "big") + message)
+
+    if initiator:
+        await write()
+        peer = _check_binding(
+            noise.read_message(await _read_handshake(stream, buffer)), noise.remote_static
+        )
+        if expected is not None and peer != expected:
+            raise HandshakeError(f"dialled {expected.short} but reached {peer.short}")
+        await write(binding)
+    else:
+        noise.read_message(await _read_handshake(stream, buffer))
+        await write(binding)
+        peer = _check_binding(
+            noise.read_message(await _read_handshake(stream, buffer)), noise.remote_static
+        )
+    send, receive = noise.split()
+    return peer, send, receive, bytes(buffer)
+
+
+def _keepalive(stream: SocketStream) -> None:
+    try:
+        raw = stream.extra(SocketAttribute.raw_socket)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, anyio.TypedAttributeLookupError):
+        pass
+
+
+class TcpListener:
+    """Accepts TCP connections and completes the handshake before handing out a link."""
+
+    def __init__(self, listener: SocketListener, identity: Identity, limits: TcpLimits) -> None:
+        self._listener = listener
+        self._identity = identity
+        self._limits = limits
+        local: tuple[str, int] = listener.extra(SocketAttribute.local_address)  # type: ignore[assignment]
+        self._address = str(TcpAddress(str(local[0]), int(local[1])))
+        self.refused = 0
+
+    @property
+    def address(self) -> str:
+        return self._address
+
+    async def accept(self) -> TcpLink:
+        while True:
+            try:
+                stream = await self._listener.accept()
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError) as exc:
+                raise TransportError("listener closed") from exc
+            _keepalive(stream)
+            try:
+                with anyio.fail_after(self._limits.handshake_timeout):
+                    peer, send, receive, rest = await handshake(
+                        stream, self._identity, initiator=False
+                    )
+            except (
+                HandshakeError,
+                TimeoutError,
+                OSError,
+                anyio.BrokenResourceError,
+                MeshError,
+            ) as exc:
+                self.refused += 1
+                log.warning("refused a connection: %s", exc)
+                await stream.aclose()
+                continue
+            except BaseException:  # cancelled mid-handshake: leave no socket behind
+                with anyio.CancelScope(shield=True):
+                    await stream.aclose()
+                raise
+            remote = stream.extra(SocketAttribute.remote_address)
+            link = TcpLink(stream, peer, send, receive, self._limits, str(remote))
+            link._buffer += rest
+            return link
+
+    async def aclose(self) -> None:
+        await self._listener.aclose()
+
+
+class TcpTransport:
+    """A :class:`~crdt_mesh.transport.Transport` over TCP with Noise XX."""
+
+    def __init__(self, limits: TcpLimits = TcpLimits()) -> None:
+        self.limits = limits
+
+    async def listen(self, address: str, identity: Identity) -> TcpListener:
+        parsed = TcpAddress.parse(address)
+        try:
+            listener = await anyio.create_tcp_listener(
+                local_host=parsed.host, local_port=parsed.port
+            )
+        except OSError as exc:
+            raise TransportError(f"cannot listen on {address}: {exc}") from exc
+        first = listener.listeners[0]
+        assert isinstance(first, SocketListener)
+        return TcpListener(first, identity, self.limits)
+
+    async def dial(self, address: str, identity: Identity) -> TcpLink:
+        parsed = TcpAddress.parse(address)
+        try:
+            with anyio.fail_after(self.limits.connect_timeout):
+                stream = await anyio.connect_tcp(parsed.host, parsed.port)
+        except (OSError, TimeoutError) as exc:
+            raise TransportError(f"cannot reach {address}: {exc}") from exc
+        _keepalive(stream)
+        try:
+            with anyio.fail_after(self.limits.handshake_timeout):
+                peer, send, receive, rest = await handshake(
+                    stream, identity, initiator=True, expected=parsed.peer
+                )
+        except HandshakeError as exc:
+            await stream.aclose()
+            raise AuthenticationError(f"{address}: {exc}") from exc
+        except (TimeoutError, OSError, anyio.BrokenResourceError) as exc:
+            await stream.aclose()
+            raise TransportError(f"handshake with {address} failed: {exc}") from exc
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await stream.aclose()
+            raise
+        link = TcpLink(stream, peer, send, receive, self.limits, address)
+        link._buffer += rest
+        return link
+
+
+__all__ = [
+    "TcpAddress",
+    "TcpLimits",
+    "TcpLink",
+    "TcpListener",
+    "TcpTransport",
+    "handshake",
+    "static_key",
+]
