@@ -55,6 +55,7 @@ class Mesh:
         peers: addresses to dial (and redial with backoff while the mesh runs).
         interval: seconds between anti-entropy rounds on each dialled link.
         push_fanout: peers that get each fresh local entry at once.
+        max_peers: links kept at once; a link beyond it is closed at once.
         seed: for the random choices (push targets, backoff jitter).
     """
 
@@ -67,6 +68,7 @@ class Mesh:
         peers: Sequence[str] = (),
         interval: float = 5.0,
         push_fanout: int = 3,
+        max_peers: int = 50,
         seed: int | None = None,
     ) -> None:
         self.replica = replica
@@ -75,6 +77,8 @@ class Mesh:
         self.bootstrap = list(peers)
         self.interval = interval
         self.push_fanout = push_fanout
+        self.max_peers = max_peers
+        self.refused_links = 0
         self._rng = random.Random(seed)
         self._connections: dict[PeerId, _Connection] = {}
         self._listener: Listener | None = None
@@ -171,6 +175,11 @@ class Mesh:
         remote = link.remote
         if remote == self.replica.peer_id or remote in self._connections:
             await link.aclose()  # ourselves, or a second link to a known peer
+            return
+        if len(self._connections) >= self.max_peers:
+            self.refused_links += 1
+            log.info("refusing %s: already %d peers", remote.short, self.max_peers)
+            await link.aclose()
             return
         connection = _Connection(
             link, PeerSync(self.replica, remote, initiator=initiator), anyio.Lock()

@@ -22,3 +22,17 @@ def test_every_error_derives_from_mesh_error() -> None:
     for error in errors:
         if isinstance(error, type) and issubclass(error, Exception):
             assert issubclass(error, crdt_mesh.MeshError), error
+
+
+def test_the_library_never_imports_transports() -> None:
+    """DESIGN: transports depend on crdt_mesh, never the reverse (the CLI, an application,
+    imports a transport lazily inside its commands)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, crdt_mesh, crdt_mesh.mesh, crdt_mesh.peer, crdt_mesh.sync, crdt_mesh.testing,"
+        " crdt_mesh.cli; print(sorted(m for m in sys.modules if m.split('.')[0] == 'transports'))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -1,0 +1,336 @@
+"""The ``crdt-mesh`` command: keys, a node as a process, store inspection, a demo.
+
+    crdt-mesh keygen node.key
+    crdt-mesh node --store node.mesh --key node.key --listen tcp://127.0.0.1:9000 \\
+                   --peer tcp://127.0.0.1:9001
+    crdt-mesh inspect node.mesh
+    crdt-mesh demo
+
+``node`` reads the mission's variables where they apply: ``P2P_LISTEN_PORT``
+(listen on ``tcp://0.0.0.0:<port>`` when ``--listen`` is not given),
+``P2P_BOOTSTRAP_PEERS`` (comma-separated ``host:port``, added to ``--peer``) and
+``P2P_MAX_PEERS``. A malformed variable is an error at start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from .errors import MeshError
+from .identity import Identity
+from .mesh import Mesh
+from .replica import Replica
+
+log = logging.getLogger("crdt_mesh.node")
+
+
+class ConfigError(MeshError, ValueError):
+    """A command-line option or environment variable is malformed."""
+
+
+def _env_int(name: str, default: int, env: dict[str, str]) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+    if value < 0:
+        raise ConfigError(f"{name}={raw!r} must not be negative")
+    return value
+
+
+def _env_peers(env: dict[str, str]) -> list[str]:
+    raw = env.get("P2P_BOOTSTRAP_PEERS", "")
+    peers = []
+    for item in filter(None, (p.strip() for p in raw.split(","))):
+        address = item if item.startswith("tcp://") else f"tcp://{item}"
+        host, sep, port = address[len("tcp://") :].rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ConfigError(f"P2P_BOOTSTRAP_PEERS entry {item!r} is not host:port")
+        peers.append(address)
+    return peers
+
+
+def _load_identity(path: str) -> Identity:
+    passphrase = os.environ.get("CRDT_MESH_PASSPHRASE")
+    return Identity.load(path, passphrase=passphrase)
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    path = Path(args.path)
+    if path.exists() and not args.force:
+        print(f"{path} exists (use --force to replace it)", file=sys.stderr)
+        return 2
+    identity = Identity.generate()
+    identity.save(path, passphrase=os.environ.get("CRDT_MESH_PASSPHRASE"))
+    print(identity.peer_id)
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    with Replica.open(args.store, Identity.generate()) as replica:  # reads only
+        summary = replica.summary()
+        out: dict[str, Any] = {
+            "documents": [],
+            "summary": {
+                "documents": summary.documents,
+                "feeds": summary.feeds,
+                "entries": summary.entries,
+                "fork_proofs": summary.fork_proofs,
+                "bytes_on_disk": summary.bytes_on_disk,
+            },
+        }
+        heads = replica.heads(include_local=True)
+        for doc in replica.documents():
+            feeds = [
+                {
+                    "author": str(author),
+                    "seq": head.seq,
+                    "head": head.id.hex(),
+                    "frozen": head.frozen,
+                }
+                for (d, author), head in sorted(heads.items(), key=lambda kv: str(kv[0][1]))
+                if d == doc
+            ]
+            out["documents"].append({"id": doc.text, "policy": doc.policy.value, "feeds": feeds})
+        out["fork_proofs"] = [
+            {"document": p.document.text, "author": str(p.author), "seq": p.seq}
+            for p in replica.fork_proofs()
+        ]
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    s = out["summary"]
+    print(
+        f"{args.store}: {s['documents']} documents, {s['feeds']} feeds, {s['entries']} entries, "
+        f"{s['fork_proofs']} fork proofs, {s['bytes_on_disk']:,} bytes"
+    )
+    for doc in out["documents"]:
+        print(f"  {doc['id']}")
+        for feed in doc["feeds"]:
+            frozen = "  FROZEN" if feed["frozen"] else ""
+            print(
+                f"    {feed['author'][:12]}  seq {feed['seq']:<6} head {feed['head'][:16]}{frozen}"
+            )
+    for proof in out["fork_proofs"]:
+        print(f"  fork: {proof['document']} by {proof['author'][:12]} at seq {proof['seq']}")
+    return 0
+
+
+def cmd_node(args: argparse.Namespace, env: dict[str, str] | None = None) -> int:
+    from transports.tcp import TcpTransport  # the CLI may use transports; the library never does
+
+    env = dict(os.environ) if env is None else env
+    listen = args.listen
+    if listen is None and env.get("P2P_LISTEN_PORT"):
+        listen = f"tcp://0.0.0.0:{_env_int('P2P_LISTEN_PORT', 9000, env)}"
+    peers = list(args.peer) + _env_peers(env)
+    max_peers = args.max_peers or _env_int("P2P_MAX_PEERS", 50, env)
+    identity = _load_identity(args.key)
+
+    async def run() -> None:
+        with Replica.open(args.store, identity) as replica:
+            async with Mesh(
+                replica,
+                TcpTransport(),
+                listen=listen,
+                peers=peers,
+                interval=args.interval,
+                max_peers=max_peers,
+            ) as mesh:
+                log.info(
+                    "node %s store %s listening %s peers %s",
+                    identity.peer_id.short,
+                    args.store,
+                    mesh.address,
+                    peers,
+                )
+                _emit({"event": "ready", "peer": str(identity.peer_id), "address": mesh.address})
+                demo = replica.document(args.document)
+                for i in range(args.writes):
+                    with demo.transaction():
+                        demo.map("writes")[f"{identity.peer_id.short}-{i}"] = i
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(_report, mesh, args.status_interval)
+                    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                        async for signum in signals:
+                            log.info("stopping on %s", signal.Signals(signum).name)
+                            break
+                    tg.cancel_scope.cancel()
+        _emit({"event": "stopped"})
+
+    anyio.run(run)
+    return 0
+
+
+def _emit(record: dict[str, Any]) -> None:
+    print(json.dumps(record), flush=True)
+
+
+async def _report(mesh: Mesh, interval: float) -> None:
+    while True:
+        summary = mesh.replica.summary()
+        _emit(
+            {
+                "event": "status",
+                "entries": summary.entries,
+                "feeds": summary.feeds,
+                "peers": len(mesh.peers),
+                "rejected": mesh.rejected_inputs,
+            }
+        )
+        await anyio.sleep(interval)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from transports.tcp import TcpTransport
+
+    root = Path(tempfile.mkdtemp(prefix="crdt_mesh-demo-"))
+    count, writes = args.nodes, args.writes
+
+    async def run() -> None:
+        transport = TcpTransport()
+        replicas = [Replica.open(root / f"node-{i}", Identity.generate()) for i in range(count)]
+        try:
+            print(f"starting {count} nodes on loopback TCP (stores in {root})")
+            async with Mesh(
+                replicas[0], transport, listen="tcp://127.0.0.1:0", interval=0.2
+            ) as hub:
+                meshes = [hub]
+                async with anyio.create_task_group() as tg:
+                    for replica in replicas[1:]:
+                        mesh = Mesh(
+                            replica,
+                            transport,
+                            listen="tcp://127.0.0.1:0",
+                            peers=[hub.address or ""],
+                            interval=0.2,
+                        )
+                        meshes.append(await _enter(tg, mesh))
+                    for i, mesh in enumerate(meshes):
+                        print(f"  node {i}: {mesh.replica.peer_id.short} at {mesh.address}")
+                    start = time.perf_counter()
+                    for i, replica in enumerate(replicas):
+                        notes = replica.document("notes")
+                        for j in range(writes):
+                            with notes.transaction():
+                                notes.map("todo")[f"node{i}-item{j}"] = f"written by node {i}"
+                    print(f"each node wrote {writes} entries; waiting for convergence ...")
+                    target = count * writes
+                    with anyio.fail_after(30):
+                        while not all(r.summary().entries == target for r in replicas):
+                            await anyio.sleep(0.02)
+                    elapsed = time.perf_counter() - start
+                    for i, replica in enumerate(replicas):
+                        todo = replica.document("notes").map("todo")
+                        print(
+                            f"  node {i} holds {replica.summary().entries} entries, "
+                            f"{len(todo)} todo items"
+                        )
+                    wire = sum(_link_bytes(m) for m in meshes)
+                    print(
+                        f"converged in {elapsed * 1000:.0f} ms; {wire:,} bytes on the wire "
+                        f"({wire / target:,.0f} per entry, all nodes)"
+                    )
+                    tg.cancel_scope.cancel()
+        finally:
+            for replica in replicas:
+                replica.close()
+
+    try:
+        anyio.run(run)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    print("cleaned up")
+    return 0
+
+
+async def _enter(tg: Any, mesh: Mesh) -> Mesh:
+    ready = anyio.Event()
+
+    async def hold() -> None:
+        async with mesh:
+            ready.set()
+            await anyio.sleep_forever()
+
+    tg.start_soon(hold)
+    await ready.wait()
+    return mesh
+
+
+def _link_bytes(mesh: Mesh) -> int:
+    return sum(getattr(c.link, "bytes_sent", 0) for c in mesh._connections.values())
+
+
+# -- entry point ---------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="crdt-mesh", description=__doc__.split("\n\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    keygen = commands.add_parser("keygen", help="write a new identity key (0600)")
+    keygen.add_argument("path")
+    keygen.add_argument("--force", action="store_true", help="replace an existing file")
+    keygen.set_defaults(run=cmd_keygen)
+
+    node = commands.add_parser("node", help="run a node until SIGINT or SIGTERM")
+    node.add_argument("--store", required=True, help="LMDB store directory")
+    node.add_argument("--key", required=True, help="identity key file (see keygen)")
+    node.add_argument("--listen", help="tcp://host:port (default: P2P_LISTEN_PORT, if set)")
+    node.add_argument("--peer", action="append", default=[], help="tcp:// address to dial")
+    node.add_argument("--interval", type=float, default=5.0, help="seconds between sync rounds")
+    node.add_argument("--max-peers", type=int, default=0, help="default: P2P_MAX_PEERS or 50")
+    node.add_argument("--writes", type=int, default=0, help="entries to write at start")
+    node.add_argument("--document", default="demo", help="document for --writes")
+    node.add_argument("--status-interval", type=float, default=1.0)
+    node.set_defaults(run=cmd_node)
+
+    inspect = commands.add_parser("inspect", help="documents, feeds, heads, forks of a store")
+    inspect.add_argument("store")
+    inspect.add_argument("--json", action="store_true")
+    inspect.set_defaults(run=cmd_inspect)
+
+    demo = commands.add_parser("demo", help="a small mesh of local nodes converging")
+    demo.add_argument("--nodes", type=int, default=4)
+    demo.add_argument("--writes", type=int, default=5)
+    demo.set_defaults(run=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    quiet = args.command in ("demo", "inspect", "keygen")  # their output is the point
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.run(args))
+    except MeshError as exc:
+        print(f"crdt-mesh: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""Nodes as processes on loopback TCP: converge, survive SIGKILL, stop cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crdt_mesh import Identity, Replica
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Node:
+    """A `crdt-mesh node` process whose JSON status lines are read on a thread."""
+
+    def __init__(self, root: Path, name: str, peers: list[str], writes: int) -> None:
+        self.root, self.name = root, name
+        self.key = root / f"{name}.key"
+        if not self.key.exists():
+            Identity.generate().save(self.key)
+        self.peer_id = str(Identity.load(self.key).peer_id)
+        command = [
+            sys.executable,
+            "-m",
+            "crdt_mesh",
+            "node",
+            "--store",
+            str(root / f"{name}.mesh"),
+            "--key",
+            str(self.key),
+            "--listen",
+            "tcp://127.0.0.1:0",
+            "--interval",
+            "0.2",
+            "--status-interval",
+            "0.05",
+            "--writes",
+            str(writes),
+            "--document",
+            "shared",
+        ]
+        for peer in peers:
+            command += ["--peer", peer]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("P2P_")}
+        self.log = (root / f"{name}.log").open("ab")  # stderr: a pipe nobody reads could fill
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, stdout=subprocess.PIPE, stderr=self.log, env=env
+        )
+        self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.last: dict[str, Any] = {}
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        ready = self.wait(lambda r: r.get("event") == "ready", timeout=30)
+        self.address = ready["address"]
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            try:
+                self.lines.put(json.loads(line))
+            except ValueError:
+                continue
+
+    def wait(self, condition: Callable[[dict[str, Any]], bool], timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"{self.name}: condition not met; last status {self.last}")
+            try:
+                record = self.lines.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if record.get("event") == "status":
+                self.last = record
+            if condition(record):
+                return record
+
+    def entries(self, count: int, timeout: float = 60) -> None:
+        self.wait(lambda r: r.get("event") == "status" and r["entries"] >= count, timeout)
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+        self.close()
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=30)
+        self.close()
+        return code
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.reader.join(timeout=10)  # it ends at EOF; only then close the pipe under it
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        self.log.close()
+
+
+@pytest.mark.slow
+def test_five_processes_converge_and_a_killed_one_catches_up(tmp_path: Path) -> None:
+    nodes: list[Node] = []
+    try:
+        hub = Node(tmp_path, "node-0", [], writes=10)
+        nodes.append(hub)
+        for i in range(1, 5):
+            nodes.append(Node(tmp_path, f"node-{i}", [hub.address], writes=10))
+        for node in nodes:
+            node.entries(50)
+
+        victim = nodes[3]
+        victim.kill()
+        assert victim.process.returncode == -signal.SIGKILL
+        late = Node(tmp_path, "node-5", [hub.address], writes=10)  # writes while the victim is down
+        nodes.append(late)
+        hub.entries(60)
+
+        nodes[3] = Node(tmp_path, "node-3", [hub.address], writes=0)  # same key, same store
+        for node in nodes:
+            node.entries(60)
+        for node in nodes:
+            assert node.stop() == 0
+            assert node.last["entries"] == 60
+    finally:
+        for node in nodes:
+            node.close()
+    # nothing was lost: the victim's store holds its own ten entries and everyone else's
+    with Replica.open(tmp_path / "node-3.mesh", Identity.generate()) as replica:
+        assert replica.summary().entries == 60
+        assert len(replica.document("shared").map("writes")) == 60
+
+
+def test_malformed_environment_is_an_error_at_start(tmp_path: Path) -> None:
+    key = tmp_path / "k"
+    Identity.generate().save(key)
+    env = {**os.environ, "P2P_MAX_PEERS": "lots"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "crdt_mesh",
+            "node",
+            "--store",
+            str(tmp_path / "s"),
+            "--key",
+            str(key),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "P2P_MAX_PEERS" in result.stderr
+
+
+def test_keygen_inspect_and_demo(tmp_path: Path) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "crdt_mesh", *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    keygen = run("keygen", str(tmp_path / "k"))
+    assert keygen.returncode == 0 and len(keygen.stdout.strip()) == 52
+    assert run("keygen", str(tmp_path / "k")).returncode == 2  # never overwrites by accident
+    identity = Identity.load(tmp_path / "k")
+    with Replica.open(tmp_path / "s", identity) as replica:
+        notes = replica.document("notes")
+        with notes.transaction():
+            notes.map("m")["x"] = 1
+    inspect = run("inspect", str(tmp_path / "s"), "--json")
+    assert inspect.returncode == 0, inspect.stderr
+    data = json.loads(inspect.stdout)
+    assert data["summary"]["entries"] == 1
+    assert data["documents"][0]["feeds"][0]["author"] == str(identity.peer_id)
+    demo = run("demo")
+    assert demo.returncode == 0, demo.stderr
+    assert "converged in" in demo.stdout and "cleaned up" in demo.stdout
