@@ -24,13 +24,23 @@ ROOT = Path(__file__).resolve().parents[2]
 class Node:
     """A `crdt-mesh node` process whose JSON status lines are read on a thread."""
 
-    def __init__(self, root: Path, name: str, peers: list[str], writes: int) -> None:
+    def __init__(
+        self,
+        root: Path,
+        name: str,
+        peers: list[str],
+        writes: int,
+        *,
+        listen: str = "tcp://127.0.0.1:0",
+        prefix: tuple[str, ...] = (),
+    ) -> None:
         self.root, self.name = root, name
         self.key = root / f"{name}.key"
         if not self.key.exists():
             Identity.generate().save(self.key)
         self.peer_id = str(Identity.load(self.key).peer_id)
         command = [
+            *prefix,
             sys.executable,
             "-m",
             "crdt_mesh",
@@ -40,7 +50,7 @@ class Node:
             "--key",
             str(self.key),
             "--listen",
-            "tcp://127.0.0.1:0",
+            listen,
             "--interval",
             "0.2",
             "--status-interval",

@@ -34,5 +34,7 @@ def test_the_library_never_imports_transports() -> None:
         "import sys, crdt_mesh, crdt_mesh.mesh, crdt_mesh.peer, crdt_mesh.sync, crdt_mesh.testing,"
         " crdt_mesh.cli; print(sorted(m for m in sys.modules if m.split('.')[0] == 'transports'))"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == "[]"
