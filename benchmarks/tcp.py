@@ -1,0 +1,161 @@
+"""TCP benchmark: two nodes on loopback against pycrdt-websocket, in one run.
+
+Run: ``python -m benchmarks.tcp`` (``--updates N``, default 2,000).
+
+crdt_mesh: two Meshes over the TCP transport (Noise XX, encrypted), each update
+one transaction = one signed entry, verified and fsynced (Durability.FULL) on
+the receiving replica. pycrdt-websocket: a WebsocketServer room with two pycrdt
+Providers, the same updates (no signatures, no store). Both run in this one
+process on asyncio; the figure is updates/s from the first write until the
+other side has applied them all, and bytes on the wire per update.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from crdt_mesh import Durability, Identity, Mesh, Replica
+from transports.tcp import TcpTransport
+
+from ._common import row, scratch
+
+
+async def mesh_run(root: Path, updates: int, group: int) -> tuple[float, float]:
+    """(updates/s, bytes per update) for crdt_mesh over TCP."""
+    sender = Replica.open(root / "a", Identity.generate(), durability=Durability.FULL)
+    receiver = Replica.open(root / "b", Identity.generate(), durability=Durability.FULL)
+    try:
+        transport = TcpTransport()
+        async with Mesh(receiver, transport, listen="tcp://127.0.0.1:0", interval=0.5) as hub:  # noqa: SIM117 (the inner needs hub.address)
+            async with Mesh(sender, transport, peers=[hub.address or ""], interval=0.5) as mesh:
+                with anyio.fail_after(10):
+                    while not mesh.peers:
+                        await anyio.sleep(0.001)
+                notes = sender.document("bench")
+                root_map = notes.map("m")
+                start = time.perf_counter()
+                for first in range(0, updates, group):
+                    with sender.batch():  # `group` transactions, one fsync (group commit)
+                        for i in range(first, min(first + group, updates)):
+                            with notes.transaction():
+                                root_map[str(i)] = i
+                    await anyio.sleep(0)  # let the links run, as an application would
+                with anyio.fail_after(120):
+                    while receiver.summary().entries < updates:
+                        await anyio.sleep(0.001)
+                elapsed = time.perf_counter() - start
+                wire = sum(
+                    getattr(c.link, "bytes_sent", 0) + getattr(c.link, "bytes_received", 0)
+                    for c in mesh._connections.values()
+                )
+        return updates / elapsed, wire / updates
+    finally:
+        sender.close()
+        receiver.close()
+
+
+class _Channel:
+    """A websockets connection as the Channel that pycrdt and pycrdt-websocket expect."""
+
+    def __init__(self, websocket: Any, path: str, counter: list[int]) -> None:
+        self._ws = websocket
+        self._path = path
+        self._counter = counter
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    async def send(self, message: bytes) -> None:
+        self._counter[0] += len(message)
+        await self._ws.send(message)
+
+    async def recv(self) -> bytes:
+        return bytes(await self._ws.recv())
+
+    def __aiter__(self) -> _Channel:
+        return self
+
+    async def __anext__(self) -> bytes:
+        import websockets
+
+        try:
+            return await self.recv()
+        except websockets.ConnectionClosed:
+            raise StopAsyncIteration from None
+
+
+async def websocket_run(updates: int) -> tuple[float, float]:
+    """(updates/s, bytes per update) for pycrdt-websocket with two Providers."""
+    import pycrdt
+    import websockets
+    from pycrdt.websocket import WebsocketServer
+
+    counter = [0]
+
+    async def handler(websocket: Any) -> None:
+        await server.serve(_Channel(websocket, websocket.request.path, counter))
+
+    async with WebsocketServer() as server, websockets.serve(handler, "127.0.0.1", 0) as wss:
+        port = wss.sockets[0].getsockname()[1]
+        url = f"ws://127.0.0.1:{port}/bench"
+        sender_doc: pycrdt.Doc[Any] = pycrdt.Doc()
+        receiver_doc: pycrdt.Doc[Any] = pycrdt.Doc()
+        async with (
+            websockets.connect(url, max_size=None) as ws_a,
+            websockets.connect(url, max_size=None) as ws_b,
+            pycrdt.Provider(sender_doc, _Channel(ws_a, "/bench", counter)),
+            pycrdt.Provider(receiver_doc, _Channel(ws_b, "/bench", counter)),
+        ):
+            root_a = sender_doc.get("m", type=pycrdt.Map)
+            root_b = receiver_doc.get("m", type=pycrdt.Map)
+            await anyio.sleep(0.2)  # let both providers finish their initial sync
+            counter[0] = 0
+            start = time.perf_counter()
+            for i in range(updates):
+                with sender_doc.transaction():
+                    root_a[str(i)] = i
+                if i % 50 == 0:
+                    await anyio.sleep(0)
+            with anyio.fail_after(120):
+                while len(root_b) < updates:
+                    await anyio.sleep(0.001)
+            elapsed = time.perf_counter() - start
+    return updates / elapsed, counter[0] / updates
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--updates", type=int, default=2000)
+    parser.add_argument("--group", type=int, default=50, help="transactions per group commit")
+    args = parser.parse_args(argv)
+    print(f"crdt_mesh TCP benchmark (python {sys.version.split()[0]}), {args.updates:,} updates")
+    print(f"  {'':<44} {'crdt_mesh':>16} {'pycrdt-websocket':>18} {'ratio':>8}  target")
+
+    async def run() -> None:
+        results: dict[int, tuple[float, float]] = {}
+        best_ws = (0.0, 0.0)
+        for _ in range(3):
+            for group in (args.group, 1):
+                with scratch("tcp") as root:
+                    result = await mesh_run(root, args.updates, group)
+                results[group] = max(results.get(group, (0.0, 0.0)), result)
+            best_ws = max(best_ws, await websocket_run(args.updates))
+        for group, (rate, size) in results.items():
+            label = f"updates/s, {group} per fsync" if group > 1 else "updates/s, fsync per update"
+            row(label, f"{rate:,.0f}", f"{best_ws[0]:,.0f}", rate / best_ws[0], ">= 3.0")
+            row("  bytes on the wire per update", f"{size:,.0f}", f"{best_ws[1]:,.0f}")
+        print("  (crdt_mesh: every update signed, verified, encrypted and fsynced;")
+        print("   pycrdt-websocket: none of these; both in this one process, one event loop)")
+
+    anyio.run(run, backend="asyncio")
+
+
+if __name__ == "__main__":
+    main()
