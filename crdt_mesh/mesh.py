@@ -45,6 +45,20 @@ class _Connection:
     started: bool = False
 
 
+#: Frames read ahead of processing per link (bounded: a fast peer waits on TCP).
+_READ_AHEAD = 64
+
+
+async def _read_frames(link: Link, out: anyio.abc.ObjectSendStream[bytes]) -> None:
+    """Move frames from the link to the queue until either side closes."""
+    async with out:
+        try:
+            async for frame in link:
+                await out.send(frame)
+        except (LinkClosed, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass
+
+
 class Mesh:
     """Runs sync between ``replica`` and its peers over ``transport``.
 
@@ -173,9 +187,16 @@ class Mesh:
 
     async def _serve_link(self, link: Link, initiator: bool) -> None:
         remote = link.remote
-        if remote == self.replica.peer_id or remote in self._connections:
-            await link.aclose()  # ourselves, or a second link to a known peer
+        if remote == self.replica.peer_id:
+            await link.aclose()  # we dialled ourselves
             return
+        existing = self._connections.get(remote)
+        if existing is not None:
+            if not self._replaces(existing, initiator):
+                await link.aclose()
+                return
+            del self._connections[remote]
+            await existing.link.aclose()
         if len(self._connections) >= self.max_peers:
             self.refused_links += 1
             log.info("refusing %s: already %d peers", remote.short, self.max_peers)
@@ -185,32 +206,69 @@ class Mesh:
             link, PeerSync(self.replica, remote, initiator=initiator), anyio.Lock()
         )
         self._connections[remote] = connection
+        # A reader task queues frames; this task takes all that are waiting at once,
+        # so that a burst of pushed entries is one ingest and one group commit.
+        frames_in, frames_out = anyio.create_memory_object_stream[bytes](_READ_AHEAD)
         try:
-            await self._flush(connection)
-            async for frame in link:
-                rejected_before = connection.peer.stats.rejected
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_read_frames, link, frames_in)
                 try:
-                    committed = connection.peer.receive(frame)
-                except ProtocolError as exc:
-                    log.warning("closing link to %s: %s", remote.short, exc)
-                    self.dropped_links += 1
-                    return
-                self.rejected_inputs += connection.peer.stats.rejected - rejected_before
-                await self._flush(connection)
-                if committed:
-                    self._push(committed, exclude=remote)
-                if initiator and connection.peer.ready and not connection.started:
-                    connection.started = True  # first round at once; then every interval
-                    await self._start_round(connection)
-        except LinkClosed:
-            pass
-        except MeshError:
-            log.exception("link to %s failed", remote.short)
+                    await self._flush(connection)
+                    async for frame in frames_out:
+                        batch = [frame]
+                        while len(batch) < _READ_AHEAD:
+                            try:
+                                batch.append(frames_out.receive_nowait())
+                            except (anyio.WouldBlock, anyio.EndOfStream):
+                                break
+                        if not await self._handle(connection, batch, initiator):
+                            break
+                except LinkClosed:
+                    pass
+                except MeshError:
+                    log.exception("link to %s failed", remote.short)
+                finally:
+                    tg.cancel_scope.cancel()
         finally:
+            frames_out.close()
             if self._connections.get(remote) is connection:
                 del self._connections[remote]
             with anyio.CancelScope(shield=True):
                 await link.aclose()
+
+    def _replaces(self, existing: _Connection, initiator: bool) -> bool:
+        """Whether a new link to a peer we are linked with should replace the old one.
+
+        A peer that dials again (it lost the old link before we noticed) replaces it.
+        When both dialled each other at once, both sides keep the link dialled by the
+        smaller peer id, so that they agree without talking.
+        """
+        if existing.peer.session.initiator == initiator:
+            return True
+        remote = existing.link.remote
+        dialler_of_new = self.replica.peer_id if initiator else remote
+        dialler_of_old = remote if initiator else self.replica.peer_id
+        return dialler_of_new < dialler_of_old
+
+    async def _handle(self, connection: _Connection, frames: list[bytes], initiator: bool) -> bool:
+        """Process frames that arrived together on one link; False if it must close."""
+        remote = connection.link.remote
+        rejected_before = connection.peer.stats.rejected
+        try:
+            committed = connection.peer.receive_many(frames)
+        except ProtocolError as exc:
+            log.warning("closing link to %s: %s", remote.short, exc)
+            self.dropped_links += 1
+            return False
+        finally:
+            self.rejected_inputs += connection.peer.stats.rejected - rejected_before
+        await self._flush(connection)
+        if committed:
+            self._push(committed, exclude=remote)
+        if initiator and connection.peer.ready and not connection.started:
+            connection.started = True  # first round at once; then every interval
+            await self._start_round(connection)
+        return True
 
     async def _flush(self, connection: _Connection) -> None:
         async with connection.send_lock:
