@@ -178,3 +178,52 @@ def test_the_listener_survives_any_opening_bytes(data: bytes) -> None:
         await listener.aclose()
 
     anyio.run(main)
+
+
+def test_a_binding_that_claims_someone_elses_key_is_refused() -> None:
+    """A peer that puts another's Ed25519 key in its handshake cannot sign for it."""
+    import cbor2
+
+    from crdt_mesh.noise import HandshakeError
+    from transports.tcp import _check_binding, static_key
+
+    mallory, victim = Identity.generate(), Identity.generate()
+    static = static_key(mallory)
+    from crdt_mesh.noise import public_key
+
+    forged = cbor2.dumps(
+        [1, victim.peer_id.key, mallory.sign(b"crdt_mesh/noise-static/v1\x00" + public_key(static))]
+    )
+    with pytest.raises(HandshakeError):
+        _check_binding(forged, public_key(static))
+    honest = cbor2.dumps(
+        [
+            1,
+            mallory.peer_id.key,
+            mallory.sign(b"crdt_mesh/noise-static/v1\x00" + public_key(static)),
+        ]
+    )
+    assert _check_binding(honest, public_key(static)) == mallory.peer_id
+    with pytest.raises(HandshakeError):  # a valid binding of another static key
+        _check_binding(honest, public_key(static_key(victim)))
+
+
+@pytest.mark.anyio
+async def test_garbage_after_the_handshake_kills_the_link() -> None:
+    alice, bob = Identity.generate(), Identity.generate()
+    transport = TcpTransport()
+    listener = await transport.listen("tcp://127.0.0.1:0", alice)
+    async with anyio.create_task_group() as tg:
+        accepted = []
+
+        async def accept() -> None:
+            accepted.append(await listener.accept())
+
+        tg.start_soon(accept)
+        link = await transport.dial(listener.address, bob)
+    server = accepted[0]
+    await link._stream.send(b"\x00\x20" + b"\x42" * 32)  # a Noise message that fails to decrypt
+    with pytest.raises(LinkClosed, match="authentication"):
+        await server.recv()
+    await link.aclose()
+    await listener.aclose()

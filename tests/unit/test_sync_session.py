@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import cbor2
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from crdt_mesh import Identity, Policy, Replica
 from crdt_mesh.peer import PeerSync
@@ -163,3 +167,24 @@ def test_index_fingerprints_and_splits() -> None:
     assert total.to_bytes(16, "big") == full
     changed = FeedIndex([*items[:50], FeedItem(items[50].key, 99, items[50].id), *items[51:]])
     assert changed.fingerprint(b"", b"\xff" * 49)[0] != full
+
+
+@given(st.binary(max_size=300))
+def test_decode_of_any_bytes_is_a_message_or_a_protocol_error(data: bytes) -> None:
+    from crdt_mesh.sync.messages import decode
+
+    with contextlib.suppress(ProtocolError):
+        decode(data)
+
+
+@given(st.lists(st.binary(max_size=120), max_size=20))
+def test_a_session_fed_any_frames_raises_only_protocol_errors(frames: list[bytes]) -> None:
+    a, b = Identity.generate().peer_id, Identity.generate().peer_id
+    session = SyncSession(a, b, initiator=False)
+    session.receive(encode(Hello(1, 1 << 20)))
+    for frame in frames:
+        try:
+            session.receive(frame)
+        except ProtocolError:
+            assert session.closed
+            return
