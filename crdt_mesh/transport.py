@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol, runtime_checkable
 
+from .errors import LinkClosed
 from .identity import Identity, PeerId
 
 
@@ -79,3 +80,23 @@ class Transport(Protocol):
     async def dial(self, address: str, identity: Identity) -> Link:
         """Open a link to the peer at ``address``. Raises TransportError if it cannot."""
         ...
+
+
+class FramesUntilClosed:
+    """Mixin for a link class: async iteration over ``recv()`` until LinkClosed.
+
+    A plain iterator, not an async generator, so that leaving a loop early leaves
+    no generator for the garbage collector to finalize.
+    """
+
+    async def recv(self) -> bytes:
+        raise NotImplementedError
+
+    def __aiter__(self) -> FramesUntilClosed:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self.recv()
+        except LinkClosed:
+            raise StopAsyncIteration from None

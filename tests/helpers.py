@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import anyio
 import pycrdt
 
 from crdt_mesh import DocumentId, Entry, Identity, Policy, client_id_for
@@ -33,3 +35,10 @@ def feed(identity: Identity, n: int, document: DocumentId = NOTES, **fields: Any
         prev = entries[-1].id if entries else ZERO_HASH
         entries.append(Entry.create(identity, document, seq, prev, update, timestamp=seq, **fields))
     return entries
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
+    """Wait until ``condition()`` holds, or fail after ``timeout`` seconds."""
+    with anyio.fail_after(timeout):
+        while not condition():
+            await anyio.sleep(0.01)

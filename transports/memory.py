@@ -22,6 +22,7 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from crdt_mesh.errors import LinkClosed, TransportError
 from crdt_mesh.identity import Identity, PeerId
+from crdt_mesh.transport import FramesUntilClosed
 
 _BUFFER = 4096
 
@@ -74,7 +75,7 @@ class MemoryNetwork:
         return self._groups.get(a, 0) == self._groups.get(b, 0)
 
 
-class MemoryLink:
+class MemoryLink(FramesUntilClosed):
     """One end of an in-memory link."""
 
     def __init__(
@@ -142,17 +143,6 @@ class MemoryLink:
             self._closed = True
             await self._out.aclose()
             await self._in.aclose()
-
-    def __aiter__(self) -> MemoryLink:
-        return self
-
-    async def __anext__(self) -> bytes:
-        # A plain iterator, not an async generator: leaving the loop early must not
-        # leave a generator for the garbage collector to finalize.
-        try:
-            return await self.recv()
-        except LinkClosed:
-            raise StopAsyncIteration from None
 
 
 class MemoryListener:

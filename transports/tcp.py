@@ -43,6 +43,7 @@ from crdt_mesh.noise import (
     HandshakeError,
     XXHandshake,
 )
+from crdt_mesh.transport import FramesUntilClosed
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ class _TokenBucket:
         return self.tokens >= -self.rate  # allow a burst of one second's worth
 
 
-class TcpLink:
+class TcpLink(FramesUntilClosed):
     """An authenticated, encrypted link over one TCP connection."""
 
     def __init__(
@@ -244,15 +245,6 @@ class TcpLink:
             self._closed = True
             with anyio.CancelScope(shield=True):
                 await self._stream.aclose()
-
-    def __aiter__(self) -> TcpLink:
-        return self
-
-    async def __anext__(self) -> bytes:
-        try:
-            return await self.recv()
-        except LinkClosed:
-            raise StopAsyncIteration from None
 
 
 async def _read_handshake(stream: SocketStream, buffer: bytearray) -> bytes:

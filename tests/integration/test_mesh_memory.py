@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
@@ -14,21 +14,10 @@ from crdt_mesh import Durability, Identity, Replica
 from crdt_mesh.errors import LinkClosed
 from crdt_mesh.mesh import Mesh
 from crdt_mesh.sync.messages import Hello, encode
-from tests.helpers import feed
+from tests.helpers import feed, wait_for
 from transports.memory import LinkFaults, MemoryNetwork
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-async def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
-    with anyio.fail_after(timeout):
-        while not condition():
-            await anyio.sleep(0.01)
 
 
 @asynccontextmanager

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
 from pathlib import Path
 
 import anyio
+import cbor2
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,18 +14,32 @@ from hypothesis import strategies as st
 from crdt_mesh import AuthenticationError, Durability, Identity, Replica, TransportError
 from crdt_mesh.errors import LinkClosed
 from crdt_mesh.mesh import Mesh
-from transports.tcp import TcpAddress, TcpLimits, TcpTransport
+from crdt_mesh.noise import HandshakeError, public_key
+from tests.helpers import wait_for
+from transports.tcp import (
+    TcpAddress,
+    TcpLimits,
+    TcpLink,
+    TcpListener,
+    TcpTransport,
+    _check_binding,
+    static_key,
+)
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+async def _connect(
+    transport: TcpTransport, listener: TcpListener, address: str, identity: Identity
+) -> tuple[TcpLink, TcpLink]:
+    """Dial ``address`` while the listener accepts: (dialled link, accepted link)."""
+    accepted: list[TcpLink] = []
 
+    async def accept() -> None:
+        accepted.append(await listener.accept())
 
-async def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
-    with anyio.fail_after(timeout):
-        while not condition():
-            await anyio.sleep(0.01)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(accept)
+        link = await transport.dial(address, identity)
+    return link, accepted[0]
 
 
 def test_addresses_parse_and_print() -> None:
@@ -51,16 +65,8 @@ async def test_link_proves_identities_and_carries_frames() -> None:
     alice, bob = Identity.generate(), Identity.generate()
     transport = TcpTransport()
     listener = await transport.listen("tcp://127.0.0.1:0", alice)
-    async with anyio.create_task_group() as tg:
-        accepted = []
-
-        async def accept() -> None:
-            accepted.append(await listener.accept())
-
-        tg.start_soon(accept)
-        address = listener.address.replace("tcp://", f"tcp://{alice.peer_id}@")
-        link = await transport.dial(address, bob)
-    server = accepted[0]
+    address = listener.address.replace("tcp://", f"tcp://{alice.peer_id}@")
+    link, server = await _connect(transport, listener, address, bob)
     assert link.remote == alice.peer_id and server.remote == bob.peer_id
     big = bytes(range(256)) * 1000  # several Noise messages
     await link.send(big)
@@ -182,15 +188,8 @@ def test_the_listener_survives_any_opening_bytes(data: bytes) -> None:
 
 def test_a_binding_that_claims_someone_elses_key_is_refused() -> None:
     """A peer that puts another's Ed25519 key in its handshake cannot sign for it."""
-    import cbor2
-
-    from crdt_mesh.noise import HandshakeError
-    from transports.tcp import _check_binding, static_key
-
     mallory, victim = Identity.generate(), Identity.generate()
     static = static_key(mallory)
-    from crdt_mesh.noise import public_key
-
     forged = cbor2.dumps(
         [1, victim.peer_id.key, mallory.sign(b"crdt_mesh/noise-static/v1\x00" + public_key(static))]
     )
@@ -213,15 +212,7 @@ async def test_garbage_after_the_handshake_kills_the_link() -> None:
     alice, bob = Identity.generate(), Identity.generate()
     transport = TcpTransport()
     listener = await transport.listen("tcp://127.0.0.1:0", alice)
-    async with anyio.create_task_group() as tg:
-        accepted = []
-
-        async def accept() -> None:
-            accepted.append(await listener.accept())
-
-        tg.start_soon(accept)
-        link = await transport.dial(listener.address, bob)
-    server = accepted[0]
+    link, server = await _connect(transport, listener, listener.address, bob)
     await link._stream.send(b"\x00\x20" + b"\x42" * 32)  # a Noise message that fails to decrypt
     with pytest.raises(LinkClosed, match="authentication"):
         await server.recv()
