@@ -47,7 +47,10 @@ class PeerSync:
         self.replica = replica
         self.remote = remote
         self.session = SyncSession(
-            replica.peer_id, remote, initiator=initiator, index=replica.feed_index(remote)
+            replica.peer_id,
+            remote,
+            initiator=initiator,
+            index_source=lambda: replica.feed_index(remote),
         )
         self.stats = LinkStats()
         self.session.start()
@@ -62,7 +65,6 @@ class PeerSync:
 
     def start_round(self) -> bool:
         """Start a round of anti-entropy (the dialling side only)."""
-        self.session.update_index(self.replica.feed_index(self.remote))
         return self.session.start_round()
 
     def receive(self, frame: bytes) -> list[Entry]:
@@ -86,8 +88,6 @@ class PeerSync:
         pending: list[bytes] = []
         try:
             for frame in frames:
-                if not self.session.round_active:  # may open a round: show current heads
-                    self.session.update_index(self.replica.feed_index(self.remote))
                 self.session.receive(frame)
                 self._handle_events(pending)
         finally:

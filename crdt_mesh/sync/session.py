@@ -18,6 +18,7 @@ entries that the other lacks, oldest first per feed.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..identity import PeerId
@@ -93,6 +94,9 @@ class SyncSession:
         remote: the peer at the other end (authenticated by the transport).
         initiator: True on the side that dialled; only it starts rounds.
         index: the feed heads the remote peer may see (see :meth:`update_index`).
+        index_source: called for a fresh ``index`` whenever a round starts (either
+            side), so that a round compares current heads; building an index costs
+            O(feeds), so it is not rebuilt for every frame.
         max_frame: largest frame accepted from the peer.
     """
 
@@ -103,6 +107,7 @@ class SyncSession:
         *,
         initiator: bool,
         index: FeedIndex | None = None,
+        index_source: Callable[[], FeedIndex] | None = None,
         max_frame: int = MAX_FRAME,
     ) -> None:
         self.local = local
@@ -110,6 +115,7 @@ class SyncSession:
         self.initiator = initiator
         self.max_frame = max_frame
         self.index = index or FeedIndex()
+        self._index_source = index_source
         self.ready = False
         self.closed = False
         self.bytes_sent = 0
@@ -139,11 +145,16 @@ class SyncSession:
             raise RuntimeError("only the side that dialled starts rounds")
         if not self.ready or self.closed or self._round_active:
             return False
+        self._refresh_index()
         self._round_active = True
         self._round_differs = False
         fingerprint, count = self.index.fingerprint(b"", KEY_MAX)
         self._queue(Reconcile((Fingerprint(b"", KEY_MAX, fingerprint, count),)))
         return True
+
+    def _refresh_index(self) -> None:
+        if self._index_source is not None:
+            self.index = self._index_source()
 
     def abandon_round(self) -> None:
         """Forget a round that stalled (a frame was lost): the shell's timeout.
@@ -236,6 +247,7 @@ class SyncSession:
                 self._unexpected()  # a duplicate, or a peer flooding us
             return
         if not self._round_active:  # the peer started a round
+            self._refresh_index()
             self._round_active = True
             self._round_differs = False
         elif self.initiator:
