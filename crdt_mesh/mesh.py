@@ -25,7 +25,7 @@ from types import TracebackType
 import anyio
 from anyio.abc import TaskGroup
 
-from .errors import LinkClosed, MeshError, TransportError
+from .errors import ClosedError, LinkClosed, MeshError, TransportError
 from .identity import PeerId
 from .ledger import Entry
 from .peer import PeerSync
@@ -150,8 +150,9 @@ class Mesh:
         Raises:
             TransportError: the dial failed.
         """
+        if self._tg is None:
+            raise ClosedError("the mesh is not running: use `async with Mesh(...)`")
         link = await self.transport.dial(address, self.replica.identity)
-        assert self._tg is not None
         self._tg.start_soon(self._serve_link, link, True)
         return link.remote
 

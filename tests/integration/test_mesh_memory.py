@@ -155,3 +155,12 @@ async def test_shutdown_loses_nothing_committed(tmp_path: Path) -> None:
         with Replica.open(tmp_path / f"s{i}", identity) as again:
             assert again.heads() == expected[i]
             assert len(again.document("notes").map("m")) == 10
+
+
+async def test_connect_outside_the_running_mesh_is_a_typed_error(tmp_path: Path) -> None:
+    from crdt_mesh import ClosedError
+
+    with Replica.open(tmp_path / "r", Identity.generate()) as replica:
+        mesh = Mesh(replica, MemoryNetwork().transport())
+        with pytest.raises(ClosedError):
+            await mesh.connect("mem://nowhere")
