@@ -5,6 +5,7 @@ hash-chained ledger entries in a local LMDB store, kept in step with other peers
 by anti-entropy over pluggable transports.
 """
 
+from .document import Document as Document
 from .errors import (
     AuthenticationError as AuthenticationError,
 )
@@ -72,13 +73,12 @@ from .ledger import ForkProof as ForkProof
 from .ledger import Policy as Policy
 from .ledger import client_id_for as client_id_for
 from .mesh import Mesh as Mesh
-from .replica import Document as Document
-from .replica import DocumentChange as DocumentChange
-from .replica import Head as Head
-from .replica import IngestReport as IngestReport
-from .replica import Rejection as Rejection
+from .records import DocumentChange as DocumentChange
+from .records import Head as Head
+from .records import IngestReport as IngestReport
+from .records import Rejection as Rejection
+from .records import ReplicaSummary as ReplicaSummary
 from .replica import Replica as Replica
-from .replica import ReplicaSummary as ReplicaSummary
 from .store import Durability as Durability
 from .transport import Link as Link
 from .transport import Listener as Listener

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from .errors import MeshError
 from .identity import PeerId
 from .ledger import Entry
-from .replica import IngestReport, Replica
+from .records import IngestReport
+from .replica import Replica
 from .sync import (
     EntriesReceived,
     NeedEntries,

@@ -26,7 +26,8 @@ from ..errors import MeshError
 from ..identity import Identity, PeerId
 from ..ledger import DocumentId, Policy
 from ..peer import PeerSync
-from ..replica import Head, Replica
+from ..records import Head
+from ..replica import Replica
 from ..store import Durability
 from ..sync import ProtocolError
 

@@ -1,0 +1,413 @@
+"""Admission of incoming entries: checks, the pending area, forks, ACL cuts.
+
+Everything here decides; nothing here commits. :class:`_Staging` holds the
+heads, ACLs and fork proofs as they will be once committed, so that a batch is
+judged as a whole in feed order, and the replica publishes them only after the
+LMDB commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from ._yupdate import check_update
+from .errors import (
+    ChainError,
+    ClientIdViolation,
+    ForkDetected,
+    InvalidEntry,
+    InvalidSignature,
+    InvalidUpdate,
+    MeshError,
+    PolicyViolation,
+)
+from .ledger import ZERO_HASH, Acl, DocumentId, Entry, EntryKind, ForkProof, Policy, client_id_for
+from .records import FeedKey, Head, IngestReport, Rejection
+from .store import seq_bytes
+
+if TYPE_CHECKING:
+    from .replica import Replica
+
+_NO_LIMIT = 1 << 63
+
+
+def _checked_proof(item: ForkProof | bytes) -> ForkProof:
+    if isinstance(item, ForkProof):
+        item.first.verify()
+        item.second.verify()
+        return item
+    return ForkProof.decode(bytes(item))
+
+
+def _feed_order(entry: Entry) -> tuple[bytes, bytes, int]:
+    return entry.document.key, entry.author.key, entry.seq
+
+
+def _accepted(chunks: Iterable[list[Entry | Rejection]], report: IngestReport) -> Iterator[Entry]:
+    """The verified entries of each chunk, in feed order within it; reject the others."""
+    for chunk in chunks:
+        good: list[Entry] = []
+        for result in chunk:
+            if isinstance(result, Entry):
+                good.append(result)
+            else:
+                report.rejected.append(Rejection(result.item, result.error))
+        good.sort(key=_feed_order)
+        yield from good
+
+
+def _decode_chunk(items: list[Entry | bytes], report: IngestReport) -> list[Entry]:
+    """The entries among ``items``, decoded but not yet verified; the rest rejected."""
+    out: list[Entry] = []
+    for item in items:
+        try:
+            out.append(item if isinstance(item, Entry) else Entry.decode(item, verify=False))
+        except MeshError as exc:
+            report.rejected.append(Rejection(item, exc))
+        except (TypeError, ValueError) as exc:
+            report.rejected.append(Rejection(item, InvalidEntry(f"not an entry: {exc}")))
+    return out
+
+
+def _check_chunk(entries: list[Entry]) -> list[Entry | Rejection]:
+    """Each entry if it is signed by its author and its update writes as its author only."""
+    out: list[Entry | Rejection] = []
+    for entry in entries:
+        try:
+            entry.verify()
+        except MeshError as exc:
+            out.append(Rejection(entry, exc))
+            continue
+        out.append(_check_binding(entry))
+    return out
+
+
+def _check_binding(entry: Entry) -> Entry | Rejection:
+    """The entry if its update writes structs of its author's client id only (invariant 3)."""
+    if entry.kind is EntryKind.UPDATE:
+        try:
+            check_update(entry.payload, client_id_for(entry.document, entry.author))
+        except (ClientIdViolation, InvalidUpdate) as exc:
+            return Rejection(entry, type(exc)(str(exc), **entry.where()))
+    return entry
+
+
+def _bad_signature(entry: Entry) -> InvalidSignature:
+    return InvalidSignature("bad signature", **entry.where())
+
+
+_ADMITTED, _REJECTED, _IGNORED, _WAIT = object(), object(), object(), object()
+
+
+class _Staging:
+    """One ingest (or owner ACL write) being decided, before it is committed.
+
+    Holds the heads, ACLs and fork proofs as they will be once committed, so that
+    a batch is judged as a whole in feed order; nothing touches the replica's
+    state until :meth:`publish`, after the LMDB commit.
+    """
+
+    def __init__(self, replica: Replica) -> None:
+        self.r = replica
+        self.heads: dict[FeedKey, Head] = {}
+        self.acls: dict[DocumentId, list[tuple[int, Acl]]] = {}
+        self.forks: dict[FeedKey, ForkProof] = {}
+        self.admitted: list[Entry] = []
+        self.new_ids: dict[tuple[FeedKey, int], bytes] = {}
+        self.lowered: dict[FeedKey, Head | None] = {}
+        self.rebuild: set[DocumentId] = set()
+        self.touched: set[FeedKey] = set()
+        self.voided: dict[FeedKey, int] = {}
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self.admitted or self.forks or self.lowered)
+
+    # views through the staging overlay
+    def head(self, feed: FeedKey) -> Head | None:
+        if feed in self.heads:
+            return self.heads[feed]
+        if feed in self.lowered:
+            return self.lowered[feed]
+        return self.r._heads.get(feed)
+
+    def acl_list(self, doc: DocumentId) -> list[tuple[int, Acl]]:
+        return self.acls.get(doc) or self.r._acls.get(doc, [])
+
+    def latest_acl(self, doc: DocumentId) -> Acl:
+        acls = self.acl_list(doc)
+        return acls[-1][1] if acls else Acl()
+
+    def acl_at(self, doc: DocumentId, seq: int) -> Acl:
+        found = Acl()
+        for acl_seq, acl in self.acl_list(doc):
+            if acl_seq > seq:
+                break
+            found = acl
+        return found
+
+    def fork(self, feed: FeedKey) -> ForkProof | None:
+        return self.forks.get(feed) or self.r._forks.get(feed)
+
+    def limit(self, feed: FeedKey) -> int:
+        """The last seq of ``feed`` that may count (a fork freezes it; an ACL may cut it)."""
+        proof = self.fork(feed)
+        limit = proof.seq - 1 if proof is not None else _NO_LIMIT
+        if feed[0].policy is Policy.MEMBERS:
+            limit = min(limit, self.latest_acl(feed[0]).cuts.get(feed[1], _NO_LIMIT))
+        return limit
+
+    def id_at(self, feed: FeedKey, seq: int) -> bytes | None:
+        head = self.head(feed)
+        if head is not None and head.seq == seq:
+            return head.id
+        if (feed, seq) in self.new_ids:
+            return self.new_ids[(feed, seq)]
+        return self.r._entry_id_at(feed[0], feed[1], seq)
+
+    # deciding
+    def offer(self, entry: Entry, report: IngestReport) -> None:
+        feed = (entry.document, entry.author)
+        if entry.document.policy is Policy.LOCAL:
+            report.rejected.append(
+                Rejection(
+                    entry,
+                    PolicyViolation(
+                        "local documents never accept entries from elsewhere", **entry.where()
+                    ),
+                )
+            )
+            return
+        head = self.head(feed)
+        if head is not None and entry.seq <= head.seq:
+            known = self.id_at(feed, entry.seq)
+            if known == entry.id:
+                report.duplicates += 1
+            elif known is not None:
+                self._record_fork(entry, known, report)
+            return
+        if self.fork(feed) is not None:
+            report.ignored += 1  # the feed is frozen: nothing after the fork counts
+            return
+        pool = self.r._pending.setdefault(feed, {})
+        other = pool.get(entry.seq)
+        if other is not None:
+            if other.id == entry.id:
+                report.duplicates += 1
+            else:
+                self._fork_found(ForkProof.of(other, entry), entry, report)
+            return
+        next_seq = head.seq + 1 if head else 1
+        if entry.seq == next_seq and not pool:  # in order: the usual case, no pending area
+            if self._judge(feed, head, entry, report) is not _WAIT:
+                return
+        elif entry.seq > next_seq and self.r._pending_count >= self.r._max_pending:
+            report.rejected.append(
+                Rejection(
+                    entry,
+                    InvalidEntry(
+                        f"pending area full ({self.r._max_pending} entries waiting for gaps)",
+                        **entry.where(),
+                    ),
+                )
+            )
+            return
+        pool[entry.seq] = entry
+        self.r._pending_count += 1
+        self.touched.add(feed)
+        if entry.seq == next_seq:  # keep the pending area small on in-order input
+            while self._admit_next(feed, report):
+                pass
+
+    def _record_fork(self, entry: Entry, known_id: bytes, report: IngestReport) -> None:
+        known = next((a for a in self.admitted if a.id == known_id), None)
+        if known is None:
+            with self.r._store.read() as txn:
+                known = self.r._entry_at(txn, entry.document, entry.author, entry.seq)
+        self._fork_found(ForkProof.of(known, entry), entry, report)
+
+    def _fork_found(self, proof: ForkProof, entry: Entry, report: IngestReport) -> None:
+        """``entry`` revealed a fork: keep the proof, refuse the entry."""
+        self.add_proof(proof, report)
+        error = ForkDetected("author signed two entries at this seq", proof=proof, **entry.where())
+        report.rejected.append(Rejection(entry, error))
+
+    def add_proof(self, proof: ForkProof, report: IngestReport) -> None:
+        feed = (proof.document, proof.author)
+        existing = self.fork(feed)
+        if existing is not None and existing.seq <= proof.seq:
+            return
+        if proof.document.policy is Policy.LOCAL:
+            report.rejected.append(
+                Rejection(
+                    proof,
+                    PolicyViolation(
+                        "fork proofs of local documents are not accepted", **proof.first.where()
+                    ),
+                )
+            )
+            return
+        self.forks[feed] = proof
+        report.forks.append(proof)
+        self._lower(feed, proof.seq - 1)
+        self._drop_pending(feed, proof.seq - 1)
+
+    def _lower(self, feed: FeedKey, limit: int) -> None:
+        head = self.head(feed)
+        if head is None or head.seq <= limit:
+            return
+        if limit == 0:
+            new: Head | None = None
+        else:
+            new_id = self.id_at(feed, limit)
+            assert new_id is not None
+            new = Head(limit, new_id)
+        self.heads.pop(feed, None)
+        self.lowered[feed] = new
+        self.voided[feed] = min(limit, self.voided.get(feed, limit))
+        self.admitted = [
+            e for e in self.admitted if (e.document, e.author) != feed or e.seq <= limit
+        ]
+        self.rebuild.add(feed[0])
+
+    def _drop_pending(self, feed: FeedKey, limit: int) -> None:
+        pool = self.r._pending.get(feed, {})
+        for seq in [s for s in pool if s > limit]:
+            del pool[seq]
+            self.r._pending_count -= 1
+
+    def drain(self, report: IngestReport) -> None:
+        """Admit every pending entry that now extends its feed, until none does."""
+        progress = True
+        while progress:
+            progress = False
+            for feed in list(self.touched):
+                while self._admit_next(feed, report):
+                    progress = True
+
+    def _admit_next(self, feed: FeedKey, report: IngestReport) -> bool:
+        """Judge the pending entry that would extend ``feed``; True if it was admitted."""
+        pool = self.r._pending.get(feed)
+        if not pool:
+            return False
+        head = self.head(feed)
+        next_seq = head.seq + 1 if head else 1
+        entry = pool.get(next_seq)
+        if entry is None:
+            return False
+        verdict = self._judge(feed, head, entry, report)
+        if verdict is _WAIT:
+            return False
+        del pool[next_seq]
+        self.r._pending_count -= 1
+        if verdict is _IGNORED:
+            self._drop_pending(feed, self.limit(feed))
+        return verdict is _ADMITTED
+
+    def _judge(
+        self, feed: FeedKey, head: Head | None, entry: Entry, report: IngestReport
+    ) -> object:
+        """Admit, refuse or hold ``entry``, the next entry of ``feed``."""
+        try:
+            if entry.seq > self.limit(feed):
+                report.ignored += 1
+                return _IGNORED
+            if entry.prev != (head.id if head else ZERO_HASH):
+                raise ChainError("prev does not hash the previous entry", **entry.where())
+            if not self._authorized(entry):
+                return _WAIT  # for the owner's ACL entry it cites
+            self._check_content(entry)
+        except InvalidEntry as exc:
+            report.rejected.append(Rejection(entry, exc))
+            return _REJECTED
+        self.admitted.append(entry)
+        self.heads[feed] = Head(entry.seq, entry.id)
+        self.lowered.pop(feed, None)
+        self.new_ids[(feed, entry.seq)] = entry.id
+        if entry.kind is EntryKind.ACL:
+            self._admit_acl(entry)
+        return _ADMITTED
+
+    def _authorized(self, entry: Entry) -> bool:
+        doc = entry.document
+        if doc.policy is Policy.OPEN:
+            return True
+        if entry.author == doc.owner:
+            return True
+        if doc.policy is Policy.OWNER:
+            raise PolicyViolation("only the owner writes this document", **entry.where())
+        # members: the entry cites the owner's ACL it relies on
+        if entry.kind is not EntryKind.UPDATE:
+            raise PolicyViolation("only the owner changes the member list", **entry.where())
+        if entry.acl == 0:
+            raise PolicyViolation("a member's entry must cite the owner's ACL", **entry.where())
+        owner_head = self.head((doc, doc.owner))  # type: ignore[arg-type]
+        if owner_head is None or owner_head.seq < entry.acl:
+            self.touched.add((doc, doc.owner))  # type: ignore[arg-type]
+            return False
+        if entry.author not in self.acl_at(doc, entry.acl).members:
+            raise PolicyViolation(
+                f"{entry.author.short} is not a member as of ACL {entry.acl}", **entry.where()
+            )
+        return True
+
+    def _check_content(self, entry: Entry) -> None:
+        """ACL entries: owner of a members document, well formed. (Updates were
+        checked for client-id binding with their signature, in ``_check_chunk``.)"""
+        doc = entry.document
+        if entry.kind is EntryKind.ACL:
+            if doc.policy is not Policy.MEMBERS or entry.author != doc.owner:
+                raise PolicyViolation(
+                    "ACL entries belong to the owner of a members document", **entry.where()
+                )
+            Acl.decode(entry.payload)
+
+    def _admit_acl(self, entry: Entry) -> None:
+        doc = entry.document
+        acl = Acl.decode(entry.payload)
+        self.acls[doc] = [*self.acl_list(doc), (entry.seq, acl)]
+        for member, cut in acl.cuts.items():
+            feed = (doc, member)
+            self._lower(feed, cut)
+            self._drop_pending(feed, cut)
+        # entries of members may have waited for this ACL
+        self.touched.update(f for f in self.r._pending if f[0] == doc)
+
+    def write(self, txn: Any) -> None:
+        store = self.r._store
+        entries_db, void_db = store.db("entries"), store.db("void")
+        for feed, limit in self.voided.items():  # kept, but out of the feed
+            prefix = feed[0].key + feed[1].key
+            cursor = txn.cursor(db=entries_db)
+            found = cursor.set_range(prefix + seq_bytes(limit + 1))
+            while found and cursor.key().startswith(prefix):
+                txn.put(cursor.key(), cursor.value(), db=void_db)
+                found = cursor.delete()
+        self.r._put_entries(txn, self.admitted)
+        for entry in self.admitted:
+            if entry.kind is EntryKind.ACL:
+                txn.put(
+                    entry.document.key + seq_bytes(entry.seq), entry.payload, db=store.db("acls")
+                )
+        for feed, proof in self.forks.items():
+            txn.put(feed[0].key + feed[1].key, proof.encode(), db=store.db("forks"))
+        for doc_id in self.rebuild:
+            txn.delete(doc_id.key, db=store.db("snapshots"))
+
+    def publish(self) -> None:
+        r = self.r
+        for feed, lowered in self.lowered.items():
+            if lowered is None:
+                r._heads.pop(feed, None)
+            else:
+                r._heads[feed] = lowered
+        r._heads.update(self.heads)
+        r._acls.update(self.acls)
+        r._forks.update(self.forks)
+        for feed in self.forks:
+            head = r._heads.get(feed)
+            if head is not None:
+                r._heads[feed] = Head(head.seq, head.id, frozen=True)
+        for feed in [f for f, pool in r._pending.items() if not pool]:
+            del r._pending[feed]
