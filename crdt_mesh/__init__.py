@@ -5,6 +5,8 @@ hash-chained ledger entries in a local LMDB store, kept in step with other peers
 by anti-entropy over pluggable transports.
 """
 
+from .config import Feature as Feature
+from .config import MeshConfig as MeshConfig
 from .document import Document as Document
 from .errors import (
     AuthenticationError as AuthenticationError,
@@ -17,6 +19,9 @@ from .errors import (
 )
 from .errors import (
     ClosedError as ClosedError,
+)
+from .errors import (
+    ConfigError as ConfigError,
 )
 from .errors import (
     FeatureDisabledError as FeatureDisabledError,
@@ -63,6 +68,8 @@ from .errors import (
 from .errors import (
     TransportError as TransportError,
 )
+from .events import EventBus as EventBus
+from .events import P2PEvents as P2PEvents
 from .identity import Identity as Identity
 from .identity import PeerId as PeerId
 from .ledger import Acl as Acl
@@ -83,6 +90,10 @@ from .store import Durability as Durability
 from .transport import Link as Link
 from .transport import Listener as Listener
 from .transport import Transport as Transport
+from .types import GossipMessageType as GossipMessageType
+from .types import MemoryPrivacyLevel as MemoryPrivacyLevel
+from .types import ReputationScore as ReputationScore
+from .types import TaskCoordinationMode as TaskCoordinationMode
 
 __version__ = "0.1.0"
 
@@ -92,15 +103,19 @@ __all__ = [
     "ChainError",
     "ClientIdViolation",
     "ClosedError",
+    "ConfigError",
     "Document",
     "DocumentChange",
     "DocumentId",
     "Durability",
     "Entry",
     "EntryKind",
+    "EventBus",
+    "Feature",
     "FeatureDisabledError",
     "ForkDetected",
     "ForkProof",
+    "GossipMessageType",
     "Head",
     "Identity",
     "IngestReport",
@@ -113,9 +128,12 @@ __all__ = [
     "LinkClosed",
     "Listener",
     "LocalError",
+    "MemoryPrivacyLevel",
     "Mesh",
+    "MeshConfig",
     "MeshError",
     "NotWritable",
+    "P2PEvents",
     "PeerId",
     "Policy",
     "PolicyViolation",
@@ -123,7 +141,9 @@ __all__ = [
     "RemoteError",
     "Replica",
     "ReplicaSummary",
+    "ReputationScore",
     "StoreError",
+    "TaskCoordinationMode",
     "Transport",
     "TransportError",
     "client_id_for",

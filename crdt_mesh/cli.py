@@ -29,41 +29,13 @@ from typing import Any
 
 import anyio
 
+from .config import MeshConfig
 from .errors import MeshError
 from .identity import Identity
 from .mesh import Mesh
 from .replica import Replica
 
 log = logging.getLogger("crdt_mesh.node")
-
-
-class ConfigError(MeshError, ValueError):
-    """A command-line option or environment variable is malformed."""
-
-
-def _env_int(name: str, default: int, env: dict[str, str]) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not an integer") from None
-    if value < 0:
-        raise ConfigError(f"{name}={raw!r} must not be negative")
-    return value
-
-
-def _env_peers(env: dict[str, str]) -> list[str]:
-    raw = env.get("P2P_BOOTSTRAP_PEERS", "")
-    peers = []
-    for item in filter(None, (p.strip() for p in raw.split(","))):
-        address = item if item.startswith("tcp://") else f"tcp://{item}"
-        host, sep, port = address[len("tcp://") :].rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise ConfigError(f"P2P_BOOTSTRAP_PEERS entry {item!r} is not host:port")
-        peers.append(address)
-    return peers
 
 
 def _load_identity(path: str) -> Identity:
@@ -139,11 +111,12 @@ def cmd_node(args: argparse.Namespace, env: dict[str, str] | None = None) -> int
     from transports.tcp import TcpTransport  # the CLI may use transports; the library never does
 
     env = dict(os.environ) if env is None else env
+    config = MeshConfig.from_env(env)  # strict: a malformed variable stops us here
     listen = args.listen
     if listen is None and env.get("P2P_LISTEN_PORT"):
-        listen = f"tcp://0.0.0.0:{_env_int('P2P_LISTEN_PORT', 9000, env)}"
-    peers = list(args.peer) + _env_peers(env)
-    max_peers = args.max_peers or _env_int("P2P_MAX_PEERS", 50, env)
+        listen = f"tcp://0.0.0.0:{config.listen_port}"
+    peers = list(args.peer) + list(config.bootstrap_peers)
+    max_peers = args.max_peers or config.max_peers
     identity = _load_identity(args.key)
 
     async def run() -> None:

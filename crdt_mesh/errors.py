@@ -114,3 +114,7 @@ class LinkClosed(TransportError, ConnectionError):
 
 class AuthenticationError(TransportError):
     """A peer failed the handshake: it could not prove the identity it claims or was expected."""
+
+
+class ConfigError(LocalError, ValueError):
+    """A setting (an environment variable or an option) is malformed; it names which."""

@@ -18,14 +18,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
 
+from .config import MeshConfig
 from .errors import ClosedError, LinkClosed, MeshError, TransportError
+from .events import EventBus
 from .identity import PeerId
 from .ledger import Entry
 from .peer import PeerSync
@@ -47,6 +50,10 @@ class _Connection:
 
 #: Frames read ahead of processing per link (bounded: a fast peer waits on TCP).
 _READ_AHEAD = 64
+
+
+async def _await(coroutine: Coroutine[Any, Any, None]) -> None:
+    await coroutine
 
 
 async def _read_frames(link: Link, out: anyio.abc.ObjectSendStream[bytes]) -> None:
@@ -71,6 +78,10 @@ class Mesh:
         push_fanout: peers that get each fresh local entry at once.
         max_peers: links kept at once; a link beyond it is closed at once.
         seed: for the random choices (push targets, backoff jitter).
+        config: the ``P2P_*`` settings. When given, it supplies the listen port,
+            bootstrap peers, max peers and interval that are not passed
+            explicitly, and with ``P2P_ENABLED`` off the mesh does no P2P work at
+            all: no listener, no dialling, no timers.
     """
 
     def __init__(
@@ -82,16 +93,24 @@ class Mesh:
         peers: Sequence[str] = (),
         interval: float = 5.0,
         push_fanout: int = 3,
-        max_peers: int = 50,
+        max_peers: int | None = None,
         seed: int | None = None,
+        config: MeshConfig | None = None,
     ) -> None:
         self.replica = replica
         self.transport = transport
+        self.config = config
+        self.active = config is None or config.enabled
+        if config is not None:
+            listen = listen if listen is not None else f"tcp://0.0.0.0:{config.listen_port}"
+            peers = list(peers) or list(config.bootstrap_peers)
+            max_peers = max_peers if max_peers is not None else config.max_peers
         self.listen_address = listen
         self.bootstrap = list(peers)
         self.interval = interval
         self.push_fanout = push_fanout
-        self.max_peers = max_peers
+        self.max_peers = max_peers if max_peers is not None else 50
+        self.events = EventBus()
         self.refused_links = 0
         self._rng = random.Random(seed)
         self._connections: dict[PeerId, _Connection] = {}
@@ -108,6 +127,11 @@ class Mesh:
     async def __aenter__(self) -> Mesh:
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
+        tg = self._tg
+        self.events.attach(lambda coroutine: tg.start_soon(_await, coroutine))
+        if not self.active:
+            log.info("P2P is disabled (P2P_ENABLED): the mesh does nothing")
+            return self
         if self.listen_address is not None:
             self._listener = await self.transport.listen(self.listen_address, self.replica.identity)
             self._tg.start_soon(self._accept_loop, self._listener)
@@ -125,6 +149,7 @@ class Mesh:
     ) -> bool | None:
         if callable(self._unsubscribe):
             self._unsubscribe()
+        self.events.attach(None)
         assert self._tg is not None
         self._tg.cancel_scope.cancel()
         with anyio.CancelScope(shield=True):
