@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import random
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
@@ -26,13 +27,14 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from .config import MeshConfig
+from .config import Feature, MeshConfig
 from .errors import ClosedError, LinkClosed, MeshError, TransportError
 from .events import EventBus
 from .identity import PeerId
 from .ledger import Entry
 from .peer import PeerSync
 from .replica import Replica
+from .services.gossip import GossipService
 from .sync import ProtocolError
 from .transport import Link, Listener, Transport
 
@@ -111,8 +113,10 @@ class Mesh:
         self.push_fanout = push_fanout
         self.max_peers = max_peers if max_peers is not None else 50
         self.events = EventBus()
+        self._gossip: GossipService | None = None
+        self._gossip_running = False
         self.refused_links = 0
-        self._rng = random.Random(seed)
+        self.rng = random.Random(seed)
         self._connections: dict[PeerId, _Connection] = {}
         self._listener: Listener | None = None
         self._tg: TaskGroup | None = None
@@ -139,6 +143,8 @@ class Mesh:
             self._tg.start_soon(self._dial_loop, address)
         self._tg.start_soon(self._timer)
         self._unsubscribe = self.replica.on_commit(self._on_commit)
+        if self.config is not None and self.config.enables(Feature.GOSSIP):
+            self.start_discovery()
         return self
 
     async def __aexit__(
@@ -149,6 +155,8 @@ class Mesh:
     ) -> bool | None:
         if callable(self._unsubscribe):
             self._unsubscribe()
+        if self._gossip is not None:
+            self._gossip.close()
         self.events.attach(None)
         assert self._tg is not None
         self._tg.cancel_scope.cancel()
@@ -158,6 +166,27 @@ class Mesh:
             if self._listener is not None:
                 await self._listener.aclose()
         return await self._tg.__aexit__(exc_type, exc, tb)
+
+    @property
+    def gossip(self) -> GossipService:
+        """Membership and discovery (see :mod:`crdt_mesh.services.gossip`)."""
+        if self._gossip is None:
+            self._gossip = GossipService(self)
+        return self._gossip
+
+    def start_discovery(self) -> None:
+        """Run the gossip service's discovery loop in this mesh (once)."""
+        if self._gossip_running or self._tg is None or not self.active:
+            return
+        self._gossip_running = True
+        interval = self.config.gossip_interval if self.config is not None else self.interval
+        self._tg.start_soon(self.gossip.run, interval)
+
+    async def disconnect(self, peer: PeerId) -> None:
+        """Close the link to ``peer``, if there is one."""
+        connection = self._connections.pop(peer, None)
+        if connection is not None:
+            await connection.link.aclose()
 
     @property
     def address(self) -> str | None:
@@ -208,7 +237,7 @@ class Mesh:
                 backoff = 0.05
                 await self._serve_link(link, True)
             # jittered exponential backoff before redialling
-            await anyio.sleep(backoff * (0.5 + self._rng.random()))
+            await anyio.sleep(backoff * (0.5 + self.rng.random()))
             backoff = min(backoff * 2, max(self.interval, 1.0))
 
     async def _serve_link(self, link: Link, initiator: bool) -> None:
@@ -223,15 +252,19 @@ class Mesh:
                 return
             del self._connections[remote]
             await existing.link.aclose()
-        if len(self._connections) >= self.max_peers:
-            self.refused_links += 1
-            log.info("refusing %s: already %d peers", remote.short, self.max_peers)
-            await link.aclose()
-            return
+        # At max_peers a link is not kept, but it is served for one round first: the
+        # newcomer learns the peer records (HyParView's passive view) and can dial
+        # others; then it is closed. A full node so refuses links without becoming
+        # a dead end for peers that only know its address.
+        transient = len(self._connections) >= self.max_peers
         connection = _Connection(
             link, PeerSync(self.replica, remote, initiator=initiator), anyio.Lock()
         )
-        self._connections[remote] = connection
+        if transient:
+            self.refused_links += 1
+            log.info("at %d peers: one round with %s, then closing", self.max_peers, remote.short)
+        else:
+            self._connections[remote] = connection
         # A reader task queues frames; this task takes all that are waiting at once,
         # so that a burst of pushed entries is one ingest and one group commit.
         frames_in, frames_out = anyio.create_memory_object_stream[bytes](_READ_AHEAD)
@@ -240,15 +273,18 @@ class Mesh:
                 tg.start_soon(_read_frames, link, frames_in)
                 try:
                     await self._flush(connection)
-                    async for frame in frames_out:
-                        batch = [frame]
-                        while len(batch) < _READ_AHEAD:
-                            try:
-                                batch.append(frames_out.receive_nowait())
-                            except (anyio.WouldBlock, anyio.EndOfStream):
+                    with anyio.move_on_after(2 * self.interval if transient else math.inf):
+                        async for frame in frames_out:
+                            batch = [frame]
+                            while len(batch) < _READ_AHEAD:
+                                try:
+                                    batch.append(frames_out.receive_nowait())
+                                except (anyio.WouldBlock, anyio.EndOfStream):
+                                    break
+                            if not await self._handle(connection, batch, initiator):
                                 break
-                        if not await self._handle(connection, batch, initiator):
-                            break
+                            if transient and connection.peer.stats.rounds:
+                                break  # the newcomer has what it came for
                 except LinkClosed:
                     pass
                 except MeshError:
@@ -256,6 +292,7 @@ class Mesh:
                 finally:
                     tg.cancel_scope.cancel()
         finally:
+            frames_in.close()  # the reader may never have started (cancelled first)
             frames_out.close()
             if self._connections.get(remote) is connection:
                 del self._connections[remote]
@@ -330,7 +367,7 @@ class Mesh:
 
     def _push(self, entries: list[Entry], exclude: PeerId | None = None) -> None:
         targets = [c for p, c in self._connections.items() if p != exclude]
-        self._rng.shuffle(targets)
+        self.rng.shuffle(targets)
         for connection in targets[: self.push_fanout]:
             connection.peer.push(entries)
             if self._tg is not None:

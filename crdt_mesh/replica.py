@@ -224,6 +224,10 @@ class Replica:
         owned = policy in (Policy.OWNER, Policy.MEMBERS)
         return DocumentId(policy, name, self.peer_id if owned else None)
 
+    def has_document(self, document: DocumentId) -> bool:
+        """Whether this replica holds entries of ``document``."""
+        return document.key in self._docs
+
     def documents(self) -> list[DocumentId]:
         """Every document this replica has entries of."""
         return sorted(self._docs.values(), key=lambda d: d.text)

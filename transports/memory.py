@@ -165,6 +165,12 @@ class MemoryListener:
     async def aclose(self) -> None:
         self._network._listeners.pop(self._address, None)
         await self._send.aclose()
+        while True:  # links dialled but never accepted: close them too
+            try:
+                link = self._receive.receive_nowait()
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                break
+            await link.aclose()
         await self._receive.aclose()
 
 

@@ -42,6 +42,7 @@ from .messages import (
 ITEMS_THRESHOLD = 1
 #: How many sub-ranges a differing range is split into.
 SPLIT_PARTS = 16
+_RECONCILE_TAG = bytes([1])  # the second byte of a reconcile frame: [1, parts]
 #: Entries per frame are cut at about this many bytes.
 BATCH_BYTES = 256 * 1024
 #: Frames that answer nothing (duplicates happen; a flood does not stop) before
@@ -207,17 +208,28 @@ class SyncSession:
         self._reconcile(message)
 
     def send_entries(self, encoded: list[bytes]) -> None:
-        """Queue entries (or fork proofs) for the peer, in frames of about BATCH_BYTES."""
+        """Queue entries (or fork proofs) for the peer, in frames of about BATCH_BYTES.
+
+        They go out *before* any reconcile frame still waiting to be sent: entries a
+        round asked for reach the peer before the message that may end the round,
+        so a peer that closes the link when its round ends has them all.
+        """
+        frames: list[bytes] = []
         batch: list[bytes] = []
         size = 0
         for item in encoded:
             if batch and size + len(item) > BATCH_BYTES:
-                self._queue(Entries(tuple(batch)))
+                frames.append(self._frame(Entries(tuple(batch))))
                 batch, size = [], 0
             batch.append(item)
             size += len(item)
         if batch:
-            self._queue(Entries(tuple(batch)))
+            frames.append(self._frame(Entries(tuple(batch))))
+        first_reconcile = next(
+            (i for i, queued in enumerate(self._outbox) if queued[1:2] == _RECONCILE_TAG),
+            len(self._outbox),
+        )
+        self._outbox[first_reconcile:first_reconcile] = frames
 
     push = send_entries
 
@@ -233,9 +245,12 @@ class SyncSession:
         return out
 
     def _queue(self, message: Message) -> None:
+        self._outbox.append(self._frame(message))
+
+    def _frame(self, message: Message) -> bytes:
         frame = encode(message)
         self.bytes_sent += len(frame)
-        self._outbox.append(frame)
+        return frame
 
     # -- reconciliation -----------------------------------------------------------------
 

@@ -1,0 +1,233 @@
+"""Membership: who is in the mesh, as replicated state; peer discovery from it.
+
+Each peer publishes a signed record in a document only it can write
+(``owner:<peer>:mesh:peer``): its capabilities, addresses, start time, and
+whether it left on purpose. The peer set is a pure view over those records
+(DESIGN invariant 6), so every replica that holds the same entries shows the
+same peers. Records spread like any other document: anti-entropy plus eager push.
+
+Discovery in the manner of HyParView (Leitão, Pereira, Rodrigues, DSN 2007):
+the links a mesh keeps are its *active view* (bounded by ``P2P_MAX_PEERS``);
+the records it knows but is not linked to are its *passive view*. Every gossip
+interval the mesh dials a random passive peer while the active view has room,
+and now and then swaps one active peer for a passive one (a shuffle), so that
+views stay fresh and the overlay stays connected.
+
+Not here yet: failure detection (SWIM/Lifeguard probes) and epidemic broadcast.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from ..config import Feature, MeshConfig
+from ..errors import MeshError
+from ..events import P2PEvents
+from ..identity import PeerId
+from ..ledger import DocumentId, Entry, Policy
+
+if TYPE_CHECKING:
+    from ..mesh import Mesh
+
+log = logging.getLogger(__name__)
+
+RECORD_DOCUMENT = "mesh:peer"
+_ROOT = "record"
+
+
+@dataclass(frozen=True, slots=True)
+class PeerRecord:
+    """One peer's published record (a view: built from its replicated document)."""
+
+    peer: PeerId
+    capabilities: tuple[str, ...]
+    addresses: tuple[str, ...]
+    started_at: int
+    left: bool
+
+
+def record_document(peer: PeerId) -> DocumentId:
+    """The document in which ``peer`` publishes its record (only it may write it)."""
+    return DocumentId(Policy.OWNER, RECORD_DOCUMENT, peer)
+
+
+class GossipService:
+    """``mesh.gossip``: join, leave, the peer set, and discovery. Off unless
+    ``P2P_ENABLED`` and ``P2P_GOSSIP`` are on (or the mesh has no config)."""
+
+    def __init__(self, mesh: Mesh) -> None:
+        self._mesh = mesh
+        self._known: dict[PeerId, bool] = {}  # peer -> left, as last announced by events
+        self._dialling: set[PeerId] = set()
+        self._unsubscribe = mesh.replica.on_commit(self._on_commit)
+        self.shuffles = 0
+
+    @property
+    def _config(self) -> MeshConfig | None:
+        return self._mesh.config
+
+    def _require(self) -> None:
+        if self._config is not None:
+            self._config.require(Feature.GOSSIP)
+
+    # -- commands -----------------------------------------------------------------------
+
+    def join(
+        self, capabilities: Iterable[str] = (), listen_address: str | None = None
+    ) -> PeerRecord:
+        """Publish (or update) this peer's record.
+
+        Raises:
+            FeatureDisabledError: gossip is off.
+            ValueError: a capability or address is not a non-empty string.
+        """
+        self._require()
+        caps = _strings(capabilities, "capability")
+        address = listen_address or self._mesh.address
+        addresses = _strings([address] if address else [], "address")
+        record = self._write(caps, addresses, left=False)
+        self._mesh.start_discovery()
+        return record
+
+    def leave(self) -> PeerRecord:
+        """Say, in the record, that this peer left on purpose (it is not probed)."""
+        self._require()
+        current = self.record(self._mesh.replica.peer_id)
+        caps = current.capabilities if current else ()
+        addresses = current.addresses if current else ()
+        return self._write(caps, addresses, left=True)
+
+    def _write(
+        self, caps: tuple[str, ...], addresses: tuple[str, ...], *, left: bool
+    ) -> PeerRecord:
+        replica = self._mesh.replica
+        document = replica.document(record_document(replica.peer_id))
+        root = document.map(_ROOT)
+        started = (root.to_py() or {}).get("started_at")
+        with document.transaction():
+            root["capabilities"] = list(caps)
+            root["addresses"] = list(addresses)
+            root["started_at"] = started if started is not None else int(time.time() * 1000)
+            root["left"] = left
+        record = self.record(replica.peer_id)
+        assert record is not None
+        return record
+
+    # -- views --------------------------------------------------------------------------
+
+    def record(self, peer: PeerId) -> PeerRecord | None:
+        """The record ``peer`` published, as this replica holds it (None if none)."""
+        replica = self._mesh.replica
+        doc_id = record_document(peer)
+        if not replica.has_document(doc_id):
+            return None
+        root = replica.document(doc_id).map(_ROOT).to_py() or {}
+        try:
+            return PeerRecord(
+                peer=peer,
+                capabilities=tuple(str(c) for c in root.get("capabilities", [])),
+                addresses=tuple(str(a) for a in root.get("addresses", [])),
+                started_at=int(root.get("started_at", 0)),
+                left=bool(root.get("left", False)),
+            )
+        except (TypeError, ValueError):
+            return None  # a record its owner wrote badly: not a peer we can use
+
+    def peers(self, *, include_left: bool = False) -> list[PeerRecord]:
+        """Every peer whose record this replica holds (a pure view of replicated state)."""
+        self._require()
+        records = []
+        for doc in self._mesh.replica.documents():
+            if doc.policy is Policy.OWNER and doc.name == RECORD_DOCUMENT and doc.owner is not None:
+                record = self.record(doc.owner)
+                if record is not None and (include_left or not record.left):
+                    records.append(record)
+        return sorted(records, key=lambda r: str(r.peer))
+
+    def with_capabilities(self, *capabilities: str) -> list[PeerRecord]:
+        """Live peers that declared every one of ``capabilities``."""
+        wanted = set(capabilities)
+        return [r for r in self.peers() if wanted <= set(r.capabilities)]
+
+    # -- events -------------------------------------------------------------------------
+
+    def _on_commit(self, entries: list[Entry]) -> None:
+        authors = {
+            e.document.owner
+            for e in entries
+            if e.document.name == RECORD_DOCUMENT and e.document.policy is Policy.OWNER
+        }
+        for peer in authors:
+            if peer is None:
+                continue
+            record = self.record(peer)
+            if record is None:
+                continue
+            previously_left = self._known.get(peer)
+            self._known[peer] = record.left
+            if peer == self._mesh.replica.peer_id:
+                continue
+            if not record.left and previously_left in (None, True):
+                self._mesh.events.emit(P2PEvents.PEER_DISCOVERED, record)
+            elif record.left and previously_left is False:
+                self._mesh.events.emit(P2PEvents.PEER_LOST, record)
+
+    # -- discovery (run by the mesh) ----------------------------------------------------
+
+    async def run(self, interval: float) -> None:
+        """Keep the active view filled from the passive view, and shuffle it."""
+        while True:
+            await anyio.sleep(interval)
+            try:
+                await self.maintain()
+            except Exception:  # a maintenance step must never take the mesh down
+                log.exception("gossip maintenance failed")
+
+    async def maintain(self) -> None:
+        """One HyParView-style step: fill the active view; shuffle when it is full."""
+        mesh = self._mesh
+        me = mesh.replica.peer_id
+        active = set(mesh.peers)
+        passive = [
+            r
+            for r in self.peers()
+            if r.peer != me
+            and r.peer not in active
+            and r.peer not in self._dialling
+            and r.addresses
+        ]
+        if not passive:
+            return
+        candidate = mesh.rng.choice(passive)
+        if len(active) >= mesh.max_peers:
+            # shuffle: drop a random active peer to make room for a passive one
+            victim = mesh.rng.choice(sorted(active, key=str))
+            await mesh.disconnect(victim)
+            self.shuffles += 1
+        self._dialling.add(candidate.peer)
+        try:
+            for address in candidate.addresses:
+                try:
+                    await mesh.connect(address)
+                    break
+                except MeshError as exc:
+                    log.info("dial %s at %s failed: %s", candidate.peer.short, address, exc)
+        finally:
+            self._dialling.discard(candidate.peer)
+
+    def close(self) -> None:
+        self._unsubscribe()
+
+
+def _strings(values: Iterable[Any], what: str) -> tuple[str, ...]:
+    out = tuple(values)
+    for value in out:
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"a {what} is a non-empty string, not {value!r}")
+    return out

@@ -1,0 +1,86 @@
+"""Membership as replicated state; discovery from bootstrap peers and records."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import anyio
+import pytest
+
+from crdt_mesh import FeatureDisabledError, Identity, Mesh, MeshConfig, P2PEvents, Replica
+from crdt_mesh.services.gossip import PeerRecord, record_document
+from tests.helpers import wait_for
+from transports.memory import MemoryNetwork
+
+pytestmark = pytest.mark.anyio
+
+ON = MeshConfig(enabled=True, gossip=True, gossip_interval_ms=20, max_peers=4)
+
+
+async def test_gossip_calls_refuse_while_the_flag_is_off(tmp_path: Path) -> None:
+    with Replica.open(tmp_path / "r", Identity.generate()) as replica:
+        for config in (MeshConfig(), MeshConfig(enabled=True)):
+            mesh = Mesh(replica, MemoryNetwork().transport(), config=config)
+            for call in (mesh.gossip.join, mesh.gossip.leave, mesh.gossip.peers):
+                with pytest.raises(FeatureDisabledError, match="P2P_"):
+                    call()
+
+
+async def test_peers_joining_through_one_bootstrap_discover_each_other(tmp_path: Path) -> None:
+    """Twelve peers know only node 0; records spread and each dials peers it learns of."""
+    network = MemoryNetwork(seed=2)
+    count = 12
+    discovered: dict[int, set[str]] = {i: set() for i in range(count)}
+    async with AsyncExitStack() as stack:
+        meshes = []
+        for i in range(count):
+            replica = stack.enter_context(Replica.open(tmp_path / f"n{i}", Identity.generate()))
+            mesh = Mesh(
+                replica,
+                network.transport(f"mem://n{i}"),
+                listen=f"mem://n{i}",
+                peers=[] if i == 0 else ["mem://n0"],
+                interval=0.05,
+                config=ON,
+                seed=i,
+            )
+            await stack.enter_async_context(mesh)
+            mesh.events.on(P2PEvents.PEER_DISCOVERED, lambda r, i=i: discovered[i].add(str(r.peer)))
+            mesh.gossip.join(capabilities=["code-review"] if i % 2 else ["typescript"])
+            meshes.append(mesh)
+        everyone = {str(m.replica.peer_id) for m in meshes}
+        await wait_for(lambda: all(len(m.gossip.peers()) == count for m in meshes), timeout=30)
+        await wait_for(
+            lambda: all(
+                discovered[i] == everyone - {str(m.replica.peer_id)} for i, m in enumerate(meshes)
+            ),
+            timeout=30,
+        )
+        # discovery dialled beyond the bootstrap peer, within the bounded active view
+        await wait_for(lambda: sum(len(m.peers) for m in meshes[1:]) > 2 * (count - 1), timeout=30)
+        assert all(len(m.peers) <= ON.max_peers for m in meshes)
+        assert len(meshes[3].gossip.with_capabilities("code-review")) == count // 2
+
+        # a peer that leaves on purpose says so: everyone sees it, and hears it once
+        lost: list[PeerRecord] = []
+        meshes[0].events.on(P2PEvents.PEER_LOST, lost.append)
+        meshes[5].gossip.leave()
+        await wait_for(lambda: all(len(m.gossip.peers()) == count - 1 for m in meshes), timeout=30)
+        await wait_for(lambda: [r.peer for r in lost] == [meshes[5].replica.peer_id])
+        assert meshes[0].gossip.record(meshes[5].replica.peer_id).left  # type: ignore[union-attr]
+
+
+async def test_only_the_owner_writes_its_record(tmp_path: Path) -> None:
+    network = MemoryNetwork()
+    alice, mallory = Identity.generate(), Identity.generate()
+    with Replica.open(tmp_path / "a", alice) as a, Replica.open(tmp_path / "m", mallory) as m:
+        async with Mesh(a, network.transport(), listen="mem://a", config=ON) as mesh_a:
+            mesh_a.gossip.join(capabilities=["honest"])
+        m.ingest(a.missing_from({})).raise_first()
+        from crdt_mesh import NotWritable
+
+        document = m.document(record_document(alice.peer_id))
+        with pytest.raises(NotWritable):
+            document.transaction().__enter__()
+        await anyio.sleep(0)
