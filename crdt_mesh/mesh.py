@@ -182,6 +182,19 @@ class Mesh:
         interval = self.config.gossip_interval if self.config is not None else self.interval
         self._tg.start_soon(self.gossip.run, interval)
 
+    def broadcast(self, frame: bytes, fanout: int, exclude: PeerId | None = None) -> None:
+        """Send a gossip frame to ``fanout`` random linked peers (not ``exclude``)."""
+        targets = [c for p, c in self._connections.items() if p != exclude]
+        self.rng.shuffle(targets)
+        for connection in targets[:fanout]:
+            connection.peer.session.send_broadcast(frame)
+            if self._tg is not None:
+                self._tg.start_soon(self._flush_quietly, connection)
+
+    def _on_broadcast(self, sender: PeerId, data: bytes) -> None:
+        if self._gossip is not None or (self.config is None or self.config.enables(Feature.GOSSIP)):
+            self.gossip.receive(sender, data)
+
     async def disconnect(self, peer: PeerId) -> None:
         """Close the link to ``peer``, if there is one."""
         connection = self._connections.pop(peer, None)
@@ -258,7 +271,9 @@ class Mesh:
         # a dead end for peers that only know its address.
         transient = len(self._connections) >= self.max_peers
         connection = _Connection(
-            link, PeerSync(self.replica, remote, initiator=initiator), anyio.Lock()
+            link,
+            PeerSync(self.replica, remote, initiator=initiator, on_broadcast=self._on_broadcast),
+            anyio.Lock(),
         )
         if transient:
             self.refused_links += 1

@@ -10,6 +10,7 @@ in through :meth:`receive` and come out of :meth:`frames`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .errors import MeshError
@@ -18,6 +19,7 @@ from .ledger import Entry
 from .records import IngestReport
 from .replica import Replica
 from .sync import (
+    BroadcastReceived,
     EntriesReceived,
     NeedEntries,
     PeerHello,
@@ -44,9 +46,17 @@ class LinkStats:
 class PeerSync:
     """The sync state of one link between this replica and ``remote``."""
 
-    def __init__(self, replica: Replica, remote: PeerId, *, initiator: bool) -> None:
+    def __init__(
+        self,
+        replica: Replica,
+        remote: PeerId,
+        *,
+        initiator: bool,
+        on_broadcast: Callable[[PeerId, bytes], None] | None = None,
+    ) -> None:
         self.replica = replica
         self.remote = remote
+        self._on_broadcast = on_broadcast
         self.session = SyncSession(
             replica.peer_id,
             remote,
@@ -121,6 +131,9 @@ class PeerSync:
             elif isinstance(event, RoundFinished):
                 self.stats.rounds += 1
                 self.stats.rounds_in_step += event.in_step
+            elif isinstance(event, BroadcastReceived):
+                if self._on_broadcast is not None:
+                    self._on_broadcast(self.remote, event.data)
             elif isinstance(event, PeerHello):
                 pass
 

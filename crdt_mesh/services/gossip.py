@@ -13,18 +13,30 @@ interval the mesh dials a random passive peer while the active view has room,
 and now and then swaps one active peer for a passive one (a shuffle), so that
 views stay fresh and the overlay stays connected.
 
-Not here yet: failure detection (SWIM/Lifeguard probes) and epidemic broadcast.
+Epidemic broadcast (``propagate``): a message signed by its origin, not stored
+in the ledger (DESIGN invariant 7), sent to ``fanout`` random linked peers, each
+of which delivers it once (de-duplicated by id) and forwards it while its TTL
+in hops lasts. Replicated state does not depend on it: anti-entropy underneath
+converges even where a broadcast is lost.
+
+Not here yet: failure detection (SWIM/Lifeguard probes).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import time
-from collections.abc import Iterable
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import cbor2
+import nacl.bindings
+import nacl.exceptions
 
 from ..config import Feature, MeshConfig
 from ..errors import MeshError
@@ -39,6 +51,23 @@ log = logging.getLogger(__name__)
 
 RECORD_DOCUMENT = "mesh:peer"
 _ROOT = "record"
+_BROADCAST_DOMAIN = b"crdt_mesh/broadcast/v1\x00"
+MAX_TTL = 16
+MAX_FANOUT = 8
+MAX_BROADCAST = 64 * 1024
+_SEEN = 10_000  # message ids remembered for de-duplication
+
+
+@dataclass(frozen=True, slots=True)
+class GossipMessage:
+    """A broadcast as a receiver sees it: verified, delivered once."""
+
+    id: bytes
+    origin: PeerId
+    type: str
+    payload: Any
+    created_at: int
+    ttl: int  # hops it may still travel after this one
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +96,10 @@ class GossipService:
         self._dialling: set[PeerId] = set()
         self._unsubscribe = mesh.replica.on_commit(self._on_commit)
         self.shuffles = 0
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
+        self._handlers: list[Callable[[GossipMessage], Any]] = []
+        self.delivered = 0
+        self.dropped = 0
 
     @property
     def _config(self) -> MeshConfig | None:
@@ -177,6 +210,87 @@ class GossipService:
                 self._mesh.events.emit(P2PEvents.PEER_DISCOVERED, record)
             elif record.left and previously_left is False:
                 self._mesh.events.emit(P2PEvents.PEER_LOST, record)
+
+    # -- epidemic broadcast -------------------------------------------------------------
+
+    def on(self, event: str, handler: Callable[[GossipMessage], Any]) -> Callable[[], None]:
+        """``on("message", handler)``: ``handler`` receives each broadcast once."""
+        if event != "message":
+            raise ValueError(f"unknown gossip event {event!r} (only 'message')")
+        self._handlers.append(handler)
+        return lambda: self._handlers.remove(handler) if handler in self._handlers else None
+
+    def propagate(self, type: str, payload: Any = None, *, ttl: int = 5, fanout: int = 3) -> bytes:
+        """Broadcast a signed, ephemeral message; returns its id.
+
+        Args:
+            type: a :class:`~crdt_mesh.types.GossipMessageType` (or another name).
+            payload: any CBOR-encodable value.
+            ttl: hops it may travel (at most MAX_TTL).
+            fanout: peers each hop sends it to (at most MAX_FANOUT).
+
+        Raises:
+            FeatureDisabledError: gossip is off.
+            ValueError: bad ttl, fanout or type, or a payload too large.
+        """
+        self._require()
+        if not isinstance(type, str) or not type:
+            raise ValueError("a message type is a non-empty string")
+        if not 1 <= ttl <= MAX_TTL or not 1 <= fanout <= MAX_FANOUT:
+            raise ValueError(f"ttl is 1..{MAX_TTL} and fanout 1..{MAX_FANOUT}")
+        identity = self._mesh.replica.identity
+        body = cbor2.dumps(
+            [1, identity.peer_id.key, str(type), payload, int(time.time() * 1000), os.urandom(8)],
+            canonical=True,
+        )
+        if len(body) > MAX_BROADCAST:
+            raise ValueError(f"broadcast of {len(body)} bytes exceeds {MAX_BROADCAST}")
+        signature = identity.sign(_BROADCAST_DOMAIN + body)
+        message_id = hashlib.blake2b(body, digest_size=16).digest()
+        self._remember(message_id)
+        self._forward(cbor2.dumps([body, signature, ttl, fanout]), fanout, exclude=None)
+        return message_id
+
+    def receive(self, sender: PeerId, data: bytes) -> None:
+        """A broadcast frame from ``sender``: verify, deliver once, forward while TTL lasts."""
+        try:
+            body, signature, ttl, fanout = cbor2.loads(data)
+            version, origin_key, kind, payload, created, _nonce = cbor2.loads(body)
+            if version != 1 or not isinstance(kind, str) or not isinstance(created, int):
+                raise ValueError("bad broadcast")
+            if not (
+                isinstance(ttl, int) and isinstance(fanout, int) and len(body) <= MAX_BROADCAST
+            ):
+                raise ValueError("bad broadcast")
+            origin = PeerId(origin_key)
+            nacl.bindings.crypto_sign_open(signature + _BROADCAST_DOMAIN + body, origin.key)
+        except (ValueError, TypeError, nacl.exceptions.CryptoError, cbor2.CBORDecodeError) as exc:
+            self.dropped += 1
+            log.warning("dropped a broadcast from %s: %s", sender.short, exc)
+            return
+        message_id = hashlib.blake2b(body, digest_size=16).digest()
+        if message_id in self._seen or origin == self._mesh.replica.peer_id:
+            return
+        self._remember(message_id)
+        ttl, fanout = min(ttl, MAX_TTL), max(1, min(fanout, MAX_FANOUT))
+        message = GossipMessage(message_id, origin, kind, payload, created, ttl - 1)
+        self.delivered += 1
+        for handler in list(self._handlers):
+            try:
+                handler(message)
+            except Exception:
+                log.exception("gossip message handler failed")
+        self._mesh.events.emit(P2PEvents.MESSAGE_RECEIVED, message)
+        if ttl > 1:
+            self._forward(cbor2.dumps([body, signature, ttl - 1, fanout]), fanout, exclude=sender)
+
+    def _remember(self, message_id: bytes) -> None:
+        self._seen[message_id] = None
+        while len(self._seen) > _SEEN:
+            self._seen.popitem(last=False)
+
+    def _forward(self, frame: bytes, fanout: int, exclude: PeerId | None) -> None:
+        self._mesh.broadcast(frame, fanout, exclude=exclude)
 
     # -- discovery (run by the mesh) ----------------------------------------------------
 

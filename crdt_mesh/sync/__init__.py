@@ -10,6 +10,7 @@ from .index import FeedItem as FeedItem
 from .messages import MAX_FRAME as MAX_FRAME
 from .messages import PROTOCOL_VERSION as PROTOCOL_VERSION
 from .messages import ProtocolError as ProtocolError
+from .session import BroadcastReceived as BroadcastReceived
 from .session import EntriesReceived as EntriesReceived
 from .session import Event as Event
 from .session import NeedEntries as NeedEntries
@@ -21,6 +22,7 @@ __all__ = [
     "KEY_MAX",
     "MAX_FRAME",
     "PROTOCOL_VERSION",
+    "BroadcastReceived",
     "EntriesReceived",
     "Event",
     "FeedIndex",

@@ -6,6 +6,7 @@ message        CBOR
 hello          ``[0, version, max_frame]``
 reconcile      ``[1, [part, ...]]``; an empty list ends a round
 entries        ``[2, [entry or fork proof bytes, ...]]``
+broadcast      ``[3, bytes]``: an ephemeral signed gossip message (not stored)
 =============  =============================================================
 
 A reconcile part is either a fingerprint ``[0, lower, upper, fp16, count]`` or
@@ -42,6 +43,7 @@ class Kind(enum.IntEnum):
     HELLO = 0
     RECONCILE = 1
     ENTRIES = 2
+    BROADCAST = 3
 
 
 class PartKind(enum.IntEnum):
@@ -84,7 +86,12 @@ class Entries:
     items: tuple[bytes, ...]
 
 
-Message = Hello | Reconcile | Entries
+@dataclass(frozen=True, slots=True)
+class Broadcast:
+    data: bytes
+
+
+Message = Hello | Reconcile | Entries | Broadcast
 
 
 def _upper_out(upper: bytes) -> bytes:
@@ -97,6 +104,8 @@ def encode(message: Message) -> bytes:
         return cbor2.dumps([Kind.HELLO, message.version, message.max_frame])
     if isinstance(message, Entries):
         return cbor2.dumps([Kind.ENTRIES, list(message.items)])
+    if isinstance(message, Broadcast):
+        return cbor2.dumps([Kind.BROADCAST, message.data])
     parts: list[list[Any]] = []
     previous_upper: bytes | None = None
     for part in message.parts:
@@ -141,6 +150,10 @@ def _message(value: Any) -> Message:
         if not isinstance(items, list) or not all(isinstance(i, bytes) for i in items):
             raise ProtocolError("entries are a list of byte strings")
         return Entries(tuple(items))
+    if kind == Kind.BROADCAST and len(value) == 2:
+        if not isinstance(value[1], bytes):
+            raise ProtocolError("a broadcast carries a byte string")
+        return Broadcast(value[1])
     if kind == Kind.RECONCILE and len(value) == 2:
         parts = value[1]
         if not isinstance(parts, list) or len(parts) > MAX_PARTS:

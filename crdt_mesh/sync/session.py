@@ -26,6 +26,7 @@ from .index import KEY_MAX, FeedIndex, FeedItem
 from .messages import (
     MAX_FRAME,
     PROTOCOL_VERSION,
+    Broadcast,
     Entries,
     Fingerprint,
     Hello,
@@ -78,13 +79,20 @@ class EntriesReceived:
 
 
 @dataclass(frozen=True, slots=True)
+class BroadcastReceived:
+    """An ephemeral gossip message from the peer (the gossip service checks it)."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class RoundFinished:
     """A round of anti-entropy ended; ``in_step`` if it found no difference at all."""
 
     in_step: bool
 
 
-Event = PeerHello | NeedEntries | EntriesReceived | RoundFinished
+Event = PeerHello | NeedEntries | EntriesReceived | BroadcastReceived | RoundFinished
 
 
 class SyncSession:
@@ -205,6 +213,9 @@ class SyncSession:
         if isinstance(message, Entries):
             self._events.append(EntriesReceived(message.items))
             return
+        if isinstance(message, Broadcast):
+            self._events.append(BroadcastReceived(message.data))
+            return
         self._reconcile(message)
 
     def send_entries(self, encoded: list[bytes]) -> None:
@@ -232,6 +243,11 @@ class SyncSession:
         self._outbox[first_reconcile:first_reconcile] = frames
 
     push = send_entries
+
+    def send_broadcast(self, data: bytes) -> None:
+        """Queue an ephemeral gossip message for the peer."""
+        if self.ready and not self.closed:
+            self._queue(Broadcast(data))
 
     # -- output -------------------------------------------------------------------------
 
