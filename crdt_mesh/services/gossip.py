@@ -9,9 +9,9 @@ same peers. Records spread like any other document: anti-entropy plus eager push
 Discovery in the manner of HyParView (Leitão, Pereira, Rodrigues, DSN 2007):
 the links a mesh keeps are its *active view* (bounded by ``P2P_MAX_PEERS``);
 the records it knows but is not linked to are its *passive view*. Every gossip
-interval the mesh dials a random passive peer while the active view has room,
-and now and then swaps one active peer for a passive one (a shuffle), so that
-views stay fresh and the overlay stays connected.
+interval the mesh dials a random passive peer while the active view has room;
+a full active view is left alone, but for a rare swap of one active peer for a
+passive one (a shuffle), so that the overlay does not set in stone.
 
 Epidemic broadcast (``propagate``): a message signed by its origin, not stored
 in the ledger (DESIGN invariant 7), sent to ``fanout`` random linked peers, each
@@ -56,6 +56,8 @@ MAX_TTL = 16
 MAX_FANOUT = 8
 MAX_BROADCAST = 64 * 1024
 _SEEN = 10_000  # message ids remembered for de-duplication
+#: Chance, per gossip interval, that a full active view swaps one peer for a passive one.
+SHUFFLE_PROBABILITY = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,7 +322,11 @@ class GossipService:
             return
         candidate = mesh.rng.choice(passive)
         if len(active) >= mesh.max_peers:
-            # shuffle: drop a random active peer to make room for a passive one
+            # A full active view is left alone most of the time (links that carry
+            # traffic should be stable); now and then one active peer is swapped for
+            # a passive one, so the overlay does not set in stone.
+            if mesh.rng.random() >= SHUFFLE_PROBABILITY:
+                return
             victim = mesh.rng.choice(sorted(active, key=str))
             await mesh.disconnect(victim)
             self.shuffles += 1

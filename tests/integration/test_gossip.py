@@ -127,12 +127,18 @@ async def test_a_broadcast_reaches_every_peer_exactly_once(tmp_path: Path) -> No
 
 
 def _connected(meshes: list[Mesh]) -> bool:
-    """Whether the links between the meshes form one connected overlay."""
+    """Whether the links form one connected overlay, each link up on both sides."""
     index = {m.replica.peer_id: m for m in meshes}
+
+    def linked(a: Mesh, b: Mesh) -> bool:
+        ours, theirs = a._connections.get(b.replica.peer_id), b._connections.get(a.replica.peer_id)
+        return bool(ours and theirs and ours.peer.ready and theirs.peer.ready)
+
     seen, todo = {meshes[0].replica.peer_id}, [meshes[0]]
     while todo:
-        for peer in todo.pop().peers:
-            if peer in index and peer not in seen:
+        mesh = todo.pop()
+        for peer in mesh.peers:
+            if peer in index and peer not in seen and linked(mesh, index[peer]):
                 seen.add(peer)
                 todo.append(index[peer])
     return len(seen) == len(meshes)
