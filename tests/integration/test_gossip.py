@@ -18,6 +18,26 @@ pytestmark = pytest.mark.anyio
 ON = MeshConfig(enabled=True, gossip=True, gossip_interval_ms=20, max_peers=4)
 
 
+async def _star(
+    stack: AsyncExitStack, root: Path, network: MemoryNetwork, count: int, config: MeshConfig
+) -> list[Mesh]:
+    """``count`` running meshes that know only node 0's address."""
+    meshes = []
+    for i in range(count):
+        replica = stack.enter_context(Replica.open(root / f"n{i}", Identity.generate()))
+        mesh = Mesh(
+            replica,
+            network.transport(f"mem://n{i}"),
+            listen=f"mem://n{i}",
+            peers=[] if i == 0 else ["mem://n0"],
+            interval=0.05,
+            config=config,
+            seed=i,
+        )
+        meshes.append(await stack.enter_async_context(mesh))
+    return meshes
+
+
 async def test_gossip_calls_refuse_while_the_flag_is_off(tmp_path: Path) -> None:
     with Replica.open(tmp_path / "r", Identity.generate()) as replica:
         for config in (MeshConfig(), MeshConfig(enabled=True)):
@@ -33,22 +53,10 @@ async def test_peers_joining_through_one_bootstrap_discover_each_other(tmp_path:
     count = 12
     discovered: dict[int, set[str]] = {i: set() for i in range(count)}
     async with AsyncExitStack() as stack:
-        meshes = []
-        for i in range(count):
-            replica = stack.enter_context(Replica.open(tmp_path / f"n{i}", Identity.generate()))
-            mesh = Mesh(
-                replica,
-                network.transport(f"mem://n{i}"),
-                listen=f"mem://n{i}",
-                peers=[] if i == 0 else ["mem://n0"],
-                interval=0.05,
-                config=ON,
-                seed=i,
-            )
-            await stack.enter_async_context(mesh)
+        meshes = await _star(stack, tmp_path, network, count, ON)
+        for i, mesh in enumerate(meshes):
             mesh.events.on(P2PEvents.PEER_DISCOVERED, lambda r, i=i: discovered[i].add(str(r.peer)))
             mesh.gossip.join(capabilities=["code-review"] if i % 2 else ["typescript"])
-            meshes.append(mesh)
         everyone = {str(m.replica.peer_id) for m in meshes}
         await wait_for(lambda: all(len(m.gossip.peers()) == count for m in meshes), timeout=30)
         await wait_for(
@@ -94,22 +102,10 @@ async def test_a_broadcast_reaches_every_peer_exactly_once(tmp_path: Path) -> No
     stable = MeshConfig(enabled=True, gossip=True, gossip_interval_ms=500, max_peers=4)
     received: dict[int, list[object]] = {i: [] for i in range(count)}
     async with AsyncExitStack() as stack:
-        meshes = []
-        for i in range(count):
-            replica = stack.enter_context(Replica.open(tmp_path / f"n{i}", Identity.generate()))
-            mesh = Mesh(
-                replica,
-                network.transport(f"mem://n{i}"),
-                listen=f"mem://n{i}",
-                peers=[] if i == 0 else ["mem://n0"],
-                interval=0.05,
-                config=stable,
-                seed=i,
-            )
-            await stack.enter_async_context(mesh)
+        meshes = await _star(stack, tmp_path, network, count, stable)
+        for i, mesh in enumerate(meshes):
             mesh.gossip.join()
             mesh.gossip.on("message", lambda m, i=i: received[i].append(m.payload))
-            meshes.append(mesh)
         await wait_for(lambda: all(len(m.gossip.peers()) == count for m in meshes), timeout=30)
         await wait_for(lambda: _connected(meshes), timeout=30)
         events: list[object] = []
