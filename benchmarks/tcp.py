@@ -34,30 +34,42 @@ async def mesh_run(root: Path, updates: int, group: int) -> tuple[float, float]:
         transport = TcpTransport()
         async with Mesh(receiver, transport, listen="tcp://127.0.0.1:0", interval=0.5) as hub:  # noqa: SIM117 (the inner needs hub.address)
             async with Mesh(sender, transport, peers=[hub.address or ""], interval=0.5) as mesh:
-                with anyio.fail_after(10):
-                    while not mesh.peers:
-                        await anyio.sleep(0.001)
-                notes = sender.document("bench")
-                root_map = notes.map("m")
-                start = time.perf_counter()
-                for first in range(0, updates, group):
-                    with sender.batch():  # `group` transactions, one fsync (group commit)
-                        for i in range(first, min(first + group, updates)):
-                            with notes.transaction():
-                                root_map[str(i)] = i
-                    await anyio.sleep(0)  # let the links run, as an application would
+                start = await _write_updates(mesh, updates, group)
                 with anyio.fail_after(120):
                     while receiver.summary().entries < updates:
                         await anyio.sleep(0.001)
                 elapsed = time.perf_counter() - start
-                wire = sum(
-                    getattr(c.link, "bytes_sent", 0) + getattr(c.link, "bytes_received", 0)
-                    for c in mesh._connections.values()
-                )
+                wire = _wire_bytes(mesh)
         return updates / elapsed, wire / updates
     finally:
         sender.close()
         receiver.close()
+
+
+async def _write_updates(mesh: Mesh, updates: int, group: int) -> float:
+    """Once linked, write ``updates`` map updates, ``group`` transactions per fsync
+    (a group commit); returns the start time."""
+    with anyio.fail_after(10):
+        while not mesh.peers:
+            await anyio.sleep(0.001)
+    notes = mesh.replica.document("bench")
+    root_map = notes.map("m")
+    start = time.perf_counter()
+    for first in range(0, updates, group):
+        with mesh.replica.batch():
+            for i in range(first, min(first + group, updates)):
+                with notes.transaction():
+                    root_map[str(i)] = i
+        await anyio.sleep(0)  # let the links run, as an application would
+    return start
+
+
+def _wire_bytes(mesh: Mesh) -> int:
+    """Bytes sent and received on the mesh's links (TCP links count them)."""
+    return sum(
+        getattr(c.link, "bytes_sent", 0) + getattr(c.link, "bytes_received", 0)
+        for c in mesh._connections.values()
+    )
 
 
 class _Channel:
@@ -177,28 +189,14 @@ async def mesh_two_processes(root: Path, updates: int, group: int) -> tuple[floa
         sender = Replica.open(root / "a", Identity.generate(), durability=Durability.FULL)
         try:
             async with Mesh(sender, TcpTransport(), peers=[address], interval=0.5) as mesh:
-                with anyio.fail_after(10):
-                    while not mesh.peers:
-                        await anyio.sleep(0.001)
-                notes = sender.document("bench")
-                root_map = notes.map("m")
-                start = time.perf_counter()
-                for first in range(0, updates, group):
-                    with sender.batch():
-                        for i in range(first, min(first + group, updates)):
-                            with notes.transaction():
-                                root_map[str(i)] = i
-                    await anyio.sleep(0)
+                start = await _write_updates(mesh, updates, group)
                 with anyio.fail_after(120):
                     async for line in lines:
                         record = json.loads(line)
                         if record.get("entries", 0) >= updates:
                             break
                 elapsed = time.perf_counter() - start
-                wire = sum(
-                    getattr(c.link, "bytes_sent", 0) + getattr(c.link, "bytes_received", 0)
-                    for c in mesh._connections.values()
-                )
+                wire = _wire_bytes(mesh)
         finally:
             sender.close()
     finally:
