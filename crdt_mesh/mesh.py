@@ -192,7 +192,8 @@ class Mesh:
                 self._tg.start_soon(self._flush_quietly, connection)
 
     def _on_broadcast(self, sender: PeerId, data: bytes) -> None:
-        if self._gossip is not None or (self.config is None or self.config.enables(Feature.GOSSIP)):
+        # A mesh whose gossip is off ignores broadcasts, even if mesh.gossip was touched.
+        if self.config is None or self.config.enables(Feature.GOSSIP):
             self.gossip.receive(sender, data)
 
     async def disconnect(self, peer: PeerId) -> None:

@@ -216,7 +216,13 @@ class GossipService:
     # -- epidemic broadcast -------------------------------------------------------------
 
     def on(self, event: str, handler: Callable[[GossipMessage], Any]) -> Callable[[], None]:
-        """``on("message", handler)``: ``handler`` receives each broadcast once."""
+        """``on("message", handler)``: ``handler`` receives each broadcast once.
+
+        Raises:
+            FeatureDisabledError: gossip is off.
+            ValueError: ``event`` is not ``"message"``.
+        """
+        self._require()
         if event != "message":
             raise ValueError(f"unknown gossip event {event!r} (only 'message')")
         self._handlers.append(handler)

@@ -157,3 +157,18 @@ async def test_forged_and_malformed_broadcasts_are_dropped(tmp_path: Path) -> No
             assert got == [] and mesh.gossip.dropped == 3
             with pytest.raises(ValueError):
                 mesh.gossip.propagate("heartbeat", ttl=0)
+
+
+async def test_a_mesh_with_gossip_off_ignores_broadcasts(tmp_path: Path) -> None:
+    off = MeshConfig(enabled=True)  # P2P_GOSSIP is off
+    with Replica.open(tmp_path / "r", Identity.generate()) as replica:
+        async with Mesh(replica, MemoryNetwork().transport(), listen="mem://r", config=off) as mesh:
+            sender = Identity.generate()
+            for call in (
+                lambda: mesh.gossip.on("message", print),
+                lambda: mesh.gossip.propagate("heartbeat"),
+            ):
+                with pytest.raises(FeatureDisabledError, match="P2P_GOSSIP"):
+                    call()
+            mesh._on_broadcast(sender.peer_id, b"anything at all")
+            assert mesh.gossip.delivered == 0 and mesh.gossip.dropped == 0
