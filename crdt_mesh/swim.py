@@ -1,0 +1,592 @@
+"""Failure detection in the manner of SWIM with the Lifeguard refinements. Sans-IO.
+
+SWIM (Das, Gupta, Motivala, DSN 2002): each protocol period a member probes
+one other member, taken in a shuffled round-robin order; no ack within the
+probe timeout, and it asks ``k`` other members to probe it indirectly; still
+nothing by the end of the period, and the target becomes *suspect*. A suspect
+that does not refute the suspicion (by announcing a higher *incarnation*
+number, which only it can sign) before the suspicion timeout is declared
+*dead*. Membership updates ride on probes and acks (piggyback), each
+retransmitted ``retransmit_mult * log10(n)`` times.
+
+Lifeguard (Dadgar, Phillips, Currey, 2018) makes slow members less quick to
+accuse: a *local health multiplier* grows when this member's own probes fail,
+its nacks go missing or it has to refute a suspicion, and stretches its probe
+timeout and period; the suspicion timeout starts long and shrinks as
+independent members confirm the suspicion; a probe of a suspect carries the
+suspicion, so the suspect hears of it at once and refutes it (buddy system).
+
+Every frame is signed by the member that wrote it (DESIGN invariant 7: signed,
+but not in the ledger). An ack relayed by an intermediary is the target's own
+signed ack, so nobody can vouch for a member that is not answering; an
+*alive* update carries the member's own signature over its incarnation, so
+nobody can refute a suspicion on another's behalf.
+
+The core owns no clock, socket or task: the shell calls :meth:`tick` with the
+time, hands it frames with :meth:`receive`, sends what :meth:`outbox` returns
+and reads :meth:`changes`. :meth:`next_deadline` says when to tick next.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import math
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import cbor2
+import nacl.bindings
+import nacl.exceptions
+
+from ._sampling import sample_distinct
+from .identity import Identity, PeerId
+
+_FRAME_DOMAIN = b"crdt_mesh/swim/v1\x00"
+_ALIVE_DOMAIN = b"crdt_mesh/swim-alive/v1\x00"
+MAX_FRAME = 16 * 1024
+_VERIFIED_CACHE = 4096
+
+
+class Status(enum.Enum):
+    ALIVE = 0
+    SUSPECT = 1
+    DEAD = 2
+    LEFT = 3
+
+
+@dataclass(frozen=True, slots=True)
+class SwimSettings:
+    """Timings (seconds) and counts; the defaults are memberlist's LAN profile.
+
+    Args:
+        period: the protocol period: one probe started per period.
+        probe_timeout: wait this long for a direct ack before probing indirectly.
+        indirect_probes: members asked to probe a silent target (SWIM's ``k``).
+        suspicion_mult: minimum suspicion timeout, in periods, times log10(n).
+        suspicion_max_mult: the first suspicion timeout is this many times the minimum.
+        confirmations: independent suspicions after which the timeout is at its minimum.
+        retransmit_mult: each update is piggybacked this many times log10(n).
+        max_updates: updates piggybacked on one frame.
+        max_health: the local health multiplier saturates here.
+        lifeguard: False runs plain SWIM (no health multiplier, a fixed suspicion
+            timeout, no buddy system): only for comparison.
+    """
+
+    period: float = 1.0
+    probe_timeout: float = 0.5
+    indirect_probes: int = 3
+    suspicion_mult: float = 4.0
+    suspicion_max_mult: float = 6.0
+    confirmations: int = 3
+    retransmit_mult: int = 4
+    max_updates: int = 8
+    max_health: int = 8
+    lifeguard: bool = True
+
+    def __post_init__(self) -> None:
+        if not (0 < self.probe_timeout < self.period):
+            raise ValueError("probe_timeout is positive and shorter than the period")
+        if self.indirect_probes < 0 or self.confirmations < 1 or self.max_updates < 1:
+            raise ValueError("indirect_probes >= 0, confirmations >= 1, max_updates >= 1")
+        if self.suspicion_mult <= 0 or self.suspicion_max_mult < 1 or self.max_health < 0:
+            raise ValueError("suspicion multipliers are positive (max >= 1); max_health >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class MemberChange:
+    """A member's status changed in this member's eyes."""
+
+    peer: PeerId
+    status: Status
+    incarnation: int
+    previous: Status | None  # None: a member this detector had not heard of
+
+
+@dataclass(slots=True)
+class _Member:
+    status: Status
+    incarnation: int
+    proof: bytes | None = None  # its signature over alive(incarnation), when we have it
+    suspected_at: float = 0.0
+    accusers: set[PeerId] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class _Probe:
+    target: PeerId
+    seq: int
+    started: float
+    indirect_at: float
+    ends_at: float
+    acked: bool = False
+    indirect_done: bool = False
+    helpers: int = 0
+    nacks: int = 0
+
+
+@dataclass(slots=True)
+class _Relay:
+    target: PeerId
+    requester: PeerId
+    requester_seq: int
+    nack_at: float
+
+
+@dataclass(slots=True)
+class _Update:
+    kind: Status
+    peer: PeerId
+    incarnation: int
+    extra: bytes  # alive/left: the member's signature; suspect/dead: the accuser's key
+    sent: int = 0
+
+
+class FailureDetector:
+    """One member's SWIM+Lifeguard state. See the module doc.
+
+    Args:
+        identity: this member.
+        incarnation: where this member's incarnation starts; a restarted member
+            starts above any it had before (the shell uses the wall clock in ms).
+        settings: timings and counts.
+        rng: every random choice (pass a seeded one for a replayable run).
+    """
+
+    def __init__(
+        self,
+        identity: Identity,
+        *,
+        incarnation: int = 0,
+        settings: SwimSettings | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.identity = identity
+        self.me = identity.peer_id
+        self.settings = settings or SwimSettings()
+        self.rng = rng or random.Random()
+        self.incarnation = incarnation
+        self._proof = self._sign_alive(incarnation)
+        self.health = 0  # Lifeguard's local health multiplier
+        self._members: dict[PeerId, _Member] = {}
+        self._suspects: set[PeerId] = set()
+        self._live: list[PeerId] | None = None  # cache: members alive or suspect
+        self._order: list[PeerId] = []
+        self._cursor = 0
+        self._seq = 0
+        self._probe: _Probe | None = None
+        self._next_probe = 0.0
+        self._relays: dict[int, _Relay] = {}  # our seq of a ping sent for someone else
+        self._updates: dict[PeerId, _Update] = {}
+        self._outbox: list[tuple[PeerId, bytes]] = []
+        self._changes: list[MemberChange] = []
+        self._verified: dict[bytes, None] = {}
+        self._left = False
+        #: frames refused (bad signature, malformed, too big)
+        self.dropped = 0
+        if incarnation > 0:  # a restart: tell the members we are back
+            self._queue(_Update(Status.ALIVE, self.me, incarnation, self._proof))
+
+    # -- the member list -------------------------------------------------------------------
+
+    def add(self, peer: PeerId) -> None:
+        """A member learned elsewhere (a replicated peer record): probe it from now on."""
+        if peer != self.me and peer not in self._members:
+            # Known from its record: alive at its first incarnation (0) until we hear more.
+            self._members[peer] = _Member(Status.ALIVE, 0)
+            self._live = None
+
+    def remove(self, peer: PeerId) -> None:
+        """A member that left on purpose (its record says so): no longer probed."""
+        member = self._members.get(peer)
+        if member is not None and member.status is not Status.LEFT:
+            self._set(peer, member, Status.LEFT, member.incarnation)
+
+    def status(self, peer: PeerId) -> Status | None:
+        member = self._members.get(peer)
+        return member.status if member is not None else None
+
+    def members(self, *statuses: Status) -> list[PeerId]:
+        """Members with one of ``statuses`` (all, if none given), in id order."""
+        wanted = set(statuses) or set(Status)
+        return sorted((p for p, m in self._members.items() if m.status in wanted), key=str)
+
+    def live(self) -> list[PeerId]:
+        """Members believed up: alive or merely suspect, in id order."""
+        return list(self._live_members())
+
+    def sample(self, count: int, exclude: Iterable[PeerId] = ()) -> list[PeerId]:
+        """Up to ``count`` random members believed up, none of ``exclude``."""
+        return sample_distinct(self.rng, self._live_members(), count, set(exclude))
+
+    def _live_members(self) -> list[PeerId]:
+        if self._live is None:
+            self._live = sorted(
+                (p for p, m in self._members.items() if m.status in (Status.ALIVE, Status.SUSPECT)),
+                key=str,
+            )
+        return self._live
+
+    def leave(self) -> None:
+        """Say, signed, that this member leaves on purpose; it stops probing."""
+        self._left = True
+        self.incarnation += 1
+        signature = self.identity.sign(_alive_body(self.me, self.incarnation, left=True))
+        self._queue(_Update(Status.LEFT, self.me, self.incarnation, signature))
+        for peer in self.sample(3):
+            self._send(peer, {"k": "ping", "seq": self._next_seq(), "to": peer.key})
+        self._probe = None
+
+    # -- the shell's calls -------------------------------------------------------------------
+
+    def outbox(self) -> list[tuple[PeerId, bytes]]:
+        """Frames to send, each to one member; taking them empties the outbox."""
+        out, self._outbox = self._outbox, []
+        return out
+
+    def changes(self) -> list[MemberChange]:
+        """Status changes since the last call."""
+        out, self._changes = self._changes, []
+        return out
+
+    def next_deadline(self) -> float:
+        """The latest time by which :meth:`tick` should be called again."""
+        deadlines = [self._next_probe]
+        if self._probe is not None:
+            probe = self._probe
+            deadlines.append(probe.ends_at if probe.indirect_done else probe.indirect_at)
+        deadlines.extend(r.nack_at for r in self._relays.values())
+        for peer in self._suspects:
+            member = self._members[peer]
+            deadlines.append(member.suspected_at + self._suspicion_timeout(len(member.accusers)))
+        return min(deadlines)
+
+    def tick(self, now: float) -> None:
+        """Run what is due at ``now``: probes, their timeouts, suspicion expiry."""
+        self._expire_relays(now)
+        probe = self._probe
+        if probe is not None and not probe.acked:
+            if not probe.indirect_done and now >= probe.indirect_at:
+                self._probe_indirectly(probe)
+            if now >= probe.ends_at:
+                self._probe_failed(probe, now)
+        if probe is not None and (probe.acked or now >= probe.ends_at):
+            self._probe = None
+        for peer in list(self._suspects):
+            member = self._members[peer]
+            if now >= member.suspected_at + self._suspicion_timeout(len(member.accusers)):
+                self._set(peer, member, Status.DEAD, member.incarnation)
+                self._queue(_Update(Status.DEAD, peer, member.incarnation, self.me.key))
+        if now >= self._next_probe and self._probe is None and not self._left:
+            self._start_probe(now)
+
+    def receive(self, sender: PeerId, data: bytes, now: float) -> None:
+        """A frame from ``sender`` (the link's authenticated peer). Bad frames are dropped."""
+        try:
+            body, author = self._open(data)
+            kind = body["k"]
+            seq = body["seq"]
+            if not isinstance(kind, str) or not isinstance(seq, int):
+                raise ValueError("bad frame")
+            self._heard_from(author, body.get("inc"), body.get("proof"))
+            for update in body.get("u", ()):
+                self._apply(update, now)
+        except (ValueError, TypeError, KeyError, cbor2.CBORDecodeError) as exc:
+            self.dropped += 1
+            del exc
+            return
+        if self._left:
+            return
+        to = body.get("to")
+        if kind == "ping" and to == self.me.key:
+            ack: dict[str, Any] = {"k": "ack", "seq": seq, "to": author.key}
+            if body.get("for") is not None:
+                ack["for"] = body["for"]
+            self._send(sender, ack)
+        elif kind == "ack":
+            self._on_ack(author, sender, seq, body.get("for"), data)
+        elif kind == "ping-req" and isinstance(to, bytes) and author == sender:
+            target = PeerId(to)
+            relay_seq = self._next_seq()
+            self._relays[relay_seq] = _Relay(
+                target, sender, seq, now + 0.8 * self.settings.probe_timeout * (self.health + 1)
+            )
+            self._send(target, {"k": "ping", "seq": relay_seq, "to": to, "for": [sender.key, seq]})
+        elif kind == "nack" and author == sender and self._probe and self._probe.seq == seq:
+            self._probe.nacks += 1
+
+    # -- probing -----------------------------------------------------------------------------
+
+    def _start_probe(self, now: float) -> None:
+        period = self.settings.period * (self.health + 1)
+        self._next_probe = now + period
+        target = self._next_target()
+        if target is None:
+            return
+        seq = self._next_seq()
+        timeout = self.settings.probe_timeout * (self.health + 1)
+        self._probe = _Probe(target, seq, now, now + timeout, now + period)
+        self._send(target, {"k": "ping", "seq": seq, "to": target.key})
+
+    def _next_target(self) -> PeerId | None:
+        for _ in range(2):
+            while self._cursor < len(self._order):
+                peer = self._order[self._cursor]
+                self._cursor += 1
+                member = self._members.get(peer)
+                if member is not None and member.status in (Status.ALIVE, Status.SUSPECT):
+                    return peer
+            # a new round: every probe-able member once, in a fresh random order
+            self._order = list(self._live_members())
+            self.rng.shuffle(self._order)
+            self._cursor = 0
+        return None
+
+    def _probe_indirectly(self, probe: _Probe) -> None:
+        chosen = self.sample(self.settings.indirect_probes, exclude=[probe.target])
+        for helper in chosen:
+            self._send(helper, {"k": "ping-req", "seq": probe.seq, "to": probe.target.key})
+        probe.indirect_done = True
+        probe.helpers = len(chosen)  # Lifeguard: each helper owes us an ack or a nack
+
+    def _probe_failed(self, probe: _Probe, now: float) -> None:
+        self._adjust_health(+1)
+        if probe.nacks < probe.helpers:
+            self._adjust_health(+1)  # missed nacks: our own links may be what is failing
+        member = self._members.get(probe.target)
+        if member is not None and member.status in (Status.ALIVE, Status.SUSPECT):
+            # a first suspicion, or (already suspect) an independent confirmation
+            self._suspect(probe.target, member, member.incarnation, self.me, now)
+
+    def _on_ack(
+        self, author: PeerId, sender: PeerId, seq: int, on_behalf: Any, data: bytes
+    ) -> None:
+        relay = self._relays.get(seq)
+        if relay is not None and author == relay.target == sender:
+            del self._relays[seq]
+            self._outbox.append((relay.requester, data))  # the target's own signed ack
+            return
+        probe = self._probe
+        if probe is None or author != probe.target or probe.acked:
+            return
+        direct = on_behalf is None and sender == author and seq == probe.seq
+        if direct or on_behalf == [self.me.key, probe.seq]:
+            probe.acked = True
+            self._adjust_health(-1)
+
+    def _expire_relays(self, now: float) -> None:
+        for seq, relay in list(self._relays.items()):
+            if now >= relay.nack_at:
+                del self._relays[seq]
+                self._send(relay.requester, {"k": "nack", "seq": relay.requester_seq})
+
+    def _adjust_health(self, delta: int) -> None:
+        if self.settings.lifeguard:
+            self.health = max(0, min(self.settings.max_health, self.health + delta))
+
+    # -- membership updates --------------------------------------------------------------------
+
+    def _heard_from(self, peer: PeerId, incarnation: Any, proof: Any) -> None:
+        if not isinstance(incarnation, int) or not isinstance(proof, bytes):
+            raise ValueError("a frame carries its author's incarnation and proof")
+        self._alive(peer, incarnation, proof)
+
+    def _apply(self, update: Any, now: float) -> None:
+        kind, key, incarnation, extra = update
+        if not isinstance(incarnation, int) or not isinstance(extra, bytes):
+            raise ValueError("bad update")
+        peer = PeerId(key)
+        status = Status(kind)
+        if status is Status.ALIVE:
+            self._alive(peer, incarnation, extra)
+        elif status is Status.LEFT:
+            self._left_update(peer, incarnation, extra)
+        elif peer == self.me:
+            if incarnation >= self.incarnation and not self._left:
+                self._refute()
+        else:
+            accuser = PeerId(extra)
+            member = self._members.get(peer)
+            if member is None or member.status is Status.LEFT or incarnation < member.incarnation:
+                return
+            if status is Status.SUSPECT:
+                self._suspect(peer, member, incarnation, accuser, now)
+            elif member.status is not Status.DEAD or incarnation > member.incarnation:
+                self._set(peer, member, Status.DEAD, incarnation)
+                self._queue(_Update(Status.DEAD, peer, incarnation, extra))
+
+    def _alive(self, peer: PeerId, incarnation: int, proof: bytes) -> None:
+        if peer == self.me:
+            return
+        member = self._members.get(peer)
+        if member is not None and incarnation <= member.incarnation:
+            return
+        if not self._verify(peer, _alive_body(peer, incarnation, left=False), proof):
+            raise ValueError("an alive update without its member's signature")
+        if member is None:
+            member = self._members[peer] = _Member(Status.ALIVE, incarnation, proof)
+            self._live = None
+            self._changes.append(MemberChange(peer, Status.ALIVE, incarnation, None))
+        else:
+            member.proof = proof
+            if member.status is Status.ALIVE:
+                member.incarnation = incarnation
+            else:
+                self._set(peer, member, Status.ALIVE, incarnation)
+        self._queue(_Update(Status.ALIVE, peer, incarnation, proof))
+
+    def _left_update(self, peer: PeerId, incarnation: int, signature: bytes) -> None:
+        member = self._members.get(peer)
+        if peer == self.me or (member is not None and member.status is Status.LEFT):
+            return
+        if member is not None and incarnation < member.incarnation:
+            return
+        if not self._verify(peer, _alive_body(peer, incarnation, left=True), signature):
+            raise ValueError("a left update without its member's signature")
+        if member is None:
+            member = self._members[peer] = _Member(Status.LEFT, incarnation)
+            self._changes.append(MemberChange(peer, Status.LEFT, incarnation, None))
+        else:
+            self._set(peer, member, Status.LEFT, incarnation)
+        self._queue(_Update(Status.LEFT, peer, incarnation, signature))
+
+    def _suspect(
+        self, peer: PeerId, member: _Member, incarnation: int, accuser: PeerId, now: float
+    ) -> None:
+        if member.status is Status.DEAD and incarnation <= member.incarnation:
+            return
+        if member.status is Status.SUSPECT and incarnation == member.incarnation:
+            if accuser not in member.accusers:  # an independent confirmation
+                member.accusers.add(accuser)
+                self._queue(_Update(Status.SUSPECT, peer, incarnation, accuser.key))
+            return
+        member.suspected_at = now
+        member.accusers = {accuser}
+        self._set(peer, member, Status.SUSPECT, incarnation)
+        self._queue(_Update(Status.SUSPECT, peer, incarnation, accuser.key))
+
+    def _refute(self) -> None:
+        """Someone suspects or buried us: a higher incarnation, signed, says we live."""
+        self._adjust_health(+1)
+        self.incarnation += 1
+        self._proof = self._sign_alive(self.incarnation)
+        self._queue(_Update(Status.ALIVE, self.me, self.incarnation, self._proof))
+
+    def _suspicion_timeout(self, accusers: int) -> float:
+        """Lifeguard: from ``max`` down to ``min`` as independent confirmations arrive."""
+        s = self.settings
+        n = max(len(self._members) + 1, 2)
+        low = s.suspicion_mult * max(1.0, math.log10(n)) * s.period
+        if not s.lifeguard:
+            return low
+        high = s.suspicion_max_mult * low
+        confirmations = max(0, accusers - 1)
+        fraction = math.log(confirmations + 1) / math.log(s.confirmations + 1)
+        return max(low, high - (high - low) * fraction)
+
+    def _set(self, peer: PeerId, member: _Member, status: Status, incarnation: int) -> None:
+        previous = member.status
+        member.status = status
+        self._live = None
+        if status is Status.SUSPECT:
+            self._suspects.add(peer)
+        else:
+            self._suspects.discard(peer)
+        member.incarnation = incarnation
+        if status is not Status.SUSPECT:
+            member.accusers = set()
+        if previous is not status:
+            self._changes.append(MemberChange(peer, status, incarnation, previous))
+
+    def _queue(self, update: _Update) -> None:
+        self._updates[update.peer] = update  # a newer word on a member replaces the older
+
+    def _piggyback(self, to: PeerId) -> list[list[Any]]:
+        n = len(self._members) + 1
+        limit = self.settings.retransmit_mult * max(1, math.ceil(math.log10(n + 1)))
+        out: list[list[Any]] = []
+        member = self._members.get(to)
+        if (
+            self.settings.lifeguard
+            and member is not None
+            and member.status in (Status.SUSPECT, Status.DEAD)
+        ):
+            # Buddy system: a member we suspect hears it from us at once, and can refute.
+            accuser = next(iter(member.accusers), self.me)
+            out.append([member.status.value, to.key, member.incarnation, accuser.key])
+        chosen = sorted(
+            (u for u in self._updates.values() if u.peer != to or not out),
+            key=lambda u: u.sent,
+        )[: self.settings.max_updates - len(out)]
+        for update in chosen:
+            update.sent += 1
+            if update.sent >= limit:
+                self._updates.pop(update.peer, None)
+            out.append([update.kind.value, update.peer.key, update.incarnation, update.extra])
+        return out
+
+    # -- frames ------------------------------------------------------------------------------
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _send(self, to: PeerId, body: dict[str, Any]) -> None:
+        body["v"] = 1
+        body["from"] = self.me.key
+        body["inc"] = self.incarnation
+        body["proof"] = self._proof
+        body["u"] = self._piggyback(to)
+        encoded = cbor2.dumps(body, canonical=True)
+        signature = self.identity.sign(_FRAME_DOMAIN + encoded)
+        self._outbox.append((to, cbor2.dumps([encoded, signature])))
+
+    def _open(self, data: bytes) -> tuple[dict[str, Any], PeerId]:
+        if len(data) > MAX_FRAME:
+            raise ValueError("frame too large")
+        encoded, signature = cbor2.loads(data)
+        if not isinstance(encoded, bytes) or not isinstance(signature, bytes):
+            raise ValueError("bad frame")
+        body = cbor2.loads(encoded)
+        if not isinstance(body, dict) or body.get("v") != 1:
+            raise ValueError("bad frame")
+        author = PeerId(body["from"])
+        if not self._verify(author, _FRAME_DOMAIN + encoded, signature, cache=False):
+            raise ValueError("bad signature")
+        return body, author
+
+    def _sign_alive(self, incarnation: int) -> bytes:
+        return self.identity.sign(_alive_body(self.me, incarnation, left=False))
+
+    def _verify(
+        self, peer: PeerId, message: bytes, signature: bytes, *, cache: bool = True
+    ) -> bool:
+        token = hashlib.blake2b(message + signature, digest_size=16).digest()
+        if cache and token in self._verified:
+            return True
+        try:
+            nacl.bindings.crypto_sign_open(signature + message, peer.key)
+        except (nacl.exceptions.CryptoError, ValueError, TypeError):
+            return False
+        if cache:
+            self._verified[token] = None
+            if len(self._verified) > _VERIFIED_CACHE:
+                del self._verified[next(iter(self._verified))]
+        return True
+
+
+def _alive_body(peer: PeerId, incarnation: int, *, left: bool) -> bytes:
+    return _ALIVE_DOMAIN + cbor2.dumps([peer.key, incarnation, left])
+
+
+def seed_members(detectors: Iterable[FailureDetector]) -> None:
+    """Make every detector know every other (a steady state to start a simulation from)."""
+    group = list(detectors)
+    for detector in group:
+        for other in group:
+            detector.add(other.me)
+
+
+__all__ = ["FailureDetector", "MemberChange", "Status", "SwimSettings", "seed_members"]
