@@ -35,6 +35,7 @@ from .ledger import Entry
 from .peer import PeerSync
 from .replica import Replica
 from .services.gossip import GossipService
+from .swim import SwimSettings
 from .sync import ProtocolError
 from .transport import Link, Listener, Transport
 
@@ -52,6 +53,8 @@ class _Connection:
 
 #: Frames read ahead of processing per link (bounded: a fast peer waits on TCP).
 _READ_AHEAD = 64
+#: Ephemeral frames kept for a peer while a link to it is being dialled.
+_WAITING_FRAMES = 8
 
 
 async def _await(coroutine: Coroutine[Any, Any, None]) -> None:
@@ -84,6 +87,7 @@ class Mesh:
             bootstrap peers, max peers and interval that are not passed
             explicitly, and with ``P2P_ENABLED`` off the mesh does no P2P work at
             all: no listener, no dialling, no timers.
+        swim: failure-detection timings (default: the gossip interval as the period).
     """
 
     def __init__(
@@ -98,6 +102,7 @@ class Mesh:
         max_peers: int | None = None,
         seed: int | None = None,
         config: MeshConfig | None = None,
+        swim: SwimSettings | None = None,
     ) -> None:
         self.replica = replica
         self.transport = transport
@@ -114,10 +119,13 @@ class Mesh:
         self.max_peers = max_peers if max_peers is not None else 50
         self.events = EventBus()
         self._gossip: GossipService | None = None
+        self._swim = swim
         self._gossip_running = False
         self.refused_links = 0
         self.rng = random.Random(seed)
         self._connections: dict[PeerId, _Connection] = {}
+        self._transient: dict[PeerId, _Connection] = {}  # served one round, then closed
+        self._dialling_for: dict[PeerId, list[bytes]] = {}  # frames waiting for a dial
         self._listener: Listener | None = None
         self._tg: TaskGroup | None = None
         self._unsubscribe: object = None
@@ -171,7 +179,7 @@ class Mesh:
     def gossip(self) -> GossipService:
         """Membership and discovery (see :mod:`crdt_mesh.services.gossip`)."""
         if self._gossip is None:
-            self._gossip = GossipService(self)
+            self._gossip = GossipService(self, self._swim)
         return self._gossip
 
     def start_discovery(self) -> None:
@@ -182,14 +190,44 @@ class Mesh:
         interval = self.config.gossip_interval if self.config is not None else self.interval
         self._tg.start_soon(self.gossip.run, interval)
 
-    def broadcast(self, frame: bytes, fanout: int, exclude: PeerId | None = None) -> None:
-        """Send a gossip frame to ``fanout`` random linked peers (not ``exclude``)."""
-        targets = [c for p, c in self._connections.items() if p != exclude]
-        self.rng.shuffle(targets)
-        for connection in targets[:fanout]:
-            connection.peer.session.send_broadcast(frame)
+    def send_ephemeral(self, peer: PeerId, data: bytes, addresses: Sequence[str] = ()) -> None:
+        """Send an ephemeral frame (not a ledger entry) to ``peer``; best effort.
+
+        Over its link if there is one; else over a link dialled to ``addresses``
+        for it (frames for a peer being dialled wait for the link, a few at most).
+        A frame that cannot be sent is dropped: the protocols above expect loss.
+        """
+        connection = self._connections.get(peer) or self._transient.get(peer)
+        if connection is not None:
+            connection.peer.session.send_broadcast(data)
             if self._tg is not None:
                 self._tg.start_soon(self._flush_quietly, connection)
+            return
+        waiting = self._dialling_for.get(peer)
+        if waiting is not None:
+            if len(waiting) < _WAITING_FRAMES:
+                waiting.append(data)
+            return
+        if addresses and self._tg is not None and self.active:
+            self._dialling_for[peer] = [data]
+            self._tg.start_soon(self._dial_for, peer, list(addresses))
+
+    async def _dial_for(self, peer: PeerId, addresses: list[str]) -> None:
+        link: Link | None = None
+        with anyio.move_on_after(max(self.interval, 1.0)):
+            for address in addresses:
+                try:
+                    link = await self.transport.dial(address, self.replica.identity)
+                    break
+                except MeshError as exc:
+                    log.debug("dial %s at %s failed: %s", peer.short, address, exc)
+        frames = self._dialling_for.pop(peer, [])
+        if link is None:
+            return
+        if link.remote != peer:
+            await link.aclose()  # someone else answers at that address now
+            return
+        await self._serve_link(link, True, frames)
 
     def _on_broadcast(self, sender: PeerId, data: bytes) -> None:
         # A mesh whose gossip is off ignores broadcasts, even if mesh.gossip was touched.
@@ -254,7 +292,9 @@ class Mesh:
             await anyio.sleep(backoff * (0.5 + self.rng.random()))
             backoff = min(backoff * 2, max(self.interval, 1.0))
 
-    async def _serve_link(self, link: Link, initiator: bool) -> None:
+    async def _serve_link(
+        self, link: Link, initiator: bool, ephemeral: Sequence[bytes] = ()
+    ) -> None:
         remote = link.remote
         if remote == self.replica.peer_id:
             await link.aclose()  # we dialled ourselves
@@ -279,6 +319,7 @@ class Mesh:
         if transient:
             self.refused_links += 1
             log.info("at %d peers: one round with %s, then closing", self.max_peers, remote.short)
+            self._transient[remote] = connection
         else:
             self._connections[remote] = connection
         # A reader task queues frames; this task takes all that are waiting at once,
@@ -288,6 +329,8 @@ class Mesh:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_read_frames, link, frames_in)
                 try:
+                    for frame in ephemeral:
+                        connection.peer.session.send_broadcast(frame)
                     await self._flush(connection)
                     with anyio.move_on_after(2 * self.interval if transient else math.inf):
                         async for frame in frames_out:
@@ -312,6 +355,8 @@ class Mesh:
             frames_out.close()
             if self._connections.get(remote) is connection:
                 del self._connections[remote]
+            if self._transient.get(remote) is connection:
+                del self._transient[remote]
             with anyio.CancelScope(shield=True):
                 await link.aclose()
 

@@ -193,15 +193,20 @@ class FailureDetector:
 
     def add(self, peer: PeerId) -> None:
         """A member learned elsewhere (a replicated peer record): probe it from now on."""
-        if peer != self.me and peer not in self._members:
+        member = self._members.get(peer)
+        if peer != self.me and member is None:
             # Known from its record: alive at its first incarnation (0) until we hear more.
             self._members[peer] = _Member(Status.ALIVE, 0)
             self._live = None
+        elif member is not None and member.status is Status.LEFT:
+            self._set(peer, member, Status.ALIVE, member.incarnation)  # it joined again
 
     def remove(self, peer: PeerId) -> None:
         """A member that left on purpose (its record says so): no longer probed."""
         member = self._members.get(peer)
-        if member is not None and member.status is not Status.LEFT:
+        if member is None and peer != self.me:
+            self._members[peer] = _Member(Status.LEFT, 0)
+        elif member is not None and member.status is not Status.LEFT:
             self._set(peer, member, Status.LEFT, member.incarnation)
 
     def status(self, peer: PeerId) -> Status | None:
@@ -232,7 +237,6 @@ class FailureDetector:
     def leave(self) -> None:
         """Say, signed, that this member leaves on purpose; it stops probing."""
         self._left = True
-        self.incarnation += 1
         signature = self.identity.sign(_alive_body(self.me, self.incarnation, left=True))
         self._queue(_Update(Status.LEFT, self.me, self.incarnation, signature))
         for peer in self.sample(3):

@@ -13,63 +13,52 @@ interval the mesh dials a random passive peer while the active view has room;
 a full active view is left alone, but for a rare swap of one active peer for a
 passive one (a shuffle), so that the overlay does not set in stone.
 
-Epidemic broadcast (``propagate``): a message signed by its origin, not stored
-in the ledger (DESIGN invariant 7), sent to ``fanout`` random linked peers, each
-of which delivers it once (de-duplicated by id) and forwards it while its TTL
-in hops lasts. Replicated state does not depend on it: anti-entropy underneath
-converges even where a broadcast is lost.
+Failure detection (:mod:`crdt_mesh.swim`): SWIM probes with the Lifeguard
+refinements, over ephemeral signed frames. Every peer whose record says it is
+in the mesh is probed, over its link or over a link dialled for the purpose.
+A peer is *present* while its record says it is in the mesh and the detector
+has not declared it dead; ``p2p:peer:discovered`` and ``p2p:peer:lost`` fire
+as that changes, so a crashed peer is lost and, restarted, discovered again.
 
-Not here yet: failure detection (SWIM/Lifeguard probes).
+Epidemic broadcast (``propagate``, :mod:`crdt_mesh.epidemic`): a message
+signed by its origin, not stored in the ledger (DESIGN invariant 7), pushed to
+``fanout`` random linked peers at once and in a few later gossip rounds; each
+peer delivers it once (de-duplicated by id) and pushes it on while its TTL in
+hops lasts. Replicated state does not depend on it: anti-entropy underneath
+converges even where a broadcast is lost.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
+import random
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import cbor2
-import nacl.bindings
-import nacl.exceptions
 
 from ..config import Feature, MeshConfig
+from ..epidemic import MAX_BROADCAST, MAX_FANOUT, MAX_TTL, Broadcaster, GossipMessage
 from ..errors import MeshError
 from ..events import P2PEvents
 from ..identity import PeerId
 from ..ledger import DocumentId, Entry, Policy
+from ..swim import FailureDetector, MemberChange, Status, SwimSettings
 
 if TYPE_CHECKING:
     from ..mesh import Mesh
+    from ..replica import Replica
 
 log = logging.getLogger(__name__)
 
 RECORD_DOCUMENT = "mesh:peer"
 _ROOT = "record"
-_BROADCAST_DOMAIN = b"crdt_mesh/broadcast/v1\x00"
-MAX_TTL = 16
-MAX_FANOUT = 8
-MAX_BROADCAST = 64 * 1024
-_SEEN = 10_000  # message ids remembered for de-duplication
 #: Chance, per gossip interval, that a full active view swaps one peer for a passive one.
 SHUFFLE_PROBABILITY = 0.1
-
-
-@dataclass(frozen=True, slots=True)
-class GossipMessage:
-    """A broadcast as a receiver sees it: verified, delivered once."""
-
-    id: bytes
-    origin: PeerId
-    type: str
-    payload: Any
-    created_at: int
-    ttl: int  # hops it may still travel after this one
+#: The first byte of an ephemeral frame says which core it is for.
+_BROADCAST, _SWIM = b"B", b"S"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,16 +81,32 @@ class GossipService:
     """``mesh.gossip``: join, leave, the peer set, and discovery. Off unless
     ``P2P_ENABLED`` and ``P2P_GOSSIP`` are on (or the mesh has no config)."""
 
-    def __init__(self, mesh: Mesh) -> None:
+    def __init__(self, mesh: Mesh, swim: SwimSettings | None = None) -> None:
         self._mesh = mesh
-        self._known: dict[PeerId, bool] = {}  # peer -> left, as last announced by events
+        interval = mesh.config.gossip_interval if mesh.config is not None else mesh.interval
+        #: SWIM/Lifeguard timings; the protocol period defaults to the gossip interval
+        self.swim_settings = swim or SwimSettings(period=interval, probe_timeout=interval / 2)
+        self._records: dict[PeerId, PeerRecord] = {}
+        self._present: dict[PeerId, bool] = {}  # what the events last said of each peer
         self._dialling: set[PeerId] = set()
         self._unsubscribe = mesh.replica.on_commit(self._on_commit)
         self.shuffles = 0
-        self._seen: OrderedDict[bytes, None] = OrderedDict()
+        rng = random.Random(mesh.rng.random())
+        self._broadcaster = Broadcaster(mesh.replica.identity, rng=rng)
+        self._detector: FailureDetector | None = None
+        self._detector_rng = rng
         self._handlers: list[Callable[[GossipMessage], Any]] = []
-        self.delivered = 0
-        self.dropped = 0
+
+    @property
+    def delivered(self) -> int:
+        """Broadcasts delivered here."""
+        return self._broadcaster.delivered
+
+    @property
+    def dropped(self) -> int:
+        """Ephemeral frames refused (malformed, forged, too large)."""
+        swim = self._detector.dropped if self._detector is not None else 0
+        return self._broadcaster.dropped + swim
 
     @property
     def _config(self) -> MeshConfig | None:
@@ -136,59 +141,44 @@ class GossipService:
         current = self.record(self._mesh.replica.peer_id)
         caps = current.capabilities if current else ()
         addresses = current.addresses if current else ()
-        return self._write(caps, addresses, left=True)
+        record = self._write(caps, addresses, left=True)
+        if self._detector is not None:
+            self._detector.leave()
+            self._send_swim()
+        return record
 
     def _write(
         self, caps: tuple[str, ...], addresses: tuple[str, ...], *, left: bool
     ) -> PeerRecord:
-        replica = self._mesh.replica
-        document = replica.document(record_document(replica.peer_id))
-        root = document.map(_ROOT)
-        started = (root.to_py() or {}).get("started_at")
-        with document.transaction():
-            root["capabilities"] = list(caps)
-            root["addresses"] = list(addresses)
-            root["started_at"] = started if started is not None else int(time.time() * 1000)
-            root["left"] = left
-        record = self.record(replica.peer_id)
-        assert record is not None
-        return record
+        return write_record(self._mesh.replica, caps, addresses, left=left)
 
     # -- views --------------------------------------------------------------------------
 
     def record(self, peer: PeerId) -> PeerRecord | None:
         """The record ``peer`` published, as this replica holds it (None if none)."""
-        replica = self._mesh.replica
-        doc_id = record_document(peer)
-        if not replica.has_document(doc_id):
-            return None
-        root = replica.document(doc_id).map(_ROOT).to_py() or {}
-        try:
-            return PeerRecord(
-                peer=peer,
-                capabilities=tuple(str(c) for c in root.get("capabilities", [])),
-                addresses=tuple(str(a) for a in root.get("addresses", [])),
-                started_at=int(root.get("started_at", 0)),
-                left=bool(root.get("left", False)),
-            )
-        except (TypeError, ValueError):
-            return None  # a record its owner wrote badly: not a peer we can use
+        return read_record(self._mesh.replica, peer)
 
     def peers(self, *, include_left: bool = False) -> list[PeerRecord]:
         """Every peer whose record this replica holds (a pure view of replicated state)."""
         self._require()
-        records = []
-        for doc in self._mesh.replica.documents():
-            if doc.policy is Policy.OWNER and doc.name == RECORD_DOCUMENT and doc.owner is not None:
-                record = self.record(doc.owner)
-                if record is not None and (include_left or not record.left):
-                    records.append(record)
-        return sorted(records, key=lambda r: str(r.peer))
+        return peer_records(self._mesh.replica, include_left=include_left)
 
     def with_capabilities(self, *capabilities: str) -> list[PeerRecord]:
         """Live peers that declared every one of ``capabilities``."""
         wanted = set(capabilities)
         return [r for r in self.peers() if wanted <= set(r.capabilities)]
+
+    def status(self, peer: PeerId) -> Status | None:
+        """What this peer's failure detector thinks of ``peer`` (None: not probing it).
+
+        Local opinion, not replicated state: two peers may differ for a while.
+        """
+        return self._detector.status(peer) if self._detector is not None else None
+
+    def present(self) -> list[PeerRecord]:
+        """Peers in the mesh (by their records) that the failure detector has not lost."""
+        lost = (Status.DEAD, Status.LEFT)
+        return [r for r in self.peers() if self.status(r.peer) not in lost]
 
     # -- events -------------------------------------------------------------------------
 
@@ -204,14 +194,30 @@ class GossipService:
             record = self.record(peer)
             if record is None:
                 continue
-            previously_left = self._known.get(peer)
-            self._known[peer] = record.left
+            self._records[peer] = record
             if peer == self._mesh.replica.peer_id:
                 continue
-            if not record.left and previously_left in (None, True):
-                self._mesh.events.emit(P2PEvents.PEER_DISCOVERED, record)
-            elif record.left and previously_left is False:
-                self._mesh.events.emit(P2PEvents.PEER_LOST, record)
+            if self._detector is not None:
+                if record.left:
+                    self._detector.remove(peer)
+                else:
+                    self._detector.add(peer)
+            self._announce(peer)
+
+    def _announce(self, peer: PeerId) -> None:
+        """Fire discovered/lost when whether ``peer`` is present changes."""
+        record = self._records.get(peer)
+        now = (
+            record is not None
+            and not record.left
+            and self.status(peer) not in (Status.DEAD, Status.LEFT)
+        )
+        before = self._present.get(peer, False)
+        self._present[peer] = now
+        if record is not None and now and not before:
+            self._mesh.events.emit(P2PEvents.PEER_DISCOVERED, record)
+        elif record is not None and before and not now:
+            self._mesh.events.emit(P2PEvents.PEER_LOST, record)
 
     # -- epidemic broadcast -------------------------------------------------------------
 
@@ -242,74 +248,101 @@ class GossipService:
             ValueError: bad ttl, fanout or type, or a payload too large.
         """
         self._require()
-        if not isinstance(type, str) or not type:
-            raise ValueError("a message type is a non-empty string")
-        if not 1 <= ttl <= MAX_TTL or not 1 <= fanout <= MAX_FANOUT:
-            raise ValueError(f"ttl is 1..{MAX_TTL} and fanout 1..{MAX_FANOUT}")
-        identity = self._mesh.replica.identity
-        body = cbor2.dumps(
-            [1, identity.peer_id.key, str(type), payload, int(time.time() * 1000), os.urandom(8)],
-            canonical=True,
+        message_id = self._broadcaster.originate(
+            type,
+            payload,
+            ttl=ttl,
+            fanout=fanout,
+            created_at=int(time.time() * 1000),
+            members=self._mesh.peers,
         )
-        if len(body) > MAX_BROADCAST:
-            raise ValueError(f"broadcast of {len(body)} bytes exceeds {MAX_BROADCAST}")
-        signature = identity.sign(_BROADCAST_DOMAIN + body)
-        message_id = hashlib.blake2b(body, digest_size=16).digest()
-        self._remember(message_id)
-        self._forward(cbor2.dumps([body, signature, ttl, fanout]), fanout, exclude=None)
+        self._send_broadcasts()
         return message_id
 
     def receive(self, sender: PeerId, data: bytes) -> None:
-        """A broadcast frame from ``sender``: verify, deliver once, forward while TTL lasts."""
-        try:
-            body, signature, ttl, fanout = cbor2.loads(data)
-            version, origin_key, kind, payload, created, _nonce = cbor2.loads(body)
-            if version != 1 or not isinstance(kind, str) or not isinstance(created, int):
-                raise ValueError("bad broadcast")
-            if not (
-                isinstance(ttl, int) and isinstance(fanout, int) and len(body) <= MAX_BROADCAST
-            ):
-                raise ValueError("bad broadcast")
-            origin = PeerId(origin_key)
-            nacl.bindings.crypto_sign_open(signature + _BROADCAST_DOMAIN + body, origin.key)
-        except (ValueError, TypeError, nacl.exceptions.CryptoError, cbor2.CBORDecodeError) as exc:
-            self.dropped += 1
-            log.warning("dropped a broadcast from %s: %s", sender.short, exc)
+        """An ephemeral frame from ``sender``: a broadcast or a failure-detector frame."""
+        channel, frame = data[:1], data[1:]
+        if channel == _SWIM:
+            if self._detector is not None:
+                self._detector.receive(sender, frame, anyio.current_time())
+                self._after_swim()
             return
-        message_id = hashlib.blake2b(body, digest_size=16).digest()
-        if message_id in self._seen or origin == self._mesh.replica.peer_id:
+        if channel != _BROADCAST:
+            self._broadcaster.dropped += 1
             return
-        self._remember(message_id)
-        ttl, fanout = min(ttl, MAX_TTL), max(1, min(fanout, MAX_FANOUT))
-        message = GossipMessage(message_id, origin, kind, payload, created, ttl - 1)
-        self.delivered += 1
-        for handler in list(self._handlers):
-            try:
-                handler(message)
-            except Exception:
-                log.exception("gossip message handler failed")
-        self._mesh.events.emit(P2PEvents.MESSAGE_RECEIVED, message)
-        if ttl > 1:
-            self._forward(cbor2.dumps([body, signature, ttl - 1, fanout]), fanout, exclude=sender)
+        message = self._broadcaster.receive(sender, frame, members=len(self._mesh.peers))
+        if message is not None:
+            for handler in list(self._handlers):
+                try:
+                    handler(message)
+                except Exception:
+                    log.exception("gossip message handler failed")
+            self._mesh.events.emit(P2PEvents.MESSAGE_RECEIVED, message)
+        self._broadcaster.pump(self._mesh.peers)
+        self._send_broadcasts()
 
-    def _remember(self, message_id: bytes) -> None:
-        self._seen[message_id] = None
-        while len(self._seen) > _SEEN:
-            self._seen.popitem(last=False)
+    def _send_broadcasts(self) -> None:
+        for peer, frame in self._broadcaster.outbox():
+            self._mesh.send_ephemeral(peer, _BROADCAST + frame)
 
-    def _forward(self, frame: bytes, fanout: int, exclude: PeerId | None) -> None:
-        self._mesh.broadcast(frame, fanout, exclude=exclude)
+    # -- failure detection --------------------------------------------------------------
 
-    # -- discovery (run by the mesh) ----------------------------------------------------
+    def _send_swim(self) -> None:
+        if self._detector is None:
+            return
+        for peer, frame in self._detector.outbox():
+            record = self._records.get(peer)
+            addresses = record.addresses if record is not None else ()
+            self._mesh.send_ephemeral(peer, _SWIM + frame, addresses)
+
+    def _after_swim(self) -> None:
+        assert self._detector is not None
+        self._send_swim()
+        for change in self._detector.changes():
+            self._on_member_change(change)
+
+    def _on_member_change(self, change: MemberChange) -> None:
+        log.info("peer %s is %s", change.peer.short, change.status.name.lower())
+        self._announce(change.peer)
+
+    # -- the loops (run by the mesh) ----------------------------------------------------
 
     async def run(self, interval: float) -> None:
-        """Keep the active view filled from the passive view, and shuffle it."""
+        """Discovery, failure detection and broadcast rounds, until cancelled."""
+        me = self._mesh.replica.peer_id
+        self._detector = FailureDetector(
+            self._mesh.replica.identity,
+            incarnation=int(time.time() * 1000),  # a restart starts above any before it
+            settings=self.swim_settings,
+            rng=self._detector_rng,
+        )
+        for record in self.peers(include_left=True):
+            self._records[record.peer] = record
+            if record.peer != me and not record.left:
+                self._detector.add(record.peer)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._probe_loop)
+            while True:
+                await anyio.sleep(interval)
+                try:
+                    self._broadcaster.tick(self._mesh.peers)
+                    self._send_broadcasts()
+                    await self.maintain()
+                except Exception:  # a maintenance step must never take the mesh down
+                    log.exception("gossip maintenance failed")
+
+    async def _probe_loop(self) -> None:
+        detector = self._detector
+        assert detector is not None
+        granularity = self.swim_settings.probe_timeout / 5
         while True:
-            await anyio.sleep(interval)
+            now = anyio.current_time()
             try:
-                await self.maintain()
-            except Exception:  # a maintenance step must never take the mesh down
-                log.exception("gossip maintenance failed")
+                detector.tick(now)
+                self._after_swim()
+            except Exception:
+                log.exception("failure detection step failed")
+            await anyio.sleep(max(0.0, min(detector.next_deadline() - now, granularity)))
 
     async def maintain(self) -> None:
         """One HyParView-style step: fill the active view; shuffle when it is full."""
@@ -318,7 +351,7 @@ class GossipService:
         active = set(mesh.peers)
         passive = [
             r
-            for r in self.peers()
+            for r in self.present()
             if r.peer != me
             and r.peer not in active
             and r.peer not in self._dialling
@@ -351,9 +384,71 @@ class GossipService:
         self._unsubscribe()
 
 
+def write_record(
+    replica: Replica, capabilities: Iterable[str], addresses: Iterable[str], *, left: bool = False
+) -> PeerRecord:
+    """Publish (or update) ``replica``'s own peer record; its start time is kept."""
+    caps, addrs = _strings(capabilities, "capability"), _strings(addresses, "address")
+    document = replica.document(record_document(replica.peer_id))
+    root = document.map(_ROOT)
+    started = (root.to_py() or {}).get("started_at")
+    with document.transaction():
+        root["capabilities"] = list(caps)
+        root["addresses"] = list(addrs)
+        root["started_at"] = started if started is not None else int(time.time() * 1000)
+        root["left"] = left
+    record = read_record(replica, replica.peer_id)
+    assert record is not None
+    return record
+
+
+def read_record(replica: Replica, peer: PeerId) -> PeerRecord | None:
+    """The record ``peer`` published, as ``replica`` holds it (None if none, or malformed)."""
+    doc_id = record_document(peer)
+    if not replica.has_document(doc_id):
+        return None
+    root = replica.document(doc_id).map(_ROOT).to_py() or {}
+    try:
+        return PeerRecord(
+            peer=peer,
+            capabilities=tuple(str(c) for c in root.get("capabilities", [])),
+            addresses=tuple(str(a) for a in root.get("addresses", [])),
+            started_at=int(root.get("started_at", 0)),
+            left=bool(root.get("left", False)),
+        )
+    except (TypeError, ValueError):
+        return None  # a record its owner wrote badly: not a peer we can use
+
+
+def peer_records(replica: Replica, *, include_left: bool = False) -> list[PeerRecord]:
+    """The peer set: every record ``replica`` holds, in peer id order (a pure view)."""
+    records = []
+    for doc in replica.documents():
+        if doc.policy is Policy.OWNER and doc.name == RECORD_DOCUMENT and doc.owner is not None:
+            record = read_record(replica, doc.owner)
+            if record is not None and (include_left or not record.left):
+                records.append(record)
+    return sorted(records, key=lambda r: str(r.peer))
+
+
 def _strings(values: Iterable[Any], what: str) -> tuple[str, ...]:
     out = tuple(values)
     for value in out:
         if not isinstance(value, str) or not value:
             raise ValueError(f"a {what} is a non-empty string, not {value!r}")
     return out
+
+
+__all__ = [
+    "MAX_BROADCAST",
+    "MAX_FANOUT",
+    "MAX_TTL",
+    "RECORD_DOCUMENT",
+    "GossipMessage",
+    "GossipService",
+    "PeerRecord",
+    "peer_records",
+    "read_record",
+    "record_document",
+    "write_record",
+]

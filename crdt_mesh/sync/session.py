@@ -245,8 +245,9 @@ class SyncSession:
     push = send_entries
 
     def send_broadcast(self, data: bytes) -> None:
-        """Queue an ephemeral gossip message for the peer."""
-        if self.ready and not self.closed:
+        """Queue an ephemeral gossip message for the peer (after our hello, which
+        the peer reads first; its own hello need not have arrived)."""
+        if self._hello_sent and not self.closed:
             self._queue(Broadcast(data))
 
     # -- output -------------------------------------------------------------------------

@@ -99,9 +99,7 @@ class SimulatedGossip:
         self.round = 0
         self._events: list[tuple[float, int, int, int, int, bytes]] = []
         self._order = 0
-        self.members = [
-            _Member(i, Identity.from_seed(self.rng.randbytes(32))) for i in range(size)
-        ]
+        self.members = [_Member(i, Identity.from_seed(self.rng.randbytes(32))) for i in range(size)]
         self._index = {m.identity.peer_id: m.index for m in self.members}
         self._started: dict[bytes, int] = {}  # broadcast id -> round it was sent in
         self._rounds: dict[bytes, list[int]] = {}  # broadcast id -> rounds to each delivery
@@ -144,8 +142,11 @@ class SimulatedGossip:
         member.left = False
         self._start(member, incarnation=int(self.now * 1000) + 1)
         assert member.detector is not None
-        for other in self.members:
-            member.detector.add(other.identity.peer_id)
+        for other in self.members:  # as its replicated peer records say: left is left
+            if other.left:
+                member.detector.remove(other.identity.peer_id)
+            else:
+                member.detector.add(other.identity.peer_id)
         self._schedule_tick(member, self.now)
 
     def leave(self, index: int) -> None:
@@ -165,14 +166,23 @@ class SimulatedGossip:
     # -- broadcast ---------------------------------------------------------------------------
 
     def broadcast(
-        self, index: int, type: str = "heartbeat", payload: object = None, *, ttl: int = 8,
+        self,
+        index: int,
+        type: str = "heartbeat",
+        payload: object = None,
+        *,
+        ttl: int = 8,
         fanout: int = 3,
     ) -> bytes:
         """Originate a broadcast at member ``index`` now; returns its id."""
         member = self.members[index]
         assert member.broadcaster is not None and member.detector is not None
         message_id = member.broadcaster.originate(
-            type, payload, ttl=ttl, fanout=fanout, created_at=int(self.now * 1000),
+            type,
+            payload,
+            ttl=ttl,
+            fanout=fanout,
+            created_at=int(self.now * 1000),
             members=member.detector.live(),
         )
         self._started[message_id] = self.round
@@ -200,14 +210,10 @@ class SimulatedGossip:
         return detector.status(self.peer(subject)) if detector is not None else None
 
     def declared_lost_by_all(self, subject: int) -> bool:
-        return all(
-            self.status(i, subject) is Status.DEAD for i in self.up() if i != subject
-        )
+        return all(self.status(i, subject) is Status.DEAD for i in self.up() if i != subject)
 
     def seen_alive_by_all(self, subject: int) -> bool:
-        return all(
-            self.status(i, subject) is Status.ALIVE for i in self.up() if i != subject
-        )
+        return all(self.status(i, subject) is Status.ALIVE for i in self.up() if i != subject)
 
     # -- running -----------------------------------------------------------------------------
 
@@ -215,7 +221,7 @@ class SimulatedGossip:
         self._run(self.now + seconds, None)
 
     def run_until(self, done: Callable[[], bool], timeout: float) -> float:
-        """Run until ``done()`` (checked every tenth of a period); returns the time taken.
+        """Run until ``done()`` (checked once a period); returns the time taken.
 
         Raises:
             TimeoutError: still not done after ``timeout`` virtual seconds.
@@ -226,7 +232,7 @@ class SimulatedGossip:
         raise TimeoutError(f"not done after {timeout} virtual seconds")
 
     def _run(self, until: float, done: Callable[[], bool] | None) -> bool:
-        check_every = self.settings.period / 10
+        check_every = self.settings.period
         next_check = self.now
         while self._events and self._events[0][0] <= until:
             if done is not None and self._events[0][0] >= next_check:
@@ -270,10 +276,10 @@ class SimulatedGossip:
         for sender, target, frame in in_flight:
             self._deliver(sender, target * 2 + 1, frame)
         for member in self.members:
-            if member.broadcaster is not None and member.detector is not None and not member.left:
-                if member.broadcaster.active:
-                    member.broadcaster.tick(member.detector.live())
-                    self._flush(member)
+            broadcaster, detector = member.broadcaster, member.detector
+            if broadcaster and detector and broadcaster.active and not member.left:
+                broadcaster.tick(detector.live())
+                self._flush(member)
         self._push(self.now + self.settings.period, _ROUND, 0, 0, b"")
 
     def _deliver(self, sender: int, packed: int, frame: bytes) -> None:
@@ -313,9 +319,9 @@ class SimulatedGossip:
         for change in detector.changes():
             self.changes.append((self.now, member.index, change))
             subject = self._index[change.peer]
-            if change.status is Status.DEAD and self.members[subject].up:
-                if not self.members[subject].left:
-                    self.false_lost.append((self.now, member.index, subject))
+            was_up = self.members[subject].up and not self.members[subject].left
+            if change.status is Status.DEAD and was_up:
+                self.false_lost.append((self.now, member.index, subject))
         self._schedule_tick(member, detector.next_deadline())
 
     def _start(self, member: _Member, incarnation: int) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,6 +81,8 @@ class SimulatedMesh:
         fanout: peers each replica contacts per round.
         faults: what the network does to frames.
         root: where the stores go (a temporary folder, removed on close, if None).
+        contacts: who replica ``i`` may contact, given the live replicas: its view
+            of the mesh (default: everyone). ``fanout`` of them are drawn each round.
     """
 
     def __init__(
@@ -91,12 +93,14 @@ class SimulatedMesh:
         fanout: int = 3,
         faults: Faults = Faults(),
         root: str | Path | None = None,
+        contacts: Callable[[int, list[int]], Sequence[int]] | None = None,
     ) -> None:
         if size < 1:
             raise ValueError("a mesh has at least one replica")
         self.rng = random.Random(seed)
         self.fanout = fanout
         self.faults = faults
+        self.contacts = contacts
         self._owned_root = root is None
         self.root = Path(tempfile.mkdtemp(prefix="crdt_mesh-sim-")) if root is None else Path(root)
         self.nodes: list[_Node] = []
@@ -169,8 +173,12 @@ class SimulatedMesh:
         """One round: each live replica syncs with ``fanout`` random peers."""
         self.round += 1
         live = self.live()
+        alive = set(live)
         for index in live:
-            peers = [p for p in live if p != index]
+            if self.contacts is None:
+                peers = [p for p in live if p != index]
+            else:
+                peers = [p for p in self.contacts(index, live) if p != index and p in alive]
             for peer in self.rng.sample(peers, min(self.fanout, len(peers))):
                 self._exchange(index, peer)
 
