@@ -9,7 +9,10 @@
 ``node`` reads the mission's variables where they apply: ``P2P_LISTEN_PORT``
 (listen on ``tcp://0.0.0.0:<port>`` when ``--listen`` is not given),
 ``P2P_BOOTSTRAP_PEERS`` (comma-separated ``host:port``, added to ``--peer``) and
-``P2P_MAX_PEERS``. A malformed variable is an error at start-up.
+``P2P_MAX_PEERS``. A malformed variable is an error at start-up. With
+``P2P_ENABLED`` and ``P2P_GOSSIP`` on, it also publishes its peer record (with
+``--capability``), discovers peers from the records it learns, and probes them
+(``P2P_GOSSIP_INTERVAL``); its status lines then say how many peers it knows (``known``).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Any
 
 import anyio
 
-from .config import MeshConfig
+from .config import Feature, MeshConfig
 from .errors import MeshError
 from .identity import Identity
 from .mesh import Mesh
@@ -118,6 +121,7 @@ def cmd_node(args: argparse.Namespace, env: dict[str, str] | None = None) -> int
     peers = list(args.peer) + list(config.bootstrap_peers)
     max_peers = args.max_peers or config.max_peers
     identity = _load_identity(args.key)
+    gossip = config.enables(Feature.GOSSIP)
 
     async def run() -> None:
         with Replica.open(args.store, identity) as replica:
@@ -128,7 +132,12 @@ def cmd_node(args: argparse.Namespace, env: dict[str, str] | None = None) -> int
                 peers=peers,
                 interval=args.interval,
                 max_peers=max_peers,
+                # The node syncs whatever P2P_ENABLED says (it was asked to); the
+                # config also governs the services when gossip is on.
+                config=config if gossip else None,
             ) as mesh:
+                if gossip:
+                    mesh.gossip.join(capabilities=args.capability, listen_address=mesh.address)
                 log.info(
                     "node %s store %s listening %s peers %s",
                     identity.peer_id.short,
@@ -142,7 +151,7 @@ def cmd_node(args: argparse.Namespace, env: dict[str, str] | None = None) -> int
                     with demo.transaction():
                         demo.map("writes")[f"{identity.peer_id.short}-{i}"] = i
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(_report, mesh, args.status_interval)
+                    tg.start_soon(_report, mesh, args.status_interval, gossip)
                     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                         async for signum in signals:
                             log.info("stopping on %s", signal.Signals(signum).name)
@@ -158,7 +167,7 @@ def _emit(record: dict[str, Any]) -> None:
     print(json.dumps(record), flush=True)
 
 
-async def _report(mesh: Mesh, interval: float) -> None:
+async def _report(mesh: Mesh, interval: float, gossip: bool) -> None:
     while True:
         summary = mesh.replica.summary()
         _emit(
@@ -168,6 +177,8 @@ async def _report(mesh: Mesh, interval: float) -> None:
                 "feeds": summary.feeds,
                 "peers": len(mesh.peers),
                 "rejected": mesh.rejected_inputs,
+                # peers present in the mesh by their records (gossip on), this one included
+                "known": len(mesh.gossip.present()) if gossip else None,
             }
         )
         await anyio.sleep(interval)
@@ -272,6 +283,12 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--listen", help="tcp://host:port (default: P2P_LISTEN_PORT, if set)")
     node.add_argument("--peer", action="append", default=[], help="tcp:// address to dial")
     node.add_argument("--interval", type=float, default=5.0, help="seconds between sync rounds")
+    node.add_argument(
+        "--capability",
+        action="append",
+        default=[],
+        help="a capability to publish in this peer's record (with P2P_GOSSIP on; repeatable)",
+    )
     node.add_argument("--max-peers", type=int, default=0, help="default: P2P_MAX_PEERS or 50")
     node.add_argument("--writes", type=int, default=0, help="entries to write at start")
     node.add_argument("--document", default="demo", help="document for --writes")

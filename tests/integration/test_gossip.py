@@ -228,7 +228,9 @@ async def test_a_crashed_peer_is_lost_and_a_restarted_one_found_again(tmp_path: 
         await wait_for(lambda: all(len(meshes[i].gossip.present()) == count for i in others), 30)
 
         crash.set()  # no leave(): the peer just stops answering
-        await wait_for(lambda: all(meshes[i].gossip.status(gone) is Status.DEAD for i in others), 30)
+        await wait_for(
+            lambda: all(meshes[i].gossip.status(gone) is Status.DEAD for i in others), 30
+        )
         await wait_for(lambda: all([r.peer for r in lost[i]] == [gone] for i in others), 10)
         assert all(len(meshes[i].gossip.peers()) == count for i in others)  # records remain
         assert all(len(meshes[i].gossip.present()) == count - 1 for i in others)
@@ -236,7 +238,9 @@ async def test_a_crashed_peer_is_lost_and_a_restarted_one_found_again(tmp_path: 
         replica, mesh = _mesh(tmp_path, network, victim, config, identities[victim])
         stop = anyio.Event()
         await tg.start(_run_until, mesh, replica, stop)
-        await wait_for(lambda: all(meshes[i].gossip.status(gone) is Status.ALIVE for i in others), 30)
+        await wait_for(
+            lambda: all(meshes[i].gossip.status(gone) is Status.ALIVE for i in others), 30
+        )
         await wait_for(lambda: all(gone in [r.peer for r in found[i]] for i in others), 10)
         assert all(len(meshes[i].gossip.present()) == count for i in others)
         stop.set()

@@ -33,6 +33,7 @@ class Node:
         *,
         listen: str = "tcp://127.0.0.1:0",
         prefix: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
     ) -> None:
         self.root, self.name = root, name
         self.key = root / f"{name}.key"
@@ -62,7 +63,7 @@ class Node:
         ]
         for peer in peers:
             command += ["--peer", peer]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("P2P_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("P2P_")} | (env or {})
         self.log = (root / f"{name}.log").open("ab")  # stderr: a pipe nobody reads could fill
         self.process = subprocess.Popen(
             command, cwd=ROOT, stdout=subprocess.PIPE, stderr=self.log, env=env
@@ -152,6 +153,26 @@ def test_five_processes_converge_and_a_killed_one_catches_up(tmp_path: Path) -> 
     with Replica.open(tmp_path / "node-3.mesh", Identity.generate()) as replica:
         assert replica.summary().entries == 60
         assert len(replica.document("shared").map("writes")) == 60
+
+
+GOSSIP_ON = {"P2P_ENABLED": "true", "P2P_GOSSIP": "true", "P2P_GOSSIP_INTERVAL": "200"}
+
+
+def test_three_processes_bootstrapped_in_a_line_all_know_each_other(tmp_path: Path) -> None:
+    """A knows B, B knows C: records spread, and discovery links A and C directly."""
+    nodes: list[Node] = []
+    try:
+        c = Node(tmp_path, "c", [], writes=0, env=GOSSIP_ON)
+        b = Node(tmp_path, "b", [c.address], writes=0, env=GOSSIP_ON)
+        a = Node(tmp_path, "a", [b.address], writes=0, env=GOSSIP_ON)
+        nodes = [a, b, c]
+        for node in nodes:
+            node.wait(lambda r: r.get("known") == 3 and r.get("peers") == 2, timeout=60)
+        for node in nodes:
+            assert node.stop() == 0
+    finally:
+        for node in nodes:
+            node.close()
 
 
 def test_malformed_environment_is_an_error_at_start(tmp_path: Path) -> None:

@@ -37,6 +37,7 @@ def test_200_peers_joining_through_one_bootstrap_all_discover_each_other(loss: f
             replica = sim.replica(i)
             index_of[replica.peer_id.key] = i
             write_record(replica, ["agent"], [f"sim://{i}"])
+
         def known(i: int) -> list[int]:  # whose records replica i holds (ids only: cheap)
             return [
                 index_of[d.owner.key]
@@ -91,7 +92,9 @@ def test_a_crashed_peer_is_declared_lost_by_all_and_a_restarted_one_rediscovered
     sim.restart(42)
     sim.run_until(lambda: sim.seen_alive_by_all(42), timeout=60)
     assert sim.false_lost == []
-    rediscovered = [c for _, _, c in sim.changes if c.peer == sim.peer(42) and c.status is Status.ALIVE]
+    rediscovered = [
+        c for _, _, c in sim.changes if c.peer == sim.peer(42) and c.status is Status.ALIVE
+    ]
     assert len(rediscovered) >= PEERS - 2  # every other peer saw it come back
 
 

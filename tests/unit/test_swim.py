@@ -1,0 +1,164 @@
+"""The SWIM/Lifeguard core, driven by hand: frames in, frames and changes out."""
+
+from __future__ import annotations
+
+import random
+
+import cbor2
+import pytest
+
+from crdt_mesh.identity import Identity, PeerId
+from crdt_mesh.swim import FailureDetector, MemberChange, Status, SwimSettings, seed_members
+
+SETTINGS = SwimSettings(period=1.0, probe_timeout=0.5)
+
+
+def _group(count: int) -> list[FailureDetector]:
+    group = [
+        FailureDetector(
+            Identity.from_seed(bytes([i]) * 32), settings=SETTINGS, rng=random.Random(i)
+        )
+        for i in range(count)
+    ]
+    seed_members(group)
+    return group
+
+
+def _route(group: list[FailureDetector], now: float, down: set[PeerId] = frozenset()) -> int:
+    """Deliver every frame in flight (and the answers they cause) at ``now``."""
+    by_id = {d.me: d for d in group}
+    moved = 0
+    while True:
+        batch = [(d.me, to, frame) for d in group for to, frame in d.outbox()]
+        if not batch:
+            return moved
+        for sender, to, frame in batch:
+            if to in down or sender in down:
+                continue
+            by_id[to].receive(sender, frame, now)
+            moved += 1
+
+
+def _run(group: list[FailureDetector], until: float, down: set[PeerId] = frozenset()) -> None:
+    now = 0.0
+    while now <= until:
+        for detector in group:
+            if detector.me not in down:
+                detector.tick(now)
+        _route(group, now, down)
+        now += 0.1
+
+
+def test_members_that_answer_stay_alive_and_healthy() -> None:
+    group = _group(4)
+    _run(group, until=20)
+    for detector in group:
+        assert detector.live() == sorted((d.me for d in group if d is not detector), key=str)
+        assert detector.health == 0
+        assert all(c.status is Status.ALIVE for c in detector.changes())
+
+
+def test_a_silent_member_is_suspected_then_declared_dead() -> None:
+    group = _group(5)
+    silent = group[2].me
+    _run(group, until=60, down={silent})
+    for detector in group:
+        if detector.me != silent:
+            assert detector.status(silent) is Status.DEAD
+            statuses = [c.status for c in detector.changes() if c.peer == silent]
+            assert statuses[-1] is Status.DEAD
+
+
+def test_a_suspected_member_refutes_with_a_higher_incarnation() -> None:
+    a, b, c = _group(3)
+    before = b.incarnation
+    # a tells b that c suspects it: b must refute, and a must believe the refutation
+    a._suspect(b.me, a._members[b.me], b.incarnation, c.me, now=0.0)
+    assert a.status(b.me) is Status.SUSPECT
+    _run([a, b, c], until=5)
+    assert b.incarnation == before + 1
+    assert a.status(b.me) is Status.ALIVE and c.status(b.me) is Status.ALIVE
+
+
+def test_nobody_can_refute_for_another_member() -> None:
+    a, b, mallory = _group(3)
+    a._suspect(b.me, a._members[b.me], 0, mallory.me, now=0.0)
+    forged = mallory.identity.sign(
+        b"crdt_mesh/swim-alive/v1\x00" + cbor2.dumps([b.me.key, 5, False])
+    )
+    # mallory relays an alive update for b, signed by mallory rather than by b
+    frame = _frame(
+        mallory, {"k": "ping", "seq": 1, "to": a.me.key, "u": [[0, b.me.key, 5, forged]]}
+    )
+    a.receive(mallory.me, frame, 0.0)
+    assert a.status(b.me) is Status.SUSPECT and a.dropped == 1
+
+
+def test_an_ack_relayed_for_a_silent_member_must_be_signed_by_it() -> None:
+    """An intermediary cannot vouch for a member that does not answer."""
+    a, b, c = _group(3)
+    a.tick(0.0)
+    ping_to, _ = a.outbox()[0]
+    target = next(d for d in (b, c) if d.me == ping_to)
+    liar = c if target is b else b
+    a.tick(0.6)  # no direct ack: a asks the other to probe indirectly
+    requests = a.outbox()
+    assert [to for to, _ in requests] == [liar.me]
+    probe_seq = cbor2.loads(cbor2.loads(requests[0][1])[0])["seq"]
+    fake = _frame(liar, {"k": "ack", "seq": 99, "to": a.me.key, "for": [a.me.key, probe_seq]})
+    fake_body = cbor2.loads(cbor2.loads(fake)[0])
+    fake_body["from"] = target.me.key  # claims to be the target, signed by the liar
+    encoded = cbor2.dumps(fake_body, canonical=True)
+    a.receive(liar.me, cbor2.dumps([encoded, liar.identity.sign(b"x" + encoded)]), 0.7)
+    a.tick(1.1)
+    assert a.status(target.me) is Status.SUSPECT and a.dropped == 1
+
+
+def test_lifeguard_suspicion_timeout_shrinks_with_confirmations() -> None:
+    (detector,) = _group(1)
+    for i in range(20):
+        detector.add(Identity.from_seed(bytes([100 + i]) * 32).peer_id)
+    timeouts = [detector._suspicion_timeout(accusers) for accusers in (1, 2, 3, 4, 5)]
+    assert timeouts == sorted(timeouts, reverse=True)
+    assert timeouts[0] == pytest.approx(6 * timeouts[3])  # from max down to min at K=3
+    assert timeouts[3] == pytest.approx(timeouts[4])
+    plain = FailureDetector(detector.identity, settings=SwimSettings(lifeguard=False))
+    assert plain._suspicion_timeout(1) == plain._suspicion_timeout(4)
+
+
+def test_a_member_that_leaves_is_not_probed() -> None:
+    group = _group(4)
+    leaver = group[3]
+    leaver.leave()
+    _route(group, 0.0)
+    _run(group, until=5)
+    for detector in group[:3]:
+        assert detector.status(leaver.me) is Status.LEFT
+        assert leaver.me not in detector.live()
+        assert all(to != leaver.me for to, _ in detector.outbox())
+        assert MemberChange(leaver.me, Status.LEFT, 0, Status.ALIVE) in detector.changes()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"garbage", cbor2.dumps([1, 2]), cbor2.dumps([b"x", b"y"]), b"\x00" * 20_000],
+)
+def test_malformed_frames_are_dropped_and_change_nothing(data: bytes) -> None:
+    a, b = _group(2)
+    a.receive(b.me, data, 0.0)
+    assert a.dropped == 1 and a.outbox() == [] and a.changes() == []
+    assert a.status(b.me) is Status.ALIVE
+
+
+def _frame(author: FailureDetector, body: dict[str, object]) -> bytes:
+    """A frame as ``author`` would sign it, with the body given."""
+    full = {
+        "v": 1,
+        "from": author.me.key,
+        "inc": author.incarnation,
+        "proof": author._proof,
+        "u": [],
+    }
+    full.update(body)
+    encoded = cbor2.dumps(full, canonical=True)
+    return cbor2.dumps([encoded, author.identity.sign(b"crdt_mesh/swim/v1\x00" + encoded)])
