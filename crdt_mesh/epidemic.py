@@ -10,8 +10,9 @@ rounds rather than once is what takes reach from the ~94% of a single push
 with fanout 3 (1 - e^-3) to every member: the chance that a member is missed
 falls as e^-(fanout x rounds).
 
-The core chooses no peers itself: the shell passes the members it may send to
-(its active view in a mesh; the live members in a simulation).
+The core chooses no peers itself: the shell passes a ``pick(count, avoid)``
+that draws members it may send to (from its active view in a mesh; from the
+live members in a simulation).
 """
 
 from __future__ import annotations
@@ -19,9 +20,8 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import random
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,8 +29,10 @@ import cbor2
 import nacl.bindings
 import nacl.exceptions
 
-from ._sampling import sample_distinct
 from .identity import Identity, PeerId
+
+#: ``pick(count, avoid)``: up to ``count`` distinct members to send to, none of ``avoid``.
+Pick = Callable[[int, Collection[PeerId]], list[PeerId]]
 
 _DOMAIN = b"crdt_mesh/broadcast/v1\x00"
 MAX_TTL = 16
@@ -74,16 +76,12 @@ class Broadcaster:
 
     Args:
         identity: signs what this member originates.
-        rng: every random choice.
         rounds: push rounds per message; None picks :func:`rounds_for` the
             number of members the shell offers.
     """
 
-    def __init__(
-        self, identity: Identity, *, rng: random.Random | None = None, rounds: int | None = None
-    ) -> None:
+    def __init__(self, identity: Identity, *, rounds: int | None = None) -> None:
         self.identity = identity
-        self.rng = rng or random.Random()
         self.rounds = rounds
         self._seen: OrderedDict[bytes, None] = OrderedDict()
         self._active: dict[bytes, _Active] = {}
@@ -101,7 +99,8 @@ class Broadcaster:
         ttl: int,
         fanout: int,
         created_at: int,
-        members: Sequence[PeerId],
+        pick: Pick,
+        members: int,
     ) -> bytes:
         """Sign a new message and push it at once; returns its id.
 
@@ -121,8 +120,8 @@ class Broadcaster:
         message_id = _message_id(body)
         self._remember(message_id)
         signature = self.identity.sign(_DOMAIN + body)
-        self._activate(message_id, body, signature, ttl, fanout, 0, set(), len(members))
-        self.pump(members)
+        self._activate(message_id, body, signature, ttl, fanout, 0, set(), members)
+        self.pump(pick)
         return message_id
 
     def receive(self, sender: PeerId, data: bytes, *, members: int) -> GossipMessage | None:
@@ -163,16 +162,16 @@ class Broadcaster:
         self.delivered += 1
         return GossipMessage(message_id, origin, kind, payload, created, ttl - 1, hops)
 
-    def pump(self, members: Sequence[PeerId]) -> None:
+    def pump(self, pick: Pick) -> None:
         """Push every message not pushed yet (the first, eager round)."""
         for message_id, active in list(self._active.items()):
             if not active.pushed:
-                self._push(message_id, active, members)
+                self._push(message_id, active, pick)
 
-    def tick(self, members: Sequence[PeerId]) -> None:
+    def tick(self, pick: Pick) -> None:
         """One gossip round: push every active message once more."""
         for message_id, active in list(self._active.items()):
-            self._push(message_id, active, members)
+            self._push(message_id, active, pick)
 
     def outbox(self) -> list[tuple[PeerId, bytes]]:
         out, self._outbox = self._outbox, []
@@ -197,9 +196,9 @@ class Broadcaster:
         rounds = self.rounds if self.rounds is not None else rounds_for(members, fanout)
         self._active[message_id] = _Active(body, signature, ttl, fanout, hops, rounds, avoid)
 
-    def _push(self, message_id: bytes, active: _Active, members: Sequence[PeerId]) -> None:
+    def _push(self, message_id: bytes, active: _Active, pick: Pick) -> None:
         frame = cbor2.dumps([active.body, active.signature, active.ttl, active.fanout, active.hops])
-        for peer in sample_distinct(self.rng, members, active.fanout, active.avoid):
+        for peer in pick(active.fanout, active.avoid):
             self._outbox.append((peer, frame))
             self.sent += 1
         active.pushed = True
@@ -217,4 +216,12 @@ def _message_id(body: bytes) -> bytes:
     return hashlib.blake2b(body, digest_size=16).digest()
 
 
-__all__ = ["MAX_BROADCAST", "MAX_FANOUT", "MAX_TTL", "Broadcaster", "GossipMessage", "rounds_for"]
+__all__ = [
+    "MAX_BROADCAST",
+    "MAX_FANOUT",
+    "MAX_TTL",
+    "Broadcaster",
+    "GossipMessage",
+    "Pick",
+    "rounds_for",
+]

@@ -33,7 +33,8 @@ import enum
 import hashlib
 import math
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -170,11 +171,19 @@ class FailureDetector:
         self.incarnation = incarnation
         self._proof = self._sign_alive(incarnation)
         self.health = 0  # Lifeguard's local health multiplier
+        # Members are a shared base (known from records, assumed alive at incarnation
+        # 0, not copied: 10,000 detectors can share one list) plus the members we hold
+        # state for, materialised when first touched.
         self._members: dict[PeerId, _Member] = {}
+        self._base: Sequence[PeerId] = ()
+        self._base_set: AbstractSet[PeerId] = frozenset()
+        self._extra: list[PeerId] = []  # members outside the base, in order of arrival
         self._suspects: set[PeerId] = set()
-        self._live: list[PeerId] | None = None  # cache: members alive or suspect
-        self._order: list[PeerId] = []
-        self._cursor = 0
+        # the probe round: a random permutation as start + step * stride (mod size)
+        self._round_size = 0
+        self._round_step = 0
+        self._round_start = 0
+        self._round_stride = 1
         self._seq = 0
         self._probe: _Probe | None = None
         self._next_probe = 0.0
@@ -193,46 +202,89 @@ class FailureDetector:
 
     def add(self, peer: PeerId) -> None:
         """A member learned elsewhere (a replicated peer record): probe it from now on."""
-        member = self._members.get(peer)
-        if peer != self.me and member is None:
+        member = self._member(peer)
+        if member is None and peer != self.me:
             # Known from its record: alive at its first incarnation (0) until we hear more.
-            self._members[peer] = _Member(Status.ALIVE, 0)
-            self._live = None
+            self._new(peer, _Member(Status.ALIVE, 0))
         elif member is not None and member.status is Status.LEFT:
             self._set(peer, member, Status.ALIVE, member.incarnation)  # it joined again
 
+    def assume(self, peers: Sequence[PeerId], as_set: AbstractSet[PeerId] | None = None) -> None:
+        """Many members at once, known alive (from records), held without a copy.
+
+        ``as_set`` (the same members as a set) may be shared between detectors too.
+        Only before any other member is known; later, use :meth:`add`.
+        """
+        if self._base or self._members:
+            raise RuntimeError("assume() comes first; add members one by one after that")
+        self._base = peers
+        self._base_set = as_set if as_set is not None else frozenset(peers)
+
     def remove(self, peer: PeerId) -> None:
         """A member that left on purpose (its record says so): no longer probed."""
-        member = self._members.get(peer)
+        member = self._member(peer)
         if member is None and peer != self.me:
-            self._members[peer] = _Member(Status.LEFT, 0)
+            self._new(peer, _Member(Status.LEFT, 0))
         elif member is not None and member.status is not Status.LEFT:
             self._set(peer, member, Status.LEFT, member.incarnation)
 
     def status(self, peer: PeerId) -> Status | None:
         member = self._members.get(peer)
-        return member.status if member is not None else None
+        if member is not None:
+            return member.status
+        return Status.ALIVE if peer in self._base_set and peer != self.me else None
 
     def members(self, *statuses: Status) -> list[PeerId]:
         """Members with one of ``statuses`` (all, if none given), in id order."""
         wanted = set(statuses) or set(Status)
-        return sorted((p for p, m in self._members.items() if m.status in wanted), key=str)
+        return sorted((p for p in self._all() if self.status(p) in wanted), key=str)
 
     def live(self) -> list[PeerId]:
         """Members believed up: alive or merely suspect, in id order."""
-        return list(self._live_members())
+        return self.members(Status.ALIVE, Status.SUSPECT)
+
+    def size(self) -> int:
+        """How many members this detector knows of, whatever their status."""
+        return len(self._base) + len(self._extra)
 
     def sample(self, count: int, exclude: Iterable[PeerId] = ()) -> list[PeerId]:
         """Up to ``count`` random members believed up, none of ``exclude``."""
-        return sample_distinct(self.rng, self._live_members(), count, set(exclude))
+        excluded = set(exclude)
+        excluded.add(self.me)
+        size = self.size()
+        picked: list[PeerId] = []
+        if size > 4 * (count + len(excluded)) + 16:  # many members: draw and reject
+            for _ in range(20 * count + 20):
+                peer = self._at(self.rng.randrange(size))
+                if peer not in excluded and peer not in picked and self._is_live(peer):
+                    picked.append(peer)
+                    if len(picked) == count:
+                        return picked
+        pool = [p for p in self._all() if p not in excluded and self._is_live(p)]
+        return sample_distinct(self.rng, pool, count)
 
-    def _live_members(self) -> list[PeerId]:
-        if self._live is None:
-            self._live = sorted(
-                (p for p, m in self._members.items() if m.status in (Status.ALIVE, Status.SUSPECT)),
-                key=str,
-            )
-        return self._live
+    def _all(self) -> Iterator[PeerId]:
+        yield from (p for p in self._base if p != self.me)
+        yield from self._extra
+
+    def _at(self, index: int) -> PeerId:
+        base = len(self._base)
+        return self._base[index] if index < base else self._extra[index - base]
+
+    def _is_live(self, peer: PeerId) -> bool:
+        return self.status(peer) in (Status.ALIVE, Status.SUSPECT)
+
+    def _member(self, peer: PeerId) -> _Member | None:
+        """The state held for ``peer``, materialised from the base when first touched."""
+        member = self._members.get(peer)
+        if member is None and peer in self._base_set and peer != self.me:
+            member = self._members[peer] = _Member(Status.ALIVE, 0)
+        return member
+
+    def _new(self, peer: PeerId, member: _Member) -> None:
+        self._members[peer] = member
+        if peer not in self._base_set:
+            self._extra.append(peer)
 
     def leave(self) -> None:
         """Say, signed, that this member leaves on purpose; it stops probing."""
@@ -335,17 +387,26 @@ class FailureDetector:
         self._send(target, {"k": "ping", "seq": seq, "to": target.key})
 
     def _next_target(self) -> PeerId | None:
-        for _ in range(2):
-            while self._cursor < len(self._order):
-                peer = self._order[self._cursor]
-                self._cursor += 1
-                member = self._members.get(peer)
-                if member is not None and member.status in (Status.ALIVE, Status.SUSPECT):
-                    return peer
-            # a new round: every probe-able member once, in a fresh random order
-            self._order = list(self._live_members())
-            self.rng.shuffle(self._order)
-            self._cursor = 0
+        """SWIM's round-robin: every member once per round, in a fresh random order."""
+        size = self.size()
+        for _ in range(size + 1):
+            if self._round_step >= self._round_size:
+                if size == 0:
+                    return None
+                # a random permutation without a list: start + step * stride, stride
+                # coprime with the size (O(1) memory, whatever the membership)
+                self._round_size, self._round_step = size, 0
+                self._round_start = self.rng.randrange(size)
+                self._round_stride = 1
+                if size > 2:
+                    self._round_stride = self.rng.randrange(1, size)
+                    while math.gcd(self._round_stride, size) != 1:
+                        self._round_stride = self.rng.randrange(1, size)
+            index = (self._round_start + self._round_step * self._round_stride) % self._round_size
+            self._round_step += 1
+            peer = self._at(index)
+            if peer != self.me and self._is_live(peer):
+                return peer
         return None
 
     def _probe_indirectly(self, probe: _Probe) -> None:
@@ -359,7 +420,7 @@ class FailureDetector:
         self._adjust_health(+1)
         if probe.nacks < probe.helpers:
             self._adjust_health(+1)  # missed nacks: our own links may be what is failing
-        member = self._members.get(probe.target)
+        member = self._member(probe.target)
         if member is not None and member.status in (Status.ALIVE, Status.SUSPECT):
             # a first suspicion, or (already suspect) an independent confirmation
             self._suspect(probe.target, member, member.incarnation, self.me, now)
@@ -412,7 +473,7 @@ class FailureDetector:
                 self._refute()
         else:
             accuser = PeerId(extra)
-            member = self._members.get(peer)
+            member = self._member(peer)
             if member is None or member.status is Status.LEFT or incarnation < member.incarnation:
                 return
             if status is Status.SUSPECT:
@@ -424,14 +485,14 @@ class FailureDetector:
     def _alive(self, peer: PeerId, incarnation: int, proof: bytes) -> None:
         if peer == self.me:
             return
-        member = self._members.get(peer)
+        member = self._member(peer)
         if member is not None and incarnation <= member.incarnation:
             return
         if not self._verify(peer, _alive_body(peer, incarnation, left=False), proof):
             raise ValueError("an alive update without its member's signature")
         if member is None:
-            member = self._members[peer] = _Member(Status.ALIVE, incarnation, proof)
-            self._live = None
+            member = _Member(Status.ALIVE, incarnation, proof)
+            self._new(peer, member)
             self._changes.append(MemberChange(peer, Status.ALIVE, incarnation, None))
         else:
             member.proof = proof
@@ -442,7 +503,7 @@ class FailureDetector:
         self._queue(_Update(Status.ALIVE, peer, incarnation, proof))
 
     def _left_update(self, peer: PeerId, incarnation: int, signature: bytes) -> None:
-        member = self._members.get(peer)
+        member = self._member(peer)
         if peer == self.me or (member is not None and member.status is Status.LEFT):
             return
         if member is not None and incarnation < member.incarnation:
@@ -450,7 +511,8 @@ class FailureDetector:
         if not self._verify(peer, _alive_body(peer, incarnation, left=True), signature):
             raise ValueError("a left update without its member's signature")
         if member is None:
-            member = self._members[peer] = _Member(Status.LEFT, incarnation)
+            member = _Member(Status.LEFT, incarnation)
+            self._new(peer, member)
             self._changes.append(MemberChange(peer, Status.LEFT, incarnation, None))
         else:
             self._set(peer, member, Status.LEFT, incarnation)
@@ -481,7 +543,7 @@ class FailureDetector:
     def _suspicion_timeout(self, accusers: int) -> float:
         """Lifeguard: from ``max`` down to ``min`` as independent confirmations arrive."""
         s = self.settings
-        n = max(len(self._members) + 1, 2)
+        n = max(self.size() + 1, 2)
         low = s.suspicion_mult * max(1.0, math.log10(n)) * s.period
         if not s.lifeguard:
             return low
@@ -493,7 +555,6 @@ class FailureDetector:
     def _set(self, peer: PeerId, member: _Member, status: Status, incarnation: int) -> None:
         previous = member.status
         member.status = status
-        self._live = None
         if status is Status.SUSPECT:
             self._suspects.add(peer)
         else:
@@ -508,10 +569,10 @@ class FailureDetector:
         self._updates[update.peer] = update  # a newer word on a member replaces the older
 
     def _piggyback(self, to: PeerId) -> list[list[Any]]:
-        n = len(self._members) + 1
+        n = self.size() + 1
         limit = self.settings.retransmit_mult * max(1, math.ceil(math.log10(n + 1)))
         out: list[list[Any]] = []
-        member = self._members.get(to)
+        member = self._member(to)
         if (
             self.settings.lifeguard
             and member is not None
@@ -586,11 +647,15 @@ def _alive_body(peer: PeerId, incarnation: int, *, left: bool) -> bytes:
 
 
 def seed_members(detectors: Iterable[FailureDetector]) -> None:
-    """Make every detector know every other (a steady state to start a simulation from)."""
+    """Make every detector know every other (a steady state to start a simulation from).
+
+    They share one list and one set of members: no detector holds a copy.
+    """
     group = list(detectors)
+    peers = tuple(d.me for d in group)
+    as_set = frozenset(peers)
     for detector in group:
-        for other in group:
-            detector.add(other.me)
+        detector.assume(peers, as_set)
 
 
 __all__ = ["FailureDetector", "MemberChange", "Status", "SwimSettings", "seed_members"]

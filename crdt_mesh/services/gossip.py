@@ -33,12 +33,13 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from .._sampling import sample_distinct
 from ..config import Feature, MeshConfig
 from ..epidemic import MAX_BROADCAST, MAX_FANOUT, MAX_TTL, Broadcaster, GossipMessage
 from ..errors import MeshError
@@ -92,7 +93,7 @@ class GossipService:
         self._unsubscribe = mesh.replica.on_commit(self._on_commit)
         self.shuffles = 0
         rng = random.Random(mesh.rng.random())
-        self._broadcaster = Broadcaster(mesh.replica.identity, rng=rng)
+        self._broadcaster = Broadcaster(mesh.replica.identity)
         self._detector: FailureDetector | None = None
         self._detector_rng = rng
         self._handlers: list[Callable[[GossipMessage], Any]] = []
@@ -254,7 +255,8 @@ class GossipService:
             ttl=ttl,
             fanout=fanout,
             created_at=int(time.time() * 1000),
-            members=self._mesh.peers,
+            pick=self._pick,
+            members=len(self._mesh.peers),
         )
         self._send_broadcasts()
         return message_id
@@ -278,8 +280,12 @@ class GossipService:
                 except Exception:
                     log.exception("gossip message handler failed")
             self._mesh.events.emit(P2PEvents.MESSAGE_RECEIVED, message)
-        self._broadcaster.pump(self._mesh.peers)
+        self._broadcaster.pump(self._pick)
         self._send_broadcasts()
+
+    def _pick(self, count: int, avoid: Collection[PeerId]) -> list[PeerId]:
+        """Broadcast targets: linked peers (the active view), drawn at random."""
+        return sample_distinct(self._detector_rng, self._mesh.peers, count, avoid)
 
     def _send_broadcasts(self) -> None:
         for peer, frame in self._broadcaster.outbox():
@@ -325,7 +331,7 @@ class GossipService:
             while True:
                 await anyio.sleep(interval)
                 try:
-                    self._broadcaster.tick(self._mesh.peers)
+                    self._broadcaster.tick(self._pick)
                     self._send_broadcasts()
                     await self.maintain()
                 except Exception:  # a maintenance step must never take the mesh down

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 from ..epidemic import Broadcaster
 from ..identity import Identity, PeerId
-from ..swim import FailureDetector, MemberChange, Status, SwimSettings
+from ..swim import FailureDetector, MemberChange, Status, SwimSettings, seed_members
 
 _DELIVER, _TICK, _ROUND = 0, 1, 2
 
@@ -111,11 +111,8 @@ class SimulatedGossip:
         self.frames = {"swim": 0, "broadcast": 0}
         for member in self.members:
             self._start(member, incarnation=0)
-        everyone = [m.identity.peer_id for m in self.members]
+        seed_members(m.detector for m in self.members if m.detector is not None)
         for member in self.members:
-            assert member.detector is not None
-            for peer in everyone:
-                member.detector.add(peer)
             # members start their protocol periods out of step, as real ones do
             self._schedule_tick(member, self.rng.random() * self.settings.period)
         self._push(self.settings.period, _ROUND, 0, 0, b"")
@@ -183,7 +180,8 @@ class SimulatedGossip:
             ttl=ttl,
             fanout=fanout,
             created_at=int(self.now * 1000),
-            members=member.detector.live(),
+            pick=member.detector.sample,
+            members=member.detector.size(),
         )
         self._started[message_id] = self.round
         self._rounds[message_id] = []
@@ -278,7 +276,7 @@ class SimulatedGossip:
         for member in self.members:
             broadcaster, detector = member.broadcaster, member.detector
             if broadcaster and detector and broadcaster.active and not member.left:
-                broadcaster.tick(detector.live())
+                broadcaster.tick(detector.sample)
                 self._flush(member)
         self._push(self.now + self.settings.period, _ROUND, 0, 0, b"")
 
@@ -291,7 +289,7 @@ class SimulatedGossip:
         if channel == 0:
             member.detector.receive(source, frame, self.now)
         else:
-            message = member.broadcaster.receive(source, frame, members=len(member.detector.live()))
+            message = member.broadcaster.receive(source, frame, members=member.detector.size())
             if message is not None:
                 member.delivered[message.id] += 1
                 started = self._started.get(message.id, self.round)
@@ -329,7 +327,7 @@ class SimulatedGossip:
         member.detector = FailureDetector(
             member.identity, incarnation=incarnation, settings=self.settings, rng=rng
         )
-        member.broadcaster = Broadcaster(member.identity, rng=rng, rounds=self.broadcast_rounds)
+        member.broadcaster = Broadcaster(member.identity, rounds=self.broadcast_rounds)
 
 
 __all__ = ["Reach", "SimulatedGossip"]

@@ -73,7 +73,7 @@ def test_a_suspected_member_refutes_with_a_higher_incarnation() -> None:
     a, b, c = _group(3)
     before = b.incarnation
     # a tells b that c suspects it: b must refute, and a must believe the refutation
-    a._suspect(b.me, a._members[b.me], b.incarnation, c.me, now=0.0)
+    a._suspect(b.me, a._member(b.me), b.incarnation, c.me, now=0.0)
     assert a.status(b.me) is Status.SUSPECT
     _run([a, b, c], until=5)
     assert b.incarnation == before + 1
@@ -82,7 +82,7 @@ def test_a_suspected_member_refutes_with_a_higher_incarnation() -> None:
 
 def test_nobody_can_refute_for_another_member() -> None:
     a, b, mallory = _group(3)
-    a._suspect(b.me, a._members[b.me], 0, mallory.me, now=0.0)
+    a._suspect(b.me, a._member(b.me), 0, mallory.me, now=0.0)
     forged = mallory.identity.sign(
         b"crdt_mesh/swim-alive/v1\x00" + cbor2.dumps([b.me.key, 5, False])
     )
