@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,7 @@ class PeerId:
         return hash(self.key)  # bytes cache their hash; a PeerId is a key on hot paths
 
     def __str__(self) -> str:
-        return base64.b32encode(self.key).decode("ascii").rstrip("=").lower()
+        return _printable(self.key)
 
     def __repr__(self) -> str:
         return f"PeerId({self.short})"
@@ -73,6 +74,18 @@ class PeerId:
     def verify_key(self) -> nacl.signing.VerifyKey:
         """The PyNaCl verify key for this id."""
         return nacl.signing.VerifyKey(self.key)
+
+    def seal(self, plaintext: bytes) -> bytes:
+        """Encrypt ``plaintext`` so that only this peer can read it (a libsodium sealed
+        box to the X25519 form of its key); the sender stays anonymous."""
+        public = nacl.bindings.crypto_sign_ed25519_pk_to_curve25519(self.key)
+        return nacl.bindings.crypto_box_seal(plaintext, public)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _printable(key: bytes) -> str:
+    """Base32 of a key (cached: ids are printed and compared as text on hot paths)."""
+    return base64.b32encode(key).decode("ascii").rstrip("=").lower()
 
 
 class Identity:
@@ -108,6 +121,19 @@ class Identity:
     def sign(self, message: bytes) -> bytes:
         """The 64-byte detached Ed25519 signature of ``message``."""
         return nacl.bindings.crypto_sign(message, self._secret)[:64]
+
+    def unseal(self, ciphertext: bytes) -> bytes:
+        """Open a sealed box made with :meth:`PeerId.seal` for this peer.
+
+        Raises:
+            ValueError: it was not sealed for this peer, or was altered.
+        """
+        public = nacl.bindings.crypto_sign_ed25519_pk_to_curve25519(self.peer_id.key)
+        secret = nacl.bindings.crypto_sign_ed25519_sk_to_curve25519(self._secret)
+        try:
+            return nacl.bindings.crypto_box_seal_open(ciphertext, public, secret)
+        except (nacl.exceptions.CryptoError, TypeError) as exc:
+            raise ValueError("not a sealed box for this peer, or altered") from exc
 
     def save(self, path: str | os.PathLike[str], passphrase: str | bytes | None = None) -> None:
         """Write the key to ``path`` with mode 0600, sealed if a passphrase is given.

@@ -35,6 +35,7 @@ from .ledger import Entry
 from .peer import PeerSync
 from .replica import Replica
 from .services.gossip import GossipService
+from .services.tasks import TaskService
 from .swim import SwimSettings
 from .sync import ProtocolError
 from .transport import Link, Listener, Transport
@@ -119,6 +120,7 @@ class Mesh:
         self.max_peers = max_peers if max_peers is not None else 50
         self.events = EventBus()
         self._gossip: GossipService | None = None
+        self._tasks: TaskService | None = None
         self._swim = swim
         self._gossip_running = False
         self.refused_links = 0
@@ -165,6 +167,8 @@ class Mesh:
             self._unsubscribe()
         if self._gossip is not None:
             self._gossip.close()
+        if self._tasks is not None:
+            self._tasks.close()
         self.events.attach(None)
         assert self._tg is not None
         self._tg.cancel_scope.cancel()
@@ -181,6 +185,13 @@ class Mesh:
         if self._gossip is None:
             self._gossip = GossipService(self, self._swim)
         return self._gossip
+
+    @property
+    def tasks(self) -> TaskService:
+        """Task negotiation (see :mod:`crdt_mesh.services.tasks`)."""
+        if self._tasks is None:
+            self._tasks = TaskService(self)
+        return self._tasks
 
     def start_discovery(self) -> None:
         """Run the gossip service's discovery loop in this mesh (once)."""

@@ -4,10 +4,14 @@
   documents, delivery schedules (order, duplicates, splits) and network faults.
 * :class:`SimulatedMesh` - many real replicas on a simulated, seeded network,
   with ``run_until_converged()``.
+* :class:`SimulatedGossip` - the failure-detection and broadcast cores of many
+  peers on a simulated network in virtual time (crash, restart, leave, loss).
 
 Everything here is public API, and crdt_mesh's own tests use it.
 """
 
+from .gossip import Reach as Reach
+from .gossip import SimulatedGossip as SimulatedGossip
 from .ops import Op as Op
 from .ops import apply_op as apply_op
 from .ops import document_json as document_json
@@ -21,6 +25,8 @@ __all__ = [
     "ConvergenceError",
     "Faults",
     "Op",
+    "Reach",
+    "SimulatedGossip",
     "SimulatedMesh",
     "apply_op",
     "document_json",

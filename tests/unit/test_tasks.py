@@ -1,0 +1,372 @@
+"""Task negotiation over replicas: the Contract Net steps, the rules, the audit."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import cbor2
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from crdt_mesh import Identity, NotWritable, Replica
+from crdt_mesh.errors import NegotiationError
+from crdt_mesh.services.tasks import (
+    Bid,
+    TaskBoard,
+    TaskRef,
+    TaskState,
+    select,
+)
+from crdt_mesh.types import TaskCoordinationMode
+
+NEEDS = {"capabilities": ["code-review", "typescript"], "estimated_duration": 3600}
+CAN = ["code-review", "typescript", "python"]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def sync(*replicas: Replica) -> None:
+    """Every replica gets every entry the others hold."""
+    for _ in range(2):
+        for a in replicas:
+            for b in replicas:
+                if a is not b:
+                    b.ingest(a.missing_from(b.heads())).raise_first()
+
+
+@pytest.fixture
+def net(tmp_path: Path) -> Iterator[tuple[list[TaskBoard], Clock]]:
+    clock = Clock()
+    with ExitStack() as stack:
+        replicas = [
+            stack.enter_context(Replica.open(tmp_path / f"r{i}", Identity.generate()))
+            for i in range(5)
+        ]
+        yield [TaskBoard(r, clock=clock) for r in replicas], clock
+
+
+def _sync(boards: list[TaskBoard]) -> None:
+    sync(*(b.replica for b in boards))
+
+
+def test_announce_bid_award_execute(net: tuple[list[TaskBoard], Clock]) -> None:
+    (a, b, c, d, e), clock = net
+    boards = net[0]
+    ann = a.announce(
+        "task-123",
+        NEEDS,
+        deadline=clock.now + 7200,
+        negotiation={"bid_timeout": 30, "min_bidders": 2, "selection_criteria": ["price"]},
+    )
+    _sync(boards)
+    assert b.view(ann.ref).state is TaskState.ANNOUNCED  # type: ignore[union-attr]
+    b.bid("task-123", price=12.0, availability=0.9, eta=1800, capabilities=CAN)
+    c.bid(ann.ref, price=10.0, availability=0.5, eta=3600, capabilities=CAN)
+    with pytest.raises(NegotiationError, match="missing capabilities: typescript"):
+        d.bid(ann.ref, price=1.0, capabilities=["code-review"])
+    with pytest.raises(NegotiationError, match="made already"):
+        b.bid(ann.ref, price=11.0, capabilities=CAN)
+    with pytest.raises(NegotiationError, match="own task"):
+        a.bid(ann.ref, price=1.0, capabilities=CAN)
+    with pytest.raises(NegotiationError, match="unknown task"):
+        b.bid("no-such-task", price=1.0, capabilities=CAN)
+    _sync(boards)
+    assert a.view(ann.ref).state is TaskState.BIDDING  # type: ignore[union-attr]
+
+    with pytest.raises(NegotiationError, match="only"):
+        b.close(ann.ref)
+    view = a.close(ann.ref)
+    assert view.award == c.me  # cheapest
+    _sync(boards)
+    for board in boards:
+        seen = board.view(ann.ref)
+        assert seen is not None and seen.award == c.me and seen.audit_ok
+        assert seen.state is TaskState.AWARDED
+    with pytest.raises(NegotiationError, match="closed"):
+        e.bid(ann.ref, price=1.0, capabilities=CAN)
+    with pytest.raises(NegotiationError, match="not awarded to this peer"):
+        b.accept(ann.ref)
+    with pytest.raises(NegotiationError, match="awarded: cannot write result"):
+        c.complete(ann.ref, "done")
+    assert c.accept(ann.ref).state is TaskState.ACCEPTED
+    assert c.report_progress(ann.ref, {"done": 0.5}).state is TaskState.IN_PROGRESS
+    assert c.complete(ann.ref, {"review": "LGTM"}).state is TaskState.COMPLETED
+    _sync(boards)
+    final = a.conclude(ann.ref, TaskState.COMPLETED)
+    _sync(boards)
+    assert {board.view(ann.ref).state for board in boards} == {TaskState.COMPLETED}  # type: ignore[union-attr]
+    assert final.result["output"] == {"review": "LGTM"}
+
+
+def test_a_malicious_peer_cannot_forge_alter_or_award(net: tuple[list[TaskBoard], Clock]) -> None:
+    (a, b, mallory, observer, _), clock = net
+    boards = net[0]
+    ann = a.announce("t", NEEDS, negotiation={"selection_criteria": ["price"]})
+    _sync(boards)
+    b.bid(ann.ref, price=50.0, capabilities=CAN)
+    mallory.bid(ann.ref, price=60.0, capabilities=CAN)
+    _sync(boards)
+
+    # 1. overwrite a rival's bid: the rival's section is the rival's alone
+    rival = mallory.replica.document(ann.ref.section(b.me))
+    with pytest.raises(NotWritable), rival.transaction():
+        rival.array("bids").append({"price": 999.0})
+
+    # 2. award a task it did not announce: written in its own section, read by nobody
+    own = mallory.replica.document(ann.ref.section(mallory.me))
+    with own.transaction():
+        own.map("task")["award"] = {"winner": str(mallory.me), "at": clock.now}
+        own.map("task")["close"] = {"bidders": {str(mallory.me): "x"}, "at": clock.now}
+    _sync(boards)
+    view = observer.view(ann.ref)
+    assert view is not None and view.award is None and not view.closed
+    assert any("ignored" in note and mallory.me.short in note for note in view.ignored)
+
+    # 3. bid after the close, bypassing the API
+    a.close(ann.ref)
+    own.array("bids").append({"price": 1.0, "availability": 1.0, "eta": 0.0, "capabilities": CAN})
+    _sync(boards)
+    view = observer.view(ann.ref)
+    assert view is not None and view.award == b.me and view.audit_ok
+    assert [r.reason for r in view.rejected if r.bidder == mallory.me] == [
+        "duplicate bid ignored (the first counts)"
+    ]
+    with pytest.raises(NegotiationError, match="closed"):
+        observer.bid(ann.ref, price=0.5, capabilities=CAN)
+
+
+def test_a_late_bid_is_rejected_with_its_reason(net: tuple[list[TaskBoard], Clock]) -> None:
+    (a, b, c, observer, _), _clock = net
+    boards = net[0]
+    ann = a.announce("t", NEEDS)
+    _sync(boards)
+    b.bid(ann.ref, price=5.0, capabilities=CAN)
+    _sync(boards)
+    a.close(ann.ref)
+    # c never heard of the close: its replica lets it bid; everyone else rejects the bid
+    c_section = c.replica.document(ann.ref.section(c.me))
+    with c_section.transaction():
+        c_section.array("bids").append(
+            {"price": 1.0, "availability": 1.0, "eta": 0.0, "capabilities": CAN, "at": 0.0}
+        )
+    _sync(boards)
+    view = observer.view(ann.ref)
+    assert view is not None and view.award == b.me and view.audit_ok
+    assert [(r.bidder, r.reason) for r in view.rejected] == [(c.me, "bid after the close")]
+
+
+def test_an_award_against_the_rules_is_flagged(net: tuple[list[TaskBoard], Clock]) -> None:
+    (a, b, c, observer, _), _clock = net
+    boards = net[0]
+    ann = a.announce("t", NEEDS, negotiation={"selection_criteria": ["price"]})
+    _sync(boards)
+    b.bid(ann.ref, price=5.0, capabilities=CAN)
+    c.bid(ann.ref, price=9.0, capabilities=CAN)
+    _sync(boards)
+    # the announcer closes honestly but awards its friend, the dearer bidder
+    view = a.view(ann.ref)
+    assert view is not None
+    section = a.replica.document(ann.ref.section(a.me))
+    with section.transaction():
+        section.map("task")["close"] = {"bidders": {str(x.bidder): x.digest for x in view.bids}}
+        section.map("task")["award"] = {"winner": str(c.me)}
+    _sync(boards)
+    audited = observer.view(ann.ref)
+    assert audited is not None and audited.award == c.me and audited.expected_winner == b.me
+    assert not audited.audit_ok and "does not follow from the rules" in audited.problems[0]
+    with pytest.raises(NegotiationError, match="not awarded"):
+        c.accept(ann.ref)  # the winner by fiat cannot act on it
+
+
+def test_sealed_bids_are_secret_until_the_close_then_auditable(
+    net: tuple[list[TaskBoard], Clock],
+) -> None:
+    (a, b, c, observer, _), _clock = net
+    boards = net[0]
+    ann = a.announce(
+        "auction", NEEDS, mode=TaskCoordinationMode.P2P_AUCTIONED,
+        negotiation={"selection_criteria": ["price"]},
+    )  # fmt: skip
+    _sync(boards)
+    assert b.bid(ann.ref, price=30.0, capabilities=CAN) is None
+    assert c.bid(ann.ref, price=20.0, capabilities=CAN) is None
+    _sync(boards)
+    before = observer.view(ann.ref)
+    assert before is not None and before.bids == () and before.sealed == 2
+    sealed = observer.replica.document(ann.ref.section(b.me)).array("bids").to_py()[0]
+    assert set(sealed) == {"sealed", "commitment", "capabilities", "at"}  # no price in sight
+    with pytest.raises(ValueError):
+        observer.replica.identity.unseal(bytes.fromhex(sealed["sealed"]))
+    with pytest.raises(NegotiationError, match="decider"):
+        observer.sealed_bids(ann.ref)
+    assert sorted(x.price for x in a.sealed_bids(ann.ref)) == [20.0, 30.0]
+
+    a.close(ann.ref)
+    _sync(boards)
+    after = observer.view(ann.ref)
+    assert after is not None and after.audit_ok and after.award == c.me
+    assert sorted(x.price for x in after.bids) == [20.0, 30.0]
+
+    # an announcer that "opens" a bid as something else is caught by the commitment
+    section = a.replica.document(ann.ref.section(a.me))
+    close = section.map("task").to_py()["close"]
+    plain, nonce = close["opened"][str(b.me)]
+    offer = cbor2.loads(bytes.fromhex(plain))
+    forged = cbor2.dumps({**offer, "price": 10.0}, canonical=True)  # 30 -> 10: now it wins
+    close["opened"][str(b.me)] = [forged.hex(), nonce]
+    with section.transaction():
+        section.map("task")["close"] = close
+    _sync(boards)
+    caught = observer.view(ann.ref)
+    assert caught is not None and any("does not match its sealed bid" in p for p in caught.problems)
+
+
+def test_in_centralized_mode_only_the_coordinator_awards(
+    net: tuple[list[TaskBoard], Clock],
+) -> None:
+    (a, b, c, coordinator, observer), _clock = net
+    boards = net[0]
+    ann = a.announce(
+        "c", NEEDS, mode=TaskCoordinationMode.CENTRALIZED, coordinator=coordinator.me,
+        negotiation={"selection_criteria": ["availability"]},
+    )  # fmt: skip
+    _sync(boards)
+    b.bid(ann.ref, price=1.0, availability=0.2, capabilities=CAN)
+    c.bid(ann.ref, price=9.0, availability=0.9, capabilities=CAN)
+    _sync(boards)
+    with pytest.raises(NegotiationError, match="only"):
+        a.close(ann.ref)
+    coordinator.close(ann.ref)
+    _sync(boards)
+    view = observer.view(ann.ref)
+    assert view is not None and view.award == c.me and view.audit_ok
+
+
+def test_too_few_bids_or_a_passed_deadline_expire_the_task(
+    net: tuple[list[TaskBoard], Clock],
+) -> None:
+    (a, b, _, observer, _), clock = net
+    boards = net[0]
+    lonely = a.announce("lonely", NEEDS, negotiation={"min_bidders": 2})
+    silent = a.announce("silent", NEEDS, deadline=clock.now + 100)
+    _sync(boards)
+    b.bid(lonely.ref, price=3.0, capabilities=CAN)
+    _sync(boards)
+    closed = a.close(lonely.ref)
+    assert closed.state is TaskState.EXPIRED and closed.award is None
+    _sync(boards)
+    assert observer.view(lonely.ref).state is TaskState.EXPIRED  # type: ignore[union-attr]
+    clock.now += 101
+    assert observer.view(silent.ref).state is TaskState.EXPIRED  # type: ignore[union-attr]
+    with pytest.raises(NegotiationError, match="window"):
+        b.bid(silent.ref, price=1.0, capabilities=CAN)
+
+
+def test_a_parent_completes_when_its_subtasks_do(net: tuple[list[TaskBoard], Clock]) -> None:
+    (a, b, c, observer, _), _clock = net
+    boards = net[0]
+    parent = a.announce("feature", {"capabilities": []})
+    _sync(boards)
+    b.bid(parent.ref, price=100.0)
+    _sync(boards)
+    a.close(parent.ref)
+    _sync(boards)
+    b.accept(parent.ref)
+    with pytest.raises(NegotiationError, match="split"):
+        c.announce("part", {"capabilities": []}, parent=parent.ref)
+    parts = [b.announce(f"part-{i}", {"capabilities": []}, parent=parent.ref) for i in range(2)]
+    _sync(boards)
+    for part in parts:
+        c.bid(part.ref, price=10.0)
+    _sync(boards)
+    for part in parts:
+        b.close(part.ref)
+    _sync(boards)
+    for part in parts:
+        c.accept(part.ref)
+        c.complete(part.ref, "ok")
+    _sync(boards)
+    view = observer.view(parent.ref)
+    assert view is not None and set(view.subtasks) == {p.ref for p in parts}
+    assert view.state is TaskState.COMPLETED
+
+
+# -- selection is deterministic, whatever the delivery order ---------------------------------
+
+
+offers = st.lists(
+    st.tuples(
+        st.floats(0.5, 100, allow_nan=False).map(lambda x: round(x, 2)),
+        st.floats(0, 1).map(lambda x: round(x, 2)),
+        st.floats(0, 10_000).map(lambda x: round(x)),
+    ),
+    min_size=1,
+    max_size=5,
+)
+
+
+@given(offers=offers, orders=st.lists(st.randoms(use_true_random=False), min_size=2, max_size=2))
+def test_every_replica_computes_the_same_winner_the_criteria_pick(
+    tmp_path_factory: pytest.TempPathFactory, offers: list[tuple[float, float, float]], orders: list
+) -> None:
+    root = tmp_path_factory.mktemp("select")
+    clock = Clock()
+    with ExitStack() as stack:
+
+        def board() -> TaskBoard:
+            replica = stack.enter_context(
+                Replica.open(root / f"{len(opened)}", Identity.generate())
+            )
+            opened.append(replica)
+            return TaskBoard(replica, clock=clock)
+
+        opened: list[Replica] = []
+        announcer = board()
+        criteria = ["price", "availability", "eta"]
+        ann = announcer.announce("t", {}, negotiation={"selection_criteria": criteria})
+        bidders = [board() for _ in offers]
+        for bidder, (price, availability, eta) in zip(bidders, offers, strict=True):
+            sync(announcer.replica, bidder.replica)
+            bidder.bid(ann.ref, price=price, availability=availability, eta=eta)
+            sync(announcer.replica, bidder.replica)
+        view = announcer.close(ann.ref)
+        everything = announcer.replica.missing_from({})
+        winners = set()
+        for rng in orders:  # observers receive the entries in any order
+            observer = board()
+            shuffled = list(everything)
+            rng.shuffle(shuffled)
+            for entry in shuffled:
+                observer.replica.ingest([entry])
+            seen = observer.view(ann.ref)
+            assert seen is not None and seen.audit_ok
+            winners.add(seen.award)
+        bids = [
+            Bid(ann.ref, b.me, p, av, e, (), 0.0, "")
+            for b, (p, av, e) in zip(bidders, offers, strict=True)
+        ]
+        chosen = select(bids, criteria)
+        assert chosen is not None
+        assert winners == {view.award} == {chosen.bidder}
+
+
+def test_selection_weighs_criteria_in_order_and_breaks_ties_by_key() -> None:
+    ref = TaskRef(Identity.generate().peer_id, "t")
+    x, y = sorted((Identity.generate().peer_id for _ in range(2)), key=lambda p: p.key)
+    cheap = Bid(ref, y, 10.0, 0.5, 0.0, (), 0.0, "")
+    ready = Bid(ref, x, 20.0, 1.0, 0.0, (), 0.0, "")
+    assert select([cheap, ready], ["price", "availability"]) == cheap
+    assert select([cheap, ready], ["availability", "price"]) == ready
+    twin = Bid(ref, x, 10.0, 0.5, 0.0, (), 0.0, "")
+    assert select([cheap, twin], ["price"]) == twin  # equal scores: the smaller key
+    assert select([cheap, ready], ["reputation"], lambda p: 1.0 if p == y else 0.0) == cheap
+    assert select([], ["price"]) is None
