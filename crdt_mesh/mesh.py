@@ -155,6 +155,8 @@ class Mesh:
         self._unsubscribe = self.replica.on_commit(self._on_commit)
         if self.config is not None and self.config.enables(Feature.GOSSIP):
             self.start_discovery()
+        if self.config is None or self.config.enables(Feature.TASK_NEGOTIATION):
+            _ = self.tasks  # its events fire on every replica, from the first commit
         return self
 
     async def __aexit__(

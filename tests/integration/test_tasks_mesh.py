@@ -1,0 +1,108 @@
+"""`mesh.tasks` on running meshes: the mission's example, events, flags."""
+
+from __future__ import annotations
+
+import time
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import pytest
+
+from crdt_mesh import FeatureDisabledError, Identity, Mesh, MeshConfig, P2PEvents, Replica
+from crdt_mesh.services.tasks import Bid, TaskService, TaskState, TaskView
+from tests.helpers import wait_for
+from transports.memory import MemoryNetwork
+
+pytestmark = pytest.mark.anyio
+
+ON = MeshConfig(enabled=True, gossip=True, task_negotiation=True, gossip_interval_ms=200)
+
+
+async def test_the_missions_example_end_to_end(tmp_path: Path) -> None:
+    network = MemoryNetwork(seed=3)
+    announced: dict[int, list[TaskView]] = {i: [] for i in range(4)}
+    received: dict[int, list[object]] = {i: [] for i in range(4)}
+    assigned: dict[int, list[TaskView]] = {i: [] for i in range(4)}
+    async with AsyncExitStack() as stack:
+        meshes = []
+        for i in range(4):
+            replica = stack.enter_context(Replica.open(tmp_path / f"n{i}", Identity.generate()))
+            mesh = Mesh(
+                replica,
+                network.transport(f"mem://n{i}"),
+                listen=f"mem://n{i}",
+                peers=[f"mem://n{j}" for j in range(i)],
+                interval=0.05,
+                config=ON,
+                seed=i,
+            )
+            meshes.append(await stack.enter_async_context(mesh))
+            mesh.events.on(P2PEvents.TASK_ANNOUNCED, announced[i].append)
+            mesh.events.on(P2PEvents.BID_RECEIVED, received[i].append)
+            mesh.events.on(P2PEvents.TASK_ASSIGNED, assigned[i].append)
+            mesh.gossip.join(capabilities=["code-review", "typescript"] if i else [])
+        alice = meshes[0]
+        ann = await alice.tasks.announce(
+            "task-123",
+            requirements={
+                "capabilities": ["code-review", "typescript"],
+                "estimated_duration": 3600,
+                "priority": "high",
+            },
+            deadline=time.time() + 7200,
+            negotiation={
+                "bid_timeout": 30,
+                "min_bidders": 2,
+                "selection_criteria": ["reputation", "price", "availability"],
+            },
+        )
+        await wait_for(lambda: all(len(announced[i]) == 1 for i in range(4)), timeout=20)
+        await wait_for(lambda: all(len(m.gossip.peers()) == 4 for m in meshes), timeout=20)
+        await meshes[1].tasks.bid("task-123", price=12.0, availability=0.9, eta=1800)
+        await meshes[2].tasks.bid("task-123", price=12.0, availability=0.6, eta=900)
+        bids = await alice.tasks.collect_bids(ann.ref)  # returns at min_bidders, not at 30 s
+        assert len(bids) == 2 and all(isinstance(b, Bid) for b in bids)
+        winner = await alice.tasks.select_bid(
+            bids, criteria=["reputation", "price", "availability"]
+        )
+        assert winner is not None and winner.bidder == meshes[1].replica.peer_id
+        await wait_for(lambda: all(len(assigned[i]) == 1 for i in range(4)), timeout=20)
+        await wait_for(lambda: all(len(received[i]) >= 2 for i in (0, 3)), timeout=20)
+        assert all(v.award == winner.bidder for i in range(4) for v in assigned[i])
+
+        await meshes[1].tasks.accept("task-123")
+        await meshes[1].tasks.report_progress("task-123", 0.5)
+        await meshes[1].tasks.complete("task-123", {"review": "LGTM"})
+        await wait_for(
+            lambda: all(m.tasks.view(ann.ref).state is TaskState.COMPLETED for m in meshes), 20
+        )
+        assert all(m.tasks.view(ann.ref).audit_ok for m in meshes)
+
+
+async def _refuses_everything(tasks: TaskService) -> None:
+    calls = [
+        lambda: tasks.announce("t"),
+        lambda: tasks.bid("t", price=1.0),
+        lambda: tasks.collect_bids("t"),
+        lambda: tasks.select_bid("t"),
+        lambda: tasks.accept("t"),
+        lambda: tasks.report_progress("t", 1),
+        lambda: tasks.complete("t"),
+        lambda: tasks.fail("t"),
+        lambda: tasks.cancel("t"),
+        lambda: tasks.decompose("t", {}),
+    ]
+    for call in calls:
+        with pytest.raises(FeatureDisabledError, match="P2P_"):
+            await call()
+    for sync_call in (tasks.tasks, lambda: tasks.view("t")):
+        with pytest.raises(FeatureDisabledError, match="P2P_"):
+            sync_call()
+
+
+async def test_every_task_call_refuses_while_its_flag_is_off(tmp_path: Path) -> None:
+    with Replica.open(tmp_path / "r", Identity.generate()) as replica:
+        for config in (MeshConfig(), MeshConfig(enabled=True, gossip=True)):
+            mesh = Mesh(replica, MemoryNetwork().transport(), config=config)
+            await _refuses_everything(mesh.tasks)
+            mesh.tasks.close()
