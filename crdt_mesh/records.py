@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .errors import MeshError
@@ -65,3 +66,49 @@ class DocumentChange:
     author: PeerId
     seq: int
     local: bool
+
+
+class FeedHeads(dict[FeedKey, Head]):
+    """Feed heads, with the authors of each document indexed (a document load
+    then finds its feeds without scanning every feed of the replica)."""
+
+    def __init__(self, heads: Mapping[FeedKey, Head] | None = None) -> None:
+        super().__init__(heads or {})
+        self._authors: dict[DocumentId, set[PeerId]] = {}
+        for doc, author in self:
+            self._authors.setdefault(doc, set()).add(author)
+
+    def __setitem__(self, feed: FeedKey, head: Head) -> None:
+        super().__setitem__(feed, head)
+        self._authors.setdefault(feed[0], set()).add(feed[1])
+
+    def update(self, other: Mapping[FeedKey, Head]) -> None:  # type: ignore[override]
+        for feed, head in other.items():
+            self[feed] = head
+
+    def setdefault(self, feed: FeedKey, default: Head) -> Head:
+        if feed not in self:
+            self[feed] = default
+        return self[feed]
+
+    def __delitem__(self, feed: FeedKey) -> None:
+        super().__delitem__(feed)
+        self._forget(feed)
+
+    def pop(self, feed: FeedKey, *default: Head | None) -> Head | None:  # type: ignore[override]
+        had = feed in self
+        value = super().pop(feed, *default)
+        if had:
+            self._forget(feed)
+        return value
+
+    def _forget(self, feed: FeedKey) -> None:
+        authors = self._authors.get(feed[0])
+        if authors is not None:
+            authors.discard(feed[1])
+            if not authors:
+                del self._authors[feed[0]]
+
+    def authors_of(self, doc: DocumentId) -> list[PeerId]:
+        """Authors with a feed in ``doc``."""
+        return sorted(self._authors.get(doc, ()), key=lambda p: p.key)

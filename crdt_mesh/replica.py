@@ -49,6 +49,7 @@ from .ledger import (
     Policy,
 )
 from .records import (
+    FeedHeads,
     FeedKey,
     Head,
     IngestReport,
@@ -113,7 +114,7 @@ class Replica:
         self._snapshot_min_debt = snapshot_min_debt
         self._store = Store(path, durability=durability, map_size=map_size)
         self._docs: dict[bytes, DocumentId] = {}
-        self._heads: dict[FeedKey, Head] = {}
+        self._heads: FeedHeads = FeedHeads()
         self._forks: dict[FeedKey, ForkProof] = {}
         self._acls: dict[DocumentId, list[tuple[int, Acl]]] = {}
         self._open: dict[DocumentId, Document] = {}
@@ -247,13 +248,11 @@ class Replica:
                     document._applying = False
                 document._snapshot_size = len(state)
             replay = [self._entry_at(txn, doc_id, PeerId(a), s) for a, s in unresolved]
-            for (doc, author), head in self._heads.items():
-                if doc == doc_id:
-                    replay.extend(
-                        self._read_feed(
-                            txn, doc_id, author, covered.get(author.key, 0) + 1, head.seq
-                        )
-                    )
+            for author in self._heads.authors_of(doc_id):
+                head = self._heads[(doc_id, author)]
+                replay.extend(
+                    self._read_feed(txn, doc_id, author, covered.get(author.key, 0) + 1, head.seq)
+                )
         document._debt = 0
         document._apply(replay, check=True)
 
@@ -328,7 +327,7 @@ class Replica:
         if self._batch is not None:
             yield
             return
-        heads_before = dict(self._heads)
+        heads_before = FeedHeads(self._heads)
         batch: list[tuple[Document, Entry]] = []
         self._batch = batch
         try:
@@ -359,7 +358,7 @@ class Replica:
         self._after_commit([e for _, e in batch], local=True)
 
     def _abort_batch(
-        self, batch: list[tuple[Document, Entry]], heads_before: dict[FeedKey, Head]
+        self, batch: list[tuple[Document, Entry]], heads_before: FeedHeads
     ) -> None:
         self._heads = heads_before
         self._version += 1
