@@ -278,6 +278,7 @@ class TaskBoard:
         self._indexed_at = -1  # how many documents the index below was built from
         self._sections: dict[TaskRef, list[PeerId]] = {}
         self._parents_at = -1
+        self._memo: dict[tuple[TaskRef, PeerId], dict[str, Any]] | None = None
         self._children: dict[TaskRef, list[TaskRef]] = {}
 
     def _index(self) -> dict[TaskRef, list[PeerId]]:
@@ -562,6 +563,16 @@ class TaskBoard:
 
     def view(self, ref: TaskRef, now: float | None = None) -> TaskView | None:
         """The task as the replicated state says (None if its announcement is not here)."""
+        outer = self._memo is None
+        if outer:
+            self._memo = {}  # each section is read once per view
+        try:
+            return self._view(ref, now)
+        finally:
+            if outer:
+                self._memo = None
+
+    def _view(self, ref: TaskRef, now: float | None) -> TaskView | None:
         ann = self._announcement(ref)
         if ann is None:
             return None
@@ -699,10 +710,15 @@ class TaskBoard:
         return list(self._index().get(ref, ()))
 
     def _section(self, ref: TaskRef, author: PeerId) -> dict[str, Any]:
+        if self._memo is not None and (ref, author) in self._memo:
+            return self._memo[(ref, author)]
         doc_id = ref.section(author)
-        if not self.replica.has_document(doc_id):
-            return {}
-        return dict(self.replica.document(doc_id).map(_ROOT).to_py() or {})
+        section: dict[str, Any] = {}
+        if self.replica.has_document(doc_id):
+            section = dict(self.replica.document(doc_id).map(_ROOT).to_py() or {})
+        if self._memo is not None:
+            self._memo[(ref, author)] = section
+        return section
 
     def _offers(self, ref: TaskRef, author: PeerId) -> list[dict[str, Any]]:
         doc_id = ref.section(author)

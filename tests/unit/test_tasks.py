@@ -230,13 +230,16 @@ def test_sealed_bids_are_secret_until_the_close_then_auditable(
     assert caught is not None and any("does not match its sealed bid" in p for p in caught.problems)
 
 
-def test_in_centralized_mode_only_the_coordinator_awards(
-    net: tuple[list[TaskBoard], Clock],
+@pytest.mark.parametrize("mode", [TaskCoordinationMode.CENTRALIZED, TaskCoordinationMode.HYBRID])
+def test_in_coordinated_modes_only_the_coordinator_awards(
+    net: tuple[list[TaskBoard], Clock], mode: TaskCoordinationMode
 ) -> None:
     (a, b, c, coordinator, observer), _clock = net
     boards = net[0]
+    with pytest.raises(NegotiationError, match="coordinator"):
+        a.announce("nobody", NEEDS, mode=mode)
     ann = a.announce(
-        "c", NEEDS, mode=TaskCoordinationMode.CENTRALIZED, coordinator=coordinator.me,
+        "c", NEEDS, mode=mode, coordinator=coordinator.me,
         negotiation={"selection_criteria": ["availability"]},
     )  # fmt: skip
     _sync(boards)
@@ -245,10 +248,15 @@ def test_in_centralized_mode_only_the_coordinator_awards(
     _sync(boards)
     with pytest.raises(NegotiationError, match="only"):
         a.close(ann.ref)
+    # the announcer's own "award" is not the coordinator's: ignored, and said so
+    section = a.replica.document(ann.ref.section(a.me))
+    with section.transaction():
+        section.map("task")["award"] = {"winner": str(b.me)}
     coordinator.close(ann.ref)
     _sync(boards)
     view = observer.view(ann.ref)
     assert view is not None and view.award == c.me and view.audit_ok
+    assert any(note.startswith(f"award by {a.me.short} ignored") for note in view.ignored)
 
 
 def test_too_few_bids_or_a_passed_deadline_expire_the_task(
