@@ -357,9 +357,7 @@ class Replica:
         self._docs.update({d.id.key: d.id for d in docs})
         self._after_commit([e for _, e in batch], local=True)
 
-    def _abort_batch(
-        self, batch: list[tuple[Document, Entry]], heads_before: FeedHeads
-    ) -> None:
+    def _abort_batch(self, batch: list[tuple[Document, Entry]], heads_before: FeedHeads) -> None:
         self._heads = heads_before
         self._version += 1
         for document in {id(d): d for d, _ in batch}.values():

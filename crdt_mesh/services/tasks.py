@@ -118,19 +118,21 @@ class NegotiationConfig:
 
     def __post_init__(self) -> None:
         if not (self.bid_timeout > 0 and self.announcement_ttl > 0):
-            raise ValueError("bid_timeout and announcement_ttl are positive")
+            raise NegotiationError("bid_timeout and announcement_ttl are positive")
         if self.min_bidders < 1:
-            raise ValueError("min_bidders is at least 1")
+            raise NegotiationError("min_bidders is at least 1")
         unknown = set(self.selection_criteria) - set(CRITERIA)
         if unknown or not self.selection_criteria:
-            raise ValueError(f"selection criteria are some of {CRITERIA}, not {sorted(unknown)}")
+            raise NegotiationError(
+                f"selection criteria are some of {CRITERIA}, not {sorted(unknown)}"
+            )
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> NegotiationConfig:
         values = dict(values or {})
         known = {"bid_timeout", "min_bidders", "selection_criteria", "announcement_ttl"}
         if set(values) - known:
-            raise ValueError(f"unknown negotiation settings: {sorted(set(values) - known)}")
+            raise NegotiationError(f"unknown negotiation settings: {sorted(set(values) - known)}")
         if "selection_criteria" in values:
             values["selection_criteria"] = tuple(values["selection_criteria"])
         return cls(**values)
@@ -150,7 +152,7 @@ class TaskConfig:
             TaskCoordinationMode.HYBRID,
         )
         if coordinated and self.coordinator is None:
-            raise ValueError(f"{self.coordination_mode.value} needs a coordinator peer")
+            raise NegotiationError(f"{self.coordination_mode.value} needs a coordinator peer")
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,12 +317,13 @@ class TaskBoard:
         """Announce a task (a call for proposals); returns the announcement.
 
         Raises:
-            NegotiationError: the name is taken, the deadline has passed, a coordinated
-                mode has no coordinator, or the parent is not one this peer may split.
-            ValueError: malformed requirements or negotiation settings.
+            NegotiationError (a ValueError): the name is taken or malformed, the
+                deadline has passed, a coordinated mode has no coordinator, the parent
+                is not one this peer may split, or the requirements or negotiation
+                settings are malformed.
         """
         if not isinstance(name, str) or not name or ":" in name:
-            raise ValueError("a task name is a non-empty string without ':'")
+            raise NegotiationError("a task name is a non-empty string without ':'")
         config = (
             negotiation
             if isinstance(negotiation, NegotiationConfig)
@@ -338,7 +341,7 @@ class TaskBoard:
         if not isinstance(capabilities, list | tuple) or not all(
             isinstance(c, str) and c for c in capabilities
         ):
-            raise ValueError("requirements['capabilities'] is a list of non-empty strings")
+            raise NegotiationError("requirements['capabilities'] is a list of non-empty strings")
         now = self.clock()
         deadline = now + config.announcement_ttl if deadline is None else float(deadline)
         if not math.isfinite(deadline) or deadline <= now:
@@ -447,10 +450,10 @@ class TaskBoard:
         """Bid on a task; returns the bid (None while a sealed bid is unopened).
 
         Raises:
-            NegotiationError: unknown task, bidding closed or past its window or
-                deadline, missing capabilities, a second bid, or the announcer bidding.
-            ValueError: a price or eta that is negative or not finite, or an
-                availability outside [0, 1].
+            NegotiationError (a ValueError): unknown task, bidding closed or past its
+                window or deadline, missing capabilities, a second bid, the announcer
+                bidding, a price or eta negative or not finite, or an availability
+                outside [0, 1].
         """
         ref = self.resolve(ref)
         view = self._require_view(ref)
@@ -458,9 +461,9 @@ class TaskBoard:
         now = self.clock()
         price, availability, eta = float(price), float(availability), float(eta)
         if not (math.isfinite(price) and price >= 0 and math.isfinite(eta) and eta >= 0):
-            raise ValueError("price and eta are finite and not negative")
+            raise NegotiationError("price and eta are finite and not negative")
         if not 0.0 <= availability <= 1.0:
-            raise ValueError("availability is in [0, 1]")
+            raise NegotiationError("availability is in [0, 1]")
         if self.me == ref.announcer:
             raise NegotiationError("the announcer does not bid on its own task")
         if now > ann.bids_close_at or now > ann.deadline:
@@ -1040,15 +1043,17 @@ def _plain(value: Any) -> Any:
     if isinstance(value, int | float):
         number = float(value)
         if not math.isfinite(number):
-            raise ValueError("numbers in a task are finite")
+            raise NegotiationError("numbers in a task are finite")
         return number
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     if isinstance(value, Mapping):
         if not all(isinstance(k, str) for k in value):
-            raise ValueError("keys in a task are strings")
+            raise NegotiationError("keys in a task are strings")
         return {k: _plain(v) for k, v in value.items()}
-    raise ValueError(f"a task holds plain values (str, number, bool, list, dict), not {value!r}")
+    raise NegotiationError(
+        f"a task holds plain values (str, number, bool, list, dict), not {value!r}"
+    )
 
 
 def _encode(value: Any) -> bytes:
