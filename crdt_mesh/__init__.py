@@ -54,6 +54,9 @@ from .errors import (
     MeshError as MeshError,
 )
 from .errors import (
+    NegotiationError as NegotiationError,
+)
+from .errors import (
     NotWritable as NotWritable,
 )
 from .errors import (
@@ -97,6 +100,11 @@ from .types import TaskCoordinationMode as TaskCoordinationMode
 
 __version__ = "0.1.0"
 
+from .services.tasks import NegotiationConfig as NegotiationConfig
+from .services.tasks import TaskConfig as TaskConfig
+from .services.tasks import TaskRef as TaskRef
+from .services.tasks import TaskState as TaskState
+
 __all__ = [
     "Acl",
     "AuthenticationError",
@@ -132,6 +140,8 @@ __all__ = [
     "Mesh",
     "MeshConfig",
     "MeshError",
+    "NegotiationConfig",
+    "NegotiationError",
     "NotWritable",
     "P2PEvents",
     "PeerId",
@@ -143,7 +153,10 @@ __all__ = [
     "ReplicaSummary",
     "ReputationScore",
     "StoreError",
+    "TaskConfig",
     "TaskCoordinationMode",
+    "TaskRef",
+    "TaskState",
     "Transport",
     "TransportError",
     "client_id_for",
