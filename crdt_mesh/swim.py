@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import logging
 import math
 import random
 from collections.abc import Iterable, Iterator, Sequence
@@ -44,6 +45,8 @@ import nacl.exceptions
 
 from ._sampling import sample_distinct
 from .identity import Identity, PeerId
+
+log = logging.getLogger(__name__)
 
 _FRAME_DOMAIN = b"crdt_mesh/swim/v1\x00"
 _ALIVE_DOMAIN = b"crdt_mesh/swim-alive/v1\x00"
@@ -351,7 +354,7 @@ class FailureDetector:
                 self._apply(update, now)
         except (ValueError, TypeError, KeyError, cbor2.CBORDecodeError) as exc:
             self.dropped += 1
-            del exc
+            log.debug("dropped a frame from %s: %s", sender.short, exc)
             return
         if self._left:
             return
