@@ -606,6 +606,10 @@ class TaskBoard:
                 if bid is None:
                     if close is None:
                         sealed_waiting += 1
+                    elif str(bidder) not in pinned:
+                        rejected.append(RejectedBid(bidder, "bid after the close"))
+                    elif str(bidder) not in opened:
+                        problems.append(f"closed on the sealed bid of {bidder.short} unopened")
                     continue
             else:
                 bid = _bid(ref, bidder, first)

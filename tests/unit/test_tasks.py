@@ -211,10 +211,17 @@ def test_sealed_bids_are_secret_until_the_close_then_auditable(
     assert sorted(x.price for x in a.sealed_bids(ann.ref)) == [20.0, 30.0]
 
     a.close(ann.ref)
+    late = boards[4]  # bids sealed, around the API, after the close: rejected as late
+    late_section = late.replica.document(ann.ref.section(late.me))
+    with late_section.transaction():
+        late_section.array("bids").append(
+            {"sealed": a.me.seal(b"x").hex(), "commitment": "00", "capabilities": CAN, "at": 0.0}
+        )
     _sync(boards)
     after = observer.view(ann.ref)
     assert after is not None and after.audit_ok and after.award == c.me
     assert sorted(x.price for x in after.bids) == [20.0, 30.0]
+    assert [(r.bidder, r.reason) for r in after.rejected] == [(late.me, "bid after the close")]
 
     # an announcer that "opens" a bid as something else is caught by the commitment
     section = a.replica.document(ann.ref.section(a.me))
