@@ -532,8 +532,12 @@ class TaskBoard:
 
     def _winner_writes(self, ref: TaskRef, key: str, value: Any, *, after: TaskState) -> TaskView:
         view = self._require_view(ref)
-        if view.award != self.me or view.problems:
-            raise NegotiationError(f"{ref} was not awarded to this peer (by the rules)")
+        if view.award != self.me:
+            raise NegotiationError(f"{ref} was not awarded to this peer")
+        if view.problems:
+            raise NegotiationError(
+                f"the award of {ref} fails this replica's audit: {view.problems[0]}"
+            )
         order = [TaskState.AWARDED, TaskState.ACCEPTED, TaskState.IN_PROGRESS]
         if view.state not in order or order.index(view.state) < order.index(after):
             raise NegotiationError(f"{ref} is {view.state.value}: cannot write {key} now")

@@ -183,7 +183,7 @@ def test_an_award_against_the_rules_is_flagged(net: tuple[list[TaskBoard], Clock
     audited = observer.view(ann.ref)
     assert audited is not None and audited.award == c.me and audited.expected_winner == b.me
     assert not audited.audit_ok and "does not follow from the rules" in audited.problems[0]
-    with pytest.raises(NegotiationError, match="not awarded"):
+    with pytest.raises(NegotiationError, match="fails this replica's audit"):
         c.accept(ann.ref)  # the winner by fiat cannot act on it
 
 
