@@ -2,13 +2,21 @@
 
 Pure values: no I/O, no clock, no LMDB. An :class:`Entry` is the unit that is
 stored and replicated; its bytes are canonical CBOR, so each entry has exactly
-one encoding and its id (BLAKE2b-256 of that encoding) is stable.
+one encoding, and its id (BLAKE2b-256 of its nine signed fields) is stable.
+
+An entry is authenticated either by its own Ed25519 signature or, when it was
+committed in a group with others (:meth:`Replica.batch`), by one signature
+over the Merkle root of the group's entry ids plus the entry's path to that
+root. A group of 50 then costs one signature to make and one to check, not 50,
+and each entry still proves on its own that its author wrote it.
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
+import math
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +28,7 @@ import nacl.exceptions
 from .errors import ChainError, InvalidDocumentId, InvalidEntry, InvalidSignature
 from .identity import Identity, PeerId
 
-ENTRY_VERSION = 1
+ENTRY_VERSION = 2  # 2: ids hash the nine signed fields; group signatures
 #: Largest encoded entry accepted, in bytes. Bigger changes must be split.
 MAX_ENTRY_SIZE = 4 * 1024 * 1024
 MAX_NAME_LENGTH = 256
@@ -29,6 +37,12 @@ ZERO_HASH = bytes(32)
 # Domain separation: a signature over an entry can never be replayed as a
 # signature over any other kind of message this library signs.
 _ENTRY_DOMAIN = b"crdt_mesh/entry/v1\x00"
+_BATCH_DOMAIN = b"crdt_mesh/entry-batch/v1\x00"
+#: A signed group holds at most 2**MAX_BATCH_DEPTH entries.
+MAX_BATCH_DEPTH = 16
+_PAD_LEAF = hashlib.blake2b(b"\x02", digest_size=32).digest()
+_VERIFIED_ROOTS: OrderedDict[bytes, None] = OrderedDict()  # signed group roots checked
+_VERIFIED_ROOTS_MAX = 4096
 _CLIENT_DOMAIN = b"crdt_mesh/client/v1\x00"
 _ENTRY_FIELDS = 10
 _ARRAY_10 = 0x8A
@@ -179,6 +193,9 @@ class Entry:
     signature: bytes
     encoded: bytes = field(repr=False, compare=False)
     id: bytes = field(repr=False, compare=False)
+    #: (index, sibling hashes) when a group signature covers this entry; None when
+    #: the entry is signed on its own
+    proof: tuple[int, tuple[bytes, ...]] | None = field(default=None, repr=False, compare=False)
 
     def __repr__(self) -> str:
         return (
@@ -229,7 +246,30 @@ class Entry:
             payload,
             signature,
             encoded,
-            hashlib.blake2b(encoded, digest_size=32).digest(),
+            _entry_id(body),
+        )
+
+    @classmethod
+    def unsigned(
+        cls,
+        author: PeerId,
+        document: DocumentId,
+        seq: int,
+        prev: bytes,
+        payload: bytes,
+        *,
+        timestamp: int,
+        kind: EntryKind = EntryKind.UPDATE,
+        acl: int = 0,
+    ) -> Entry:
+        """An entry not signed yet: its id is final; :func:`seal` signs it with its group.
+
+        Raises:
+            InvalidEntry: a field is out of range.
+        """
+        body = _encode_body(document.text, author.key, seq, prev, timestamp, kind, acl, payload)
+        return cls(
+            document, author, seq, prev, timestamp, kind, acl, payload, b"", body, _entry_id(body)
         )
 
     @classmethod
@@ -267,6 +307,9 @@ class Entry:
             raise InvalidEntry(f"bad field: {exc}") from None
         if document.text != doc_text:
             raise InvalidEntry(f"document id {doc_text!r} is not in canonical form")
+        proof: tuple[int, tuple[bytes, ...]] | None = None
+        if isinstance(signature, list):  # [signature, index, siblings]: a group's proof
+            signature, proof = _parse_proof(signature, document.text, seq)
         if not isinstance(signature, bytes) or len(signature) != 64:
             raise InvalidEntry("signature must be 64 bytes", document=document.text, seq=seq)
         try:
@@ -275,7 +318,7 @@ class Entry:
             )
         except InvalidEntry as exc:
             raise InvalidEntry(str(exc), document=document.text, author=author.short) from None
-        if bytes((_ARRAY_10,)) + body[1:] + _SIG_HEADER + signature != data:
+        if bytes((_ARRAY_10,)) + body[1:] + _auth_field(signature, proof) != data:
             raise InvalidEntry(
                 "entry is not in canonical encoding",
                 document=document.text,
@@ -293,31 +336,50 @@ class Entry:
             payload,
             signature,
             data,
-            hashlib.blake2b(data, digest_size=32).digest(),
+            _entry_id(body),
+            proof,
         )
         if verify:
             entry.verify()
         return entry
 
     def signed_message(self) -> tuple[bytes, bytes]:
-        """(signature + signed bytes, author key): what ``crypto_sign_open`` checks."""
-        body = self.encoded[1 : -len(_SIG_HEADER) - 64]
-        return self.signature + _ENTRY_DOMAIN + b"\x89" + body, self.author.key
+        """(signature + signed bytes, author key): what ``crypto_sign_open`` checks.
+
+        For an entry signed on its own, the signed bytes are its nine fields; for
+        one signed with its group, the group's root as this entry's path gives it.
+        """
+        if not self.signature:
+            raise InvalidSignature("entry is not signed yet", **self.where())
+        if self.proof is None:
+            body = self.encoded[1 : -len(_SIG_HEADER) - 64]
+            return self.signature + _ENTRY_DOMAIN + b"\x89" + body, self.author.key
+        index, siblings = self.proof
+        node = _leaf(self.id)
+        for level, sibling in enumerate(siblings):
+            node = _node(sibling, node) if (index >> level) & 1 else _node(node, sibling)
+        return self.signature + _root_message(self.author, len(siblings), node), self.author.key
 
     def verify(self) -> None:
         """Check the signature against the author's key.
 
-        Releases the GIL while it works (libsodium), so a thread pool verifies
-        batches in parallel.
+        A group's root, once checked, is remembered (bounded): the other entries of
+        the group then cost a few hashes, not a signature check.
 
         Raises:
             InvalidSignature: the author did not sign these bytes.
         """
         signed, key = self.signed_message()
+        if self.proof is not None and signed in _VERIFIED_ROOTS:
+            return
         try:
             nacl.bindings.crypto_sign_open(signed, key)
         except nacl.exceptions.BadSignatureError:
             raise InvalidSignature("bad signature", **self.where()) from None
+        if self.proof is not None:
+            _VERIFIED_ROOTS[signed] = None
+            if len(_VERIFIED_ROOTS) > _VERIFIED_ROOTS_MAX:
+                _VERIFIED_ROOTS.popitem(last=False)
 
     def follows(self, previous: Entry | None) -> None:
         """Check that this entry extends ``previous`` (None: the feed is empty).
@@ -360,6 +422,113 @@ def _encode_body(
         [ENTRY_VERSION, doc_text, author_key, seq, prev, timestamp, int(kind), acl, payload],
         canonical=True,
     )
+
+
+def seal(identity: Identity, entries: list[Entry]) -> list[Entry]:
+    """Sign a group of unsigned entries of ``identity`` with one signature.
+
+    One entry is signed on its own; more get one signature over the Merkle root
+    of their ids and each its path to the root. Groups larger than
+    2**MAX_BATCH_DEPTH are split.
+
+    Raises:
+        InvalidEntry: an entry is not ``identity``'s, is signed already, or would
+            exceed MAX_ENTRY_SIZE with its proof.
+    """
+    out: list[Entry] = []
+    limit = 1 << MAX_BATCH_DEPTH
+    for start in range(0, len(entries), limit):
+        out.extend(_seal_group(identity, entries[start : start + limit]))
+    return out
+
+
+def _seal_group(identity: Identity, group: list[Entry]) -> list[Entry]:
+    for entry in group:
+        if entry.author != identity.peer_id or entry.signature:
+            raise InvalidEntry("only unsigned entries of this identity are sealed", **entry.where())
+    if len(group) == 1:
+        (e,) = group
+        return [
+            Entry.create(
+                identity,
+                e.document,
+                e.seq,
+                e.prev,
+                e.payload,
+                timestamp=e.timestamp,
+                kind=e.kind,
+                acl=e.acl,
+            )
+        ]
+    depth = math.ceil(math.log2(len(group)))
+    levels = [[_leaf(e.id) for e in group] + [_PAD_LEAF] * ((1 << depth) - len(group))]
+    while len(levels[-1]) > 1:
+        below = levels[-1]
+        levels.append([_node(below[i], below[i + 1]) for i in range(0, len(below), 2)])
+    signature = identity.sign(_root_message(identity.peer_id, depth, levels[-1][0]))
+    sealed = []
+    for index, entry in enumerate(group):
+        siblings = tuple(levels[level][(index >> level) ^ 1] for level in range(depth))
+        proof = (index, siblings)
+        encoded = bytes((_ARRAY_10,)) + entry.encoded[1:] + _auth_field(signature, proof)
+        if len(encoded) > MAX_ENTRY_SIZE:
+            raise InvalidEntry(f"entry of {len(encoded)} bytes exceeds {MAX_ENTRY_SIZE}")
+        sealed.append(
+            Entry(
+                entry.document,
+                entry.author,
+                entry.seq,
+                entry.prev,
+                entry.timestamp,
+                entry.kind,
+                entry.acl,
+                entry.payload,
+                signature,
+                encoded,
+                entry.id,
+                proof,
+            )
+        )
+    return sealed
+
+
+def _entry_id(body: bytes) -> bytes:
+    """An entry's id: the hash of its nine signed fields (not of how it is signed)."""
+    return hashlib.blake2b(body, digest_size=32).digest()
+
+
+def _leaf(entry_id: bytes) -> bytes:
+    return hashlib.blake2b(b"\x00" + entry_id, digest_size=32).digest()
+
+
+def _node(left: bytes, right: bytes) -> bytes:
+    return hashlib.blake2b(b"\x01" + left + right, digest_size=32).digest()
+
+
+def _root_message(author: PeerId, depth: int, root: bytes) -> bytes:
+    return _BATCH_DOMAIN + bytes((depth,)) + author.key + root
+
+
+def _auth_field(signature: bytes, proof: tuple[int, tuple[bytes, ...]] | None) -> bytes:
+    """The encoded tenth field: the signature, or [signature, index, siblings]."""
+    if proof is None:
+        return _SIG_HEADER + signature
+    return cbor2.dumps([signature, proof[0], list(proof[1])], canonical=True)
+
+
+def _parse_proof(
+    field_value: list[Any], document: str, seq: object
+) -> tuple[object, tuple[int, tuple[bytes, ...]]]:
+    if len(field_value) != 3:
+        raise InvalidEntry("a group proof is [signature, index, siblings]", document=document)
+    signature, index, siblings = field_value
+    if not isinstance(siblings, list) or not 1 <= len(siblings) <= MAX_BATCH_DEPTH:
+        raise InvalidEntry(f"a group proof has 1..{MAX_BATCH_DEPTH} siblings", document=document)
+    if not all(isinstance(h, bytes) and len(h) == 32 for h in siblings):
+        raise InvalidEntry("a group proof's siblings are 32-byte hashes", document=document)
+    if type(index) is not int or not 0 <= index < (1 << len(siblings)):
+        raise InvalidEntry("a group proof's index is out of range", document=document)
+    return signature, (index, tuple(siblings))
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,6 @@ apply (DESIGN invariants 1-5); local transactions become one signed entry each.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -47,6 +46,7 @@ from .ledger import (
     EntryKind,
     ForkProof,
     Policy,
+    seal,
 )
 from .records import (
     FeedHeads,
@@ -161,7 +161,7 @@ class Replica:
                     cursor.prev() if found else cursor.last()
                 key, value = cursor.item()
                 doc, author = self._docs[feed[:16]], PeerId(feed[16:])
-                entry_id = hashlib.blake2b(value, digest_size=32).digest()
+                entry_id = Entry.decode(value, verify=False).id  # stored: checked before
                 self._heads[(doc, author)] = Head(int.from_bytes(key[48:], "big"), entry_id)
                 found = cursor.set_range(feed + _LAST_SEQ)
             for _, value in txn.cursor(db=self._store.db("forks")):
@@ -279,7 +279,9 @@ class Replica:
 
     def _commit_local(self, document: Document, update: bytes) -> None:
         self._check_writable(document.id)
-        entry = self._next_entry(document.id, EntryKind.UPDATE, update)
+        entry = self._next_entry(
+            document.id, EntryKind.UPDATE, update, grouped=self._batch is not None
+        )
         if self._batch is not None:
             self._heads[(document.id, self.peer_id)] = Head(entry.seq, entry.id)
             self._batch.append((document, entry))
@@ -296,22 +298,32 @@ class Replica:
         self._heads[(document.id, self.peer_id)] = Head(entry.seq, entry.id)
         self._after_commit([entry], local=True)
 
-    def _next_entry(self, doc_id: DocumentId, kind: EntryKind, payload: bytes) -> Entry:
+    def _next_entry(
+        self, doc_id: DocumentId, kind: EntryKind, payload: bytes, *, grouped: bool = False
+    ) -> Entry:
+        """The next entry of this replica's feed in ``doc_id``; ``grouped``: unsigned,
+        to be signed with its batch when the batch commits."""
         head = self._heads.get((doc_id, self.peer_id))
         acl = 0
         if doc_id.policy is Policy.MEMBERS and doc_id.owner != self.peer_id:
             owner_head = self._heads.get((doc_id, doc_id.owner))  # type: ignore[arg-type]
             acl = owner_head.seq if owner_head else 0
+        seq, prev = (head.seq + 1, head.id) if head else (1, ZERO_HASH)
+        timestamp = int(self._clock() * 1000)
         try:
+            if grouped:
+                return Entry.unsigned(
+                    self.peer_id,
+                    doc_id,
+                    seq,
+                    prev,
+                    payload,
+                    timestamp=timestamp,
+                    kind=kind,
+                    acl=acl,
+                )
             return Entry.create(
-                self.identity,
-                doc_id,
-                head.seq + 1 if head else 1,
-                head.id if head else ZERO_HASH,
-                payload,
-                timestamp=int(self._clock() * 1000),
-                kind=kind,
-                acl=acl,
+                self.identity, doc_id, seq, prev, payload, timestamp=timestamp, kind=kind, acl=acl
             )
         except InvalidEntry as exc:
             raise LocalError(f"cannot write to {doc_id.text}: {exc}") from exc
@@ -339,6 +351,12 @@ class Replica:
         self._batch = None
         if not batch:
             return
+        try:  # one signature for the whole group (a Merkle root over its entry ids)
+            sealed = seal(self.identity, [entry for _, entry in batch])
+        except BaseException:
+            self._abort_batch(batch, heads_before)
+            raise
+        batch[:] = [(document, entry) for (document, _), entry in zip(batch, sealed, strict=True)]
         docs = {id(d): d for d, _ in batch}.values()
         for document, entry in batch:
             document._debt += len(entry.payload)
@@ -601,19 +619,25 @@ class Replica:
         if len(items) < _POOL_MIN_BATCH or self._verify_processes == 0:
             yield _check_chunk(_decode_chunk(items, report))
             return
-        handed: deque[list[Entry]] = deque()
+        Message = tuple[bytes, bytes]
+        handed: deque[tuple[list[Entry], list[Message], list[Message]]] = deque()
 
-        def requests() -> Iterator[list[tuple[bytes, bytes]]]:
+        def requests() -> Iterator[list[Message]]:
             for start in range(0, len(items), _VERIFY_CHUNK):
                 chunk = _decode_chunk(items[start : start + _VERIFY_CHUNK], report)
-                handed.append(chunk)
-                yield [entry.signed_message() for entry in chunk]
+                messages = [entry.signed_message() for entry in chunk]
+                unique = list(dict.fromkeys(messages))  # a signed group: one check
+                handed.append((chunk, messages, unique))
+                yield unique
 
         for answer in self._verifier().verify(requests()):
-            chunk = handed.popleft()
+            chunk, messages, unique = handed.popleft()
+            verdict = dict(zip(unique, answer, strict=True))
             yield [
-                _check_binding(entry) if ok else Rejection(entry, _bad_signature(entry))
-                for entry, ok in zip(chunk, answer, strict=True)
+                _check_binding(entry)
+                if verdict[message]
+                else Rejection(entry, _bad_signature(entry))
+                for entry, message in zip(chunk, messages, strict=True)
             ]
 
     def _verifier(self) -> VerifierPool:
