@@ -38,8 +38,9 @@ ZERO_HASH = bytes(32)
 # signature over any other kind of message this library signs.
 _ENTRY_DOMAIN = b"crdt_mesh/entry/v1\x00"
 _BATCH_DOMAIN = b"crdt_mesh/entry-batch/v1\x00"
-#: A signed group holds at most 2**MAX_BATCH_DEPTH entries.
-MAX_BATCH_DEPTH = 16
+#: A signed group holds at most 2**MAX_BATCH_DEPTH entries (a larger batch is signed in
+#: several groups): paths stay short (6 hashes), and one signature per 64 entries costs little.
+MAX_BATCH_DEPTH = 6
 _PAD_LEAF = hashlib.blake2b(b"\x02", digest_size=32).digest()
 _VERIFIED_ROOTS: OrderedDict[bytes, None] = OrderedDict()  # signed group roots checked
 _VERIFIED_ROOTS_MAX = 4096
@@ -47,6 +48,7 @@ _CLIENT_DOMAIN = b"crdt_mesh/client/v1\x00"
 _ENTRY_FIELDS = 10
 _ARRAY_10 = 0x8A
 _SIG_HEADER = b"\x58\x40"  # CBOR byte string of 64 bytes
+_HASH_HEADER = b"\x58\x20"  # CBOR byte string of 32 bytes
 _JS_SAFE_INT = (1 << 53) - 1  # Yjs client ids must stay JavaScript-safe integers
 
 
@@ -510,10 +512,22 @@ def _root_message(author: PeerId, depth: int, root: bytes) -> bytes:
 
 
 def _auth_field(signature: bytes, proof: tuple[int, tuple[bytes, ...]] | None) -> bytes:
-    """The encoded tenth field: the signature, or [signature, index, siblings]."""
+    """The encoded tenth field: the signature, or [signature, index, siblings].
+
+    Written out by hand (it is on every entry's hot path); the same bytes as
+    canonical CBOR, which a test checks.
+    """
     if proof is None:
         return _SIG_HEADER + signature
-    return cbor2.dumps([signature, proof[0], list(proof[1])], canonical=True)
+    index, siblings = proof
+    if index < 24:
+        encoded_index = bytes((index,))
+    elif index < 256:
+        encoded_index = b"\x18" + bytes((index,))
+    else:
+        return cbor2.dumps([signature, index, list(siblings)], canonical=True)
+    head = b"\x83" + _SIG_HEADER + signature + encoded_index + bytes((0x80 + len(siblings),))
+    return head + b"".join(_HASH_HEADER + h for h in siblings)
 
 
 def _parse_proof(

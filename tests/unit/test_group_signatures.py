@@ -71,7 +71,7 @@ def test_a_proof_moved_to_another_entry_or_group_is_rejected() -> None:
         with pytest.raises(InvalidSignature):
             Entry.decode(cbor2.dumps(items, canonical=True))
     items = cbor2.loads(group[1].encoded)
-    items[9][1] = 99  # index past the tree
+    items[9][1] = 99  # index past the tree (depth 2: 4 leaves)
     with pytest.raises(InvalidEntry):
         Entry.decode(cbor2.dumps(items, canonical=True))
 
@@ -145,3 +145,13 @@ def test_helper_processes_check_a_group_once_and_still_catch_a_forgery(tmp_path:
         assert isinstance(report.rejected[0].error, InvalidSignature)
         assert len(report.applied) == 300  # the chain waits at the forgery
         assert report.pending == 299
+
+
+def test_the_hand_written_proof_encoding_is_canonical_cbor() -> None:
+    from crdt_mesh.ledger import _auth_field
+
+    signature = bytes(range(64))
+    for index, depth in ((0, 1), (5, 3), (23, 5), (24, 5), (63, 6), (255, 8), (300, 9)):
+        siblings = tuple(bytes([i]) * 32 for i in range(depth))
+        expected = cbor2.dumps([signature, index, list(siblings)], canonical=True)
+        assert _auth_field(signature, (index, siblings)) == expected
