@@ -13,6 +13,7 @@ and each entry still proves on its own that its author wrote it.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hashlib
 import math
@@ -226,30 +227,10 @@ class Entry:
         Raises:
             InvalidEntry: a field is out of range or the entry is too large.
         """
-        body = _encode_body(
-            document.text, identity.peer_id.key, seq, prev, timestamp, kind, acl, payload
+        draft = cls.unsigned(
+            identity.peer_id, document, seq, prev, payload, timestamp=timestamp, kind=kind, acl=acl
         )
-        signature = identity.sign(_ENTRY_DOMAIN + body)
-        encoded = bytes((_ARRAY_10,)) + body[1:] + _SIG_HEADER + signature
-        if len(encoded) > MAX_ENTRY_SIZE:
-            raise InvalidEntry(
-                f"entry of {len(encoded)} bytes exceeds {MAX_ENTRY_SIZE}",
-                document=document.text,
-                seq=seq,
-            )
-        return cls(
-            document,
-            identity.peer_id,
-            seq,
-            prev,
-            timestamp,
-            kind,
-            acl,
-            payload,
-            signature,
-            encoded,
-            _entry_id(body),
-        )
+        return _sign_alone(identity, draft)
 
     @classmethod
     def unsigned(
@@ -449,19 +430,7 @@ def _seal_group(identity: Identity, group: list[Entry]) -> list[Entry]:
         if entry.author != identity.peer_id or entry.signature:
             raise InvalidEntry("only unsigned entries of this identity are sealed", **entry.where())
     if len(group) == 1:
-        (e,) = group
-        return [
-            Entry.create(
-                identity,
-                e.document,
-                e.seq,
-                e.prev,
-                e.payload,
-                timestamp=e.timestamp,
-                kind=e.kind,
-                acl=e.acl,
-            )
-        ]
+        return [_sign_alone(identity, group[0])]
     depth = math.ceil(math.log2(len(group)))
     levels = [[_leaf(e.id) for e in group] + [_PAD_LEAF] * ((1 << depth) - len(group))]
     while len(levels[-1]) > 1:
@@ -492,6 +461,18 @@ def _seal_group(identity: Identity, group: list[Entry]) -> list[Entry]:
             )
         )
     return sealed
+
+
+def _sign_alone(identity: Identity, draft: Entry) -> Entry:
+    """An unsigned entry (whose ``encoded`` is its nine fields) signed on its own."""
+    body = draft.encoded
+    signature = identity.sign(_ENTRY_DOMAIN + body)
+    encoded = bytes((_ARRAY_10,)) + body[1:] + _SIG_HEADER + signature
+    if len(encoded) > MAX_ENTRY_SIZE:
+        raise InvalidEntry(
+            f"entry of {len(encoded)} bytes exceeds {MAX_ENTRY_SIZE}", **draft.where()
+        )
+    return dataclasses.replace(draft, signature=signature, encoded=encoded)
 
 
 def _entry_id(body: bytes) -> bytes:
