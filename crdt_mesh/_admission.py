@@ -8,7 +8,7 @@ LMDB commit.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Hashable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ._yupdate import check_update
@@ -20,6 +20,7 @@ from .errors import (
     InvalidSignature,
     InvalidUpdate,
     MeshError,
+    PendingOverflow,
     PolicyViolation,
 )
 from .ledger import ZERO_HASH, Acl, DocumentId, Entry, EntryKind, ForkProof, Policy, client_id_for
@@ -108,8 +109,9 @@ class _Staging:
     state until :meth:`publish`, after the LMDB commit.
     """
 
-    def __init__(self, replica: Replica) -> None:
+    def __init__(self, replica: Replica, source: Hashable = None) -> None:
         self.r = replica
+        self.source = source  # who sent what is offered: charged for what must wait
         self.heads: dict[FeedKey, Head] = {}
         self.acls: dict[DocumentId, list[tuple[int, Acl]]] = {}
         self.forks: dict[FeedKey, ForkProof] = {}
@@ -190,8 +192,8 @@ class _Staging:
         if self.fork(feed) is not None:
             report.ignored += 1  # the feed is frozen: nothing after the fork counts
             return
-        pool = self.r._pending.setdefault(feed, {})
-        other = pool.get(entry.seq)
+        pending = self.r._pending
+        other = pending.get(feed, entry.seq)
         if other is not None:
             if other.id == entry.id:
                 report.duplicates += 1
@@ -199,26 +201,33 @@ class _Staging:
                 self._fork_found(ForkProof.of(other, entry), entry, report)
             return
         next_seq = head.seq + 1 if head else 1
-        if entry.seq == next_seq and not pool:  # in order: the usual case, no pending area
-            if self._judge(feed, head, entry, report) is not _WAIT:
-                return
-        elif entry.seq > next_seq and self.r._pending_count >= self.r._max_pending:
+        if entry.seq == next_seq:
+            if not pending.waiting(feed):
+                # in order: the usual case, judged at once without the pending area
+                if self._judge(feed, head, entry, report) is not _WAIT:
+                    return
+            else:
+                # It fills the gap that others wait behind: judged with them now, so it
+                # needs no room (unless it waits itself, for the ACL entry it cites).
+                pending.add(feed, entry, self.source, force=True)
+                self.touched.add(feed)
+                while self._admit_next(feed, report):
+                    pass
+                if pending.get(feed, entry.seq) is not entry:
+                    return
+                pending.pop(feed, entry.seq)
+        if not pending.add(feed, entry, self.source):
             report.rejected.append(
                 Rejection(
                     entry,
-                    InvalidEntry(
-                        f"pending area full ({self.r._max_pending} entries waiting for gaps)",
+                    PendingOverflow(
+                        "no room to wait for the entries before it (sent again, it counts)",
                         **entry.where(),
                     ),
                 )
             )
             return
-        pool[entry.seq] = entry
-        self.r._pending_count += 1
         self.touched.add(feed)
-        if entry.seq == next_seq:  # keep the pending area small on in-order input
-            while self._admit_next(feed, report):
-                pass
 
     def _record_fork(self, entry: Entry, known_id: bytes, report: IngestReport) -> None:
         known = next((a for a in self.admitted if a.id == known_id), None)
@@ -272,10 +281,7 @@ class _Staging:
         self.rebuild.add(feed[0])
 
     def _drop_pending(self, feed: FeedKey, limit: int) -> None:
-        pool = self.r._pending.get(feed, {})
-        for seq in [s for s in pool if s > limit]:
-            del pool[seq]
-            self.r._pending_count -= 1
+        self.r._pending.drop_above(feed, limit)
 
     def drain(self, report: IngestReport) -> None:
         """Admit every pending entry that now extends its feed, until none does."""
@@ -288,19 +294,18 @@ class _Staging:
 
     def _admit_next(self, feed: FeedKey, report: IngestReport) -> bool:
         """Judge the pending entry that would extend ``feed``; True if it was admitted."""
-        pool = self.r._pending.get(feed)
-        if not pool:
+        pending = self.r._pending
+        if not pending.waiting(feed):
             return False
         head = self.head(feed)
         next_seq = head.seq + 1 if head else 1
-        entry = pool.get(next_seq)
+        entry = pending.get(feed, next_seq)
         if entry is None:
             return False
         verdict = self._judge(feed, head, entry, report)
         if verdict is _WAIT:
             return False
-        del pool[next_seq]
-        self.r._pending_count -= 1
+        pending.pop(feed, next_seq)
         if verdict is _IGNORED:
             self._drop_pending(feed, self.limit(feed))
         return verdict is _ADMITTED
@@ -372,7 +377,7 @@ class _Staging:
             self._lower(feed, cut)
             self._drop_pending(feed, cut)
         # entries of members may have waited for this ACL
-        self.touched.update(f for f in self.r._pending if f[0] == doc)
+        self.touched.update(self.r._pending.feeds_of(doc))
 
     def write(self, txn: Any) -> None:
         store = self.r._store
@@ -409,5 +414,3 @@ class _Staging:
             head = r._heads.get(feed)
             if head is not None:
                 r._heads[feed] = Head(head.seq, head.id, frozen=True)
-        for feed in [f for f, pool in r._pending.items() if not pool]:
-            del r._pending[feed]

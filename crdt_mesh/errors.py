@@ -68,6 +68,12 @@ class InvalidEntry(RemoteError, ValueError):
         self.seq = seq
 
 
+class PendingOverflow(InvalidEntry):
+    """An out-of-order entry found no room in the pending area (its sender is over its
+    quota, or the area is full of entries of peers using less): sent again later, it counts.
+    """
+
+
 class InvalidSignature(InvalidEntry):
     """An entry's signature does not verify against its author's key."""
 
@@ -118,6 +124,10 @@ class TransportError(MeshError, OSError):
 
 class LinkClosed(TransportError, ConnectionError):
     """The link is gone: closed by either side, or failed."""
+
+
+class RateLimitExceeded(LinkClosed):
+    """The peer sent faster than the link's limits allow; the link was closed."""
 
 
 class AuthenticationError(TransportError):

@@ -8,11 +8,12 @@ apply (DESIGN invariants 1-5); local transactions become one signed entry each.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -27,6 +28,7 @@ from ._admission import (
     _decode_chunk,
     _Staging,
 )
+from ._pending import PendingArea, PendingLimits
 from ._verifier import VerifierPool, shared_pool
 from .document import Document
 from .errors import (
@@ -84,7 +86,9 @@ class Replica:
         durability: :attr:`Durability.FULL` (default) fsyncs every commit.
         map_size: the LMDB map's starting size; it doubles when full.
         clock: seconds since the epoch, for entry timestamps (informative only).
-        max_pending: entries that may wait for a missing predecessor.
+        max_pending: entries that may wait for a missing predecessor, in all.
+        pending: byte bounds of the pending area, in all and per source (see
+            :class:`~crdt_mesh.PendingLimits`; ``max_pending`` overrides its count).
         verify_processes: helper processes that check signatures of ingest
             batches of 512 entries or more: ``None`` shares one per core across
             the process, ``0`` checks everything in this thread.
@@ -103,14 +107,14 @@ class Replica:
         durability: Durability = Durability.FULL,
         map_size: int = 64 * 1024 * 1024,
         clock: Callable[[], float] = time.time,
-        max_pending: int = 10_000,
+        max_pending: int | None = None,
+        pending: PendingLimits | None = None,
         verify_processes: int | None = None,
         snapshot_min_debt: int = SNAPSHOT_MIN_DEBT,
     ) -> None:
         self.identity = identity
         self.peer_id = identity.peer_id
         self._clock = clock
-        self._max_pending = max_pending
         self._snapshot_min_debt = snapshot_min_debt
         self._store = Store(path, durability=durability, map_size=map_size)
         self._docs: dict[bytes, DocumentId] = {}
@@ -118,8 +122,10 @@ class Replica:
         self._forks: dict[FeedKey, ForkProof] = {}
         self._acls: dict[DocumentId, list[tuple[int, Acl]]] = {}
         self._open: dict[DocumentId, Document] = {}
-        self._pending: dict[FeedKey, dict[int, Entry]] = {}
-        self._pending_count = 0
+        limits = pending or PendingLimits()
+        if max_pending is not None:
+            limits = dataclasses.replace(limits, max_entries=max_pending)
+        self._pending = PendingArea(limits)
         self._batch: list[tuple[Document, Entry]] | None = None
         self._commit_hooks: list[Callable[[list[Entry]], None]] = []
         self._version = 0  # bumped on every change of heads, forks or ACLs
@@ -191,6 +197,10 @@ class Replica:
             if self._pool is not None:
                 self._pool.close()
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def _check_open(self) -> None:
         if self._closed:
             raise ClosedError(f"{self!r} is closed")
@@ -228,6 +238,10 @@ class Replica:
     def has_document(self, document: DocumentId) -> bool:
         """Whether this replica holds entries of ``document``."""
         return document.key in self._docs
+
+    def document_by_key(self, key: bytes) -> DocumentId | None:
+        """The document whose 16-byte key is ``key``, if this replica holds entries of it."""
+        return self._docs.get(key)
 
     def documents(self) -> list[DocumentId]:
         """Every document this replica has entries of."""
@@ -448,7 +462,7 @@ class Replica:
             feeds=len(self._heads),
             entries=sum(h.seq for h in self._heads.values()),
             fork_proofs=len(self._forks),
-            pending=self._pending_count,
+            pending=self._pending.count,
             bytes_on_disk=self._store.disk_usage(),
         )
 
@@ -502,9 +516,22 @@ class Replica:
             self._items[feed] = cached
         return cached
 
-    def feed_entries(self, key: bytes, start: int, end: int, *, proof: bool = False) -> list[bytes]:
+    def feed_entries(
+        self,
+        key: bytes,
+        start: int,
+        end: int,
+        *,
+        proof: bool = False,
+        max_bytes: int | None = None,
+    ) -> list[bytes]:
         """Encoded entries ``start..end`` of the feed with this 48-byte key (clamped to its
-        head), preceded by its fork proof if ``proof`` and there is one."""
+        head), preceded by its fork proof if ``proof`` and there is one.
+
+        With ``max_bytes``, reading stops once that many bytes were read (at least
+        one entry is returned if there is one): the sync shell reads a feed in
+        slices as the link drains, never a whole feed at once.
+        """
         self._check_open()
         doc = self._docs.get(key[:16])
         if doc is None or len(key) != 48:
@@ -518,7 +545,30 @@ class Replica:
         end = min(end, head.seq if head else 0)
         if start <= end:
             with self._store.read() as txn:
-                out.extend(e.encoded for e in self._read_feed(txn, doc, author, max(start, 1), end))
+                out.extend(self._read_encoded(txn, doc, author, max(start, 1), end, max_bytes))
+        return out
+
+    def _read_encoded(
+        self,
+        txn: Any,
+        doc: DocumentId,
+        author: PeerId,
+        start: int,
+        end: int,
+        max_bytes: int | None,
+    ) -> list[bytes]:
+        prefix = doc.key + author.key
+        out: list[bytes] = []
+        size = 0
+        cursor = txn.cursor(db=self._store.db("entries"))
+        if cursor.set_key(prefix + seq_bytes(start)):
+            for key, value in cursor:
+                if not key.startswith(prefix) or int.from_bytes(key[48:], "big") > end:
+                    break
+                out.append(bytes(value))
+                size += len(value)
+                if max_bytes is not None and size >= max_bytes:
+                    break
         return out
 
     def fork_proofs(self) -> list[ForkProof]:
@@ -576,7 +626,9 @@ class Replica:
 
     # -- ingest -------------------------------------------------------------------------
 
-    def ingest(self, items: Iterable[Entry | ForkProof | bytes]) -> IngestReport:
+    def ingest(
+        self, items: Iterable[Entry | ForkProof | bytes], *, source: Hashable = None
+    ) -> IngestReport:
         """Verify and commit entries and fork proofs from another replica.
 
         Each entry is taken whole or not at all; order and duplicates do not
@@ -584,6 +636,11 @@ class Replica:
         arrives. All accepted entries are committed in one LMDB transaction, then
         applied to the open documents. In a large batch, signatures are checked on
         a thread pool while this thread decodes and admits the rest.
+
+        Args:
+            items: encoded entries and fork proofs, or the objects.
+            source: who sent them (the peer of a link): entries that must wait are
+                charged to it, so that no source can fill the pending area for others.
 
         Returns:
             An :class:`IngestReport`; refused inputs are in ``rejected`` with a typed
@@ -604,8 +661,21 @@ class Replica:
             else:
                 entries.append(item)
         chunks = self._checked_chunks(entries, report)
-        self._admit_and_commit(_accepted(chunks, report), local=False, proofs=proofs, report=report)
+        self._admit_and_commit(
+            _accepted(chunks, report), local=False, proofs=proofs, report=report, source=source
+        )
         return report
+
+    def forget_pending(self, source: Hashable) -> None:
+        """Drop what ``source`` sent that still waits for a gap (its link closed: what
+        anti-entropy sends next fills the gap and whatever followed it)."""
+        self._check_open()
+        self._pending.forget_source(source)
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes charged to the entries waiting in the pending area."""
+        return self._pending.bytes
 
     def _checked_chunks(
         self, items: list[Entry | bytes], report: IngestReport
@@ -654,6 +724,7 @@ class Replica:
         local: bool,
         proofs: Iterable[ForkProof] = (),
         report: IngestReport | None = None,
+        source: Hashable = None,
     ) -> IngestReport:
         """Judge entries in order and commit the admitted ones in groups.
 
@@ -662,16 +733,16 @@ class Replica:
         verifier processes check the next chunks meanwhile.
         """
         report = report or IngestReport()
-        staging = _Staging(self)
+        staging = _Staging(self, source)
         for proof in proofs:
             staging.add_proof(proof, report)
         for entry in entries:
             staging.offer(entry, report)
             if len(staging.admitted) >= _GROUP_COMMIT:
                 self._commit_staged(staging, local=local, report=report)
-                staging = _Staging(self)
+                staging = _Staging(self, source)
         self._commit_staged(staging, local=local, report=report)
-        report.pending = self._pending_count
+        report.pending = self._pending.count
         return report
 
     def _commit_staged(self, staging: _Staging, *, local: bool, report: IngestReport) -> None:
