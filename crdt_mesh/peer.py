@@ -5,13 +5,17 @@ the deterministic simulator drive: it owns a :class:`~crdt_mesh.sync.SyncSession
 answers its events from the replica (entries to send, entries to ingest), and
 keeps its view of the feed heads current. It does no I/O of its own: frames go
 in through :meth:`receive` and come out of :meth:`frames`.
+
+Entries the peer lacks are read from the store only when :meth:`frames` is
+called, a slice at a time: a shell that calls it again only once the link took
+the last frames never holds more than a slice for a peer (backpressure).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .errors import MeshError
 from .identity import PeerId
@@ -25,8 +29,10 @@ from .sync import (
     PeerHello,
     ProtocolError,
     RoundFinished,
+    RoundStarted,
     SyncSession,
 )
+from .sync.session import BATCH_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +43,11 @@ class LinkStats:
 
     rounds: int = 0
     rounds_in_step: int = 0
+    #: rounds the peer opened (the answering side)
+    rounds_opened: int = 0
     entries_received: int = 0
     entries_sent: int = 0
     rejected: int = 0
-    reports: list[IngestReport] = field(default_factory=list)
 
 
 class PeerSync:
@@ -53,10 +60,12 @@ class PeerSync:
         *,
         initiator: bool,
         on_broadcast: Callable[[PeerId, bytes], None] | None = None,
+        on_ingest: Callable[[IngestReport], None] | None = None,
     ) -> None:
         self.replica = replica
         self.remote = remote
         self._on_broadcast = on_broadcast
+        self._on_ingest = on_ingest
         self.session = SyncSession(
             replica.peer_id,
             remote,
@@ -112,20 +121,45 @@ class PeerSync:
             self.session.push(visible)
             self.stats.entries_sent += len(visible)
 
-    def frames(self) -> list[bytes]:
-        """Frames to write to the link, in order."""
+    def frames(self, budget: int = BATCH_BYTES) -> list[bytes]:
+        """Frames to write to the link, in order, with at most about ``budget`` bytes of
+        entries read from the store for them. Call again for more once they are sent;
+        ``has_output`` says whether there is more."""
+        self._produce(budget)
         return self.session.data_to_send()
+
+    @property
+    def has_output(self) -> bool:
+        """Whether :meth:`frames` would return something."""
+        return bool(self.session.outbox_bytes or self.session.wants)
+
+    def _produce(self, budget: int) -> None:
+        """Read the entries of the oldest wants, up to ``budget`` bytes, and queue them."""
+        produced = 0
+        while produced < budget and (need := self.session.next_need()) is not None:
+            if not self._may_read(need.key):
+                continue  # the peer lost access since the round asked (an ACL changed)
+            items = self.replica.feed_entries(
+                need.key, need.start, need.end, proof=need.proof, max_bytes=budget - produced
+            )
+            sent_proof = need.proof and bool(items) and items[0][:1] == b"\x83"
+            entries = len(items) - sent_proof
+            if entries and need.start + entries <= need.end:
+                self.session.defer(NeedEntries(need.key, need.start + entries, need.end))
+            if items:
+                self.session.send_entries(items)
+                self.stats.entries_sent += len(items)
+                produced += sum(len(i) for i in items)
+
+    def _may_read(self, key: bytes) -> bool:
+        document = self.replica.document_by_key(key[:16])
+        return document is not None and self.replica.readable_by(document, self.remote)
 
     def _handle_events(self, pending: list[bytes]) -> None:
         """Answer the session's events; collect received entries into ``pending``."""
         while (event := self.session.next_event()) is not None:
-            if isinstance(event, NeedEntries):
-                items = self.replica.feed_entries(
-                    event.key, event.start, event.end, proof=event.proof
-                )
-                if items:
-                    self.session.send_entries(items)
-                    self.stats.entries_sent += len(items)
+            if isinstance(event, RoundStarted):
+                self.stats.rounds_opened += 1
             elif isinstance(event, EntriesReceived):
                 pending.extend(event.items)
             elif isinstance(event, RoundFinished):
@@ -139,10 +173,12 @@ class PeerSync:
 
     def _ingest(self, items: list[bytes]) -> list[Entry]:
         try:
-            report = self.replica.ingest(items)
+            report = self.replica.ingest(items, source=self.remote)
         except MeshError:
             log.exception("ingest from %s failed", self.remote.short)
             raise
+        if self._on_ingest is not None:
+            self._on_ingest(report)
         self.stats.entries_received += len(items)
         if report.rejected:
             self.stats.rejected += len(report.rejected)

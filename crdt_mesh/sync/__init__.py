@@ -16,6 +16,7 @@ from .session import Event as Event
 from .session import NeedEntries as NeedEntries
 from .session import PeerHello as PeerHello
 from .session import RoundFinished as RoundFinished
+from .session import RoundStarted as RoundStarted
 from .session import SyncSession as SyncSession
 
 __all__ = [
@@ -31,5 +32,6 @@ __all__ = [
     "PeerHello",
     "ProtocolError",
     "RoundFinished",
+    "RoundStarted",
     "SyncSession",
 ]

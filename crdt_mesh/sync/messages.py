@@ -4,10 +4,15 @@
 message        CBOR
 =============  =============================================================
 hello          ``[0, version, max_frame]``
-reconcile      ``[1, [part, ...]]``; an empty list ends a round
+reconcile      ``[1, round, step, [part, ...]]``; an empty list ends a round
 entries        ``[2, [entry or fork proof bytes, ...]]``
 broadcast      ``[3, bytes]``: an ephemeral signed gossip message (not stored)
 =============  =============================================================
+
+``round`` numbers the rounds of one link (the dialling side counts them from
+1); ``step`` numbers the messages of a round, 0 for the opener. A message is
+an answer to exactly one message of the other side, so a duplicate or a late
+message of an abandoned round is recognised and dropped, never re-answered.
 
 A reconcile part is either a fingerprint ``[0, lower, upper, fp16, count]`` or
 the items of a range ``[1, lower, upper, [[key, seq, id, frozen], ...], reply]``.
@@ -15,6 +20,8 @@ Ranges are ``[lower, upper)`` over 48-byte feed keys. A bound is a byte string
 of at most 48 bytes (a split point is the shortest prefix that separates two
 keys); an empty ``upper`` means "above every key", and a ``lower`` of null
 means "the previous part's ``upper``" (parts of a split are contiguous).
+The parts of one message are in key order and never overlap: that is checked
+here, so that no message can ask twice about the same feeds.
 """
 
 from __future__ import annotations
@@ -26,13 +33,22 @@ from typing import Any
 import cbor2
 
 from ..errors import RemoteError
+from ..ledger import MAX_ENTRY_SIZE
 from .index import KEY_MAX, KEY_SIZE, FeedItem
 
-PROTOCOL_VERSION = 1
-#: Largest frame a session accepts by default.
-MAX_FRAME = 1 << 20
-MAX_PARTS = 1024
+#: Version 2 numbers rounds and steps (version 1 did not: a repeated part made a
+#: node queue its whole store again, per part).
+PROTOCOL_VERSION = 2
+#: Largest frame a session accepts by default: one entry of the largest size fits.
+MAX_FRAME = MAX_ENTRY_SIZE + 64 * 1024
+#: Parts in one reconcile message. An honest message has at most one part per
+#: differing range at one level of splitting, so this many parts need two peers that
+#: each hold over 16,384 feeds the other lacks (then the round fails and is retried;
+#: see docs/protocol.md).
+MAX_PARTS = 16 * 1024
 MAX_ITEMS = 4096
+#: Entries (or fork proofs) in one entries frame: bounds the work one frame causes.
+MAX_ENTRIES = 4096
 
 
 class ProtocolError(RemoteError):
@@ -78,6 +94,8 @@ Part = Fingerprint | Items
 
 @dataclass(frozen=True, slots=True)
 class Reconcile:
+    round: int
+    step: int
     parts: tuple[Part, ...]
 
 
@@ -117,7 +135,7 @@ def encode(message: Message) -> bytes:
         else:
             items = [[i.key, i.seq, i.id, i.frozen] for i in part.items]
             parts.append([PartKind.ITEMS, lower, upper, items, part.reply])
-    return cbor2.dumps([Kind.RECONCILE, parts])
+    return cbor2.dumps([Kind.RECONCILE, message.round, message.step, parts])
 
 
 def decode(frame: bytes) -> Message:
@@ -149,22 +167,26 @@ def _message(value: Any) -> Message:
         items = value[1]
         if not isinstance(items, list) or not all(isinstance(i, bytes) for i in items):
             raise ProtocolError("entries are a list of byte strings")
+        if len(items) > MAX_ENTRIES:
+            raise ProtocolError(f"an entries frame holds at most {MAX_ENTRIES} items")
         return Entries(tuple(items))
     if kind == Kind.BROADCAST and len(value) == 2:
         if not isinstance(value[1], bytes):
             raise ProtocolError("a broadcast carries a byte string")
         return Broadcast(value[1])
-    if kind == Kind.RECONCILE and len(value) == 2:
-        parts = value[1]
+    if kind == Kind.RECONCILE and len(value) == 4:
+        round_, step, parts = _int(value[1]), _int(value[2]), value[3]
         if not isinstance(parts, list) or len(parts) > MAX_PARTS:
             raise ProtocolError(f"reconcile holds a list of at most {MAX_PARTS} parts")
         decoded: list[Part] = []
         previous_upper: bytes | None = None
         for raw in parts:
             part = _part(raw, previous_upper)
+            if previous_upper is not None and part.lower < previous_upper:
+                raise ProtocolError("reconcile parts overlap or are out of order")
             decoded.append(part)
             previous_upper = part.upper
-        return Reconcile(tuple(decoded))
+        return Reconcile(round_, step, tuple(decoded))
     raise ProtocolError(f"unknown message {kind!r}")
 
 

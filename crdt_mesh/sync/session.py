@@ -13,17 +13,32 @@ side answers with an empty reconcile and the round ends (one round trip, a few
 dozen bytes, whatever the number of feeds). Unequal: ranges are split and
 compared again; small ranges are sent as items, and each side then pushes the
 entries that the other lacks, oldest first per feed.
+
+What a hostile peer can make a session do is bounded by the protocol itself:
+
+* a round is a lockstep of numbered messages, and every part of a message must
+  lie inside a range this side asked about in its previous message (the opener
+  of a round asks about everything). A part outside those, or parts that overlap,
+  are a :class:`ProtocolError`; a duplicate or a message of an abandoned round is
+  recognised by its numbers and dropped (at most ``MAX_UNEXPECTED`` a round).
+* so each feed is exchanged at most once per round, and what this side queues for
+  the peer is at most the entries the peer said it lacks, each once;
+* entries are not materialised when asked for: the session keeps one *want* per
+  feed (a range of seqs; later asks merge into it), and the shell reads entries
+  from the store only as the link drains (:meth:`SyncSession.next_need`). What a
+  session holds for its peer is O(feeds), whatever the peer sends.
 """
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..identity import PeerId
 from .index import KEY_MAX, FeedIndex, FeedItem
 from .messages import (
+    MAX_ENTRIES,
     MAX_FRAME,
     PROTOCOL_VERSION,
     Broadcast,
@@ -43,12 +58,13 @@ from .messages import (
 ITEMS_THRESHOLD = 1
 #: How many sub-ranges a differing range is split into.
 SPLIT_PARTS = 16
-_RECONCILE_TAG = bytes([1])  # the second byte of a reconcile frame: [1, parts]
+_RECONCILE_TAG = bytes([1])  # the second byte of a reconcile frame: [1, round, step, parts]
 #: Entries per frame are cut at about this many bytes.
 BATCH_BYTES = 256 * 1024
-#: Frames that answer nothing (duplicates happen; a flood does not stop) before
-#: the peer is judged to be flooding the link.
+#: Frames in one round that answer nothing (duplicates and late frames happen on a
+#: lossy network; a flood does not stop) before the peer is judged to be flooding.
 MAX_UNEXPECTED = 16
+_WHOLE = (b"", KEY_MAX)
 
 
 # -- events ---------------------------------------------------------------------------------
@@ -63,12 +79,29 @@ class PeerHello:
 
 @dataclass(frozen=True, slots=True)
 class NeedEntries:
-    """Send the peer entries ``start..end`` of feed ``key`` (and its fork proof if frozen)."""
+    """The peer lacks entries ``start..end`` of feed ``key`` (and its fork proof if
+    ``proof``): a want, taken with :meth:`SyncSession.next_need`."""
 
     key: bytes
     start: int
     end: int
     proof: bool = False
+
+    def merge(self, other: NeedEntries) -> NeedEntries:
+        """One want covering both (the peer lacks the union)."""
+        return NeedEntries(
+            self.key,
+            min(self.start, other.start),
+            max(self.end, other.end),
+            self.proof or other.proof,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RoundStarted:
+    """The peer opened a round (the answering side only): the shell may budget them."""
+
+    round: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +125,16 @@ class RoundFinished:
     in_step: bool
 
 
-Event = PeerHello | NeedEntries | EntriesReceived | BroadcastReceived | RoundFinished
+Event = PeerHello | RoundStarted | EntriesReceived | BroadcastReceived | RoundFinished
+
+
+@dataclass(frozen=True, slots=True)
+class _Question:
+    """A range this side asked about in its last reconcile message."""
+
+    lower: bytes
+    upper: bytes
+    fingerprint: bool  # True: a fingerprint; False: items, with a reply wanted
 
 
 class SyncSession:
@@ -129,10 +171,17 @@ class SyncSession:
         self.closed = False
         self.bytes_sent = 0
         self.bytes_received = 0
+        #: frames dropped as duplicates or leftovers of an abandoned round
+        self.stale_frames = 0
         self._events: deque[Event] = deque()
         self._outbox: list[bytes] = []
+        self._outbox_bytes = 0
+        self._wants: OrderedDict[bytes, NeedEntries] = OrderedDict()
+        self._round = 0  # the current (or last) round's number
         self._round_active = False
         self._round_differs = False
+        self._expected_step = 0  # the step of the peer's message that answers our last one
+        self._questions: list[_Question] = []
         self._hello_sent = False
         self._unexpected_frames = 0
 
@@ -155,11 +204,19 @@ class SyncSession:
         if not self.ready or self.closed or self._round_active:
             return False
         self._refresh_index()
+        self._begin_round(self._round + 1)
+        fingerprint, count = self.index.fingerprint(*_WHOLE)
+        opener = Fingerprint(*_WHOLE, fingerprint, count)
+        self._questions = [_Question(*_WHOLE, fingerprint=True)]
+        self._expected_step = 1
+        self._queue(Reconcile(self._round, 0, (opener,)))
+        return True
+
+    def _begin_round(self, number: int) -> None:
+        self._round = number
         self._round_active = True
         self._round_differs = False
-        fingerprint, count = self.index.fingerprint(b"", KEY_MAX)
-        self._queue(Reconcile((Fingerprint(b"", KEY_MAX, fingerprint, count),)))
-        return True
+        self._unexpected_frames = 0
 
     def _refresh_index(self) -> None:
         if self._index_source is not None:
@@ -169,10 +226,11 @@ class SyncSession:
         """Forget a round that stalled (a frame was lost): the shell's timeout.
 
         The next round starts afresh; anything the lost round would have fixed,
-        it fixes.
+        it fixes. Frames of the abandoned round that still arrive are dropped.
         """
         self._round_active = False
         self._round_differs = False
+        self._questions = []
 
     @property
     def round_active(self) -> bool:
@@ -229,7 +287,7 @@ class SyncSession:
         batch: list[bytes] = []
         size = 0
         for item in encoded:
-            if batch and size + len(item) > BATCH_BYTES:
+            if batch and (size + len(item) > BATCH_BYTES or len(batch) >= MAX_ENTRIES):
                 frames.append(self._frame(Entries(tuple(batch))))
                 batch, size = [], 0
             batch.append(item)
@@ -241,6 +299,7 @@ class SyncSession:
             len(self._outbox),
         )
         self._outbox[first_reconcile:first_reconcile] = frames
+        self._outbox_bytes += sum(len(f) for f in frames)
 
     push = send_entries
 
@@ -259,10 +318,40 @@ class SyncSession:
     def data_to_send(self) -> list[bytes]:
         """The frames to write to the link, in order (each is one message)."""
         out, self._outbox = self._outbox, []
+        self._outbox_bytes = 0
         return out
 
+    @property
+    def outbox_bytes(self) -> int:
+        """Bytes of frames queued and not yet taken by :meth:`data_to_send`."""
+        return self._outbox_bytes
+
+    def next_need(self) -> NeedEntries | None:
+        """The oldest want: entries the peer lacks, for the shell to read and send.
+
+        The shell takes wants as the link drains and hands the entries back with
+        :meth:`send_entries`; what it could not send yet it gives back with
+        :meth:`defer`.
+        """
+        if not self._wants:
+            return None
+        _, need = self._wants.popitem(last=False)
+        return need
+
+    def defer(self, need: NeedEntries) -> None:
+        """Put back (the rest of) a want taken with :meth:`next_need`, first in line."""
+        self._want(need)
+        self._wants.move_to_end(need.key, last=False)
+
+    @property
+    def wants(self) -> int:
+        """Feeds with entries the peer lacks that are not sent yet."""
+        return len(self._wants)
+
     def _queue(self, message: Message) -> None:
-        self._outbox.append(self._frame(message))
+        frame = self._frame(message)
+        self._outbox.append(frame)
+        self._outbox_bytes += len(frame)
 
     def _frame(self, message: Message) -> bytes:
         frame = encode(message)
@@ -272,37 +361,84 @@ class SyncSession:
     # -- reconciliation -----------------------------------------------------------------
 
     def _reconcile(self, message: Reconcile) -> None:
-        if not message.parts:  # the other side has nothing left to compare
-            if self._round_active:
-                self._finish()
-            else:
-                self._unexpected()  # a duplicate, or a peer flooding us
+        if not self.initiator and message.round > self._round:
+            self._open_round(message)
             return
-        if not self._round_active:  # the peer started a round
-            self._refresh_index()
-            self._round_active = True
-            self._round_differs = False
-        elif self.initiator:
-            self._round_differs = True  # our opening fingerprint did not match
+        if (
+            not self._round_active
+            or message.round != self._round
+            or message.step != self._expected_step
+        ):
+            self._unexpected()  # a duplicate, a frame of an abandoned round, or a flood
+            return
+        self._check_answers(message.parts)
+        if message.parts:
+            self._round_differs = True  # the peer found a difference
+        self._answer(message)
+
+    def _open_round(self, message: Reconcile) -> None:
+        """The peer opens a round: one fingerprint of the whole key range, step 0."""
+        parts = message.parts
+        if (
+            message.step != 0
+            or len(parts) != 1
+            or not isinstance(parts[0], Fingerprint)
+            or (parts[0].lower, parts[0].upper) != _WHOLE
+        ):
+            raise ProtocolError("a round opens with one fingerprint of the whole range")
+        self._refresh_index()
+        self._begin_round(message.round)
+        self._events.append(RoundStarted(message.round))
+        self._answer(message)
+
+    def _check_answers(self, parts: tuple[Part, ...]) -> None:
+        """Every part must lie inside one of our questions, of the kind it answers.
+
+        Parts and questions are both sorted and disjoint, so one merge walk decides.
+        """
+        questions = self._questions
+        q = 0
+        for part in parts:
+            while q < len(questions) and questions[q].upper <= part.lower:
+                q += 1
+            if q == len(questions):
+                raise ProtocolError("a reconcile part answers nothing we asked")
+            question = questions[q]
+            if not (question.lower <= part.lower and part.upper <= question.upper):
+                raise ProtocolError("a reconcile part answers nothing we asked")
+            answers_items = isinstance(part, Items) and not part.reply
+            if answers_items == question.fingerprint:
+                raise ProtocolError("a reconcile part does not answer the kind of question asked")
+
+    def _answer(self, message: Reconcile) -> None:
         reply: list[Part] = []
         for part in message.parts:
             if isinstance(part, Fingerprint):
                 reply.extend(self._compare(part))
             else:
                 reply.extend(self._exchange(part))
-        self._queue(Reconcile(tuple(reply)))
+        step = message.step + 1
+        self._queue(Reconcile(self._round, step, tuple(reply)))
+        self._questions = [
+            _Question(p.lower, p.upper, fingerprint=isinstance(p, Fingerprint))
+            for p in reply
+            if isinstance(p, Fingerprint) or p.reply
+        ]
+        self._expected_step = step + 1
         if reply:
             self._round_differs = True
-        else:
+        if not self._questions:
             self._finish()
 
     def _unexpected(self) -> None:
+        self.stale_frames += 1
         self._unexpected_frames += 1
         if self._unexpected_frames > MAX_UNEXPECTED:
-            raise ProtocolError(f"more than {MAX_UNEXPECTED} frames that answer nothing")
+            raise ProtocolError(f"more than {MAX_UNEXPECTED} frames in a round that answer nothing")
 
     def _finish(self) -> None:
         self._round_active = False
+        self._questions = []
         self._events.append(RoundFinished(in_step=not self._round_differs))
 
     def _compare(self, part: Fingerprint) -> list[Part]:
@@ -323,12 +459,11 @@ class SyncSession:
         return out
 
     def _exchange(self, part: Items) -> list[Part]:
-        """Push what the peer lacks in this range; answer with our items if asked."""
+        """Want what the peer lacks in this range; answer with our items if asked."""
         theirs = {item.key: item for item in part.items}
         mine = self.index.items(part.lower, part.upper)
         for item in mine:
-            other = theirs.get(item.key)
-            self._offer(item, other)
+            self._offer(item, theirs.get(item.key))
         if part.reply:
             return [Items(part.lower, part.upper, tuple(mine), False)]
         return []
@@ -337,9 +472,14 @@ class SyncSession:
         their_seq = theirs.seq if theirs is not None else 0
         proof = mine.frozen and not (theirs is not None and theirs.frozen)
         if mine.seq > their_seq:
-            self._events.append(NeedEntries(mine.key, their_seq + 1, mine.seq, proof))
+            self._want(NeedEntries(mine.key, their_seq + 1, mine.seq, proof))
         elif theirs is not None and mine.seq == their_seq and mine.seq and mine.id != theirs.id:
             # Same seq, different entry: send ours, so that the peer sees the fork.
-            self._events.append(NeedEntries(mine.key, mine.seq, mine.seq, proof))
+            self._want(NeedEntries(mine.key, mine.seq, mine.seq, proof))
         elif proof:
-            self._events.append(NeedEntries(mine.key, 1, 0, True))
+            self._want(NeedEntries(mine.key, 1, 0, True))
+
+    def _want(self, need: NeedEntries) -> None:
+        """Remember that the peer lacks ``need`` (merged with what it lacked already)."""
+        known = self._wants.get(need.key)
+        self._wants[need.key] = need if known is None else known.merge(need)

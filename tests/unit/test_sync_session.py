@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from crdt_mesh import Identity, Policy, Replica
 from crdt_mesh.peer import PeerSync
-from crdt_mesh.sync import FeedIndex, FeedItem, ProtocolError, SyncSession
+from crdt_mesh.sync import PROTOCOL_VERSION, FeedIndex, FeedItem, ProtocolError, SyncSession
 from crdt_mesh.sync.messages import Hello, encode
 from tests.conftest import ReplicaFactory
 
@@ -134,17 +134,18 @@ def test_first_message_must_be_hello() -> None:
         b"",
         b"\xff\xff",
         cbor2.dumps([9]),
-        cbor2.dumps([1, [[0, b"", b"", b"short", 1]]]),
-        cbor2.dumps([1, [[1, b"\x01" * 48, b"\x00" * 48, [], True]]]),
-        cbor2.dumps([1, [[1, b"", b"", [[b"k", 1, b"i", False]], True]]]),
+        cbor2.dumps([1, 1, 0, [[0, b"", b"", b"short", 1]]]),
+        cbor2.dumps([1, 1, 0, [[1, b"\x01" * 48, b"\x00" * 48, [], True]]]),
+        cbor2.dumps([1, 1, 0, [[1, b"", b"", [[b"k", 1, b"i", False]], True]]]),
+        cbor2.dumps([1, [[0, b"", b"", b"\x00" * 16, 1]]]),  # version 1's reconcile
         cbor2.dumps([2, [1, 2]]),
-        cbor2.dumps([0, 2, 1000]),  # hello twice, another version
+        cbor2.dumps([0, PROTOCOL_VERSION + 1, 1000]),  # hello twice, another version
     ],
 )
 def test_malformed_frames_are_protocol_errors(frame: bytes) -> None:
     a, b = Identity.generate().peer_id, Identity.generate().peer_id
     session = SyncSession(a, b, initiator=False)
-    session.receive(encode(Hello(1, 1 << 20)))
+    session.receive(encode(Hello(PROTOCOL_VERSION, 1 << 20)))
     with pytest.raises(ProtocolError):
         session.receive(frame)
 
@@ -181,7 +182,7 @@ def test_decode_of_any_bytes_is_a_message_or_a_protocol_error(data: bytes) -> No
 def test_a_session_fed_any_frames_raises_only_protocol_errors(frames: list[bytes]) -> None:
     a, b = Identity.generate().peer_id, Identity.generate().peer_id
     session = SyncSession(a, b, initiator=False)
-    session.receive(encode(Hello(1, 1 << 20)))
+    session.receive(encode(Hello(PROTOCOL_VERSION, 1 << 20)))
     for frame in frames:
         try:
             session.receive(frame)
