@@ -5,6 +5,7 @@ hash-chained ledger entries in a local LMDB store, kept in step with other peers
 by anti-entropy over pluggable transports.
 """
 
+from ._pending import PendingLimits as PendingLimits
 from .config import Feature as Feature
 from .config import MeshConfig as MeshConfig
 from .document import Document as Document
@@ -60,7 +61,13 @@ from .errors import (
     NotWritable as NotWritable,
 )
 from .errors import (
+    PendingOverflow as PendingOverflow,
+)
+from .errors import (
     PolicyViolation as PolicyViolation,
+)
+from .errors import (
+    RateLimitExceeded as RateLimitExceeded,
 )
 from .errors import (
     RemoteError as RemoteError,
@@ -83,6 +90,9 @@ from .ledger import ForkProof as ForkProof
 from .ledger import Policy as Policy
 from .ledger import client_id_for as client_id_for
 from .mesh import Mesh as Mesh
+from .penalty import Offence as Offence
+from .penalty import Penalties as Penalties
+from .penalty import PenaltySettings as PenaltySettings
 from .records import DocumentChange as DocumentChange
 from .records import Head as Head
 from .records import IngestReport as IngestReport
@@ -143,10 +153,16 @@ __all__ = [
     "NegotiationConfig",
     "NegotiationError",
     "NotWritable",
+    "Offence",
     "P2PEvents",
     "PeerId",
+    "Penalties",
+    "PenaltySettings",
+    "PendingLimits",
+    "PendingOverflow",
     "Policy",
     "PolicyViolation",
+    "RateLimitExceeded",
     "Rejection",
     "RemoteError",
     "Replica",

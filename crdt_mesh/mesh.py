@@ -11,6 +11,12 @@ and pushes fresh local entries to up to ``push_fanout`` peers at once.
 The replica is used from the event loop's thread only (it is not
 thread-safe); write to its documents from async code running in the mesh's
 event loop.
+
+Each link has a reader (frames into a queue bounded in bytes), a handler (the
+sync core and ingest) and a writer (frames out, entries read from the store only
+as the link drains), so a slow or silent peer holds up its own link and nothing
+else. Misbehaviour is counted in a :class:`~crdt_mesh.penalty.Penalties` table:
+a peer over its threshold has its links closed and is refused for a back-off.
 """
 
 from __future__ import annotations
@@ -19,8 +25,9 @@ import contextlib
 import logging
 import math
 import random
+from collections import deque
 from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
@@ -28,11 +35,24 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .config import Feature, MeshConfig
-from .errors import ClosedError, LinkClosed, MeshError, TransportError
+from .errors import (
+    ChainError,
+    ClosedError,
+    ForkDetected,
+    InvalidSignature,
+    LinkClosed,
+    MeshError,
+    PendingOverflow,
+    RateLimitExceeded,
+    RemoteError,
+    TransportError,
+)
 from .events import EventBus
 from .identity import PeerId
 from .ledger import Entry
 from .peer import PeerSync
+from .penalty import Offence, Penalties, Refusal
+from .records import IngestReport
 from .replica import Replica
 from .services.gossip import GossipService
 from .services.tasks import TaskService
@@ -47,29 +67,88 @@ log = logging.getLogger(__name__)
 class _Connection:
     link: Link
     peer: PeerSync
-    send_lock: anyio.Lock
+    wake: anyio.Event = field(default_factory=anyio.Event)  # the writer has work
+    drained: anyio.Event = field(default_factory=anyio.Event)  # the writer caught up
+    round_tokens: float = 0.0
+    round_stamp: float = 0.0
     idle_ticks: int = 0
     started: bool = False
+    rate_limited: bool = False
 
 
-#: Frames read ahead of processing per link (bounded: a fast peer waits on TCP).
+#: Frames read ahead of processing per link, and their bytes (a fast peer waits on
+#: the transport): with one frame of at most MAX_FRAME being read, a link holds at
+#: most about _READ_AHEAD_BYTES + MAX_FRAME of a peer's input.
 _READ_AHEAD = 64
-#: Ephemeral frames kept for a peer while a link to it is being dialled.
+_READ_AHEAD_BYTES = 4 * 1024 * 1024
+#: Frames queued for a peer that did not read them yet, beyond which its link's
+#: input is not processed (replies would pile up) and ephemeral frames are dropped.
+_MAX_OUTBOX = 1024 * 1024
+#: Bytes of entries the writer reads from the store per step (one slice per send).
+_WRITE_SLICE = 256 * 1024
+#: Ephemeral frames kept for a peer while a link to it is being dialled, and how
+#: many peers may wait for such a dial at once.
 _WAITING_FRAMES = 8
+_WAITING_PEERS = 32
+#: Links over ``max_peers`` served one round each before closing (newcomers learn
+#: the peer records from them); beyond this many at once, refused at once.
+_MAX_TRANSIENT = 8
 
 
 async def _await(coroutine: Coroutine[Any, Any, None]) -> None:
     await coroutine
 
 
-async def _read_frames(link: Link, out: anyio.abc.ObjectSendStream[bytes]) -> None:
-    """Move frames from the link to the queue until either side closes."""
-    async with out:
-        try:
-            async for frame in link:
-                await out.send(frame)
-        except (LinkClosed, anyio.BrokenResourceError, anyio.ClosedResourceError):
-            pass
+class _ReadAhead:
+    """Frames read from a link and not yet handled, bounded in count and bytes."""
+
+    def __init__(self) -> None:
+        self._frames: deque[bytes] = deque()
+        self._bytes = 0
+        self._changed = anyio.Event()
+        self.closed = False
+        self.error: BaseException | None = None
+
+    def _signal(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def put(self, frame: bytes) -> None:
+        while self._frames and (
+            len(self._frames) >= _READ_AHEAD or self._bytes + len(frame) > _READ_AHEAD_BYTES
+        ):
+            await self._changed.wait()
+        self._frames.append(frame)
+        self._bytes += len(frame)
+        self._signal()
+
+    async def take(self) -> list[bytes] | None:
+        """Every frame waiting (at least one), or None once the link closed and all were taken."""
+        while not self._frames:
+            if self.closed:
+                return None
+            await self._changed.wait()
+        batch = list(self._frames)
+        self._frames.clear()
+        self._bytes = 0
+        self._signal()
+        return batch
+
+    def close(self, error: BaseException | None = None) -> None:
+        self.closed = True
+        self.error = error
+        self._signal()
+
+
+async def _read_frames(link: Link, out: _ReadAhead) -> None:
+    """Move frames from the link to the read-ahead until either side closes."""
+    try:
+        async for frame in link:
+            await out.put(frame)
+    except (LinkClosed, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+        out.close(exc)
+        return
+    out.close()
 
 
 class Mesh:
@@ -89,6 +168,12 @@ class Mesh:
             explicitly, and with ``P2P_ENABLED`` off the mesh does no P2P work at
             all: no listener, no dialling, no timers.
         swim: failure-detection timings (default: the gossip interval as the period).
+        penalties: the table of misbehaviour (default: a fresh one with the default
+            :class:`~crdt_mesh.penalty.PenaltySettings`); share one between meshes
+            of one process to refuse a peer everywhere at once.
+        rounds_per_second: rounds a peer may open on one link per second (a burst of
+            twice as many); more is a budget overrun. Default: four per ``interval``,
+            at least 20.
     """
 
     def __init__(
@@ -104,6 +189,8 @@ class Mesh:
         seed: int | None = None,
         config: MeshConfig | None = None,
         swim: SwimSettings | None = None,
+        penalties: Penalties | None = None,
+        rounds_per_second: float | None = None,
     ) -> None:
         self.replica = replica
         self.transport = transport
@@ -135,6 +222,13 @@ class Mesh:
         self.dropped_links = 0
         #: inputs refused at ingest (bad signatures, chains, policies ...)
         self.rejected_inputs = 0
+        #: misbehaviour, per peer (and per host for links that say where they come from)
+        self.penalties = penalties if penalties is not None else Penalties()
+        #: links closed at once because the peer (or its host) is refused
+        self.refused_peers = 0
+        self.rounds_per_second = (
+            rounds_per_second if rounds_per_second is not None else max(20.0, 4.0 / interval)
+        )
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -207,19 +301,23 @@ class Mesh:
         """Send an ephemeral frame (not a ledger entry) to ``peer``; best effort.
 
         Over its link if there is one; else over a link dialled to ``addresses``
-        for it (frames for a peer being dialled wait for the link, a few at most).
-        A frame that cannot be sent is dropped: the protocols above expect loss.
+        for it (frames for a peer being dialled wait for the link, a few at most,
+        and a few peers at most wait for such a dial). A frame that cannot be sent,
+        or that would wait behind too much unread output, is dropped: the
+        protocols above expect loss.
         """
         connection = self._connections.get(peer) or self._transient.get(peer)
         if connection is not None:
-            connection.peer.session.send_broadcast(data)
-            if self._tg is not None:
-                self._tg.start_soon(self._flush_quietly, connection)
+            if connection.peer.session.outbox_bytes < _MAX_OUTBOX:
+                connection.peer.session.send_broadcast(data)
+                self._wake(connection)
             return
         waiting = self._dialling_for.get(peer)
         if waiting is not None:
             if len(waiting) < _WAITING_FRAMES:
                 waiting.append(data)
+            return
+        if self._refused(peer) or len(self._dialling_for) >= _WAITING_PEERS:
             return
         if addresses and self._tg is not None and self.active:
             self._dialling_for[peer] = [data]
@@ -227,20 +325,71 @@ class Mesh:
 
     async def _dial_for(self, peer: PeerId, addresses: list[str]) -> None:
         link: Link | None = None
-        with anyio.move_on_after(max(self.interval, 1.0)):
-            for address in addresses:
-                try:
-                    link = await self.transport.dial(address, self.replica.identity)
-                    break
-                except MeshError as exc:
-                    log.debug("dial %s at %s failed: %s", peer.short, address, exc)
-        frames = self._dialling_for.pop(peer, [])
+        try:
+            with anyio.move_on_after(max(self.interval, 1.0)):
+                for address in addresses:
+                    try:
+                        link = await self.transport.dial(address, self.replica.identity)
+                        break
+                    except MeshError as exc:
+                        log.debug("dial %s at %s failed: %s", peer.short, address, exc)
+        finally:
+            frames = self._dialling_for.pop(peer, [])
         if link is None:
             return
         if link.remote != peer:
             await link.aclose()  # someone else answers at that address now
             return
         await self._serve_link(link, True, frames)
+
+    # -- misbehaviour -----------------------------------------------------------------------
+
+    def penalise(self, peer: PeerId, offence: Offence, reason: str = "") -> None:
+        """Count ``offence`` against ``peer``; past the threshold its links are closed
+        and it is refused for a back-off (logged once per episode).
+
+        Services call this for misbehaviour they can prove (a forged broadcast, a
+        copied sealed bid); the mesh calls it for breaches of the sync protocol and
+        for refused entries.
+        """
+        now = anyio.current_time()
+        refusal = self.penalties.add(peer, offence, now)
+        if refusal is None:
+            return
+        self._log_refusal(refusal, reason or offence.value)
+        # Only the key is refused: hosts are shared (NAT, one machine with many agents);
+        # what happens before a key is proven is the transport's to count per host.
+        for table in (self._connections, self._transient):
+            connection = table.get(peer)
+            if connection is not None:
+                self._close_soon(connection)
+
+    def _log_refusal(self, refusal: Refusal, reason: str) -> None:
+        key = refusal.key.short if isinstance(refusal.key, PeerId) else str(refusal.key)
+        seconds = refusal.until - anyio.current_time()
+        log.warning(
+            "refusing %s for %.0f s (episode %d): %s", key, seconds, refusal.episode, reason
+        )
+
+    def _refused(self, peer: PeerId) -> bool:
+        return self.penalties.refused(peer, anyio.current_time())
+
+    def _close_soon(self, connection: _Connection) -> None:
+        if self._tg is not None:
+            self._tg.start_soon(connection.link.aclose)
+
+    def _penalise_ingest(self, remote: PeerId, report: IngestReport) -> None:
+        """Refused entries that an honest relay could not have sent cost the sender."""
+        for rejection in report.rejected:
+            error = rejection.error
+            if isinstance(error, ForkDetected | ChainError | PendingOverflow):
+                # A fork is its author's doing, and so is a chain that breaks where
+                # the author forked before; an overflow of pending entries is ours.
+                continue
+            bad_signature = isinstance(error, InvalidSignature)
+            offence = Offence.BAD_SIGNATURE if bad_signature else Offence.INVALID_ENTRY
+            if isinstance(error, RemoteError):
+                self.penalise(remote, offence, str(error))
 
     def _on_broadcast(self, sender: PeerId, data: bytes) -> None:
         # A mesh whose gossip is off ignores broadcasts, even if mesh.gossip was touched.
@@ -283,13 +432,13 @@ class Mesh:
     # -- links ------------------------------------------------------------------------------
 
     async def _accept_loop(self, listener: Listener) -> None:
-        assert self._tg is not None
-        while True:
-            try:
-                link = await listener.accept()
-            except TransportError:
-                return
-            self._tg.start_soon(self._serve_link, link, False)
+        # The listener authenticates each connection in a task of its own (one slow
+        # handshake never holds up another) and hands us the links that make it.
+        with contextlib.suppress(TransportError):
+            await listener.serve(self._serve_accepted)
+
+    async def _serve_accepted(self, link: Link) -> None:
+        await self._serve_link(link, False)
 
     async def _dial_loop(self, address: str) -> None:
         backoff = 0.05
@@ -312,6 +461,10 @@ class Mesh:
         if remote == self.replica.peer_id:
             await link.aclose()  # we dialled ourselves
             return
+        if self._refused(remote):
+            self.refused_peers += 1
+            await link.aclose()
+            return
         existing = self._connections.get(remote)
         if existing is not None:
             if not self._replaces(existing, initiator):
@@ -324,10 +477,21 @@ class Mesh:
         # others; then it is closed. A full node so refuses links without becoming
         # a dead end for peers that only know its address.
         transient = len(self._connections) >= self.max_peers
+        if transient and (len(self._transient) >= _MAX_TRANSIENT or remote in self._transient):
+            self.refused_links += 1
+            await link.aclose()
+            return
         connection = _Connection(
             link,
-            PeerSync(self.replica, remote, initiator=initiator, on_broadcast=self._on_broadcast),
-            anyio.Lock(),
+            PeerSync(
+                self.replica,
+                remote,
+                initiator=initiator,
+                on_broadcast=self._on_broadcast,
+                on_ingest=lambda report: self._penalise_ingest(remote, report),
+            ),
+            round_tokens=2 * self.rounds_per_second,
+            round_stamp=anyio.current_time(),
         )
         if transient:
             self.refused_links += 1
@@ -335,43 +499,64 @@ class Mesh:
             self._transient[remote] = connection
         else:
             self._connections[remote] = connection
-        # A reader task queues frames; this task takes all that are waiting at once,
-        # so that a burst of pushed entries is one ingest and one group commit.
-        frames_in, frames_out = anyio.create_memory_object_stream[bytes](_READ_AHEAD)
+        frames = _ReadAhead()
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(_read_frames, link, frames_in)
+                tg.start_soon(_read_frames, link, frames)
+                tg.start_soon(self._write_frames, connection, tg.cancel_scope)
+                for frame in ephemeral:
+                    connection.peer.session.send_broadcast(frame)
+                self._wake(connection)
                 try:
-                    for frame in ephemeral:
-                        connection.peer.session.send_broadcast(frame)
-                    await self._flush(connection)
                     with anyio.move_on_after(2 * self.interval if transient else math.inf):
-                        async for frame in frames_out:
-                            batch = [frame]
-                            while len(batch) < _READ_AHEAD:
-                                try:
-                                    batch.append(frames_out.receive_nowait())
-                                except (anyio.WouldBlock, anyio.EndOfStream):
-                                    break
+                        while (batch := await frames.take()) is not None:
                             if not await self._handle(connection, batch, initiator):
                                 break
                             if transient and connection.peer.stats.rounds:
-                                break  # the newcomer has what it came for
-                except LinkClosed:
-                    pass
+                                # the newcomer has what it came for, once it is sent
+                                await self._drained(connection)
+                                break
                 except MeshError:
                     log.exception("link to %s failed", remote.short)
                 finally:
                     tg.cancel_scope.cancel()
+            if isinstance(frames.error, RateLimitExceeded):
+                self.penalise(remote, Offence.BUDGET, str(frames.error))
         finally:
-            frames_in.close()  # the reader may never have started (cancelled first)
-            frames_out.close()
             if self._connections.get(remote) is connection:
                 del self._connections[remote]
             if self._transient.get(remote) is connection:
                 del self._transient[remote]
+            if remote not in self._connections and not self.replica.closed:
+                self.replica.forget_pending(remote)  # anti-entropy sends it again if needed
             with anyio.CancelScope(shield=True):
                 await link.aclose()
+
+    async def _write_frames(self, connection: _Connection, scope: anyio.CancelScope) -> None:
+        """The link's writer: sends what the sync core queued, reading entries from the
+        store a slice at a time, only as fast as the link takes them."""
+        peer, link = connection.peer, connection.link
+        try:
+            while True:
+                await connection.wake.wait()
+                connection.wake = anyio.Event()
+                while frames := peer.frames(_WRITE_SLICE):
+                    for frame in frames:
+                        await link.send(frame)
+                connection.drained.set()
+                connection.drained = anyio.Event()
+        except (LinkClosed, TransportError) as exc:
+            log.debug("link to %s closed while sending: %s", link.remote.short, exc)
+            scope.cancel()
+
+    def _wake(self, connection: _Connection) -> None:
+        connection.wake.set()
+
+    async def _drained(self, connection: _Connection) -> None:
+        """Wait until the writer sent everything queued for the link."""
+        while connection.peer.has_output:
+            self._wake(connection)
+            await connection.drained.wait()
 
     def _replaces(self, existing: _Connection, initiator: bool) -> bool:
         """Whether a new link to a peer we are linked with should replace the old one.
@@ -390,27 +575,44 @@ class Mesh:
     async def _handle(self, connection: _Connection, frames: list[bytes], initiator: bool) -> bool:
         """Process frames that arrived together on one link; False if it must close."""
         remote = connection.link.remote
-        rejected_before = connection.peer.stats.rejected
+        peer = connection.peer
+        rejected_before = peer.stats.rejected
+        rounds_before = peer.stats.rounds_opened
         try:
-            committed = connection.peer.receive_many(frames)
+            committed = peer.receive_many(frames)
         except ProtocolError as exc:
             log.warning("closing link to %s: %s", remote.short, exc)
             self.dropped_links += 1
+            self.penalise(remote, Offence.PROTOCOL_BREACH, str(exc))
             return False
         finally:
-            self.rejected_inputs += connection.peer.stats.rejected - rejected_before
-        await self._flush(connection)
+            self.rejected_inputs += peer.stats.rejected - rejected_before
+        if peer.stats.rounds_opened > rounds_before and not self._round_budget(
+            connection, peer.stats.rounds_opened - rounds_before
+        ):
+            self.penalise(remote, Offence.BUDGET, "opened rounds faster than its budget")
+        if self._refused(remote):
+            return False
+        self._wake(connection)
         if committed:
             self._push(committed, exclude=remote)
-        if initiator and connection.peer.ready and not connection.started:
+        if initiator and peer.ready and not connection.started:
             connection.started = True  # first round at once; then every interval
             await self._start_round(connection)
+        # Replies to a peer that does not read them would pile up: stop reading it.
+        while peer.session.outbox_bytes > _MAX_OUTBOX:
+            await connection.drained.wait()
         return True
 
-    async def _flush(self, connection: _Connection) -> None:
-        async with connection.send_lock:
-            for frame in connection.peer.frames():
-                await connection.link.send(frame)
+    def _round_budget(self, connection: _Connection, rounds: int) -> bool:
+        """Take ``rounds`` from the link's token bucket of rounds; False if it ran dry."""
+        now = anyio.current_time()
+        rate = self.rounds_per_second
+        elapsed = now - connection.round_stamp
+        connection.round_tokens = min(2 * rate, connection.round_tokens + elapsed * rate)
+        connection.round_stamp = now
+        connection.round_tokens -= rounds
+        return connection.round_tokens >= 0
 
     async def _start_round(self, connection: _Connection) -> None:
         peer = connection.peer
@@ -424,8 +626,7 @@ class Mesh:
         if peer.session.round_active:
             peer.session.abandon_round()  # a round outlived its interval: a frame was lost
         if peer.start_round():
-            with contextlib.suppress(LinkClosed):  # the link's own task notices and cleans up
-                await self._flush(connection)
+            self._wake(connection)
 
     async def _timer(self) -> None:
         while True:
@@ -443,10 +644,6 @@ class Mesh:
         targets = [c for p, c in self._connections.items() if p != exclude]
         self.rng.shuffle(targets)
         for connection in targets[: self.push_fanout]:
-            connection.peer.push(entries)
-            if self._tg is not None:
-                self._tg.start_soon(self._flush_quietly, connection)
-
-    async def _flush_quietly(self, connection: _Connection) -> None:
-        with contextlib.suppress(LinkClosed):
-            await self._flush(connection)
+            if connection.peer.session.outbox_bytes < _MAX_OUTBOX:  # else anti-entropy will
+                connection.peer.push(entries)
+                self._wake(connection)

@@ -16,15 +16,24 @@ Rules a transport must keep:
   offers a peer only the documents that this identity may read.
 * Frames arrive whole or not at all, in order, each at most the size the
   transport announces; the mesh's sync protocol checks everything else.
+* ``Listener.serve`` never lets one connection hold up another: whatever a
+  transport does to authenticate a peer (a handshake) runs in a task per
+  connection, bounded in time and in number. A listener whose ``accept`` is
+  immediate can take :class:`AcceptLoop`'s ``serve``.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Protocol, runtime_checkable
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, Protocol, runtime_checkable
 
-from .errors import LinkClosed
+import anyio
+
+from .errors import LinkClosed, TransportError
 from .identity import Identity, PeerId
+
+#: What a listener hands each link to (run in a task of its own, per link).
+LinkHandler = Callable[["Link"], Coroutine[Any, Any, None]]
 
 
 @runtime_checkable
@@ -66,6 +75,12 @@ class Listener(Protocol):
         """Wait for the next incoming link. Raises TransportError once closed."""
         ...
 
+    async def serve(self, handler: LinkHandler) -> None:
+        """Accept links until the listener closes (then raise TransportError) or the
+        caller is cancelled, running ``handler(link)`` in a task of its own for each.
+        Connections are authenticated concurrently: a slow one delays no other."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -80,6 +95,34 @@ class Transport(Protocol):
     async def dial(self, address: str, identity: Identity) -> Link:
         """Open a link to the peer at ``address``. Raises TransportError if it cannot."""
         ...
+
+
+class AcceptLoop:
+    """Mixin for a listener whose ``accept`` does no slow work: ``serve`` by accepting
+    in a loop and handling each link in a task of its own."""
+
+    async def accept(self) -> Link:
+        raise NotImplementedError
+
+    async def serve(self, handler: LinkHandler) -> None:
+        async with anyio.create_task_group() as tg:
+            while True:
+                try:
+                    link = await self.accept()
+                except TransportError:
+                    tg.cancel_scope.cancel()  # the listener closed: so do its links
+                    break
+                tg.start_soon(handler, link)
+        raise TransportError("the listener is closed")
+
+
+def host_part(address: str) -> str:
+    """The host of a ``scheme://[peer@]host[:port]`` address (brackets of IPv6 removed)."""
+    rest = address.split("://", 1)[-1].rsplit("@", 1)[-1]
+    if rest.startswith("["):
+        return rest[1:].split("]", 1)[0]
+    host, sep, port = rest.rpartition(":")
+    return host if sep and port.isdigit() else rest
 
 
 class FramesUntilClosed:

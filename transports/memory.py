@@ -22,7 +22,7 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from crdt_mesh.errors import LinkClosed, TransportError
 from crdt_mesh.identity import Identity, PeerId
-from crdt_mesh.transport import FramesUntilClosed
+from crdt_mesh.transport import AcceptLoop, FramesUntilClosed
 
 _BUFFER = 4096
 
@@ -145,7 +145,7 @@ class MemoryLink(FramesUntilClosed):
             await self._in.aclose()
 
 
-class MemoryListener:
+class MemoryListener(AcceptLoop):
     def __init__(self, network: MemoryNetwork, address: str, identity: Identity) -> None:
         self._network = network
         self._address = address

@@ -18,7 +18,15 @@ On the wire (after the TCP connection):
   replayed, reordered) kills the link.
 
 Limits per link: frame size, frames and bytes per second (token buckets);
-excess closes the link with a logged reason.
+excess closes the link with a logged reason (:class:`RateLimitExceeded`).
+
+Limits per listener: handshakes run concurrently, each in a task of its own with
+one deadline for the whole handshake (a peer that trickles a byte at a time runs
+into it), at most ``max_handshakes`` at once and ``max_handshakes_per_host`` from
+one host, and at most ``handshakes_per_second`` begun per host. A failed or
+timed-out handshake counts against its host in a
+:class:`~crdt_mesh.penalty.Penalties` table; a refused host's connections are
+closed before any handshake work.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 import anyio
@@ -33,7 +42,13 @@ import cbor2
 import nacl.bindings
 from anyio.abc import SocketAttribute, SocketListener, SocketStream
 
-from crdt_mesh.errors import AuthenticationError, LinkClosed, MeshError, TransportError
+from crdt_mesh.errors import (
+    AuthenticationError,
+    LinkClosed,
+    MeshError,
+    RateLimitExceeded,
+    TransportError,
+)
 from crdt_mesh.identity import Identity, PeerId
 from crdt_mesh.noise import (
     MAX_MESSAGE,
@@ -43,7 +58,9 @@ from crdt_mesh.noise import (
     HandshakeError,
     XXHandshake,
 )
-from crdt_mesh.transport import FramesUntilClosed
+from crdt_mesh.penalty import Offence, Penalties
+from crdt_mesh.sync import MAX_FRAME
+from crdt_mesh.transport import FramesUntilClosed, LinkHandler
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +71,26 @@ _CHUNK = MAX_MESSAGE - TAGLEN  # plaintext bytes per Noise transport message
 
 @dataclass(frozen=True, slots=True)
 class TcpLimits:
-    """Per-link limits. The defaults suit a mesh of agents, not a file server."""
+    """Per-link and per-listener limits. The defaults suit a mesh of agents, not a
+    file server."""
 
-    max_frame: int = 4 * 1024 * 1024
+    max_frame: int = MAX_FRAME
     frames_per_second: float = 2_000.0
     bytes_per_second: float = 64 * 1024 * 1024
     connect_timeout: float = 5.0
+    #: the deadline of a whole handshake, however its bytes arrive
     handshake_timeout: float = 5.0
+    #: handshakes in flight at once on one listener, and from one host
+    max_handshakes: int = 64
+    max_handshakes_per_host: int = 8
+    #: handshakes one host may begin per second (a burst of twice as many)
+    handshakes_per_second: float = 20.0
+
+    def __post_init__(self) -> None:
+        if self.max_frame < 1 or self.max_handshakes < 1 or self.max_handshakes_per_host < 1:
+            raise ValueError("max_frame, max_handshakes and max_handshakes_per_host are >= 1")
+        if min(self.frames_per_second, self.bytes_per_second, self.handshakes_per_second) <= 0:
+            raise ValueError("rates are positive")
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +171,10 @@ class _TokenBucket:
         self.stamp = now
         self.tokens -= amount
         return self.tokens >= -self.rate  # allow a burst of one second's worth
+
+    def full(self) -> bool:
+        """Whether the bucket refilled completely (nothing to remember)."""
+        return self.tokens + (time.monotonic() - self.stamp) * self.rate >= self.rate
 
 
 class TcpLink(FramesUntilClosed):
@@ -237,7 +271,7 @@ class TcpLink(FramesUntilClosed):
             raise LinkClosed("frame longer than announced")
         if not (self._frames.take(1) and self._bytes.take(size)):
             await self.aclose()
-            raise LinkClosed(f"{self._remote.short} exceeded the link's rate limits")
+            raise RateLimitExceeded(f"{self._remote.short} exceeded the link's rate limits")
         return bytes(frame)
 
     async def aclose(self) -> None:
@@ -311,62 +345,177 @@ def _keepalive(stream: SocketStream) -> None:
         pass
 
 
-class TcpListener:
-    """Accepts TCP connections and completes the handshake before handing out a link."""
+def _host(stream: SocketStream) -> tuple[str, str]:
+    """(host, tcp:// address) of the other end of ``stream``."""
+    try:
+        remote = stream.extra(SocketAttribute.remote_address)
+        host, port = str(remote[0]), int(remote[1])
+    except (anyio.TypedAttributeLookupError, TypeError, IndexError, ValueError, OSError):
+        return "?", "tcp://?:0"
+    return host, str(TcpAddress(host, port))
 
-    def __init__(self, listener: SocketListener, identity: Identity, limits: TcpLimits) -> None:
+
+class TcpListener:
+    """Accepts TCP connections and completes the handshake before handing out a link.
+
+    :meth:`serve` (what a :class:`~crdt_mesh.Mesh` uses) runs handshakes concurrently,
+    within the limits of :class:`TcpLimits`; :meth:`accept` runs one at a time and
+    suits tools and tests.
+    """
+
+    def __init__(
+        self,
+        listener: SocketListener,
+        identity: Identity,
+        limits: TcpLimits,
+        penalties: Penalties,
+    ) -> None:
         self._listener = listener
         self._identity = identity
         self._limits = limits
+        self.penalties = penalties
         local: tuple[str, int] = listener.extra(SocketAttribute.local_address)  # type: ignore[assignment]
         self._address = str(TcpAddress(str(local[0]), int(local[1])))
+        #: connections closed without a link: failed handshakes and refusals
         self.refused = 0
+        self._in_flight = 0
+        self._per_host: dict[str, int] = {}
+        self._rates: dict[str, _TokenBucket] = {}
 
     @property
     def address(self) -> str:
         return self._address
 
+    async def _accept_stream(self) -> SocketStream:
+        try:
+            stream = await self._listener.accept()
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError) as exc:
+            raise TransportError("listener closed") from exc
+        _keepalive(stream)
+        return stream
+
     async def accept(self) -> TcpLink:
         while True:
-            try:
-                stream = await self._listener.accept()
-            except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError) as exc:
-                raise TransportError("listener closed") from exc
-            _keepalive(stream)
-            try:
-                with anyio.fail_after(self._limits.handshake_timeout):
-                    peer, send, receive, rest = await handshake(
-                        stream, self._identity, initiator=False
-                    )
-            except (
-                HandshakeError,
-                TimeoutError,
-                OSError,
-                anyio.BrokenResourceError,
-                MeshError,
-            ) as exc:
-                self.refused += 1
-                log.warning("refused a connection: %s", exc)
-                await stream.aclose()
+            stream = await self._accept_stream()
+            host, address = _host(stream)
+            if not self._admit(host):
+                await _close(stream)
                 continue
-            except BaseException:  # cancelled mid-handshake: leave no socket behind
-                with anyio.CancelScope(shield=True):
-                    await stream.aclose()
-                raise
-            remote = stream.extra(SocketAttribute.remote_address)
-            link = TcpLink(stream, peer, send, receive, self._limits, str(remote))
-            link._buffer += rest
-            return link
+            link = await self._authenticate(stream, host, address)
+            if link is not None:
+                return link
+
+    async def serve(self, handler: LinkHandler) -> None:
+        async with anyio.create_task_group() as tg:
+            while True:
+                try:
+                    stream = await self._accept_stream()
+                except TransportError:
+                    tg.cancel_scope.cancel()  # the listener closed: so do its links
+                    break
+                host, address = _host(stream)
+                if not self._admit(host):
+                    await _close(stream)
+                    continue
+                self._in_flight += 1
+                self._per_host[host] = self._per_host.get(host, 0) + 1
+                tg.start_soon(self._serve_one, stream, host, address, handler)
+        raise TransportError("the listener is closed")
+
+    async def _serve_one(
+        self, stream: SocketStream, host: str, address: str, handler: LinkHandler
+    ) -> None:
+        try:
+            link = await self._authenticate(stream, host, address)
+        finally:
+            self._in_flight -= 1
+            left = self._per_host[host] - 1
+            if left:
+                self._per_host[host] = left
+            else:
+                del self._per_host[host]
+        if link is not None:
+            await handler(link)
+
+    def _admit(self, host: str) -> bool:
+        """Whether a connection from ``host`` may start a handshake now."""
+        limits = self._limits
+        now = anyio.current_time()
+        bucket = self._rates.get(host)
+        if bucket is None:
+            if len(self._rates) > 10_000:  # forget hosts that have been quiet
+                self._rates = {h: b for h, b in self._rates.items() if not b.full()}
+            bucket = self._rates[host] = _TokenBucket(limits.handshakes_per_second)
+        reason = None
+        if self.penalties.refused(_host_key(host), now):
+            reason = "refused"
+        elif self._in_flight >= limits.max_handshakes:
+            reason = f"{limits.max_handshakes} handshakes in flight"
+        elif self._per_host.get(host, 0) >= limits.max_handshakes_per_host:
+            reason = f"{limits.max_handshakes_per_host} handshakes in flight from {host}"
+        elif not bucket.take(1):
+            reason = f"{host} begins handshakes too fast"
+            self._penalise(host, Offence.BUDGET, reason)
+        if reason is None:
+            return True
+        self.refused += 1
+        log.debug("refused a connection from %s: %s", host, reason)
+        return False
+
+    async def _authenticate(self, stream: SocketStream, host: str, address: str) -> TcpLink | None:
+        try:
+            with anyio.fail_after(self._limits.handshake_timeout):
+                peer, send, receive, rest = await handshake(stream, self._identity, initiator=False)
+        except (
+            HandshakeError,
+            TimeoutError,
+            OSError,
+            anyio.BrokenResourceError,
+            MeshError,
+        ) as exc:
+            self.refused += 1
+            self._penalise(host, Offence.HANDSHAKE, f"handshake failed: {exc or 'timed out'}")
+            await _close(stream)
+            return None
+        except BaseException:  # cancelled mid-handshake: leave no socket behind
+            await _close(stream)
+            raise
+        link = TcpLink(stream, peer, send, receive, self._limits, address)
+        link._buffer += rest
+        return link
+
+    def _penalise(self, host: str, offence: Offence, reason: str) -> None:
+        refusal = self.penalties.add(_host_key(host), offence, anyio.current_time())
+        if refusal is not None:
+            log.warning("refusing connections from %s for a while: %s", host, reason)
+        else:
+            log.debug("connection from %s: %s", host, reason)
 
     async def aclose(self) -> None:
         await self._listener.aclose()
 
 
-class TcpTransport:
-    """A :class:`~crdt_mesh.transport.Transport` over TCP with Noise XX."""
+def _host_key(host: str) -> Hashable:
+    return ("tcp-host", host)
 
-    def __init__(self, limits: TcpLimits = TcpLimits()) -> None:
+
+async def _close(stream: SocketStream) -> None:
+    with anyio.CancelScope(shield=True):
+        await stream.aclose()
+
+
+class TcpTransport:
+    """A :class:`~crdt_mesh.transport.Transport` over TCP with Noise XX.
+
+    Args:
+        limits: per-link and per-listener limits.
+        penalties: where failed handshakes count, per host (default: a table of the
+            transport's own, shared by its listeners).
+    """
+
+    def __init__(self, limits: TcpLimits = TcpLimits(), penalties: Penalties | None = None) -> None:
         self.limits = limits
+        self.penalties = penalties if penalties is not None else Penalties()
 
     async def listen(self, address: str, identity: Identity) -> TcpListener:
         parsed = TcpAddress.parse(address)
@@ -378,7 +527,7 @@ class TcpTransport:
             raise TransportError(f"cannot listen on {address}: {exc}") from exc
         first = listener.listeners[0]
         assert isinstance(first, SocketListener)
-        return TcpListener(first, identity, self.limits)
+        return TcpListener(first, identity, self.limits, self.penalties)
 
     async def dial(self, address: str, identity: Identity) -> TcpLink:
         parsed = TcpAddress.parse(address)

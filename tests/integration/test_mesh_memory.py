@@ -13,7 +13,7 @@ import pytest
 from crdt_mesh import Durability, Identity, Replica
 from crdt_mesh.errors import LinkClosed
 from crdt_mesh.mesh import Mesh
-from crdt_mesh.sync.messages import Hello, encode
+from crdt_mesh.sync.messages import MAX_FRAME, PROTOCOL_VERSION, Hello, encode
 from tests.helpers import feed, wait_for
 from transports.memory import LinkFaults, MemoryNetwork
 
@@ -94,17 +94,19 @@ async def test_a_bad_peer_is_dropped_and_honest_sync_goes_on(tmp_path: Path) -> 
         honest, other = meshes
         mallory = Identity.generate()
         forged = [e.encoded[:-1] + bytes([e.encoded[-1] ^ 1]) for e in feed(mallory, 3)]
+        hello = encode(Hello(PROTOCOL_VERSION, MAX_FRAME))
         attacks: list[list[bytes]] = [
             [b"garbage"],
-            [encode(Hello(1, 1 << 20)), b"\x9f\xff" * 10],  # truncated nonsense after hello
-            [encode(Hello(1, 1 << 20)), b"\x00" * (2 << 20)],  # oversized
+            [hello, b"\x9f\xff" * 10],  # truncated nonsense after hello
+            [hello, b"\x00" * (MAX_FRAME + 1)],  # oversized
             [cbor2.dumps([2, forged])],  # entries before hello: out of order
-            [encode(Hello(1, 1 << 20)), cbor2.dumps([2, forged])],  # bad signatures
-            [encode(Hello(1, 1 << 20)), *[cbor2.dumps([1, []]) for _ in range(200)]],  # flood
+            [hello, cbor2.dumps([2, forged])],  # bad signatures
+            [hello, *[cbor2.dumps([1, 1, 5, []]) for _ in range(200)]],  # flood
         ]
         for frames in attacks:
             before = honest.dropped_links + honest.rejected_inputs
-            link = await network.transport().dial("mem://node-0", mallory)
+            # a fresh key each time: the same key would be refused after two of them
+            link = await network.transport().dial("mem://node-0", Identity.generate())
             for frame in frames:
                 try:
                     await link.send(frame)
@@ -114,6 +116,18 @@ async def test_a_bad_peer_is_dropped_and_honest_sync_goes_on(tmp_path: Path) -> 
             await wait_for(lambda b=before: honest.dropped_links + honest.rejected_inputs > b)
             await link.aclose()
         assert honest.dropped_links == 5 and honest.rejected_inputs == 3
+        # one key doing it again and again ends up refused, its links closed at once
+        for _ in range(2):
+            dropped = honest.dropped_links
+            link = await network.transport().dial("mem://node-0", mallory)
+            await link.send(b"garbage")
+            await wait_for(lambda d=dropped: honest.dropped_links > d)
+            await link.aclose()
+        await wait_for(lambda: honest.penalties.refused(mallory.peer_id, anyio.current_time()))
+        refused_before = honest.refused_peers
+        link = await network.transport().dial("mem://node-0", mallory)
+        await wait_for(lambda: honest.refused_peers > refused_before)
+        await link.aclose()
         notes = other.replica.document("notes")
         with notes.transaction():
             notes.map("m")["after"] = "attack"
