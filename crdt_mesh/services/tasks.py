@@ -39,6 +39,7 @@ from ..errors import NegotiationError
 from ..events import P2PEvents
 from ..identity import PeerId
 from ..ledger import DocumentId, Entry, Policy
+from ..penalty import Offence
 from ..types import TaskCoordinationMode
 
 if TYPE_CHECKING:
@@ -390,11 +391,13 @@ class TaskBoard:
             raise NegotiationError(f"task {ref} is closed already")
         bids = list(view.bids)
         opened: dict[str, list[str]] = {}
+        refused: dict[str, str] = {}
         if ann.mode is TaskCoordinationMode.P2P_AUCTIONED:
-            bids, opened = self._open_sealed(ref)
+            bids, opened, refused = self._open_sealed(ref)
         close = {
             "bidders": {str(b.bidder): b.digest for b in bids},
             "opened": opened,
+            "refused": refused,
             "at": self.clock(),
         }
         winner = select(bids, ann.negotiation.selection_criteria, self.reputation)
@@ -492,8 +495,8 @@ class TaskBoard:
             nonce = os.urandom(16)
             plain = _encode(offer)
             entry = {
-                "sealed": ann.decider.seal(plain + nonce).hex(),
-                "commitment": hashlib.blake2b(plain + nonce, digest_size=32).hexdigest(),
+                "sealed": ann.decider.seal(_seal_content(ref, self.me, plain, nonce)).hex(),
+                "commitment": _commitment(ref, self.me, plain, nonce),
                 "capabilities": list(caps),
                 "at": now,
             }
@@ -590,9 +593,12 @@ class TaskBoard:
         close = decider.get("close") if isinstance(decider.get("close"), dict) else None
         pinned: dict[str, str] = {}
         opened: dict[str, Any] = {}
+        refused: dict[str, Any] = {}
         if close is not None:
             pinned = {str(k): str(v) for k, v in dict(close.get("bidders") or {}).items()}
             opened = dict(close.get("opened") or {})
+            refused = dict(close.get("refused") or {})
+        copies = self._copies(ref, opened) if opened else {}
         candidates: list[Bid] = []
         sealed_waiting = 0
         for bidder in self._participants(ref):
@@ -608,8 +614,14 @@ class TaskBoard:
             if "sealed" in first:
                 bid = self._opened(ref, bidder, first, opened.get(str(bidder)), problems)
                 if bid is None:
-                    if close is None:
+                    if bidder in copies:  # any replica can tell: see copied_sealed_bids
+                        original = copies[bidder].short
+                        rejected.append(RejectedBid(bidder, f"copies the sealed bid of {original}"))
+                    elif close is None:
                         sealed_waiting += 1
+                    elif str(bidder) in refused and str(bidder) not in pinned:
+                        reason = str(refused[str(bidder)])[:200]
+                        rejected.append(RejectedBid(bidder, f"refused by the decider: {reason}"))
                     elif str(bidder) not in pinned:
                         rejected.append(RejectedBid(bidder, "bid after the close"))
                     elif str(bidder) not in opened:
@@ -796,8 +808,7 @@ class TaskBoard:
             return None
         try:
             plain, nonce = bytes.fromhex(opening[0]), bytes.fromhex(opening[1])
-            commitment = hashlib.blake2b(plain + nonce, digest_size=32).hexdigest()
-            if commitment != sealed.get("commitment"):
+            if _commitment(ref, bidder, plain, nonce) != sealed.get("commitment"):
                 problems.append(f"the opened bid of {bidder.short} does not match its sealed bid")
                 return None
             offer = cbor2.loads(plain)
@@ -810,13 +821,41 @@ class TaskBoard:
             return None
         return dataclasses.replace(bid, digest=_digest(sealed))
 
-    def _open_sealed(self, ref: TaskRef) -> tuple[list[Bid], dict[str, list[str]]]:
-        """The decider opens every sealed bid it holds (only it can)."""
+    def _closed_openings(self, ref: TaskRef) -> dict[str, Any]:
+        ann = self._announcement(ref)
+        if ann is None:
+            return {}
+        close = self._section(ref, ann.decider).get("close")
+        return dict(close.get("opened") or {}) if isinstance(close, dict) else {}
+
+    def _copies(self, ref: TaskRef, opened: Mapping[str, Any]) -> dict[PeerId, PeerId]:
+        """Bidders whose sealed commitment is another's whose opening verifies."""
+        by_commitment: dict[str, list[PeerId]] = {}
+        for bidder in self._participants(ref):
+            offers = self._offers(ref, bidder)
+            if offers and "sealed" in offers[0]:
+                commitment = str(offers[0].get("commitment"))
+                by_commitment.setdefault(commitment, []).append(bidder)
+        copies: dict[PeerId, PeerId] = {}
+        for commitment, bidders in by_commitment.items():
+            if len(bidders) < 2:
+                continue
+            originals = [
+                b for b in bidders if _opening_matches(ref, b, opened.get(str(b)), commitment)
+            ]
+            if len(originals) == 1:
+                copies.update({b: originals[0] for b in bidders if b != originals[0]})
+        return copies
+
+    def _open_sealed(self, ref: TaskRef) -> tuple[list[Bid], dict[str, list[str]], dict[str, str]]:
+        """The decider opens every sealed bid it holds (only it can): the bids, their
+        openings, and the sealed bids it refused (bidder -> reason)."""
         identity = self.replica.identity
         ann = self._announcement(ref)
         assert ann is not None
         bids: list[Bid] = []
         opened: dict[str, list[str]] = {}
+        refused: dict[str, str] = {}
         for bidder in self._participants(ref):
             offers = self._offers(ref, bidder)
             if not offers or "sealed" not in offers[0]:
@@ -826,21 +865,43 @@ class TaskBoard:
             try:
                 box = identity.unseal(bytes.fromhex(offers[0]["sealed"]))
             except (ValueError, TypeError):
-                continue  # not sealed to us: not a bid we can open
-            plain, nonce = box[:-16], box[-16:]
+                refused[str(bidder)] = "a sealed bid the decider cannot open"
+                continue
+            opening = _open_content(box)
+            if opening is None:
+                refused[str(bidder)] = "a malformed sealed bid"
+                continue
+            task, named, plain, nonce = opening
+            if task != str(ref) or named != bidder.key:
+                whose = _peer_of_key(named)
+                refused[str(bidder)] = (
+                    f"copies the sealed bid of {whose.short}"
+                    if task == str(ref) and whose is not None
+                    else "a sealed bid made for another bidder or task"
+                )
+                continue
             offer = cbor2.loads(plain) if plain else None
             bid = _bid(ref, bidder, offer) if isinstance(offer, dict) else None
             if bid is None or set(ann.capabilities) - set(bid.capabilities):
+                refused[str(bidder)] = "a malformed or unqualified sealed bid"
                 continue
             opened[str(bidder)] = [plain.hex(), nonce.hex()]
             bids.append(dataclasses.replace(bid, digest=_digest(offers[0])))
-        return bids, opened
+        return bids, opened, refused
 
     def sealed_bids(self, ref: TaskRef) -> list[Bid]:
         """The sealed bids only the decider can read before the close (for it to look at)."""
         if self.me != self._require_view(ref).announcement.decider:
             raise NegotiationError("only the decider can open sealed bids")
         return self._open_sealed(ref)[0]
+
+    def copied_sealed_bids(self, ref: TaskRef) -> dict[PeerId, PeerId]:
+        """Sealed bids whose commitment is another bidder's (copier -> original).
+
+        Any replica can tell, once the close opened the original: the commitment binds
+        a bidder's key, so it verifies for the original and for nobody else.
+        """
+        return self._copies(ref, self._closed_openings(ref))
 
 
 # -- the service on a mesh -----------------------------------------------------------------------
@@ -1036,6 +1097,10 @@ class TaskService:
             if view.award is not None and ref not in self._assigned:
                 self._assigned.add(ref)
                 events.emit(P2PEvents.TASK_ASSIGNED, view)
+                # A copied sealed bid is proof of dishonesty that every replica can check.
+                for copier, original in self.board.copied_sealed_bids(ref).items():
+                    reason = f"copied the sealed bid of {original.short} on {ref}"
+                    self._mesh.penalise(copier, Offence.DISHONEST, reason)
 
     def close(self) -> None:
         self._unsubscribe()
@@ -1066,6 +1131,59 @@ def _plain(value: Any) -> Any:
 
 def _encode(value: Any) -> bytes:
     return cbor2.dumps(_plain(value), canonical=True)
+
+
+_SEALED_BID_DOMAIN = b"crdt_mesh/sealed-bid/v2\x00"
+#: Sealed boxes are padded to the smallest of these sizes that fits (then to a
+#: multiple of the largest), so their length says nothing of what they hold.
+_PAD_BUCKETS = (256, 512, 1024, 2048, 4096)
+
+
+def _commitment(ref: TaskRef, bidder: PeerId, plain: bytes, nonce: bytes) -> str:
+    """The hash a sealed bid commits to: its offer, nonce, bidder and task. Binding the
+    bidder and the task is what makes a copied commitment worthless to the copier."""
+    bound = cbor2.dumps([str(ref), bidder.key, plain, nonce], canonical=True)
+    return hashlib.blake2b(_SEALED_BID_DOMAIN + bound, digest_size=32).hexdigest()
+
+
+def _seal_content(ref: TaskRef, bidder: PeerId, plain: bytes, nonce: bytes) -> bytes:
+    """What goes in the sealed box: the task, the bidder, the offer and its nonce, padded."""
+    content = cbor2.dumps([2, str(ref), bidder.key, plain, nonce], canonical=True)
+    framed = len(content).to_bytes(4, "big") + content
+    size = next((b for b in _PAD_BUCKETS if b >= len(framed)), None)
+    if size is None:
+        largest = _PAD_BUCKETS[-1]
+        size = -(-len(framed) // largest) * largest
+    return framed.ljust(size, b"\x00")
+
+
+def _open_content(box: bytes) -> tuple[str, bytes, bytes, bytes] | None:
+    """(task, bidder key, offer, nonce) of an opened box, or None if malformed."""
+    try:
+        length = int.from_bytes(box[:4], "big")
+        version, task, bidder, plain, nonce = cbor2.loads(box[4 : 4 + length])
+    except (ValueError, TypeError, cbor2.CBORDecodeError):
+        return None
+    if version != 2 or not isinstance(task, str):
+        return None
+    if not all(isinstance(v, bytes) for v in (bidder, plain, nonce)):
+        return None
+    return task, bidder, plain, nonce
+
+
+def _opening_matches(ref: TaskRef, bidder: PeerId, opening: Any, commitment: str) -> bool:
+    try:
+        plain, nonce = bytes.fromhex(opening[0]), bytes.fromhex(opening[1])
+    except (ValueError, TypeError, IndexError, KeyError):
+        return False
+    return _commitment(ref, bidder, plain, nonce) == commitment
+
+
+def _peer_of_key(key: Any) -> PeerId | None:
+    try:
+        return PeerId(key)
+    except (ValueError, TypeError):
+        return None
 
 
 def _digest(offer: Mapping[str, Any]) -> str:

@@ -385,3 +385,83 @@ def test_selection_weighs_criteria_in_order_and_breaks_ties_by_key() -> None:
     assert select([cheap, twin], ["price"]) == twin  # equal scores: the smaller key
     assert select([cheap, ready], ["reputation"], lambda p: 1.0 if p == y else 0.0) == cheap
     assert select([], ["price"]) is None
+
+
+def _auction(a: TaskBoard) -> TaskRef:
+    return a.announce(
+        "auction", NEEDS, mode=TaskCoordinationMode.P2P_AUCTIONED,
+        negotiation={"selection_criteria": ["price"]},
+    ).ref  # fmt: skip
+
+
+def test_a_copied_sealed_bid_is_refused_and_flagged_on_every_replica(
+    net: tuple[list[TaskBoard], Clock],
+) -> None:
+    """Issue 10, hole 4: a peer copied a rival's sealed bid into its own section without
+    reading it; the decider opened it as the copier's, the prices tied, and the tie
+    went to the smaller key. A sealed bid now names its bidder and task inside the
+    box and in the commitment."""
+    (a, b, copier, observer, _), _clock = net
+    boards = net[0]
+    ref = _auction(a)
+    _sync(boards)
+    b.bid(ref, price=30.0, capabilities=CAN)
+    _sync(boards)
+    rival = copier.replica.document(ref.section(b.me)).array("bids").to_py()[0]
+    mine = copier.replica.document(ref.section(copier.me))
+    with mine.transaction():
+        mine.array("bids").append(dict(rival))  # the same box and commitment, unread
+    _sync(boards)
+    assert [bid.bidder for bid in a.sealed_bids(ref)] == [b.me]  # the decider refuses it
+    a.close(ref)
+    _sync(boards)
+    for board in (a, b, copier, observer):
+        view = board.view(ref)
+        assert view is not None and view.audit_ok and view.award == b.me
+        assert [r.bidder for r in view.rejected] == [copier.me]
+        assert "copies the sealed bid of" in view.rejected[0].reason
+
+
+def test_a_decider_cannot_pass_off_a_copied_bid_as_the_copiers(
+    net: tuple[list[TaskBoard], Clock],
+) -> None:
+    (a, b, copier, observer, _), _clock = net
+    boards = net[0]
+    ref = _auction(a)
+    _sync(boards)
+    b.bid(ref, price=30.0, capabilities=CAN)
+    _sync(boards)
+    rival = copier.replica.document(ref.section(b.me)).array("bids").to_py()[0]
+    mine = copier.replica.document(ref.section(copier.me))
+    with mine.transaction():
+        mine.array("bids").append(dict(rival))
+    _sync(boards)
+    a.close(ref)  # an honest close: the copy is refused ...
+    section = a.replica.document(ref.section(a.me))
+    close = section.map("task").to_py()["close"]
+    # ... and then a colluding decider "opens" the copy as the copier's bid
+    close["opened"][str(copier.me)] = close["opened"][str(b.me)]
+    close["bidders"][str(copier.me)] = close["bidders"][str(b.me)]
+    with section.transaction():
+        section.map("task")["close"] = close
+    _sync(boards)
+    view = observer.view(ref)
+    assert view is not None and not view.audit_ok
+    assert any("does not match its sealed bid" in p for p in view.problems)
+
+
+@pytest.mark.parametrize("prices", [(12.0, 12.3), (1.0, 123456.789), (0.5, 0.1)])
+def test_a_sealed_box_says_nothing_of_the_price_by_its_length(
+    net: tuple[list[TaskBoard], Clock], prices: tuple[float, float]
+) -> None:
+    (a, b, c, _, _), _clock = net
+    boards = net[0]
+    ref = _auction(a)
+    _sync(boards)
+    b.bid(ref, price=prices[0], capabilities=CAN)
+    c.bid(ref, price=prices[1], capabilities=CAN)
+    lengths = {
+        len(bidder.replica.document(ref.section(bidder.me)).array("bids").to_py()[0]["sealed"])
+        for bidder in (b, c)
+    }
+    assert len(lengths) == 1
