@@ -41,11 +41,12 @@ import anyio
 
 from .._sampling import sample_distinct
 from ..config import Feature, MeshConfig
-from ..epidemic import MAX_BROADCAST, MAX_FANOUT, MAX_TTL, Broadcaster, GossipMessage
+from ..epidemic import MAX_BROADCAST, MAX_FANOUT, MAX_TTL, Broadcaster, Drop, GossipMessage
 from ..errors import MeshError
 from ..events import P2PEvents
 from ..identity import PeerId
 from ..ledger import DocumentId, Entry, Policy
+from ..penalty import Offence
 from ..swim import FailureDetector, MemberChange, Status, SwimSettings
 
 if TYPE_CHECKING:
@@ -93,7 +94,8 @@ class GossipService:
         self._unsubscribe = mesh.replica.on_commit(self._on_commit)
         self.shuffles = 0
         rng = random.Random(mesh.rng.random())
-        self._broadcaster = Broadcaster(mesh.replica.identity)
+        # Refuses what was created before it started: a restart never delivers twice.
+        self._broadcaster = Broadcaster(mesh.replica.identity, now=_now_ms())
         self._detector: FailureDetector | None = None
         self._detector_rng = rng
         self._handlers: list[Callable[[GossipMessage], Any]] = []
@@ -254,7 +256,7 @@ class GossipService:
             payload,
             ttl=ttl,
             fanout=fanout,
-            created_at=int(time.time() * 1000),
+            created_at=_now_ms(),
             pick=self._pick,
             members=len(self._mesh.peers),
         )
@@ -266,14 +268,22 @@ class GossipService:
         channel, frame = data[:1], data[1:]
         if channel == _SWIM:
             if self._detector is not None:
+                dropped = self._detector.dropped
                 self._detector.receive(sender, frame, anyio.current_time())
+                if self._detector.dropped > dropped:
+                    self._mesh.penalise(sender, Offence.JUNK, "a malformed or forged SWIM frame")
                 self._after_swim()
             return
         if channel != _BROADCAST:
             self._broadcaster.dropped += 1
+            self._mesh.penalise(sender, Offence.JUNK, "an ephemeral frame of no known channel")
             return
-        message = self._broadcaster.receive(sender, frame, members=len(self._mesh.peers))
-        if message is not None:
+        message = self._broadcaster.receive(
+            sender, frame, members=len(self._mesh.peers), now=_now_ms()
+        )
+        if isinstance(message, Drop):
+            self._mesh.penalise(sender, message.offence, message.reason)
+        elif message is not None:
             for handler in list(self._handlers):
                 try:
                     handler(message)
@@ -435,6 +445,10 @@ def peer_records(replica: Replica, *, include_left: bool = False) -> list[PeerRe
             if record is not None and (include_left or not record.left):
                 records.append(record)
     return sorted(records, key=lambda r: str(r.peer))
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def _strings(values: Iterable[Any], what: str) -> tuple[str, ...]:

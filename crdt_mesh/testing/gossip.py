@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..epidemic import Broadcaster
+from ..epidemic import Broadcaster, GossipMessage
 from ..identity import Identity, PeerId
 from ..swim import FailureDetector, MemberChange, Status, SwimSettings, seed_members
 
@@ -289,8 +289,10 @@ class SimulatedGossip:
         if channel == 0:
             member.detector.receive(source, frame, self.now)
         else:
-            message = member.broadcaster.receive(source, frame, members=member.detector.size())
-            if message is not None:
+            message = member.broadcaster.receive(
+                source, frame, members=member.detector.size(), now=int(self.now * 1000)
+            )
+            if isinstance(message, GossipMessage):
                 member.delivered[message.id] += 1
                 started = self._started.get(message.id, self.round)
                 self._rounds.setdefault(message.id, []).append(self.round - started)
@@ -327,7 +329,9 @@ class SimulatedGossip:
         member.detector = FailureDetector(
             member.identity, incarnation=incarnation, settings=self.settings, rng=rng
         )
-        member.broadcaster = Broadcaster(member.identity, rounds=self.broadcast_rounds)
+        member.broadcaster = Broadcaster(
+            member.identity, rounds=self.broadcast_rounds, now=int(self.now * 1000)
+        )
 
 
 __all__ = ["Reach", "SimulatedGossip"]
