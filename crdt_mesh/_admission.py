@@ -112,6 +112,7 @@ class _Staging:
     def __init__(self, replica: Replica, source: Hashable = None) -> None:
         self.r = replica
         self.source = source  # who sent what is offered: charged for what must wait
+        self.now = replica._clock()
         self.heads: dict[FeedKey, Head] = {}
         self.acls: dict[DocumentId, list[tuple[int, Acl]]] = {}
         self.forks: dict[FeedKey, ForkProof] = {}
@@ -209,14 +210,14 @@ class _Staging:
             else:
                 # It fills the gap that others wait behind: judged with them now, so it
                 # needs no room (unless it waits itself, for the ACL entry it cites).
-                pending.add(feed, entry, self.source, force=True)
+                pending.add(feed, entry, self.source, force=True, now=self.now)
                 self.touched.add(feed)
                 while self._admit_next(feed, report):
                     pass
                 if pending.get(feed, entry.seq) is not entry:
                     return
                 pending.pop(feed, entry.seq)
-        if not pending.add(feed, entry, self.source):
+        if not pending.add(feed, entry, self.source, now=self.now):
             report.rejected.append(
                 Rejection(
                     entry,

@@ -56,6 +56,7 @@ class _Held:
     entry: Entry
     source: Hashable
     size: int
+    since: float
 
 
 class PendingArea:
@@ -95,7 +96,15 @@ class PendingArea:
 
     # -- writing --------------------------------------------------------------------------
 
-    def add(self, feed: FeedKey, entry: Entry, source: Hashable, *, force: bool = False) -> bool:
+    def add(
+        self,
+        feed: FeedKey,
+        entry: Entry,
+        source: Hashable,
+        *,
+        force: bool = False,
+        now: float = 0.0,
+    ) -> bool:
         """Hold ``entry`` (the caller checked that none waits at its seq); False if refused.
 
         ``force``: hold it whatever the bounds (an entry about to be judged with the
@@ -104,7 +113,7 @@ class PendingArea:
         size = charge(entry)
         limits = self.limits
         if force:
-            self._hold(feed, entry, source, size)
+            self._hold(feed, entry, source, size, now)
             return True
         if size > limits.per_source and source is not None:
             self.refused += 1
@@ -123,11 +132,11 @@ class PendingArea:
                 self.refused += 1
                 return False
             self._evict_oldest(largest)
-        self._hold(feed, entry, source, size)
+        self._hold(feed, entry, source, size, now)
         return True
 
-    def _hold(self, feed: FeedKey, entry: Entry, source: Hashable, size: int) -> None:
-        self._feeds.setdefault(feed, {})[entry.seq] = _Held(entry, source, size)
+    def _hold(self, feed: FeedKey, entry: Entry, source: Hashable, size: int, now: float) -> None:
+        self._feeds.setdefault(feed, {})[entry.seq] = _Held(entry, source, size, now)
         self._by_source.setdefault(source, OrderedDict())[(feed, entry.seq)] = size
         self._source_bytes[source] = self.held_by(source) + size
         self.bytes += size
@@ -148,6 +157,19 @@ class PendingArea:
         """Forget the waiting entries of ``feed`` past ``limit`` (a fork or a cut ends it)."""
         for seq in [s for s in self._feeds.get(feed, {}) if s > limit]:
             self.pop(feed, seq)
+
+    def expire(self, before: float) -> dict[Hashable, int]:
+        """Forget entries that waited since before ``before``; the feeds each source
+        left waiting that long (a gap its sender could have filled and did not)."""
+        stale: dict[Hashable, set[FeedKey]] = {}
+        for source, queue in list(self._by_source.items()):
+            for feed, seq in list(queue):  # oldest first: stop at the first recent one
+                held = self._feeds[feed][seq]
+                if held.since >= before:
+                    break
+                stale.setdefault(source, set()).add(feed)
+                self.pop(feed, seq)
+        return {source: len(feeds) for source, feeds in stale.items()}
 
     def forget_source(self, source: Hashable) -> None:
         """Forget everything ``source`` sent that still waits (its link closed)."""

@@ -34,8 +34,9 @@ import anyio
 
 from .config import Feature, MeshConfig
 from .errors import MeshError
-from .identity import Identity
+from .identity import Identity, PeerId
 from .mesh import Mesh
+from .penalty import Penalties
 from .replica import Replica
 
 log = logging.getLogger("crdt_mesh.node")
@@ -115,6 +116,7 @@ def cmd_node(args: argparse.Namespace, env: dict[str, str] | None = None) -> int
 
     env = dict(os.environ) if env is None else env
     config = MeshConfig.from_env(env)  # strict: a malformed variable stops us here
+    penalties = Penalties()  # one table: hosts that fail handshakes, peers that misbehave
     listen = args.listen
     if listen is None and env.get("P2P_LISTEN_PORT"):
         listen = f"tcp://0.0.0.0:{config.listen_port}"
@@ -127,11 +129,12 @@ def cmd_node(args: argparse.Namespace, env: dict[str, str] | None = None) -> int
         with Replica.open(args.store, identity) as replica:
             async with Mesh(
                 replica,
-                TcpTransport(),
+                TcpTransport(penalties=penalties),
                 listen=listen,
                 peers=peers,
                 interval=args.interval,
                 max_peers=max_peers,
+                penalties=penalties,
                 # The node syncs whatever P2P_ENABLED says (it was asked to); the
                 # config also governs the services when gossip is on.
                 config=config if gossip else None,
@@ -169,19 +172,41 @@ def _emit(record: dict[str, Any]) -> None:
 
 async def _report(mesh: Mesh, interval: float, gossip: bool) -> None:
     while True:
-        summary = mesh.replica.summary()
-        _emit(
-            {
-                "event": "status",
-                "entries": summary.entries,
-                "feeds": summary.feeds,
-                "peers": len(mesh.peers),
-                "rejected": mesh.rejected_inputs,
-                # peers present in the mesh by their records (gossip on), this one included
-                "known": len(mesh.gossip.present()) if gossip else None,
-            }
-        )
+        _emit(status_record(mesh, gossip))
         await anyio.sleep(interval)
+
+
+def status_record(mesh: Mesh, gossip: bool = False) -> dict[str, Any]:
+    """The node's status line: what it holds, its links, and what peers cost it."""
+    summary = mesh.replica.summary()
+    penalties = mesh.penalties
+    now = anyio.current_time()
+    return {
+        "event": "status",
+        "entries": summary.entries,
+        "feeds": summary.feeds,
+        "peers": len(mesh.peers),
+        "rejected": mesh.rejected_inputs,
+        "pending": summary.pending,
+        "pending_bytes": mesh.replica.pending_bytes,
+        "dropped_links": mesh.dropped_links,
+        "refused_links": mesh.refused_peers,
+        # keys (peers, hosts) refused now, and offences counted by kind since start
+        "refusing": penalties.refused_count(now),
+        "refusing_keys": sorted(_key_text(k) for k in penalties.refused_keys(now))[:20],
+        "offences": {o.value: n for o, n in penalties.offences.items() if n},
+        # peers present in the mesh by their records (gossip on), this one included
+        "known": len(mesh.gossip.present()) if gossip else None,
+    }
+
+
+def _key_text(key: object) -> str:
+    """A penalty key as the status line shows it: a peer's short id, or ``host:...``."""
+    if isinstance(key, PeerId):
+        return key.short
+    if isinstance(key, tuple) and len(key) == 2:
+        return f"host:{key[1]}"
+    return str(key)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

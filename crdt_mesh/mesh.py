@@ -25,7 +25,7 @@ import contextlib
 import logging
 import math
 import random
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -50,8 +50,8 @@ from .errors import (
 from .events import EventBus
 from .identity import PeerId
 from .ledger import Entry
-from .peer import PeerSync
-from .penalty import Offence, Penalties, Refusal
+from .peer import PeerSync, SendHistory
+from .penalty import WEIGHTS, Offence, Penalties, Refusal
 from .records import IngestReport
 from .replica import Replica
 from .services.gossip import GossipService
@@ -61,19 +61,6 @@ from .sync import ProtocolError
 from .transport import Link, Listener, Transport
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class _Connection:
-    link: Link
-    peer: PeerSync
-    wake: anyio.Event = field(default_factory=anyio.Event)  # the writer has work
-    drained: anyio.Event = field(default_factory=anyio.Event)  # the writer caught up
-    round_tokens: float = 0.0
-    round_stamp: float = 0.0
-    idle_ticks: int = 0
-    started: bool = False
-    rate_limited: bool = False
 
 
 #: Frames read ahead of processing per link, and their bytes (a fast peer waits on
@@ -93,6 +80,36 @@ _WAITING_PEERS = 32
 #: Links over ``max_peers`` served one round each before closing (newcomers learn
 #: the peer records from them); beyond this many at once, refused at once.
 _MAX_TRANSIENT = 8
+#: Bytes of entries a peer was sent already that it may be sent again: granted with
+#: time, up to a cap, starting from none (a lossy link's resends fit; an entry both
+#: pushed and asked for in a round goes once; a peer that claims to lack everything,
+#: round after round, gets the store once and then this trickle).
+_RESEND_PER_SECOND = 1024 * 1024
+_RESEND_CAP = 8 * 1024 * 1024
+#: What a peer was sent is remembered this long after its link closed (a peer that
+#: reconnects to be sent everything again is not a new peer).
+_HISTORY_SECONDS = 60.0
+_HISTORIES = 256
+#: Ephemeral frames (broadcasts, failure detection) a peer may send per second, and
+#: entries it may leave waiting for a gap, in intervals, before it is a GAP offence.
+_EPHEMERAL_PER_SECOND = 500.0
+_GAP_INTERVALS = 10
+
+
+@dataclass(slots=True)
+class _Connection:
+    link: Link
+    peer: PeerSync
+    wake: anyio.Event = field(default_factory=anyio.Event)  # the writer has work
+    drained: anyio.Event = field(default_factory=anyio.Event)  # the writer caught up
+    round_tokens: float = 0.0
+    round_stamp: float = 0.0
+    ephemeral_tokens: float = 2 * _EPHEMERAL_PER_SECOND
+    ephemeral_stamp: float = 0.0
+    refused_resends: int = 0
+    idle_ticks: int = 0
+    started: bool = False
+    rate_limited: bool = False
 
 
 async def _await(coroutine: Coroutine[Any, Any, None]) -> None:
@@ -229,6 +246,8 @@ class Mesh:
         self.rounds_per_second = (
             rounds_per_second if rounds_per_second is not None else max(20.0, 4.0 / interval)
         )
+        # what peers whose links closed lately were sent: peer -> (history, closed at)
+        self._histories: OrderedDict[PeerId, tuple[SendHistory, float]] = OrderedDict()
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -344,7 +363,9 @@ class Mesh:
 
     # -- misbehaviour -----------------------------------------------------------------------
 
-    def penalise(self, peer: PeerId, offence: Offence, reason: str = "") -> None:
+    def penalise(
+        self, peer: PeerId, offence: Offence, reason: str = "", *, weight: float | None = None
+    ) -> None:
         """Count ``offence`` against ``peer``; past the threshold its links are closed
         and it is refused for a back-off (logged once per episode).
 
@@ -353,7 +374,7 @@ class Mesh:
         for refused entries.
         """
         now = anyio.current_time()
-        refusal = self.penalties.add(peer, offence, now)
+        refusal = self.penalties.add(peer, offence, now, weight=weight)
         if refusal is None:
             return
         self._log_refusal(refusal, reason or offence.value)
@@ -392,9 +413,25 @@ class Mesh:
                 self.penalise(remote, offence, str(error))
 
     def _on_broadcast(self, sender: PeerId, data: bytes) -> None:
+        connection = self._connections.get(sender) or self._transient.get(sender)
+        if connection is not None and not self._ephemeral_budget(connection):
+            self.penalise(sender, Offence.BUDGET, "sent ephemeral frames faster than its budget")
+            return
         # A mesh whose gossip is off ignores broadcasts, even if mesh.gossip was touched.
         if self.config is None or self.config.enables(Feature.GOSSIP):
             self.gossip.receive(sender, data)
+
+    def _ephemeral_budget(self, connection: _Connection) -> bool:
+        """Take one ephemeral frame from the link's token bucket; False if it ran dry."""
+        now = anyio.current_time()
+        rate = _EPHEMERAL_PER_SECOND
+        elapsed = now - connection.ephemeral_stamp
+        connection.ephemeral_tokens = min(2 * rate, connection.ephemeral_tokens + elapsed * rate)
+        connection.ephemeral_stamp = now
+        if connection.ephemeral_tokens < 1:
+            return False
+        connection.ephemeral_tokens -= 1
+        return True
 
     async def disconnect(self, peer: PeerId) -> None:
         """Close the link to ``peer``, if there is one."""
@@ -481,6 +518,7 @@ class Mesh:
             self.refused_links += 1
             await link.aclose()
             return
+        history = self._history_of(remote)
         connection = _Connection(
             link,
             PeerSync(
@@ -489,9 +527,12 @@ class Mesh:
                 initiator=initiator,
                 on_broadcast=self._on_broadcast,
                 on_ingest=lambda report: self._penalise_ingest(remote, report),
+                history=history,
             ),
             round_tokens=2 * self.rounds_per_second,
             round_stamp=anyio.current_time(),
+            ephemeral_stamp=anyio.current_time(),
+            refused_resends=history.refused,
         )
         if transient:
             self.refused_links += 1
@@ -527,8 +568,10 @@ class Mesh:
                 del self._connections[remote]
             if self._transient.get(remote) is connection:
                 del self._transient[remote]
-            if remote not in self._connections and not self.replica.closed:
-                self.replica.forget_pending(remote)  # anti-entropy sends it again if needed
+            if remote not in self._connections and remote not in self._transient:
+                self._remember_history(remote, history)
+                if not self.replica.closed:
+                    self.replica.forget_pending(remote)  # anti-entropy sends it again
             with anyio.CancelScope(shield=True):
                 await link.aclose()
 
@@ -631,7 +674,36 @@ class Mesh:
     async def _timer(self) -> None:
         while True:
             await anyio.sleep(self.interval)
+            self._budgets()
             await self.sync_now()
+
+    def _budgets(self) -> None:
+        """Once an interval: grant resend allowances, and charge gaps left unfilled."""
+        for table in (self._connections, self._transient):
+            for peer, connection in list(table.items()):
+                history = connection.peer.history
+                history.grant(_RESEND_PER_SECOND * self.interval, _RESEND_CAP)
+                if history.refused > connection.refused_resends:
+                    log.info("%s asks again for what it was sent: throttled", peer.short)
+                connection.refused_resends = history.refused
+        expired = self.replica.expire_pending(max(2.0, _GAP_INTERVALS * self.interval))
+        for source, feeds in expired.items():
+            if isinstance(source, PeerId):
+                weight = WEIGHTS[Offence.GAP] * feeds
+                reason = f"left gaps in {feeds} feeds unfilled"
+                self.penalise(source, Offence.GAP, reason, weight=weight)
+
+    def _history_of(self, peer: PeerId) -> SendHistory:
+        remembered = self._histories.pop(peer, None)
+        if remembered is not None and anyio.current_time() - remembered[1] < _HISTORY_SECONDS:
+            return remembered[0]
+        return SendHistory(allowance=0)
+
+    def _remember_history(self, peer: PeerId, history: SendHistory) -> None:
+        self._histories[peer] = (history, anyio.current_time())
+        self._histories.move_to_end(peer)
+        while len(self._histories) > _HISTORIES:
+            self._histories.popitem(last=False)
 
     # -- pushing fresh entries ---------------------------------------------------------------
 

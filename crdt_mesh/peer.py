@@ -14,8 +14,9 @@ the last frames never holds more than a slice for a peer (backpressure).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import MeshError
 from .identity import PeerId
@@ -50,8 +51,40 @@ class LinkStats:
     rejected: int = 0
 
 
+@dataclass(slots=True)
+class SendHistory:
+    """What one peer was sent (the highest seq per feed), and how many bytes of what
+    it was sent already it may be sent again.
+
+    A peer may lack an entry it was sent (a frame lost on a lossy network, an entry
+    it could not keep waiting): it may have it again, within ``allowance`` bytes.
+    Beyond that, what it asks for again is skipped until the shell grants more
+    (:meth:`grant`): a peer that claims, round after round, to lack everything gets
+    the store once and then a trickle, not the store each round.
+    """
+
+    allowance: float = math.inf
+    sent: dict[bytes, int] = field(default_factory=dict)
+    #: bytes sent again, and asks for more than the allowance (skipped)
+    resent: int = 0
+    refused: int = 0
+
+    def grant(self, amount: float, cap: float) -> None:
+        """Add ``amount`` bytes to the allowance, up to ``cap``."""
+        self.allowance = min(cap, self.allowance + amount)
+
+    def record(self, key: bytes, seq: int) -> None:
+        if seq > self.sent.get(key, 0):
+            self.sent[key] = seq
+
+
 class PeerSync:
-    """The sync state of one link between this replica and ``remote``."""
+    """The sync state of one link between this replica and ``remote``.
+
+    ``history`` is what the peer was sent (see :class:`SendHistory`); the default
+    allows any resend. A shell that keeps one per peer across links, and grants it
+    an allowance over time, bounds what a peer can make it send.
+    """
 
     def __init__(
         self,
@@ -61,9 +94,11 @@ class PeerSync:
         initiator: bool,
         on_broadcast: Callable[[PeerId, bytes], None] | None = None,
         on_ingest: Callable[[IngestReport], None] | None = None,
+        history: SendHistory | None = None,
     ) -> None:
         self.replica = replica
         self.remote = remote
+        self.history = history if history is not None else SendHistory()
         self._on_broadcast = on_broadcast
         self._on_ingest = on_ingest
         self.session = SyncSession(
@@ -116,10 +151,12 @@ class PeerSync:
 
     def push(self, entries: list[Entry]) -> None:
         """Send fresh entries eagerly, those the peer may read."""
-        visible = [e.encoded for e in entries if self.replica.readable_by(e.document, self.remote)]
+        visible = [e for e in entries if self.replica.readable_by(e.document, self.remote)]
         if visible and self.session.ready and not self.session.closed:
-            self.session.push(visible)
+            self.session.push([e.encoded for e in visible])
             self.stats.entries_sent += len(visible)
+            for entry in visible:
+                self.history.record(entry.document.key + entry.author.key, entry.seq)
 
     def frames(self, budget: int = BATCH_BYTES) -> list[bytes]:
         """Frames to write to the link, in order, with at most about ``budget`` bytes of
@@ -136,20 +173,38 @@ class PeerSync:
     def _produce(self, budget: int) -> None:
         """Read the entries of the oldest wants, up to ``budget`` bytes, and queue them."""
         produced = 0
+        history = self.history
         while produced < budget and (need := self.session.next_need()) is not None:
             if not self._may_read(need.key):
                 continue  # the peer lost access since the round asked (an ACL changed)
+            sent_before = history.sent.get(need.key, 0)
+            start = need.start
+            if start <= sent_before and history.allowance <= 0:
+                history.refused += 1  # asked again for what it was sent: skip that part
+                start = sent_before + 1
+                if start > need.end and not need.proof:
+                    continue
+            limit = budget - produced
+            if start <= sent_before:  # a resend: no more than the allowance (and one entry)
+                limit = max(1, int(min(limit, history.allowance)))
             items = self.replica.feed_entries(
-                need.key, need.start, need.end, proof=need.proof, max_bytes=budget - produced
+                need.key, start, need.end, proof=need.proof, max_bytes=limit
             )
             sent_proof = need.proof and bool(items) and items[0][:1] == b"\x83"
-            entries = len(items) - sent_proof
-            if entries and need.start + entries <= need.end:
-                self.session.defer(NeedEntries(need.key, need.start + entries, need.end))
-            if items:
-                self.session.send_entries(items)
-                self.stats.entries_sent += len(items)
-                produced += sum(len(i) for i in items)
+            entries = items[1:] if sent_proof else items
+            if entries and start + len(entries) <= need.end:
+                self.session.defer(NeedEntries(need.key, start + len(entries), need.end))
+            if not items:
+                continue
+            again = sum(len(e) for e in entries[: max(0, sent_before - start + 1)])
+            if again:
+                history.resent += again
+                history.allowance -= again
+            if entries:
+                history.record(need.key, start + len(entries) - 1)
+            self.session.send_entries(items)
+            self.stats.entries_sent += len(items)
+            produced += sum(len(i) for i in items)
 
     def _may_read(self, key: bytes) -> bool:
         document = self.replica.document_by_key(key[:16])
@@ -187,4 +242,4 @@ class PeerSync:
         return report.applied
 
 
-__all__ = ["LinkStats", "PeerSync", "ProtocolError"]
+__all__ = ["LinkStats", "PeerSync", "ProtocolError", "SendHistory"]

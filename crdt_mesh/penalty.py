@@ -40,9 +40,12 @@ class Offence(enum.Enum):
     HOP_LIMIT = "hop_limit"
     #: a rate or budget overrun (frames, bytes, rounds)
     BUDGET = "budget"
+    #: entries sent ahead of a gap that the sender, who holds what precedes them,
+    #: left unfilled for many rounds (weighted per feed)
+    GAP = "gap"
     #: a handshake that failed or timed out (keyed by host: nobody is proven yet)
     HANDSHAKE = "handshake"
-    #: a provably dishonest record in a service (a copied sealed bid, ...)
+    #: a provably dishonest record in a service (a copied sealed bid, ...): refused at once
     DISHONEST = "dishonest"
     #: a broadcast outside the time window: also what clock skew looks like
     STALE = "stale"
@@ -56,8 +59,9 @@ WEIGHTS: dict[Offence, float] = {
     Offence.JUNK: 10.0,
     Offence.HOP_LIMIT: 10.0,
     Offence.BUDGET: 20.0,
+    Offence.GAP: 20.0,
     Offence.HANDSHAKE: 10.0,
-    Offence.DISHONEST: 60.0,
+    Offence.DISHONEST: 100.0,
     Offence.STALE: 1.0,
 }
 
@@ -166,6 +170,10 @@ class Penalties:
     def refused_count(self, now: float) -> int:
         """Keys refused at ``now`` (for status lines)."""
         return sum(1 for r in self._records.values() if now < r.banned_until)
+
+    def refused_keys(self, now: float) -> list[Hashable]:
+        """The keys refused at ``now``."""
+        return [k for k, r in self._records.items() if now < r.banned_until]
 
     def __len__(self) -> int:
         return len(self._records)

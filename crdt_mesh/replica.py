@@ -672,6 +672,14 @@ class Replica:
         self._check_open()
         self._pending.forget_source(source)
 
+    def expire_pending(self, max_wait: float) -> dict[Hashable, int]:
+        """Drop entries that waited more than ``max_wait`` seconds; returns, per source,
+        how many feeds it left waiting that long. An honest sender fills the gaps of
+        what it sends within a round or two of anti-entropy: it holds every entry
+        before one it committed."""
+        self._check_open()
+        return self._pending.expire(self._clock() - max_wait)
+
     @property
     def pending_bytes(self) -> int:
         """Bytes charged to the entries waiting in the pending area."""

@@ -453,6 +453,7 @@ class TcpListener:
             reason = f"{limits.max_handshakes} handshakes in flight"
         elif self._per_host.get(host, 0) >= limits.max_handshakes_per_host:
             reason = f"{limits.max_handshakes_per_host} handshakes in flight from {host}"
+            self._penalise(host, Offence.HANDSHAKE, reason)
         elif not bucket.take(1):
             reason = f"{host} begins handshakes too fast"
             self._penalise(host, Offence.BUDGET, reason)
@@ -511,11 +512,20 @@ class TcpTransport:
         limits: per-link and per-listener limits.
         penalties: where failed handshakes count, per host (default: a table of the
             transport's own, shared by its listeners).
+        local_host: the local address dialled connections come from (default: the
+            system's choice), for multi-homed hosts.
     """
 
-    def __init__(self, limits: TcpLimits = TcpLimits(), penalties: Penalties | None = None) -> None:
+    def __init__(
+        self,
+        limits: TcpLimits = TcpLimits(),
+        penalties: Penalties | None = None,
+        *,
+        local_host: str | None = None,
+    ) -> None:
         self.limits = limits
         self.penalties = penalties if penalties is not None else Penalties()
+        self.local_host = local_host
 
     async def listen(self, address: str, identity: Identity) -> TcpListener:
         parsed = TcpAddress.parse(address)
@@ -533,7 +543,9 @@ class TcpTransport:
         parsed = TcpAddress.parse(address)
         try:
             with anyio.fail_after(self.limits.connect_timeout):
-                stream = await anyio.connect_tcp(parsed.host, parsed.port)
+                stream = await anyio.connect_tcp(
+                    parsed.host, parsed.port, local_host=self.local_host
+                )
         except (OSError, TimeoutError) as exc:
             raise TransportError(f"cannot reach {address}: {exc}") from exc
         _keepalive(stream)

@@ -872,11 +872,11 @@ class TaskBoard:
                 refused[str(bidder)] = "a malformed sealed bid"
                 continue
             task, named, plain, nonce = opening
-            if task != str(ref) or named != bidder.key:
+            if task != ref.document_name or named != bidder.key:
                 whose = _peer_of_key(named)
                 refused[str(bidder)] = (
                     f"copies the sealed bid of {whose.short}"
-                    if task == str(ref) and whose is not None
+                    if task == ref.document_name and whose is not None
                     else "a sealed bid made for another bidder or task"
                 )
                 continue
@@ -1142,13 +1142,13 @@ _PAD_BUCKETS = (256, 512, 1024, 2048, 4096)
 def _commitment(ref: TaskRef, bidder: PeerId, plain: bytes, nonce: bytes) -> str:
     """The hash a sealed bid commits to: its offer, nonce, bidder and task. Binding the
     bidder and the task is what makes a copied commitment worthless to the copier."""
-    bound = cbor2.dumps([str(ref), bidder.key, plain, nonce], canonical=True)
+    bound = cbor2.dumps([ref.document_name, bidder.key, plain, nonce], canonical=True)
     return hashlib.blake2b(_SEALED_BID_DOMAIN + bound, digest_size=32).hexdigest()
 
 
 def _seal_content(ref: TaskRef, bidder: PeerId, plain: bytes, nonce: bytes) -> bytes:
     """What goes in the sealed box: the task, the bidder, the offer and its nonce, padded."""
-    content = cbor2.dumps([2, str(ref), bidder.key, plain, nonce], canonical=True)
+    content = cbor2.dumps([2, ref.document_name, bidder.key, plain, nonce], canonical=True)
     framed = len(content).to_bytes(4, "big") + content
     size = next((b for b in _PAD_BUCKETS if b >= len(framed)), None)
     if size is None:

@@ -258,7 +258,11 @@ class SyncSession:
         message = decode(frame)
         if not self.ready:
             if not isinstance(message, Hello):
-                raise ProtocolError("the first message must be hello")
+                # On a lossy network the hello may be lost and what followed it arrive:
+                # dropped (the shell redials a link whose hello never came), and
+                # counted, so that a peer cannot talk forever without one.
+                self._unexpected()
+                return
             if message.version != PROTOCOL_VERSION:
                 raise ProtocolError(f"protocol version {message.version} is not {PROTOCOL_VERSION}")
             self.ready = True

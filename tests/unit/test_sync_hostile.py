@@ -236,7 +236,37 @@ def test_a_hostile_peer_gets_only_protocol_errors_and_bounded_output(data: st.Da
             honest.close()
 
 
-def test_sessions_built_alone_refuse_rounds_before_hello() -> None:
+def test_sessions_answer_no_round_before_hello() -> None:
     session = SyncSession(Identity.generate().peer_id, Identity.generate().peer_id, initiator=False)
-    with pytest.raises(ProtocolError, match="hello"):
-        session.receive(opener())
+    session.receive(opener())
+    assert session.data_to_send() == [] and not session.round_active
+
+
+def test_a_peer_that_keeps_claiming_to_lack_everything_gets_the_store_once(
+    make_replica: ReplicaFactory,
+) -> None:
+    """Rounds that each claim nothing, drained each time: the store, then only the
+    allowance for what was sent already (a lossy network's resends), then nothing."""
+    from crdt_mesh.peer import SendHistory
+
+    replica = victim(make_replica, documents=10)
+    history = SendHistory(allowance=10_000)
+    peer = PeerSync(replica, Identity.generate().peer_id, initiator=False, history=history)
+    peer.receive(encode(Hello(PROTOCOL_VERSION, 1 << 20)))
+    peer.frames()
+    sent = []
+    for round_ in range(1, 11):
+        peer.receive(opener(round_))
+        questions = last_reconcile(peer.frames(budget=0))
+        peer.receive(encode(Reconcile(round_, 2, claim_nothing(questions))))
+        sent.append(drain(peer))
+    store = store_bytes(replica)
+    assert sent[0] == store
+    largest = max(len(e.encoded) for e in replica.missing_from({}) if hasattr(e, "encoded"))
+    assert sum(sent[1:]) <= 10_000 + largest  # the allowance, overshot by one entry at most
+    assert sent[-1] == 0 and history.refused > 0
+    history.grant(store, cap=store)  # the shell grants more with time
+    peer.receive(opener(11))
+    questions = last_reconcile(peer.frames(budget=0))
+    peer.receive(encode(Reconcile(11, 2, claim_nothing(questions))))
+    assert drain(peer) >= store // 2

@@ -120,11 +120,14 @@ def test_forks_travel_with_their_proof(make_replica: ReplicaFactory) -> None:
     assert alice.heads() == bob.heads()
 
 
-def test_first_message_must_be_hello() -> None:
+def test_frames_before_hello_are_dropped_and_a_flood_of_them_refused() -> None:
     a, b = Identity.generate().peer_id, Identity.generate().peer_id
     session = SyncSession(a, b, initiator=False)
-    with pytest.raises(ProtocolError):
-        session.receive(cbor2.dumps([2, []]))
+    session.receive(cbor2.dumps([2, []]))  # a lost hello: what followed it is dropped
+    assert not session.ready and session.next_event() is None
+    with pytest.raises(ProtocolError, match="answer nothing"):
+        for _ in range(100):
+            session.receive(cbor2.dumps([2, []]))
     assert session.closed
 
 
