@@ -67,7 +67,7 @@ log = logging.getLogger(__name__)
 #: the transport): with one frame of at most MAX_FRAME being read, a link holds at
 #: most about _READ_AHEAD_BYTES + MAX_FRAME of a peer's input.
 _READ_AHEAD = 64
-_READ_AHEAD_BYTES = 4 * 1024 * 1024
+_READ_AHEAD_BYTES = 1024 * 1024
 #: Frames queued for a peer that did not read them yet, beyond which its link's
 #: input is not processed (replies would pile up) and ephemeral frames are dropped.
 _MAX_OUTBOX = 1024 * 1024

@@ -33,7 +33,7 @@ from .sync import (
     RoundStarted,
     SyncSession,
 )
-from .sync.session import BATCH_BYTES
+from .sync.session import _RECONCILE_TAG, BATCH_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -51,20 +51,25 @@ class LinkStats:
     rejected: int = 0
 
 
+#: Separate stretches of sent entries remembered per feed (more merge the oldest away).
+_MAX_STRETCHES = 16
+
+
 @dataclass(slots=True)
 class SendHistory:
-    """What one peer was sent (the highest seq per feed), and how many bytes of what
+    """What one peer was sent (stretches of seqs per feed), and how many bytes of what
     it was sent already it may be sent again.
 
     A peer may lack an entry it was sent (a frame lost on a lossy network, an entry
     it could not keep waiting): it may have it again, within ``allowance`` bytes.
     Beyond that, what it asks for again is skipped until the shell grants more
     (:meth:`grant`): a peer that claims, round after round, to lack everything gets
-    the store once and then a trickle, not the store each round.
+    the store once and then a trickle, and an entry that was pushed to it and that
+    it asks for before the push arrived goes once.
     """
 
     allowance: float = math.inf
-    sent: dict[bytes, int] = field(default_factory=dict)
+    sent: dict[bytes, list[list[int]]] = field(default_factory=dict)
     #: bytes sent again, and asks for more than the allowance (skipped)
     resent: int = 0
     refused: int = 0
@@ -73,9 +78,35 @@ class SendHistory:
         """Add ``amount`` bytes to the allowance, up to ``cap``."""
         self.allowance = min(cap, self.allowance + amount)
 
-    def record(self, key: bytes, seq: int) -> None:
-        if seq > self.sent.get(key, 0):
-            self.sent[key] = seq
+    def record(self, key: bytes, first: int, last: int) -> None:
+        """Entries ``first..last`` of feed ``key`` were sent."""
+        stretches = self.sent.setdefault(key, [])
+        merged = [first, last]
+        kept = []
+        for stretch in stretches:
+            if stretch[1] + 1 < merged[0] or merged[1] + 1 < stretch[0]:
+                kept.append(stretch)
+            else:
+                merged = [min(merged[0], stretch[0]), max(merged[1], stretch[1])]
+        kept.append(merged)
+        kept.sort()
+        self.sent[key] = kept[-_MAX_STRETCHES:]
+
+    def was_sent(self, key: bytes, seq: int) -> bool:
+        return any(a <= seq <= b for a, b in self.sent.get(key, ()))
+
+    def first_unsent(self, key: bytes, start: int, end: int) -> tuple[int, int] | None:
+        """The first stretch of ``start..end`` not sent yet, or None if all was."""
+        seq = start
+        for a, b in self.sent.get(key, ()):
+            if b < seq:
+                continue
+            if a > seq:
+                return seq, min(end, a - 1)
+            seq = b + 1
+            if seq > end:
+                return None
+        return (seq, end) if seq <= end else None
 
 
 class PeerSync:
@@ -134,19 +165,26 @@ class PeerSync:
         """Take several frames that arrived together; ingest their entries at once.
 
         One ingest, so one group commit, for all the entries they carry: a burst
-        of pushed entries costs one fsync, not one each.
+        of pushed entries costs one fsync, not one each. Entries that came before a
+        reconcile frame are ingested before it is handled, so that the heads it
+        compares include them (else the peer would be asked to send them again).
 
         Raises:
             ProtocolError: the peer broke the protocol; close the link. Entries of
                 the frames before the bad one are still ingested.
         """
         pending: list[bytes] = []
+        committed: list[Entry] = []
         try:
             for frame in frames:
+                if pending and frame[1:2] == _RECONCILE_TAG:
+                    committed.extend(self._ingest(pending))
+                    pending = []
                 self.session.receive(frame)
                 self._handle_events(pending)
         finally:
-            committed = self._ingest(pending) if pending else []
+            if pending:
+                committed.extend(self._ingest(pending))
         return committed
 
     def push(self, entries: list[Entry]) -> None:
@@ -156,7 +194,8 @@ class PeerSync:
             self.session.push([e.encoded for e in visible])
             self.stats.entries_sent += len(visible)
             for entry in visible:
-                self.history.record(entry.document.key + entry.author.key, entry.seq)
+                key = entry.document.key + entry.author.key
+                self.history.record(key, entry.seq, entry.seq)
 
     def frames(self, budget: int = BATCH_BYTES) -> list[bytes]:
         """Frames to write to the link, in order, with at most about ``budget`` bytes of
@@ -177,31 +216,36 @@ class PeerSync:
         while produced < budget and (need := self.session.next_need()) is not None:
             if not self._may_read(need.key):
                 continue  # the peer lost access since the round asked (an ACL changed)
-            sent_before = history.sent.get(need.key, 0)
-            start = need.start
-            if start <= sent_before and history.allowance <= 0:
-                history.refused += 1  # asked again for what it was sent: skip that part
-                start = sent_before + 1
-                if start > need.end and not need.proof:
-                    continue
+            key, start, stop = need.key, need.start, need.end
+            if history.allowance <= 0:  # only what it was not sent yet
+                hole = history.first_unsent(key, start, stop)
+                if hole is None or hole[0] > start:
+                    history.refused += 1
+                if hole is None:
+                    if not need.proof:
+                        continue
+                    start = stop + 1  # the fork proof alone
+                else:
+                    start, stop = hole
             limit = budget - produced
-            if start <= sent_before:  # a resend: no more than the allowance (and one entry)
+            if history.was_sent(key, start):  # a resend: within the allowance (one entry over)
                 limit = max(1, int(min(limit, history.allowance)))
-            items = self.replica.feed_entries(
-                need.key, start, need.end, proof=need.proof, max_bytes=limit
-            )
+            items = self.replica.feed_entries(key, start, stop, proof=need.proof, max_bytes=limit)
             sent_proof = need.proof and bool(items) and items[0][:1] == b"\x83"
             entries = items[1:] if sent_proof else items
-            if entries and start + len(entries) <= need.end:
-                self.session.defer(NeedEntries(need.key, start + len(entries), need.end))
+            resume = start + len(entries) if entries else max(start, stop + 1)
+            if resume <= need.end:
+                self.session.defer(NeedEntries(key, resume, need.end))
             if not items:
                 continue
-            again = sum(len(e) for e in entries[: max(0, sent_before - start + 1)])
+            again = sum(
+                len(e) for seq, e in enumerate(entries, start) if history.was_sent(key, seq)
+            )
             if again:
                 history.resent += again
                 history.allowance -= again
             if entries:
-                history.record(need.key, start + len(entries) - 1)
+                history.record(key, start, start + len(entries) - 1)
             self.session.send_entries(items)
             self.stats.entries_sent += len(items)
             produced += sum(len(i) for i in items)

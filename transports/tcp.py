@@ -22,8 +22,10 @@ excess closes the link with a logged reason (:class:`RateLimitExceeded`).
 
 Limits per listener: handshakes run concurrently, each in a task of its own with
 one deadline for the whole handshake (a peer that trickles a byte at a time runs
-into it), at most ``max_handshakes`` at once and ``max_handshakes_per_host`` from
-one host, and at most ``handshakes_per_second`` begun per host. A failed or
+into it), at most ``max_handshakes_per_host`` from one host and
+``handshakes_per_second`` begun per host, and at most ``max_handshakes`` at once:
+when full, the oldest handshake of the host holding the most makes room, so a host
+with few is never starved by hosts with many. A failed or
 timed-out handshake counts against its host in a
 :class:`~crdt_mesh.penalty.Penalties` table; a refused host's connections are
 closed before any handshake work.
@@ -34,6 +36,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass
 
@@ -380,6 +383,8 @@ class TcpListener:
         self.refused = 0
         self._in_flight = 0
         self._per_host: dict[str, int] = {}
+        # the handshakes in flight of each host, oldest first (to cancel when full)
+        self._scopes: dict[str, deque[anyio.CancelScope]] = {}
         self._rates: dict[str, _TokenBucket] = {}
 
     @property
@@ -425,9 +430,17 @@ class TcpListener:
     async def _serve_one(
         self, stream: SocketStream, host: str, address: str, handler: LinkHandler
     ) -> None:
+        link = None
+        scope = anyio.CancelScope()
+        scopes = self._scopes.setdefault(host, deque())
+        scopes.append(scope)
         try:
-            link = await self._authenticate(stream, host, address)
+            with scope:  # cancelled when the listener is full and this host holds the most
+                link = await self._authenticate(stream, host, address)
         finally:
+            scopes.remove(scope)
+            if not scopes:
+                del self._scopes[host]
             self._in_flight -= 1
             left = self._per_host[host] - 1
             if left:
@@ -436,6 +449,19 @@ class TcpListener:
                 del self._per_host[host]
         if link is not None:
             await handler(link)
+
+    def _make_room(self, host: str) -> bool:
+        """The listener is full: cancel the oldest handshake of the host holding the most,
+        if it holds more than ``host``. So hosts that open many slow handshakes cannot
+        starve one that opens a few."""
+        busiest = max(self._scopes, key=lambda h: len(self._scopes[h]), default=None)
+        if busiest is None or len(self._scopes[busiest]) <= self._per_host.get(host, 0) + 1:
+            return False
+        for scope in self._scopes[busiest]:
+            if not scope.cancel_called:
+                scope.cancel()
+                return True
+        return False
 
     def _admit(self, host: str) -> bool:
         """Whether a connection from ``host`` may start a handshake now."""
@@ -449,11 +475,11 @@ class TcpListener:
         reason = None
         if self.penalties.refused(_host_key(host), now):
             reason = "refused"
-        elif self._in_flight >= limits.max_handshakes:
-            reason = f"{limits.max_handshakes} handshakes in flight"
         elif self._per_host.get(host, 0) >= limits.max_handshakes_per_host:
             reason = f"{limits.max_handshakes_per_host} handshakes in flight from {host}"
             self._penalise(host, Offence.HANDSHAKE, reason)
+        elif self._in_flight >= limits.max_handshakes and not self._make_room(host):
+            reason = f"{limits.max_handshakes} handshakes in flight"
         elif not bucket.take(1):
             reason = f"{host} begins handshakes too fast"
             self._penalise(host, Offence.BUDGET, reason)
