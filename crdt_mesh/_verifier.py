@@ -169,8 +169,14 @@ class VerifierPool:
             helper.close()
 
     def close(self) -> None:
-        with self._lock:
+        """Stop the helpers. A batch still being read (a generator left suspended) then
+        finishes in-process: closing never waits on it."""
+        acquired = self._lock.acquire(blocking=False)
+        try:
             self._stop()
+        finally:
+            if acquired:
+                self._lock.release()
 
 
 _shared: VerifierPool | None = None

@@ -58,6 +58,8 @@ class MemoryNetwork:
         self._groups: dict[str, int] = {}
         self.frames_sent = 0
         self.bytes_sent = 0
+        #: frames dropped because a partition cut their link (so tests can wait for them)
+        self.cut_frames = 0
 
     def transport(self, name: str | None = None) -> MemoryTransport:
         """A transport for one node; ``name`` (or its first listen address) places it
@@ -113,6 +115,7 @@ class MemoryLink(FramesUntilClosed):
         network.frames_sent += 1
         network.bytes_sent += len(frame)
         if not network._reachable(self._local, self._remote_address):
+            network.cut_frames += 1
             return
         rng = network.rng
         if faults.loss and rng.random() < faults.loss:

@@ -83,6 +83,8 @@ class SimulatedMesh:
         root: where the stores go (a temporary folder, removed on close, if None).
         contacts: who replica ``i`` may contact, given the live replicas: its view
             of the mesh (default: everyone). ``fanout`` of them are drawn each round.
+        tap: called with every frame any replica sends (to check what leaves a
+            replica, e.g. that no ``local`` entry ever does).
     """
 
     def __init__(
@@ -94,6 +96,7 @@ class SimulatedMesh:
         faults: Faults = Faults(),
         root: str | Path | None = None,
         contacts: Callable[[int, list[int]], Sequence[int]] | None = None,
+        tap: Callable[[bytes], None] | None = None,
     ) -> None:
         if size < 1:
             raise ValueError("a mesh has at least one replica")
@@ -101,6 +104,8 @@ class SimulatedMesh:
         self.fanout = fanout
         self.faults = faults
         self.contacts = contacts
+        #: called with every frame a replica sends, before the network sees it
+        self.tap = tap
         self._owned_root = root is None
         self.root = Path(tempfile.mkdtemp(prefix="crdt_mesh-sim-")) if root is None else Path(root)
         self.nodes: list[_Node] = []
@@ -310,6 +315,8 @@ class SimulatedMesh:
 
     def _deliver(self, frames: list[bytes]) -> Iterator[bytes]:
         for frame in frames:
+            if self.tap is not None:
+                self.tap(frame)
             self.bytes += len(frame)
             self.frames += 1
             if self.faults.loss and self.rng.random() < self.faults.loss:

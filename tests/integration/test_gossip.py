@@ -132,10 +132,14 @@ async def test_a_broadcast_reaches_every_peer_exactly_once(tmp_path: Path) -> No
         )
         assert len(message_id) == 16
         await wait_for(lambda: all(received[i] for i in range(1, count)), timeout=30)
-        await anyio.sleep(0.2)  # any duplicate would have arrived by now
+        # Proof that no copy is still on its way, rather than a sleep: every peer stopped
+        # pushing it; then a second message, sent after that, reached everyone too.
+        await wait_for(lambda: all(m.gossip._broadcaster.active == 0 for m in meshes), 30)
+        meshes[0].gossip.propagate(GossipMessageType.TASK_ANNOUNCEMENT, "marker", ttl=8, fanout=8)
+        await wait_for(lambda: all(len(received[i]) >= 2 for i in range(1, count)), timeout=30)
         assert received[0] == []  # the origin does not hear itself
-        assert all(received[i] == [{"task": "task-123"}] for i in range(1, count))
-        assert len(events) == 1
+        assert all(received[i] == [{"task": "task-123"}, "marker"] for i in range(1, count))
+        assert len(events) == 2
 
 
 def _connected(meshes: list[Mesh]) -> bool:

@@ -77,12 +77,15 @@ async def test_partition_heals(tmp_path: Path) -> None:
     async with mesh_of(tmp_path, 3, network) as meshes:
         await wait_for(lambda: all(len(m.peers) == 2 for m in meshes))
         network.partition(["mem://node-0"], ["mem://node-1", "mem://node-2"])
+        cut = network.cut_frames
         for i, mesh in enumerate(meshes):
             notes = mesh.replica.document("notes")
             with notes.transaction():
                 notes.map("m")[f"k{i}"] = i
         await wait_for(lambda: meshes[1].replica.heads() == meshes[2].replica.heads())
-        await anyio.sleep(0.2)
+        # Proof that the window passed: pushes and a few rounds of frames across the cut
+        # were sent, and dropped by it (not a sleep that hopes they were).
+        await wait_for(lambda: network.cut_frames >= cut + 12)
         assert len(meshes[0].replica.heads()) == 1  # cut off
         network.heal()
         await wait_for(lambda: converged(meshes))

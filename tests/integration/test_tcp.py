@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import anyio
 import cbor2
@@ -25,6 +27,25 @@ from transports.tcp import (
     _check_binding,
     static_key,
 )
+
+R = TypeVar("R")
+
+
+@pytest.fixture
+async def keep() -> AsyncIterator[Callable[[R], R]]:
+    """``keep(resource)`` returns it, and closes it when the test ends, pass or fail: a
+    failing test must not leave listeners and sockets behind for its neighbours."""
+    kept: list[Any] = []
+
+    def register(resource: R) -> R:
+        kept.append(resource)
+        return resource
+
+    yield register
+    with anyio.CancelScope(shield=True):
+        for resource in reversed(kept):
+            with contextlib.suppress(Exception):
+                await resource.aclose()
 
 
 async def _connect(
@@ -61,12 +82,13 @@ def test_addresses_parse_and_print() -> None:
 
 
 @pytest.mark.anyio
-async def test_link_proves_identities_and_carries_frames() -> None:
+async def test_link_proves_identities_and_carries_frames(keep: Callable[[Any], Any]) -> None:
     alice, bob = Identity.generate(), Identity.generate()
     transport = TcpTransport()
-    listener = await transport.listen("tcp://127.0.0.1:0", alice)
+    listener = keep(await transport.listen("tcp://127.0.0.1:0", alice))
     address = listener.address.replace("tcp://", f"tcp://{alice.peer_id}@")
     link, server = await _connect(transport, listener, address, bob)
+    keep(link), keep(server)
     assert link.remote == alice.peer_id and server.remote == bob.peer_id
     big = bytes(range(256)) * 1000  # several Noise messages
     await link.send(big)
@@ -82,10 +104,10 @@ async def test_link_proves_identities_and_carries_frames() -> None:
 
 
 @pytest.mark.anyio
-async def test_a_peer_that_is_not_the_one_dialled_is_refused() -> None:
+async def test_a_peer_that_is_not_the_one_dialled_is_refused(keep: Callable[[Any], Any]) -> None:
     alice, bob, carol = Identity.generate(), Identity.generate(), Identity.generate()
     transport = TcpTransport()
-    listener = await transport.listen("tcp://127.0.0.1:0", alice)
+    listener = keep(await transport.listen("tcp://127.0.0.1:0", alice))
     async with anyio.create_task_group() as tg:
         tg.start_soon(_accept_quietly, listener)
         address = listener.address.replace("tcp://", f"tcp://{carol.peer_id}@")
@@ -110,14 +132,16 @@ async def _accept_quietly(listener: object) -> None:
         b"\xff\xff" + b"x" * 100,
     ],
 )
-async def test_garbage_and_truncated_handshakes_are_refused(opening: bytes) -> None:
+async def test_garbage_and_truncated_handshakes_are_refused(
+    opening: bytes, keep: Callable[[Any], Any]
+) -> None:
     alice = Identity.generate()
     transport = TcpTransport(TcpLimits(handshake_timeout=0.5))
-    listener = await transport.listen("tcp://127.0.0.1:0", alice)
+    listener = keep(await transport.listen("tcp://127.0.0.1:0", alice))
     parsed = TcpAddress.parse(listener.address)
     async with anyio.create_task_group() as tg:
         tg.start_soon(_accept_quietly, listener)
-        stream = await anyio.connect_tcp(parsed.host, parsed.port)
+        stream = keep(await anyio.connect_tcp(parsed.host, parsed.port))
         await stream.send(opening)
         await stream.send_eof()
         await wait_for(lambda: listener.refused == 1, timeout=5)
@@ -165,23 +189,26 @@ def test_the_listener_survives_any_opening_bytes(data: bytes) -> None:
         transport = TcpTransport(TcpLimits(handshake_timeout=0.3))
         listener = await transport.listen("tcp://127.0.0.1:0", alice)
         parsed = TcpAddress.parse(listener.address)
-        links = []
-        async with anyio.create_task_group() as tg:
+        opened: list[Any] = [listener]
+        try:
+            async with anyio.create_task_group() as tg:
 
-            async def accept() -> None:
-                links.append(await listener.accept())
+                async def accept() -> None:
+                    opened.append(await listener.accept())
 
-            tg.start_soon(accept)
-            stream = await anyio.connect_tcp(parsed.host, parsed.port)
-            await stream.send(data)
-            await stream.send_eof()
-            with anyio.fail_after(5):
-                link = await transport.dial(listener.address, bob)  # an honest peer still gets in
-            await stream.aclose()
-        assert links[0].remote == bob.peer_id
-        await link.aclose()
-        await links[0].aclose()
-        await listener.aclose()
+                tg.start_soon(accept)
+                stream = await anyio.connect_tcp(parsed.host, parsed.port)
+                opened.append(stream)
+                await stream.send(data)
+                await stream.send_eof()
+                with anyio.fail_after(5):  # an honest peer still gets in
+                    opened.append(await transport.dial(listener.address, bob))
+            assert any(getattr(o, "remote", None) == bob.peer_id for o in opened)
+        finally:
+            with anyio.CancelScope(shield=True):
+                for resource in reversed(opened):
+                    with contextlib.suppress(Exception):
+                        await resource.aclose()
 
     anyio.run(main)
 
@@ -208,11 +235,12 @@ def test_a_binding_that_claims_someone_elses_key_is_refused() -> None:
 
 
 @pytest.mark.anyio
-async def test_garbage_after_the_handshake_kills_the_link() -> None:
+async def test_garbage_after_the_handshake_kills_the_link(keep: Callable[[Any], Any]) -> None:
     alice, bob = Identity.generate(), Identity.generate()
     transport = TcpTransport()
-    listener = await transport.listen("tcp://127.0.0.1:0", alice)
+    listener = keep(await transport.listen("tcp://127.0.0.1:0", alice))
     link, server = await _connect(transport, listener, listener.address, bob)
+    keep(link), keep(server)
     await link._stream.send(b"\x00\x20" + b"\x42" * 32)  # a Noise message that fails to decrypt
     with pytest.raises(LinkClosed, match="authentication"):
         await server.recv()

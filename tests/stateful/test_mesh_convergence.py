@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from crdt_mesh import DocumentId, Entry, Policy
+from crdt_mesh.identity import Identity
+from crdt_mesh.sync.messages import Entries, ProtocolError, decode
 from crdt_mesh.testing import Op, apply_op, document_json
 from crdt_mesh.testing.sim import Faults, SimulatedMesh
 from crdt_mesh.testing.strategies import transactions
@@ -23,9 +25,24 @@ class MeshMachine(RuleBasedStateMachine):
 
     @initialize(size=st.integers(2, 4), seed=st.integers(0, 2**32 - 1))
     def start(self, size: int, seed: int) -> None:
-        self.sim = SimulatedMesh(size, seed=seed, fanout=2)
-        self.committed: dict[tuple[int, str], dict[str, Any]] = {}  # (replica, doc) -> writes
+        self.leaked: list[Entry] = []  # local entries seen on the wire (never, we hope)
+        self.sim = SimulatedMesh(size, seed=seed, fanout=2, tap=self._watch)
+        # (document, author) -> the last seq committed: every replica must end up with it
+        self.committed: dict[tuple[DocumentId, Any], int] = {}
         self.local_writes: dict[int, int] = {}
+
+    def _watch(self, frame: bytes) -> None:
+        """Every frame any replica sends: none may carry an entry of a local document."""
+        try:
+            message = decode(frame)
+        except ProtocolError:
+            return
+        if isinstance(message, Entries):
+            for item in message.items:
+                if item[:1] != b"\x83":  # fork proofs aside
+                    entry = Entry.decode(item, verify=False)
+                    if entry.document.policy is Policy.LOCAL:
+                        self.leaked.append(entry)
 
     def teardown(self) -> None:
         self.sim.close()
@@ -36,10 +53,14 @@ class MeshMachine(RuleBasedStateMachine):
     @rule(data=st.data(), doc=st.sampled_from(OPEN_DOCS), ops=transactions())
     def write(self, data: st.DataObject, doc: DocumentId, ops: list[Op]) -> None:
         """A transaction of map, array and text operations on one replica."""
-        document = self.sim.replica(self._pick(data)).document(doc)
+        replica = self.sim.replica(self._pick(data))
+        document = replica.document(doc)
         with document.transaction():
             for op in ops:
                 apply_op(document, op)
+        head = replica.heads().get((doc, replica.peer_id))
+        if head is not None:
+            self.committed[(doc, replica.peer_id)] = head.seq
 
     @rule(data=st.data(), value=st.integers(-(2**53), 2**53))
     def write_local(self, data: st.DataObject, value: int) -> None:
@@ -82,10 +103,17 @@ class MeshMachine(RuleBasedStateMachine):
 
     @invariant()
     def local_documents_stay_home(self) -> None:
+        """Checked on the sending side: no frame carried a local entry, and nothing a
+        replica offers any peer names a local feed (the receiving side refuses
+        them too, but must never be the only guard)."""
+        assert not self.leaked, f"local entries left their replica: {self.leaked[:3]}"
+        stranger = Identity.from_seed(b"s" * 32).peer_id
         for index in self.sim.live():
             replica = self.sim.replica(index)
             for item in replica.missing_from({}):
                 assert not (isinstance(item, Entry) and item.document.policy is Policy.LOCAL)
+            local_keys = {d.key for d in replica.documents() if d.policy is Policy.LOCAL}
+            assert not any(i.key[:16] in local_keys for i in replica.feed_index(stranger))
             local = [d for d in replica.documents() if d.policy is Policy.LOCAL]
             assert bool(local) == (index in self.local_writes)
 
@@ -94,6 +122,12 @@ class MeshMachine(RuleBasedStateMachine):
         self.sim.faults = Faults()
         self.sim.run_until_converged(max_rounds=30)
         live = self.sim.live()
+        for index in live:  # nothing committed anywhere is lost, everywhere
+            heads = self.sim.replica(index).heads()
+            for feed, seq in self.committed.items():
+                head = heads.get(feed)
+                frozen = head is not None and head.frozen
+                assert frozen or (head is not None and head.seq >= seq), (index, feed, seq)
         reference = self.sim.replica(live[0])
         for index in live[1:]:
             replica = self.sim.replica(index)

@@ -76,6 +76,30 @@ def test_a_proof_moved_to_another_entry_or_group_is_rejected() -> None:
         Entry.decode(cbor2.dumps(items, canonical=True))
 
 
+def test_a_proof_index_with_bits_above_its_depth_is_malformed_not_a_new_encoding() -> None:
+    """Index 5 in a 4-leaf tree walks the same path as index 1 (only the low two bits
+    are read), so its signature verifies: without the bound, one entry would have two
+    encodings under one id. The parser refuses it as malformed, before any signature."""
+    group = _group(ALICE, 4)
+    items = cbor2.loads(group[1].encoded)
+    assert items[9][1] == 1
+    items[9][1] = 1 | 0b100  # the same low bits: the same root, the same signature
+    with pytest.raises(InvalidEntry, match="index is out of range") as caught:
+        Entry.decode(cbor2.dumps(items, canonical=True))
+    assert not isinstance(caught.value, InvalidSignature)
+
+
+def test_a_checked_root_vouches_for_its_own_paths_only() -> None:
+    """Roots already checked are remembered by signature *and* root: an entry that
+    carries a checked group's signature with another path is checked, and refused."""
+    group = _group(ALICE, 4)
+    group[0].verify()  # the group's root is now remembered
+    items = cbor2.loads(group[2].encoded)
+    items[9][2][0] = bytes(32)  # another sibling: another root, the same signature
+    with pytest.raises(InvalidSignature):
+        Entry.decode(cbor2.dumps(items, canonical=True))
+
+
 def test_a_group_signed_by_someone_else_is_rejected() -> None:
     forged = _group(MALLORY, 3)
     items = cbor2.loads(forged[0].encoded)

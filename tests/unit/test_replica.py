@@ -8,6 +8,7 @@ from crdt_mesh import (
     ClosedError,
     DocumentChange,
     Durability,
+    Entry,
     Identity,
     LocalError,
     Replica,
@@ -260,3 +261,44 @@ def test_a_long_reader_does_not_block_the_writer(make_replica: ReplicaFactory) -
     thread.join(timeout=10)
     assert seen == [1]  # the reader kept its snapshot
     assert notes.heads()[alice.peer_id].seq == 6
+
+
+def test_observers_and_hooks_run_only_once_the_entry_is_durable(
+    make_replica: ReplicaFactory,
+) -> None:
+    """DESIGN invariant 5: no event before the commit. Each observer and commit hook,
+    when called, finds the entry in the store (a fresh read transaction) and in heads(),
+    for a local transaction, a batch, and an ingest."""
+    from crdt_mesh.store import seq_bytes
+
+    alice, bob = make_replica(), make_replica()
+    seen: list[tuple[str, bool]] = []
+
+    def stored(replica: Replica, entry: Entry) -> bool:
+        key = entry.document.key + entry.author.key + seq_bytes(entry.seq)
+        with replica.store.read() as txn:
+            in_store = txn.get(key, db=replica.store.db("entries")) is not None
+        head = replica.heads().get((entry.document, entry.author))
+        return in_store and head is not None and head.seq >= entry.seq
+
+    for replica in (alice, bob):
+        replica.on_commit(
+            lambda entries, r=replica: seen.extend(("hook", stored(r, e)) for e in entries)
+        )
+        notes = replica.document("notes")
+        notes.observe(
+            lambda change, r=replica: seen.append(
+                ("observer", r.heads().get((change.document, change.author), None) is not None
+                 and r.heads()[(change.document, change.author)].seq >= change.seq)
+            )
+        )  # fmt: skip
+    notes = alice.document("notes")
+    with notes.transaction():
+        notes.map("m")["a"] = 1
+    with alice.batch():
+        for i in range(3):
+            with notes.transaction():
+                notes.map("m")[str(i)] = i
+    bob.ingest(alice.missing_from({}))
+    assert len(seen) == 2 * (4 + 4)  # alice's four entries, twice; bob's four, twice
+    assert all(ok for _, ok in seen), seen

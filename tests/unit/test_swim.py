@@ -162,3 +162,30 @@ def _frame(author: FailureDetector, body: dict[str, object]) -> bytes:
     full.update(body)
     encoded = cbor2.dumps(full, canonical=True)
     return cbor2.dumps([encoded, author.identity.sign(b"crdt_mesh/swim/v1\x00" + encoded)])
+
+
+def test_a_stale_suspicion_never_wins_over_a_newer_incarnation() -> None:
+    """Incarnations order what is said of a member: a suspicion of an older incarnation
+    changes nothing; one of the current incarnation makes it suspect; the member's own
+    alive update at a higher incarnation clears it; and then the old suspicion again
+    changes nothing."""
+    a, b, c = _group(3)
+
+    def alive_from_b() -> None:  # b's own signed word, as it travels in updates
+        a._apply([Status.ALIVE.value, b.me.key, b.incarnation, b._proof], now=0.0)
+
+    b._refute()
+    b._refute()  # b is at incarnation 2 now, and a hears of it
+    alive_from_b()
+    assert a._member(b.me).incarnation == 2 and a.status(b.me) is Status.ALIVE
+    a._apply([Status.SUSPECT.value, b.me.key, 1, c.me.key], now=0.0)
+    assert a.status(b.me) is Status.ALIVE  # stale: about incarnation 1
+    a._apply([Status.DEAD.value, b.me.key, 1, c.me.key], now=0.0)
+    assert a.status(b.me) is Status.ALIVE  # stale too
+    a._apply([Status.SUSPECT.value, b.me.key, 2, c.me.key], now=0.0)
+    assert a.status(b.me) is Status.SUSPECT
+    b._refute()  # incarnation 3, signed by b
+    alive_from_b()
+    assert a.status(b.me) is Status.ALIVE and a._member(b.me).incarnation == 3
+    a._apply([Status.SUSPECT.value, b.me.key, 2, c.me.key], now=0.2)
+    assert a.status(b.me) is Status.ALIVE

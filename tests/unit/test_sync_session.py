@@ -192,3 +192,35 @@ def test_a_session_fed_any_frames_raises_only_protocol_errors(frames: list[bytes
         except ProtocolError:
             assert session.closed
             return
+
+
+def test_the_sender_never_offers_a_local_entry(make_replica: ReplicaFactory) -> None:
+    """Checked where it leaves, not where it arrives: the index a peer is shown names no
+    local feed, and a peer that claims to hold nothing is sent no local entry."""
+    from crdt_mesh import Entry
+    from crdt_mesh.sync.messages import Entries, decode
+
+    alice, bob = make_replica(), make_replica()
+    write(alice, "diary", 3, policy=Policy.LOCAL)
+    write(alice, "public", 2)
+    diary = next(d for d in alice.documents() if d.policy is Policy.LOCAL)
+    assert all(item.key[:16] != diary.key for item in alice.feed_index(bob.peer_id))
+    left, right = link(alice, bob)
+    left.start_round()
+    sent: list[bytes] = []
+    for _ in range(50):
+        frames_a, frames_b = left.frames(), right.frames()
+        if not frames_a and not frames_b:
+            break
+        sent.extend(frames_a)
+        for frame in frames_a:
+            right.receive(frame)
+        for frame in frames_b:
+            left.receive(frame)
+    entries = [
+        Entry.decode(item, verify=False)
+        for frame in sent
+        if isinstance(message := decode(frame), Entries)
+        for item in message.items
+    ]
+    assert entries and all(e.document.policy is not Policy.LOCAL for e in entries)

@@ -1,0 +1,261 @@
+"""Plant known bugs, one at a time, and check that the suite catches each.
+
+    python -m tests.mutation.mutants            # each mutant against the tests aimed at it
+    python -m tests.mutation.mutants --full     # each mutant against the whole suite (hours)
+    python -m tests.mutation.mutants --only fsync-off
+
+Each mutant copies the checkout to a scratch folder, replaces one snippet of one
+file, and runs pytest there; a mutant the tests do not fail has *survived*. The
+list below is the record of how the suite was checked: the bug, where, and the
+test aimed at it (issue 11 found four that survived the whole suite, and three
+caught only by accident; each now has its test). Add a mutant whenever a test is
+written for a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    file: str
+    old: str
+    new: str
+    caught_by: tuple[str, ...]
+
+
+MUTANTS = [
+    # -- issue 11: survived the whole suite ------------------------------------------------
+    Mutant(
+        "proof-index-unbounded",
+        "crdt_mesh/ledger.py",
+        "not 0 <= index < (1 << len(siblings))",
+        "not 0 <= index",
+        (
+            "tests/unit/test_group_signatures.py::"
+            "test_a_proof_index_with_bits_above_its_depth_is_malformed_not_a_new_encoding",
+        ),
+    ),
+    Mutant(
+        "local-offered-to-peers",
+        "crdt_mesh/replica.py",
+        "        if document.policy is Policy.LOCAL:\n            return False\n",
+        "",
+        (
+            "tests/unit/test_sync_session.py::test_the_sender_never_offers_a_local_entry",
+            "tests/stateful/test_mesh_convergence.py",
+        ),
+    ),
+    Mutant(
+        "fsync-off",
+        "crdt_mesh/store.py",
+        "                sync=durability is Durability.FULL,\n"
+        "                metasync=durability is Durability.FULL,",
+        "                sync=False,\n                metasync=False,",
+        ("tests/integration/test_durability.py",),
+    ),
+    Mutant(
+        "broadcast-ttl-not-decremented",
+        "crdt_mesh/epidemic.py",
+        "self._activate(message_id, body, signature, travelled, fanout, avoid, members)",
+        "self._activate(message_id, body, signature, hops, fanout, avoid, members)",
+        (
+            "tests/unit/test_epidemic.py::test_a_message_followed_hop_by_hop_travels_exactly_its_ttl",
+        ),
+    ),
+    # -- issue 11: caught only by accident before ------------------------------------------
+    Mutant(
+        "events-before-commit",
+        "crdt_mesh/replica.py",
+        "        self._store.write(work)\n"
+        "        self._docs[document.id.key] = document.id\n"
+        "        self._heads[(document.id, self.peer_id)] = Head(entry.seq, entry.id)\n"
+        "        self._after_commit([entry], local=True)",
+        "        self._docs[document.id.key] = document.id\n"
+        "        self._heads[(document.id, self.peer_id)] = Head(entry.seq, entry.id)\n"
+        "        self._after_commit([entry], local=True)\n"
+        "        self._store.write(work)",
+        (
+            "tests/unit/test_replica.py::test_observers_and_hooks_run_only_once_the_entry_is_durable",
+        ),
+    ),
+    Mutant(
+        "root-cache-by-signature",
+        "crdt_mesh/ledger.py",
+        "        if self.proof is not None and signed in _VERIFIED_ROOTS:",
+        "        if self.proof is not None and signed[:64] in {k[:64] for k in _VERIFIED_ROOTS}:",
+        (
+            "tests/unit/test_group_signatures.py::test_a_checked_root_vouches_for_its_own_paths_only",
+        ),
+    ),
+    Mutant(
+        "swim-incarnation-reversed",
+        "crdt_mesh/swim.py",
+        "member.status is Status.LEFT or incarnation < member.incarnation:",
+        "member.status is Status.LEFT or incarnation > member.incarnation:",
+        ("tests/unit/test_swim.py::test_a_stale_suspicion_never_wins_over_a_newer_incarnation",),
+    ),
+    # -- issue 10: the defences against hostile peers ---------------------------------------
+    Mutant(
+        "overlapping-parts-allowed",
+        "crdt_mesh/sync/messages.py",
+        "            if previous_upper is not None and part.lower < previous_upper:",
+        "            if False:",
+        (
+            "tests/unit/test_sync_hostile.py::"
+            "test_a_frame_repeating_the_whole_range_is_a_breach_and_queues_nothing",
+        ),
+    ),
+    Mutant(
+        "answers-not-checked",
+        "crdt_mesh/sync/session.py",
+        "        self._check_answers(message.parts)\n",
+        "",
+        ("tests/unit/test_sync_hostile.py::test_an_answer_outside_the_questions_is_a_breach",),
+    ),
+    Mutant(
+        "wants-not-merged",
+        "crdt_mesh/sync/session.py",
+        "        self._wants[need.key] = need if known is None else known.merge(need)",
+        "        self._wants[need.key + bytes(len(self._wants) % 7)] = need",
+        (
+            "tests/unit/test_sync_hostile.py::"
+            "test_rounds_reopened_before_the_link_drains_merge_into_one_want_per_feed",
+        ),
+    ),
+    Mutant(
+        "resends-unbounded",
+        "crdt_mesh/peer.py",
+        "            if history.allowance <= 0:  # only what it was not sent yet",
+        "            if False:",
+        (
+            "tests/unit/test_sync_hostile.py::"
+            "test_a_peer_that_keeps_claiming_to_lack_everything_gets_the_store_once",
+            "tests/unit/test_sync_hostile.py::test_history_sends_only_the_holes_of_what_was_pushed",
+        ),
+    ),
+    Mutant(
+        "pending-unfair",
+        "crdt_mesh/_pending.py",
+        "            if self.held_by(largest) < self.held_by(source) + size:",
+        "            if True:",
+        ("tests/unit/test_pending.py",),
+    ),
+    Mutant(
+        "pending-no-quota",
+        "crdt_mesh/_pending.py",
+        "            while self.held_by(source) + size > limits.per_source:",
+        "            while False:",
+        ("tests/unit/test_pending.py",),
+    ),
+    Mutant(
+        "sealed-bid-unbound",
+        "crdt_mesh/services/tasks.py",
+        "    bound = cbor2.dumps([ref.document_name, bidder.key, plain, nonce], canonical=True)",
+        "    bound = cbor2.dumps([ref.document_name, plain, nonce], canonical=True)",
+        ("tests/unit/test_tasks.py::test_a_decider_cannot_pass_off_a_copied_bid_as_the_copiers",),
+    ),
+    Mutant(
+        "sealed-bid-unpadded",
+        "crdt_mesh/services/tasks.py",
+        '    return framed.ljust(size, b"\\x00")',
+        "    return framed",
+        ("tests/unit/test_tasks.py::test_a_sealed_box_says_nothing_of_the_price_by_its_length",),
+    ),
+    Mutant(
+        "hop-ceiling-ignored",
+        "crdt_mesh/epidemic.py",
+        "        if hops >= ttl:",
+        "        if False:",
+        ("tests/unit/test_epidemic.py::test_a_relay_cannot_raise_the_signed_limits",),
+    ),
+    Mutant(
+        "broadcast-window-ignored",
+        "crdt_mesh/epidemic.py",
+        "        if created <= self._low_water or created < now - self.window:",
+        "        if False:",
+        (
+            "tests/unit/test_epidemic.py::test_only_messages_within_the_window_are_accepted",
+            "tests/unit/test_epidemic.py::test_a_restarted_broadcaster_refuses_what_came_before_it",
+        ),
+    ),
+    Mutant(
+        "penalties-never-refuse",
+        "crdt_mesh/penalty.py",
+        "        if record.score < self.settings.threshold or now < record.banned_until:",
+        "        if True:",
+        ("tests/unit/test_penalty.py",),
+    ),
+    Mutant(
+        "handshakes-inline",
+        "transports/tcp.py",
+        "                tg.start_soon(self._serve_one, stream, host, address, handler)",
+        "                await self._serve_one(stream, host, address, handler)",
+        ("tests/integration/test_hostile.py::test_stalled_handshakes_hold_up_nobody",),
+    ),
+]
+
+
+def run(mutant: Mutant, full: bool, *, plant: bool = True) -> bool:
+    """True if the tests caught ``mutant`` (``plant=False``: the unmutated control run,
+    against every mutant's aimed tests)."""
+    with tempfile.TemporaryDirectory(prefix="crdt_mesh-mutant-") as scratch:
+        copy = Path(scratch) / "main"
+        shutil.copytree(
+            ROOT, copy, ignore=shutil.ignore_patterns(".git", ".ci", "__pycache__", "*.egg-info")
+        )
+        shared = ROOT.parent / "shared"
+        if shared.exists():
+            (Path(scratch) / "shared").symlink_to(shared)
+        if plant:
+            target = copy / mutant.file
+            text = target.read_text()
+            if text.count(mutant.old) != 1:
+                raise SystemExit(f"{mutant.name}: the snippet is not found once in {mutant.file}")
+            target.write_text(text.replace(mutant.old, mutant.new))
+            tests = [] if full else list(mutant.caught_by)
+        else:
+            tests = [] if full else sorted({t for m in MUTANTS for t in m.caught_by})
+        result = subprocess.run(
+            [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
+            cwd=copy,
+            env={**__import__("os").environ, "PYTHONPATH": str(copy)},
+            capture_output=True,
+            text=True,
+        )
+        return result.returncode != 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--full", action="store_true", help="run the whole suite per mutant")
+    parser.add_argument("--only", action="append", default=[], help="a mutant's name")
+    args = parser.parse_args()
+    chosen = [m for m in MUTANTS if not args.only or m.name in args.only]
+    control = Mutant("control", chosen[0].file, "", "", ())
+    if run(control, args.full, plant=False):
+        raise SystemExit("the tests fail with no mutant planted: fix them first")
+    survived = []
+    for mutant in chosen:
+        caught = run(mutant, args.full)
+        print(
+            f"{'caught  ' if caught else 'SURVIVED'}  {mutant.name:<32} {mutant.file}", flush=True
+        )
+        if not caught:
+            survived.append(mutant.name)
+    print(f"{len(chosen) - len(survived)} of {len(chosen)} caught")
+    return 1 if survived else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
