@@ -25,8 +25,8 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 
 import cbor2
-import nacl.bindings
-import nacl.exceptions
+
+from .identity import open_signed
 
 Item = tuple[bytes, bytes]  # (signature + signed bytes, public key)
 
@@ -38,14 +38,7 @@ _PIPE_BUDGET = 48 * 1024
 
 def verify_items(items: Iterable[Item]) -> bytes:
     """One byte per item: 1 if its signature verifies, else 0."""
-    out = bytearray()
-    for signed, key in items:
-        try:
-            nacl.bindings.crypto_sign_open(signed, key)
-            out.append(1)
-        except (nacl.exceptions.CryptoError, ValueError, TypeError):
-            out.append(0)
-    return bytes(out)
+    return bytes(open_signed(key, signed) for signed, key in items)
 
 
 def _read_exact(stream: object, size: int) -> bytes:

@@ -38,16 +38,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import cbor2
-import nacl.bindings
-import nacl.exceptions
 
-from .identity import Identity, PeerId
+from .identity import Domain, Identity, PeerId
 from .penalty import Offence
 
 #: ``pick(count, avoid)``: up to ``count`` distinct members to send to, none of ``avoid``.
 Pick = Callable[[int, Collection[PeerId]], list[PeerId]]
 
-_DOMAIN = b"crdt_mesh/broadcast/v2\x00"
 _VERSION = 2
 MAX_TTL = 16
 MAX_FANOUT = 8
@@ -173,7 +170,7 @@ class Broadcaster:
             raise ValueError(f"broadcast of {len(body)} bytes exceeds {MAX_BROADCAST}")
         message_id = _message_id(body)
         self._remember(message_id, created_at)
-        signature = self.identity.sign(_DOMAIN + body)
+        signature = self.identity.sign(Domain.BROADCAST, body)
         self._activate(message_id, body, signature, 0, fanout, set(), members)
         self.pump(pick)
         return message_id
@@ -222,9 +219,7 @@ class Broadcaster:
             return self._drop(Offence.STALE, "a broadcast older than the window")
         if created > now + self.max_skew:
             return self._drop(Offence.STALE, "a broadcast from the future")
-        try:
-            nacl.bindings.crypto_sign_open(signature + _DOMAIN + body, origin.key)
-        except (ValueError, TypeError, nacl.exceptions.CryptoError):
+        if not origin.verify(Domain.BROADCAST, body, signature):
             return self._drop(Offence.JUNK, "a broadcast whose signature does not verify")
         self._remember(message_id, created)
         self._expire(now)

@@ -23,11 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import cbor2
-import nacl.bindings
-import nacl.exceptions
 
 from .errors import ChainError, InvalidDocumentId, InvalidEntry, InvalidSignature
-from .identity import Identity, PeerId
+from .identity import Domain, Identity, PeerId, open_signed
 
 ENTRY_VERSION = 2  # 2: ids hash the nine signed fields; group signatures
 #: Largest encoded entry accepted, in bytes. Bigger changes must be split.
@@ -35,10 +33,8 @@ MAX_ENTRY_SIZE = 4 * 1024 * 1024
 MAX_NAME_LENGTH = 256
 ZERO_HASH = bytes(32)
 
-# Domain separation: a signature over an entry can never be replayed as a
-# signature over any other kind of message this library signs.
-_ENTRY_DOMAIN = b"crdt_mesh/entry/v1\x00"
-_BATCH_DOMAIN = b"crdt_mesh/entry-batch/v1\x00"
+# Domain separation (identity.Domain): a signature over an entry can never be
+# replayed as a signature over any other kind of message this library signs.
 #: A signed group holds at most 2**MAX_BATCH_DEPTH entries (a larger batch is signed in
 #: several groups): paths stay short (6 hashes), and one signature per 64 entries costs little.
 MAX_BATCH_DEPTH = 6
@@ -336,12 +332,13 @@ class Entry:
             raise InvalidSignature("entry is not signed yet", **self.where())
         if self.proof is None:
             body = self.encoded[1 : -len(_SIG_HEADER) - 64]
-            return self.signature + _ENTRY_DOMAIN + b"\x89" + body, self.author.key
+            return self.signature + Domain.ENTRY.value + b"\x89" + body, self.author.key
         index, siblings = self.proof
         node = _leaf(self.id)
         for level, sibling in enumerate(siblings):
             node = _node(sibling, node) if (index >> level) & 1 else _node(node, sibling)
-        return self.signature + _root_message(self.author, len(siblings), node), self.author.key
+        signed = Domain.ENTRY_GROUP.value + _root_message(self.author, len(siblings), node)
+        return self.signature + signed, self.author.key
 
     def verify(self) -> None:
         """Check the signature against the author's key.
@@ -355,10 +352,8 @@ class Entry:
         signed, key = self.signed_message()
         if self.proof is not None and signed in _VERIFIED_ROOTS:
             return
-        try:
-            nacl.bindings.crypto_sign_open(signed, key)
-        except nacl.exceptions.BadSignatureError:
-            raise InvalidSignature("bad signature", **self.where()) from None
+        if not open_signed(key, signed):
+            raise InvalidSignature("bad signature", **self.where())
         if self.proof is not None:
             _VERIFIED_ROOTS[signed] = None
             if len(_VERIFIED_ROOTS) > _VERIFIED_ROOTS_MAX:
@@ -436,7 +431,9 @@ def _seal_group(identity: Identity, group: list[Entry]) -> list[Entry]:
     while len(levels[-1]) > 1:
         below = levels[-1]
         levels.append([_node(below[i], below[i + 1]) for i in range(0, len(below), 2)])
-    signature = identity.sign(_root_message(identity.peer_id, depth, levels[-1][0]))
+    signature = identity.sign(
+        Domain.ENTRY_GROUP, _root_message(identity.peer_id, depth, levels[-1][0])
+    )
     sealed = []
     for index, entry in enumerate(group):
         siblings = tuple(levels[level][(index >> level) ^ 1] for level in range(depth))
@@ -466,7 +463,7 @@ def _seal_group(identity: Identity, group: list[Entry]) -> list[Entry]:
 def _sign_alone(identity: Identity, draft: Entry) -> Entry:
     """An unsigned entry (whose ``encoded`` is its nine fields) signed on its own."""
     body = draft.encoded
-    signature = identity.sign(_ENTRY_DOMAIN + body)
+    signature = identity.sign(Domain.ENTRY, body)
     encoded = bytes((_ARRAY_10,)) + body[1:] + _SIG_HEADER + signature
     if len(encoded) > MAX_ENTRY_SIZE:
         raise InvalidEntry(
@@ -489,7 +486,7 @@ def _node(left: bytes, right: bytes) -> bytes:
 
 
 def _root_message(author: PeerId, depth: int, root: bytes) -> bytes:
-    return _BATCH_DOMAIN + bytes((depth,)) + author.key + root
+    return bytes((depth,)) + author.key + root
 
 
 def _auth_field(signature: bytes, proof: tuple[int, tuple[bytes, ...]] | None) -> bytes:

@@ -40,16 +40,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import cbor2
-import nacl.bindings
-import nacl.exceptions
 
 from ._sampling import sample_distinct
-from .identity import Identity, PeerId
+from .identity import Domain, Identity, PeerId
 
 log = logging.getLogger(__name__)
 
-_FRAME_DOMAIN = b"crdt_mesh/swim/v1\x00"
-_ALIVE_DOMAIN = b"crdt_mesh/swim-alive/v1\x00"
 MAX_FRAME = 16 * 1024
 _VERIFIED_CACHE = 4096
 
@@ -292,7 +288,9 @@ class FailureDetector:
     def leave(self) -> None:
         """Say, signed, that this member leaves on purpose; it stops probing."""
         self._left = True
-        signature = self.identity.sign(_alive_body(self.me, self.incarnation, left=True))
+        signature = self.identity.sign(
+            Domain.SWIM_ALIVE, _alive_body(self.me, self.incarnation, left=True)
+        )
         self._queue(_Update(Status.LEFT, self.me, self.incarnation, signature))
         for peer in self.sample(3):
             self._send(peer, {"k": "ping", "seq": self._next_seq(), "to": peer.key})
@@ -491,7 +489,9 @@ class FailureDetector:
         member = self._member(peer)
         if member is not None and incarnation <= member.incarnation:
             return
-        if not self._verify(peer, _alive_body(peer, incarnation, left=False), proof):
+        if not self._verify(
+            peer, Domain.SWIM_ALIVE, _alive_body(peer, incarnation, left=False), proof
+        ):
             raise ValueError("an alive update without its member's signature")
         if member is None:
             member = _Member(Status.ALIVE, incarnation, proof)
@@ -511,7 +511,9 @@ class FailureDetector:
             return
         if member is not None and incarnation < member.incarnation:
             return
-        if not self._verify(peer, _alive_body(peer, incarnation, left=True), signature):
+        if not self._verify(
+            peer, Domain.SWIM_ALIVE, _alive_body(peer, incarnation, left=True), signature
+        ):
             raise ValueError("a left update without its member's signature")
         if member is None:
             member = _Member(Status.LEFT, incarnation)
@@ -608,7 +610,7 @@ class FailureDetector:
         body["proof"] = self._proof
         body["u"] = self._piggyback(to)
         encoded = cbor2.dumps(body, canonical=True)
-        signature = self.identity.sign(_FRAME_DOMAIN + encoded)
+        signature = self.identity.sign(Domain.SWIM_FRAME, encoded)
         self._outbox.append((to, cbor2.dumps([encoded, signature])))
 
     def _open(self, data: bytes) -> tuple[dict[str, Any], PeerId]:
@@ -621,22 +623,26 @@ class FailureDetector:
         if not isinstance(body, dict) or body.get("v") != 1:
             raise ValueError("bad frame")
         author = PeerId(body["from"])
-        if not self._verify(author, _FRAME_DOMAIN + encoded, signature, cache=False):
+        if not self._verify(author, Domain.SWIM_FRAME, encoded, signature, cache=False):
             raise ValueError("bad signature")
         return body, author
 
     def _sign_alive(self, incarnation: int) -> bytes:
-        return self.identity.sign(_alive_body(self.me, incarnation, left=False))
+        return self.identity.sign(Domain.SWIM_ALIVE, _alive_body(self.me, incarnation, left=False))
 
     def _verify(
-        self, peer: PeerId, message: bytes, signature: bytes, *, cache: bool = True
+        self,
+        peer: PeerId,
+        domain: Domain,
+        message: bytes,
+        signature: bytes,
+        *,
+        cache: bool = True,
     ) -> bool:
-        token = hashlib.blake2b(message + signature, digest_size=16).digest()
+        token = hashlib.blake2b(domain.value + message + signature, digest_size=16).digest()
         if cache and token in self._verified:
             return True
-        try:
-            nacl.bindings.crypto_sign_open(signature + message, peer.key)
-        except (nacl.exceptions.CryptoError, ValueError, TypeError):
+        if not peer.verify(domain, message, signature):
             return False
         if cache:
             self._verified[token] = None
@@ -646,7 +652,7 @@ class FailureDetector:
 
 
 def _alive_body(peer: PeerId, incarnation: int, *, left: bool) -> bytes:
-    return _ALIVE_DOMAIN + cbor2.dumps([peer.key, incarnation, left])
+    return cbor2.dumps([peer.key, incarnation, left])
 
 
 def seed_members(detectors: Iterable[FailureDetector]) -> None:

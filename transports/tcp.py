@@ -52,7 +52,7 @@ from crdt_mesh.errors import (
     RateLimitExceeded,
     TransportError,
 )
-from crdt_mesh.identity import Identity, PeerId
+from crdt_mesh.identity import Domain, Identity, PeerId
 from crdt_mesh.noise import (
     MAX_MESSAGE,
     TAGLEN,
@@ -67,7 +67,6 @@ from crdt_mesh.transport import FramesUntilClosed, LinkHandler
 
 log = logging.getLogger(__name__)
 
-_BINDING_DOMAIN = b"crdt_mesh/noise-static/v1\x00"
 _PROLOGUE = b"crdt_mesh/tcp/v1"
 _CHUNK = MAX_MESSAGE - TAGLEN  # plaintext bytes per Noise transport message
 
@@ -146,7 +145,7 @@ def static_key(identity: Identity) -> bytes:
 
 
 def _binding(identity: Identity, static_public: bytes) -> bytes:
-    signature = identity.sign(_BINDING_DOMAIN + static_public)
+    signature = identity.sign(Domain.NOISE_STATIC, static_public)
     return cbor2.dumps([1, identity.peer_id.key, signature])
 
 
@@ -156,7 +155,8 @@ def _check_binding(payload: bytes, remote_static: bytes | None) -> PeerId:
         if version != 1 or not isinstance(signature, bytes) or remote_static is None:
             raise ValueError("bad binding")
         peer = PeerId(key)
-        peer.verify_key().verify(_BINDING_DOMAIN + remote_static, signature)
+        if not peer.verify(Domain.NOISE_STATIC, remote_static, signature):
+            raise ValueError("the binding's signature does not verify")
     except Exception as exc:  # any failure: the peer did not prove an identity
         raise HandshakeError(f"peer did not prove its identity: {exc}") from None
     return peer

@@ -10,6 +10,7 @@ import pytest
 from anyio.abc import TaskStatus
 
 from crdt_mesh import FeatureDisabledError, Identity, Mesh, MeshConfig, P2PEvents, Replica
+from crdt_mesh.identity import Domain
 from crdt_mesh.services.gossip import PeerRecord, record_document
 from crdt_mesh.swim import Status, SwimSettings
 from tests.helpers import wait_for
@@ -171,7 +172,7 @@ async def test_forged_and_malformed_broadcasts_are_dropped(tmp_path: Path) -> No
             body = cbor2.dumps(
                 [1, alice.peer_id.key, "heartbeat", None, 1, b"12345678"], canonical=True
             )
-            signature = mallory.sign(b"crdt_mesh/broadcast/v1\x00" + body)
+            signature = mallory.sign(Domain.BROADCAST, body)
             forged = b"B" + cbor2.dumps([body, signature, 3, 3, 0])
             for data in (forged, b"Bgarbage", b"B" + cbor2.dumps([1, 2]), b"?unknown"):
                 mesh.gossip.receive(mallory.peer_id, data)

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from crdt_mesh import AuthenticationError, Durability, Identity, Replica, TransportError
 from crdt_mesh.errors import LinkClosed
+from crdt_mesh.identity import Domain
 from crdt_mesh.mesh import Mesh
 from crdt_mesh.noise import HandshakeError, public_key
 from tests.helpers import wait_for
@@ -218,7 +219,7 @@ def test_a_binding_that_claims_someone_elses_key_is_refused() -> None:
     mallory, victim = Identity.generate(), Identity.generate()
     static = static_key(mallory)
     forged = cbor2.dumps(
-        [1, victim.peer_id.key, mallory.sign(b"crdt_mesh/noise-static/v1\x00" + public_key(static))]
+        [1, victim.peer_id.key, mallory.sign(Domain.NOISE_STATIC, public_key(static))]
     )
     with pytest.raises(HandshakeError):
         _check_binding(forged, public_key(static))
@@ -226,7 +227,7 @@ def test_a_binding_that_claims_someone_elses_key_is_refused() -> None:
         [
             1,
             mallory.peer_id.key,
-            mallory.sign(b"crdt_mesh/noise-static/v1\x00" + public_key(static)),
+            mallory.sign(Domain.NOISE_STATIC, public_key(static)),
         ]
     )
     assert _check_binding(honest, public_key(static)) == mallory.peer_id

@@ -19,6 +19,7 @@ from crdt_mesh import (
     InvalidSignature,
     Replica,
 )
+from crdt_mesh.identity import Domain
 from crdt_mesh.ledger import ZERO_HASH, seal
 from tests.helpers import NOTES
 
@@ -159,7 +160,9 @@ def test_helper_processes_check_a_group_once_and_still_catch_a_forgery(tmp_path:
                     notes.map("m")[str(i)] = i
         encoded = [e.encoded for e in a.missing_from({})]
     items = cbor2.loads(encoded[300])
-    items[9][0] = MALLORY.sign(b"anything")  # a group signature that is not Alice's
+    items[9][0] = MALLORY.sign(
+        Domain.ENTRY_GROUP, b"anything"
+    )  # a group signature that is not Alice's
     encoded[300] = cbor2.dumps(items, canonical=True)
     with Replica.open(
         tmp_path / "b", MALLORY, durability=Durability.PROCESS, verify_processes=1

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from crdt_mesh import Identity, InvalidKeyFile, PeerId
+from crdt_mesh.identity import Domain
 
 
 def test_peer_id_printable_round_trip() -> None:
@@ -57,7 +58,27 @@ def test_corrupt_key_file_is_a_typed_error(tmp_path: Path, content: bytes) -> No
         Identity.load(path)
 
 
-def test_signatures_verify_with_the_peer_id() -> None:
-    identity = Identity.generate()
-    signature = identity.sign(b"message")
-    identity.peer_id.verify_key().verify(b"message", signature)
+def test_signatures_verify_with_the_peer_id_for_their_domain_only() -> None:
+    identity, other = Identity.generate(), Identity.generate()
+    signature = identity.sign(Domain.ENTRY, b"message")
+    assert identity.peer_id.verify(Domain.ENTRY, b"message", signature)
+    assert not identity.peer_id.verify(Domain.ENTRY, b"massage", signature)
+    assert not other.peer_id.verify(Domain.ENTRY, b"message", signature)
+    for domain in Domain:  # a signature for one purpose verifies for no other
+        if domain is not Domain.ENTRY:
+            assert not identity.peer_id.verify(domain, b"message", signature)
+    assert not identity.peer_id.verify(Domain.ENTRY, b"message", b"short")
+    assert len({d.value for d in Domain}) == len(Domain)
+
+
+def test_every_signature_is_checked_in_one_place() -> None:
+    """crypto_sign_open is called by identity.open_signed and nowhere else."""
+    from pathlib import Path
+
+    import crdt_mesh
+
+    root = Path(crdt_mesh.__file__).parent
+    callers = sorted(
+        str(p.relative_to(root)) for p in root.rglob("*.py") if "crypto_sign_open(" in p.read_text()
+    )
+    assert callers == ["identity.py"]

@@ -7,7 +7,7 @@ import random
 import cbor2
 import pytest
 
-from crdt_mesh.identity import Identity, PeerId
+from crdt_mesh.identity import Domain, Identity, PeerId
 from crdt_mesh.swim import FailureDetector, MemberChange, Status, SwimSettings, seed_members
 
 SETTINGS = SwimSettings(period=1.0, probe_timeout=0.5)
@@ -83,9 +83,7 @@ def test_a_suspected_member_refutes_with_a_higher_incarnation() -> None:
 def test_nobody_can_refute_for_another_member() -> None:
     a, b, mallory = _group(3)
     a._suspect(b.me, a._member(b.me), 0, mallory.me, now=0.0)
-    forged = mallory.identity.sign(
-        b"crdt_mesh/swim-alive/v1\x00" + cbor2.dumps([b.me.key, 5, False])
-    )
+    forged = mallory.identity.sign(Domain.SWIM_ALIVE, cbor2.dumps([b.me.key, 5, False]))
     # mallory relays an alive update for b, signed by mallory rather than by b
     frame = _frame(
         mallory, {"k": "ping", "seq": 1, "to": a.me.key, "u": [[0, b.me.key, 5, forged]]}
@@ -109,7 +107,7 @@ def test_an_ack_relayed_for_a_silent_member_must_be_signed_by_it() -> None:
     fake_body = cbor2.loads(cbor2.loads(fake)[0])
     fake_body["from"] = target.me.key  # claims to be the target, signed by the liar
     encoded = cbor2.dumps(fake_body, canonical=True)
-    a.receive(liar.me, cbor2.dumps([encoded, liar.identity.sign(b"x" + encoded)]), 0.7)
+    a.receive(liar.me, cbor2.dumps([encoded, liar.identity.sign(Domain.BROADCAST, encoded)]), 0.7)
     a.tick(1.1)
     assert a.status(target.me) is Status.SUSPECT and a.dropped == 1
 
@@ -161,7 +159,7 @@ def _frame(author: FailureDetector, body: dict[str, object]) -> bytes:
     }
     full.update(body)
     encoded = cbor2.dumps(full, canonical=True)
-    return cbor2.dumps([encoded, author.identity.sign(b"crdt_mesh/swim/v1\x00" + encoded)])
+    return cbor2.dumps([encoded, author.identity.sign(Domain.SWIM_FRAME, encoded)])
 
 
 def test_a_stale_suspicion_never_wins_over_a_newer_incarnation() -> None:
