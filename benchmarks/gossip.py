@@ -18,7 +18,7 @@ import math
 import sys
 import time
 
-from crdt_mesh.swim import SwimSettings
+from crdt_mesh.services.gossip.swim import SwimSettings
 from crdt_mesh.testing.gossip import SimulatedGossip
 
 from ._common import row

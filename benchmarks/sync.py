@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from crdt_mesh import Durability, Identity, Replica
-from crdt_mesh.peer import PeerSync
+from crdt_mesh.runtime.peer import PeerSync
 from crdt_mesh.testing.sim import SimulatedMesh
 
 from ._common import row, scratch

@@ -5,10 +5,8 @@ hash-chained ledger entries in a local LMDB store, kept in step with other peers
 by anti-entropy over pluggable transports.
 """
 
-from ._pending import PendingLimits as PendingLimits
 from .config import Feature as Feature
 from .config import MeshConfig as MeshConfig
-from .document import Document as Document
 from .errors import (
     AuthenticationError as AuthenticationError,
 )
@@ -90,19 +88,21 @@ from .ledger import ForkProof as ForkProof
 from .ledger import Policy as Policy
 from .ledger import client_id_for as client_id_for
 from .mesh import Mesh as Mesh
-from .penalty import Offence as Offence
-from .penalty import Penalties as Penalties
-from .penalty import PenaltySettings as PenaltySettings
-from .records import DocumentChange as DocumentChange
-from .records import Head as Head
-from .records import IngestReport as IngestReport
-from .records import Rejection as Rejection
-from .records import ReplicaSummary as ReplicaSummary
-from .replica import Replica as Replica
+from .replica.document import Document as Document
+from .replica.pending import PendingLimits as PendingLimits
+from .replica.records import DocumentChange as DocumentChange
+from .replica.records import Head as Head
+from .replica.records import IngestReport as IngestReport
+from .replica.records import Rejection as Rejection
+from .replica.records import ReplicaSummary as ReplicaSummary
+from .replica.replica import Replica as Replica
+from .runtime.penalty import Offence as Offence
+from .runtime.penalty import Penalties as Penalties
+from .runtime.penalty import PenaltySettings as PenaltySettings
+from .runtime.transport import Link as Link
+from .runtime.transport import Listener as Listener
+from .runtime.transport import Transport as Transport
 from .store import Durability as Durability
-from .transport import Link as Link
-from .transport import Listener as Listener
-from .transport import Transport as Transport
 from .types import GossipMessageType as GossipMessageType
 from .types import MemoryPrivacyLevel as MemoryPrivacyLevel
 from .types import ReputationScore as ReputationScore
@@ -110,10 +110,10 @@ from .types import TaskCoordinationMode as TaskCoordinationMode
 
 __version__ = "0.1.0"
 
-from .services.tasks import NegotiationConfig as NegotiationConfig
-from .services.tasks import TaskConfig as TaskConfig
-from .services.tasks import TaskRef as TaskRef
-from .services.tasks import TaskState as TaskState
+from .services.tasks.service import NegotiationConfig as NegotiationConfig
+from .services.tasks.service import TaskConfig as TaskConfig
+from .services.tasks.service import TaskRef as TaskRef
+from .services.tasks.service import TaskState as TaskState
 
 __all__ = [
     "Acl",

@@ -36,8 +36,8 @@ from .config import Feature, MeshConfig
 from .errors import MeshError
 from .identity import Identity, PeerId
 from .mesh import Mesh
-from .penalty import Penalties
-from .replica import Replica
+from .replica.replica import Replica
+from .runtime.penalty import Penalties
 
 log = logging.getLogger("crdt_mesh.node")
 

@@ -50,15 +50,15 @@ from .errors import (
 from .events import EventBus
 from .identity import PeerId
 from .ledger import Entry
-from .peer import PeerSync, SendHistory
-from .penalty import WEIGHTS, Offence, Penalties, Refusal
-from .records import IngestReport
-from .replica import Replica
-from .services.gossip import GossipService
-from .services.tasks import TaskService
-from .swim import SwimSettings
+from .replica.records import IngestReport
+from .replica.replica import Replica
+from .runtime.peer import PeerSync, SendHistory
+from .runtime.penalty import WEIGHTS, Offence, Penalties, Refusal
+from .runtime.transport import Link, Listener, Transport
+from .services.gossip.service import GossipService
+from .services.gossip.swim import SwimSettings
+from .services.tasks.service import TaskService
 from .sync import ProtocolError
-from .transport import Link, Listener, Transport
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from crdt_mesh.errors import LinkClosed, TransportError
 from crdt_mesh.identity import Identity, PeerId
-from crdt_mesh.transport import AcceptLoop, FramesUntilClosed
+from crdt_mesh.runtime.transport import AcceptLoop, FramesUntilClosed
 
 _BUFFER = 4096
 

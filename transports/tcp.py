@@ -53,7 +53,10 @@ from crdt_mesh.errors import (
     TransportError,
 )
 from crdt_mesh.identity import Domain, Identity, PeerId
-from crdt_mesh.noise import (
+from crdt_mesh.runtime.penalty import Offence, Penalties
+from crdt_mesh.runtime.transport import FramesUntilClosed, LinkHandler
+from crdt_mesh.sync import MAX_FRAME
+from transports.noise import (
     MAX_MESSAGE,
     TAGLEN,
     CipherState,
@@ -61,9 +64,6 @@ from crdt_mesh.noise import (
     HandshakeError,
     XXHandshake,
 )
-from crdt_mesh.penalty import Offence, Penalties
-from crdt_mesh.sync import MAX_FRAME
-from crdt_mesh.transport import FramesUntilClosed, LinkHandler
 
 log = logging.getLogger(__name__)
 

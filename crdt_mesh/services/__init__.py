@@ -1,6 +1,6 @@
 """The mission's services: thin views and commands over replicated documents."""
 
-from .gossip import GossipService as GossipService
-from .gossip import PeerRecord as PeerRecord
+from .gossip.service import GossipService as GossipService
+from .gossip.service import PeerRecord as PeerRecord
 
 __all__ = ["GossipService", "PeerRecord"]

@@ -27,12 +27,13 @@ import anyio
 import cbor2
 import pycrdt
 
-from ..epidemic import Broadcaster
 from ..errors import LinkClosed, MeshError
 from ..identity import Identity, PeerId
 from ..ledger import ZERO_HASH, DocumentId, Entry, Policy, client_id_for
-from ..replica import Replica
-from ..services.tasks import TaskRef
+from ..replica.replica import Replica
+from ..runtime.transport import Link, Transport
+from ..services.gossip.epidemic import Broadcaster
+from ..services.tasks.service import TaskRef
 from ..sync.index import KEY_MAX
 from ..sync.messages import (
     PROTOCOL_VERSION,
@@ -45,7 +46,6 @@ from ..sync.messages import (
     decode,
     encode,
 )
-from ..transport import Link, Transport
 
 _WHOLE = (b"", KEY_MAX)
 

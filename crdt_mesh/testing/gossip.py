@@ -28,9 +28,9 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..epidemic import Broadcaster, GossipMessage
 from ..identity import Identity, PeerId
-from ..swim import FailureDetector, MemberChange, Status, SwimSettings, seed_members
+from ..services.gossip.epidemic import Broadcaster, GossipMessage
+from ..services.gossip.swim import FailureDetector, MemberChange, Status, SwimSettings, seed_members
 
 _DELIVER, _TICK, _ROUND = 0, 1, 2
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pycrdt
 
-from ..document import Document
+from ..replica.document import Document
 
 #: Root names used by generated operations, by root type.
 MAP_ROOT, ARRAY_ROOT, TEXT_ROOT = "map", "array", "text"

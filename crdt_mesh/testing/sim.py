@@ -25,9 +25,9 @@ from typing import Any
 from ..errors import MeshError
 from ..identity import Identity, PeerId
 from ..ledger import DocumentId, Policy
-from ..peer import PeerSync
-from ..records import Head
-from ..replica import Replica
+from ..replica.records import Head
+from ..replica.replica import Replica
+from ..runtime.peer import PeerSync
 from ..store import Durability
 from ..sync import ProtocolError
 

@@ -17,8 +17,8 @@ from crdt_mesh import AuthenticationError, Durability, Identity, Replica, Transp
 from crdt_mesh.errors import LinkClosed
 from crdt_mesh.identity import Domain
 from crdt_mesh.mesh import Mesh
-from crdt_mesh.noise import HandshakeError, public_key
 from tests.helpers import wait_for
+from transports.noise import HandshakeError, public_key
 from transports.tcp import (
     TcpAddress,
     TcpLimits,

@@ -48,7 +48,7 @@ MUTANTS = [
     ),
     Mutant(
         "local-offered-to-peers",
-        "crdt_mesh/replica.py",
+        "crdt_mesh/replica/replica.py",
         "        if document.policy is Policy.LOCAL:\n            return False\n",
         "",
         (
@@ -66,7 +66,7 @@ MUTANTS = [
     ),
     Mutant(
         "broadcast-ttl-not-decremented",
-        "crdt_mesh/epidemic.py",
+        "crdt_mesh/services/gossip/epidemic.py",
         "self._activate(message_id, body, signature, travelled, fanout, avoid, members)",
         "self._activate(message_id, body, signature, hops, fanout, avoid, members)",
         (
@@ -76,7 +76,7 @@ MUTANTS = [
     # -- issue 11: caught only by accident before ------------------------------------------
     Mutant(
         "events-before-commit",
-        "crdt_mesh/replica.py",
+        "crdt_mesh/replica/replica.py",
         "        self._store.write(work)\n"
         "        self._docs[document.id.key] = document.id\n"
         "        self._heads[(document.id, self.peer_id)] = Head(entry.seq, entry.id)\n"
@@ -100,7 +100,7 @@ MUTANTS = [
     ),
     Mutant(
         "swim-incarnation-reversed",
-        "crdt_mesh/swim.py",
+        "crdt_mesh/services/gossip/swim.py",
         "member.status is Status.LEFT or incarnation < member.incarnation:",
         "member.status is Status.LEFT or incarnation > member.incarnation:",
         ("tests/unit/test_swim.py::test_a_stale_suspicion_never_wins_over_a_newer_incarnation",),
@@ -135,7 +135,7 @@ MUTANTS = [
     ),
     Mutant(
         "resends-unbounded",
-        "crdt_mesh/peer.py",
+        "crdt_mesh/runtime/peer.py",
         "            if history.allowance <= 0:  # only what it was not sent yet",
         "            if False:",
         (
@@ -146,42 +146,42 @@ MUTANTS = [
     ),
     Mutant(
         "pending-unfair",
-        "crdt_mesh/_pending.py",
+        "crdt_mesh/replica/pending.py",
         "            if self.held_by(largest) < self.held_by(source) + size:",
         "            if True:",
         ("tests/unit/test_pending.py",),
     ),
     Mutant(
         "pending-no-quota",
-        "crdt_mesh/_pending.py",
+        "crdt_mesh/replica/pending.py",
         "            while self.held_by(source) + size > limits.per_source:",
         "            while False:",
         ("tests/unit/test_pending.py",),
     ),
     Mutant(
         "sealed-bid-unbound",
-        "crdt_mesh/services/tasks.py",
+        "crdt_mesh/services/tasks/service.py",
         "    bound = cbor2.dumps([ref.document_name, bidder.key, plain, nonce], canonical=True)",
         "    bound = cbor2.dumps([ref.document_name, plain, nonce], canonical=True)",
         ("tests/unit/test_tasks.py::test_a_decider_cannot_pass_off_a_copied_bid_as_the_copiers",),
     ),
     Mutant(
         "sealed-bid-unpadded",
-        "crdt_mesh/services/tasks.py",
+        "crdt_mesh/services/tasks/service.py",
         '    return framed.ljust(size, b"\\x00")',
         "    return framed",
         ("tests/unit/test_tasks.py::test_a_sealed_box_says_nothing_of_the_price_by_its_length",),
     ),
     Mutant(
         "hop-ceiling-ignored",
-        "crdt_mesh/epidemic.py",
+        "crdt_mesh/services/gossip/epidemic.py",
         "        if hops >= ttl:",
         "        if False:",
         ("tests/unit/test_epidemic.py::test_a_relay_cannot_raise_the_signed_limits",),
     ),
     Mutant(
         "broadcast-window-ignored",
-        "crdt_mesh/epidemic.py",
+        "crdt_mesh/services/gossip/epidemic.py",
         "        if created <= self._low_water or created < now - self.window:",
         "        if False:",
         (
@@ -191,7 +191,7 @@ MUTANTS = [
     ),
     Mutant(
         "penalties-never-refuse",
-        "crdt_mesh/penalty.py",
+        "crdt_mesh/runtime/penalty.py",
         "        if record.score < self.settings.threshold or now < record.banned_until:",
         "        if True:",
         ("tests/unit/test_penalty.py",),

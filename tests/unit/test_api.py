@@ -31,7 +31,7 @@ def test_the_library_never_imports_transports() -> None:
     import sys
 
     code = (
-        "import sys, crdt_mesh, crdt_mesh.mesh, crdt_mesh.peer, crdt_mesh.sync, crdt_mesh.testing,"
+        "import sys, crdt_mesh, crdt_mesh.mesh, crdt_mesh.runtime.peer, crdt_mesh.sync, crdt_mesh.testing,"
         " crdt_mesh.cli; print(sorted(m for m in sys.modules if m.split('.')[0] == 'transports'))"
     )
     result = subprocess.run(

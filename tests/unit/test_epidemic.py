@@ -7,7 +7,9 @@ from collections.abc import Collection
 
 import cbor2
 
-from crdt_mesh.epidemic import (
+from crdt_mesh.identity import Identity, PeerId
+from crdt_mesh.runtime.penalty import Offence
+from crdt_mesh.services.gossip.epidemic import (
     MAX_SKEW_MS,
     WINDOW_MS,
     Broadcaster,
@@ -15,8 +17,6 @@ from crdt_mesh.epidemic import (
     GossipMessage,
     rounds_for,
 )
-from crdt_mesh.identity import Identity, PeerId
-from crdt_mesh.penalty import Offence
 
 ORIGIN, RELAY = Identity.from_seed(b"o" * 32), Identity.from_seed(b"r" * 32)
 OTHERS = [Identity.from_seed(bytes([i]) * 32).peer_id for i in range(10)]

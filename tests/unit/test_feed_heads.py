@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from crdt_mesh import DocumentId, Identity, Policy
-from crdt_mesh.records import FeedHeads, Head
+from crdt_mesh.replica.records import FeedHeads, Head
 
 DOCS = [DocumentId(Policy.OPEN, name) for name in ("a", "b", "c")]
 PEERS = [Identity.from_seed(bytes([i]) * 32).peer_id for i in range(4)]

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from crdt_mesh.noise import (
+from transports.noise import (
     DecryptError,
     HandshakeError,
     XXHandshake,

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from crdt_mesh.penalty import WEIGHTS, Offence, Penalties, PenaltySettings
+from crdt_mesh.runtime.penalty import WEIGHTS, Offence, Penalties, PenaltySettings
 
 
 def test_two_breaches_in_quick_succession_refuse_the_peer_once() -> None:

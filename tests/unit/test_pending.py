@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from crdt_mesh import DocumentId, Identity, PendingLimits, PendingOverflow, Policy
-from crdt_mesh._pending import PendingArea, charge
+from crdt_mesh.replica.pending import PendingArea, charge
 from tests.conftest import ReplicaFactory
 from tests.helpers import feed
 

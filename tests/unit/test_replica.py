@@ -14,7 +14,7 @@ from crdt_mesh import (
     Replica,
     StoreError,
 )
-from crdt_mesh.replica import SNAPSHOT_MIN_DEBT
+from crdt_mesh.replica.replica import SNAPSHOT_MIN_DEBT
 from tests.conftest import ReplicaFactory
 
 

@@ -8,7 +8,13 @@ import cbor2
 import pytest
 
 from crdt_mesh.identity import Domain, Identity, PeerId
-from crdt_mesh.swim import FailureDetector, MemberChange, Status, SwimSettings, seed_members
+from crdt_mesh.services.gossip.swim import (
+    FailureDetector,
+    MemberChange,
+    Status,
+    SwimSettings,
+    seed_members,
+)
 
 SETTINGS = SwimSettings(period=1.0, probe_timeout=0.5)
 

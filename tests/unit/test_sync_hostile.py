@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from crdt_mesh import Entry, Identity, Replica
-from crdt_mesh.peer import PeerSync
+from crdt_mesh.runtime.peer import PeerSync
 from crdt_mesh.sync import KEY_MAX, PROTOCOL_VERSION, ProtocolError, SyncSession
 from crdt_mesh.sync.messages import Entries, Fingerprint, Hello, Items, Reconcile, decode, encode
 from crdt_mesh.sync.session import MAX_UNEXPECTED
@@ -247,7 +247,7 @@ def test_a_peer_that_keeps_claiming_to_lack_everything_gets_the_store_once(
 ) -> None:
     """Rounds that each claim nothing, drained each time: the store, then only the
     allowance for what was sent already (a lossy network's resends), then nothing."""
-    from crdt_mesh.peer import SendHistory
+    from crdt_mesh.runtime.peer import SendHistory
 
     replica = victim(make_replica, documents=10)
     history = SendHistory(allowance=10_000)
@@ -278,7 +278,7 @@ def test_history_sends_only_the_holes_of_what_was_pushed(make_replica: ReplicaFa
     are on their way. (Found by the TCP benchmark: a history that kept only the
     highest seq sent skipped 1 for ever, and one that resent made a third of the
     entries on the wire duplicates.)"""
-    from crdt_mesh.peer import SendHistory
+    from crdt_mesh.runtime.peer import SendHistory
 
     replica = make_replica()
     write(replica, "notes", 5)

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from crdt_mesh import Identity, Policy, Replica
-from crdt_mesh.peer import PeerSync
+from crdt_mesh.runtime.peer import PeerSync
 from crdt_mesh.sync import PROTOCOL_VERSION, FeedIndex, FeedItem, ProtocolError, SyncSession
 from crdt_mesh.sync.messages import Hello, encode
 from tests.conftest import ReplicaFactory

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from crdt_mesh import Identity, NotWritable, Replica
 from crdt_mesh.errors import NegotiationError
-from crdt_mesh.services.tasks import (
+from crdt_mesh.services.tasks.service import (
     Bid,
     TaskBoard,
     TaskRef,

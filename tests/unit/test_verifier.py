@@ -5,7 +5,7 @@ from __future__ import annotations
 import cbor2
 
 from crdt_mesh import Entry, Identity, InvalidSignature
-from crdt_mesh._verifier import VerifierPool, verify_items
+from crdt_mesh.replica.verifier import VerifierPool, verify_items
 from tests.conftest import ReplicaFactory
 from tests.helpers import feed
 

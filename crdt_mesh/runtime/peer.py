@@ -18,12 +18,12 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .errors import MeshError
-from .identity import PeerId
-from .ledger import Entry
-from .records import IngestReport
-from .replica import Replica
-from .sync import (
+from ..errors import MeshError
+from ..identity import PeerId
+from ..ledger import Entry
+from ..replica.records import IngestReport
+from ..replica.replica import Replica
+from ..sync import (
     BroadcastReceived,
     EntriesReceived,
     NeedEntries,
@@ -33,7 +33,7 @@ from .sync import (
     RoundStarted,
     SyncSession,
 )
-from .sync.session import _RECONCILE_TAG, BATCH_BYTES
+from ..sync.session import _RECONCILE_TAG, BATCH_BYTES
 
 log = logging.getLogger(__name__)
 

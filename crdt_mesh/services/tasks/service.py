@@ -34,17 +34,17 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import cbor2
 
-from ..config import Feature
-from ..errors import NegotiationError
-from ..events import P2PEvents
-from ..identity import PeerId
-from ..ledger import DocumentId, Entry, Policy
-from ..penalty import Offence
-from ..types import TaskCoordinationMode
+from ...config import Feature
+from ...errors import NegotiationError
+from ...events import P2PEvents
+from ...identity import PeerId
+from ...ledger import DocumentId, Entry, Policy
+from ...runtime.penalty import Offence
+from ...types import TaskCoordinationMode
 
 if TYPE_CHECKING:
-    from ..mesh import Mesh
-    from ..replica import Replica
+    from ...mesh import Mesh
+    from ...replica.replica import Replica
 
 PREFIX = "task:"
 _ROOT = "task"

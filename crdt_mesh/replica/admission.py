@@ -11,8 +11,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from ._yupdate import check_update
-from .errors import (
+from ..errors import (
     ChainError,
     ClientIdViolation,
     ForkDetected,
@@ -23,9 +22,10 @@ from .errors import (
     PendingOverflow,
     PolicyViolation,
 )
-from .ledger import ZERO_HASH, Acl, DocumentId, Entry, EntryKind, ForkProof, Policy, client_id_for
+from ..ledger import ZERO_HASH, Acl, DocumentId, Entry, EntryKind, ForkProof, Policy, client_id_for
+from ..store import seq_bytes
 from .records import FeedKey, Head, IngestReport, Rejection
-from .store import seq_bytes
+from .yupdate import check_update
 
 if TYPE_CHECKING:
     from .replica import Replica

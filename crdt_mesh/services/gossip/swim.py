@@ -41,8 +41,8 @@ from typing import Any
 
 import cbor2
 
-from ._sampling import sample_distinct
-from .identity import Domain, Identity, PeerId
+from ...identity import Domain, Identity, PeerId
+from .rules import sample_distinct
 
 log = logging.getLogger(__name__)
 

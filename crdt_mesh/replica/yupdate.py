@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import pycrdt
 
-from .errors import ClientIdViolation, InvalidUpdate
+from ..errors import ClientIdViolation, InvalidUpdate
 
 _PASS_THROUGH = (KeyboardInterrupt, SystemExit, GeneratorExit, MemoryError)
 _MAX_CLOCK = (1 << 53) - 1

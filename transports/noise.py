@@ -24,7 +24,7 @@ import nacl.bindings
 import nacl.exceptions
 import nacl.utils
 
-from .errors import RemoteError
+from crdt_mesh.errors import RemoteError
 
 PROTOCOL_NAME = b"Noise_XX_25519_ChaChaPoly_BLAKE2b"
 HASHLEN = 64

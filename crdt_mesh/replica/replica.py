@@ -19,19 +19,7 @@ from typing import Any
 
 import cbor2
 
-from ._admission import (
-    _accepted,
-    _bad_signature,
-    _check_binding,
-    _check_chunk,
-    _checked_proof,
-    _decode_chunk,
-    _Staging,
-)
-from ._pending import PendingArea, PendingLimits
-from ._verifier import VerifierPool, shared_pool
-from .document import Document
-from .errors import (
+from ..errors import (
     ClosedError,
     InvalidEntry,
     LocalError,
@@ -39,8 +27,8 @@ from .errors import (
     NotWritable,
     StoreError,
 )
-from .identity import Identity, PeerId
-from .ledger import (
+from ..identity import Identity, PeerId
+from ..ledger import (
     ZERO_HASH,
     Acl,
     DocumentId,
@@ -50,6 +38,19 @@ from .ledger import (
     Policy,
     seal,
 )
+from ..store import Durability, Store, seq_bytes
+from ..sync.index import FeedIndex, FeedItem
+from .admission import (
+    _accepted,
+    _bad_signature,
+    _check_binding,
+    _check_chunk,
+    _checked_proof,
+    _decode_chunk,
+    _Staging,
+)
+from .document import Document
+from .pending import PendingArea, PendingLimits
 from .records import (
     FeedHeads,
     FeedKey,
@@ -58,8 +59,7 @@ from .records import (
     Rejection,
     ReplicaSummary,
 )
-from .store import Durability, Store, seq_bytes
-from .sync.index import FeedIndex, FeedItem
+from .verifier import VerifierPool, shared_pool
 
 log = logging.getLogger(__name__)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .errors import MeshError
-from .identity import PeerId
-from .ledger import DocumentId, Entry, ForkProof
+from ..errors import MeshError
+from ..identity import PeerId
+from ..ledger import DocumentId, Entry, ForkProof
 
 FeedKey = tuple[DocumentId, PeerId]
 

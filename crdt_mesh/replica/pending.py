@@ -26,7 +26,7 @@ from collections import OrderedDict
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 
-from .ledger import DocumentId, Entry
+from ..ledger import DocumentId, Entry
 from .records import FeedKey
 
 #: Bytes of memory a decoded entry costs beyond twice its encoding (measured ~350).

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 import pycrdt
 
-from ._yupdate import encode_state_vector, is_integrated, parse_state_vector
-from .identity import PeerId
-from .ledger import DocumentId, Entry, EntryKind, client_id_for
+from ..identity import PeerId
+from ..ledger import DocumentId, Entry, EntryKind, client_id_for
 from .records import DocumentChange, Head
+from .yupdate import encode_state_vector, is_integrated, parse_state_vector
 
 if TYPE_CHECKING:
     from .replica import Replica

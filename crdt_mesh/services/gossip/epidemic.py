@@ -39,8 +39,8 @@ from typing import Any
 
 import cbor2
 
-from .identity import Domain, Identity, PeerId
-from .penalty import Offence
+from ...identity import Domain, Identity, PeerId
+from ...runtime.penalty import Offence
 
 #: ``pick(count, avoid)``: up to ``count`` distinct members to send to, none of ``avoid``.
 Pick = Callable[[int, Collection[PeerId]], list[PeerId]]

@@ -39,19 +39,19 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .._sampling import sample_distinct
-from ..config import Feature, MeshConfig
-from ..epidemic import MAX_BROADCAST, MAX_FANOUT, MAX_TTL, Broadcaster, Drop, GossipMessage
-from ..errors import MeshError
-from ..events import P2PEvents
-from ..identity import PeerId
-from ..ledger import DocumentId, Entry, Policy
-from ..penalty import Offence
-from ..swim import FailureDetector, MemberChange, Status, SwimSettings
+from ...config import Feature, MeshConfig
+from ...errors import MeshError
+from ...events import P2PEvents
+from ...identity import PeerId
+from ...ledger import DocumentId, Entry, Policy
+from ...runtime.penalty import Offence
+from .epidemic import MAX_BROADCAST, MAX_FANOUT, MAX_TTL, Broadcaster, Drop, GossipMessage
+from .rules import sample_distinct
+from .swim import FailureDetector, MemberChange, Status, SwimSettings
 
 if TYPE_CHECKING:
-    from ..mesh import Mesh
-    from ..replica import Replica
+    from ...mesh import Mesh
+    from ...replica.replica import Replica
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ holds it for milliseconds at a time. Measured, a thread pool beside a busy
 ingest loop gains almost nothing. Helper processes have GILs of their own, so
 the caller decodes and admits one chunk while they verify the next.
 
-Protocol (stdin/stdout of ``python -m crdt_mesh._verifier``): each request is
+Protocol (stdin/stdout of ``python -m crdt_mesh.replica.verifier``): each request is
 a 4-byte big-endian length and CBOR ``[[signed_message, public_key], ...]``,
 where ``signed_message`` is the signature followed by the signed bytes (the
 layout of ``crypto_sign_open``); each answer is a 4-byte length and one byte
@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator
 
 import cbor2
 
-from .identity import open_signed
+from ..identity import open_signed
 
 Item = tuple[bytes, bytes]  # (signature + signed bytes, public key)
 
@@ -54,7 +54,7 @@ def _read_exact(stream: object, size: int) -> bytes:
 class _Helper:
     def __init__(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "crdt_mesh._verifier"],
+            [sys.executable, "-m", "crdt_mesh.replica.verifier"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,

@@ -29,8 +29,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import anyio
 
-from .errors import LinkClosed, TransportError
-from .identity import Identity, PeerId
+from ..errors import LinkClosed, TransportError
+from ..identity import Identity, PeerId
 
 #: What a listener hands each link to (run in a task of its own, per link).
 LinkHandler = Callable[["Link"], Coroutine[Any, Any, None]]
