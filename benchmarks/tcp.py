@@ -67,8 +67,8 @@ async def _write_updates(mesh: Mesh, updates: int, group: int) -> float:
 def _wire_bytes(mesh: Mesh) -> int:
     """Bytes sent and received on the mesh's links (TCP links count them)."""
     return sum(
-        getattr(c.link, "bytes_sent", 0) + getattr(c.link, "bytes_received", 0)
-        for c in mesh._connections.values()
+        getattr(link, "bytes_sent", 0) + getattr(link, "bytes_received", 0)
+        for link in mesh.runtime.links.values()
     )
 
 

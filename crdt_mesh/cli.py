@@ -286,7 +286,7 @@ async def _enter(tg: Any, mesh: Mesh) -> Mesh:
 
 
 def _link_bytes(mesh: Mesh) -> int:
-    return sum(getattr(c.link, "bytes_sent", 0) for c in mesh._connections.values())
+    return sum(getattr(link, "bytes_sent", 0) for link in mesh.runtime.links.values())
 
 
 # -- entry point ---------------------------------------------------------------------------

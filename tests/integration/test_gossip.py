@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -148,7 +149,10 @@ def _connected(meshes: list[Mesh]) -> bool:
     index = {m.replica.peer_id: m for m in meshes}
 
     def linked(a: Mesh, b: Mesh) -> bool:
-        ours, theirs = a._connections.get(b.replica.peer_id), b._connections.get(a.replica.peer_id)
+        ours, theirs = (
+            a.runtime._connections.get(b.replica.peer_id),
+            b.runtime._connections.get(a.replica.peer_id),
+        )
         return bool(ours and theirs and ours.peer.ready and theirs.peer.ready)
 
     seen, todo = {meshes[0].replica.peer_id}, [meshes[0]]
@@ -169,14 +173,16 @@ async def test_forged_and_malformed_broadcasts_are_dropped(tmp_path: Path) -> No
             got: list[object] = []
             mesh.gossip.on("message", got.append)
             mallory, alice = Identity.generate(), Identity.generate()
+            now = int(time.time() * 1000)
             body = cbor2.dumps(
-                [1, alice.peer_id.key, "heartbeat", None, 1, b"12345678"], canonical=True
+                [2, alice.peer_id.key, "heartbeat", None, now, b"12345678", 3, 3], canonical=True
             )
-            signature = mallory.sign(Domain.BROADCAST, body)
-            forged = b"B" + cbor2.dumps([body, signature, 3, 3, 0])
+            signature = mallory.sign(Domain.BROADCAST, body)  # claims to be alice's
+            forged = b"B" + cbor2.dumps([body, signature, 0])
             for data in (forged, b"Bgarbage", b"B" + cbor2.dumps([1, 2]), b"?unknown"):
-                mesh.gossip.receive(mallory.peer_id, data)
-            assert got == [] and mesh.gossip.dropped == 4
+                mesh.runtime.receive_ephemeral(mallory.peer_id, data)
+            assert got == [] and mesh.gossip.dropped == 3  # forged, garbage, malformed
+            assert mesh.runtime.unrouted_frames == 1  # a channel nobody here owns
             with pytest.raises(ValueError):
                 mesh.gossip.propagate("heartbeat", ttl=0)
 
@@ -192,8 +198,9 @@ async def test_a_mesh_with_gossip_off_ignores_broadcasts(tmp_path: Path) -> None
             ):
                 with pytest.raises(FeatureDisabledError, match="P2P_GOSSIP"):
                     call()
-            mesh._on_broadcast(sender.peer_id, b"anything at all")
+            mesh.runtime.receive_ephemeral(sender.peer_id, b"Banything at all")
             assert mesh.gossip.delivered == 0 and mesh.gossip.dropped == 0
+            assert mesh.runtime.unrouted_frames == 1  # gossip off owns no channel
 
 
 async def _run_until(

@@ -124,7 +124,8 @@ def test_a_hostile_peer_against_a_live_node_changes_nothing_it_may_not() -> None
             replica = mesh.replica
             assert replica.pending_bytes <= 4 * 1024 * 1024
             assert all(
-                c.peer.session.wants <= len(replica.heads()) for c in mesh._connections.values()
+                c.peer.session.wants <= len(replica.heads())
+                for c in mesh.runtime._connections.values()
             )
 
         attack()

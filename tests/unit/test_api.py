@@ -31,8 +31,9 @@ def test_the_library_never_imports_transports() -> None:
     import sys
 
     code = (
-        "import sys, crdt_mesh, crdt_mesh.mesh, crdt_mesh.runtime.peer, crdt_mesh.sync, crdt_mesh.testing,"
-        " crdt_mesh.cli; print(sorted(m for m in sys.modules if m.split('.')[0] == 'transports'))"
+        "import sys, crdt_mesh, crdt_mesh.mesh, crdt_mesh.runtime.peer, crdt_mesh.sync,"
+        " crdt_mesh.testing, crdt_mesh.cli;"
+        " print(sorted(m for m in sys.modules if m.split('.')[0] == 'transports'))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True

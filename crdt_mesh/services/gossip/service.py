@@ -13,14 +13,14 @@ interval the mesh dials a random passive peer while the active view has room;
 a full active view is left alone, but for a rare swap of one active peer for a
 passive one (a shuffle), so that the overlay does not set in stone.
 
-Failure detection (:mod:`crdt_mesh.swim`): SWIM probes with the Lifeguard
+Failure detection (:mod:`crdt_mesh.services.gossip.swim`): SWIM probes with the Lifeguard
 refinements, over ephemeral signed frames. Every peer whose record says it is
 in the mesh is probed, over its link or over a link dialled for the purpose.
 A peer is *present* while its record says it is in the mesh and the detector
 has not declared it dead; ``p2p:peer:discovered`` and ``p2p:peer:lost`` fire
 as that changes, so a crashed peer is lost and, restarted, discovered again.
 
-Epidemic broadcast (``propagate``, :mod:`crdt_mesh.epidemic`): a message
+Epidemic broadcast (``propagate``, :mod:`crdt_mesh.services.gossip.epidemic`): a message
 signed by its origin, not stored in the ledger (DESIGN invariant 7), pushed to
 ``fanout`` random linked peers at once and in a few later gossip rounds; each
 peer delivers it once (de-duplicated by id) and pushes it on while its TTL in
@@ -44,13 +44,13 @@ from ...errors import MeshError
 from ...events import P2PEvents
 from ...identity import PeerId
 from ...ledger import DocumentId, Entry, Policy
+from ...runtime.host import Host
 from ...runtime.penalty import Offence
 from .epidemic import MAX_BROADCAST, MAX_FANOUT, MAX_TTL, Broadcaster, Drop, GossipMessage
 from .rules import sample_distinct
 from .swim import FailureDetector, MemberChange, Status, SwimSettings
 
 if TYPE_CHECKING:
-    from ...mesh import Mesh
     from ...replica.replica import Replica
 
 log = logging.getLogger(__name__)
@@ -83,22 +83,40 @@ class GossipService:
     """``mesh.gossip``: join, leave, the peer set, and discovery. Off unless
     ``P2P_ENABLED`` and ``P2P_GOSSIP`` are on (or the mesh has no config)."""
 
-    def __init__(self, mesh: Mesh, swim: SwimSettings | None = None) -> None:
-        self._mesh = mesh
-        interval = mesh.config.gossip_interval if mesh.config is not None else mesh.interval
+    def __init__(self, host: Host, swim: SwimSettings | None = None) -> None:
+        self._host = host
+        interval = host.config.gossip_interval if host.config is not None else host.interval
         #: SWIM/Lifeguard timings; the protocol period defaults to the gossip interval
         self.swim_settings = swim or SwimSettings(period=interval, probe_timeout=interval / 2)
         self._records: dict[PeerId, PeerRecord] = {}
         self._present: dict[PeerId, bool] = {}  # what the events last said of each peer
         self._dialling: set[PeerId] = set()
-        self._unsubscribe = mesh.replica.on_commit(self._on_commit)
+        self._unsubscribe = host.replica.on_commit(self._on_commit)
         self.shuffles = 0
-        rng = random.Random(mesh.rng.random())
+        rng = random.Random(host.rng.random())
         # Refuses what was created before it started: a restart never delivers twice.
-        self._broadcaster = Broadcaster(mesh.replica.identity, now=_now_ms())
+        self._broadcaster = Broadcaster(host.replica.identity, now=_now_ms())
         self._detector: FailureDetector | None = None
         self._detector_rng = rng
         self._handlers: list[Callable[[GossipMessage], Any]] = []
+        self._running = False
+        # A mesh whose gossip is off owns no channel: it ignores broadcasts and probes.
+        self._channels: list[Callable[[], None]] = []
+        if host.config is None or host.config.enables(Feature.GOSSIP):
+            self._channels = [
+                host.on_ephemeral(_BROADCAST, self._receive_broadcast),
+                host.on_ephemeral(_SWIM, self._receive_swim),
+            ]
+
+    def start(self) -> None:
+        """Run discovery, failure detection and broadcast rounds (once; the root calls
+        it when gossip is on, and :meth:`join` does)."""
+        host = self._host
+        if self._running or not host.running:
+            return
+        self._running = True
+        interval = host.config.gossip_interval if host.config is not None else host.interval
+        host.spawn(self.run, interval)
 
     @property
     def delivered(self) -> int:
@@ -113,7 +131,7 @@ class GossipService:
 
     @property
     def _config(self) -> MeshConfig | None:
-        return self._mesh.config
+        return self._host.config
 
     def _require(self) -> None:
         if self._config is not None:
@@ -132,16 +150,16 @@ class GossipService:
         """
         self._require()
         caps = _strings(capabilities, "capability")
-        address = listen_address or self._mesh.address
+        address = listen_address or self._host.address
         addresses = _strings([address] if address else [], "address")
         record = self._write(caps, addresses, left=False)
-        self._mesh.start_discovery()
+        self.start()
         return record
 
     def leave(self) -> PeerRecord:
         """Say, in the record, that this peer left on purpose (it is not probed)."""
         self._require()
-        current = self.record(self._mesh.replica.peer_id)
+        current = self.record(self._host.replica.peer_id)
         caps = current.capabilities if current else ()
         addresses = current.addresses if current else ()
         record = self._write(caps, addresses, left=True)
@@ -153,18 +171,18 @@ class GossipService:
     def _write(
         self, caps: tuple[str, ...], addresses: tuple[str, ...], *, left: bool
     ) -> PeerRecord:
-        return write_record(self._mesh.replica, caps, addresses, left=left)
+        return write_record(self._host.replica, caps, addresses, left=left)
 
     # -- views --------------------------------------------------------------------------
 
     def record(self, peer: PeerId) -> PeerRecord | None:
         """The record ``peer`` published, as this replica holds it (None if none)."""
-        return read_record(self._mesh.replica, peer)
+        return read_record(self._host.replica, peer)
 
     def peers(self, *, include_left: bool = False) -> list[PeerRecord]:
         """Every peer whose record this replica holds (a pure view of replicated state)."""
         self._require()
-        return peer_records(self._mesh.replica, include_left=include_left)
+        return peer_records(self._host.replica, include_left=include_left)
 
     def with_capabilities(self, *capabilities: str) -> list[PeerRecord]:
         """Live peers that declared every one of ``capabilities``."""
@@ -198,7 +216,7 @@ class GossipService:
             if record is None:
                 continue
             self._records[peer] = record
-            if peer == self._mesh.replica.peer_id:
+            if peer == self._host.replica.peer_id:
                 continue
             if self._detector is not None:
                 if record.left:
@@ -218,9 +236,9 @@ class GossipService:
         before = self._present.get(peer, False)
         self._present[peer] = now
         if record is not None and now and not before:
-            self._mesh.events.emit(P2PEvents.PEER_DISCOVERED, record)
+            self._host.events.emit(P2PEvents.PEER_DISCOVERED, record)
         elif record is not None and before and not now:
-            self._mesh.events.emit(P2PEvents.PEER_LOST, record)
+            self._host.events.emit(P2PEvents.PEER_LOST, record)
 
     # -- epidemic broadcast -------------------------------------------------------------
 
@@ -258,48 +276,45 @@ class GossipService:
             fanout=fanout,
             created_at=_now_ms(),
             pick=self._pick,
-            members=len(self._mesh.peers),
+            members=len(self._host.peers),
         )
         self._send_broadcasts()
         return message_id
 
-    def receive(self, sender: PeerId, data: bytes) -> None:
-        """An ephemeral frame from ``sender``: a broadcast or a failure-detector frame."""
-        channel, frame = data[:1], data[1:]
-        if channel == _SWIM:
-            if self._detector is not None:
-                dropped = self._detector.dropped
-                self._detector.receive(sender, frame, anyio.current_time())
-                if self._detector.dropped > dropped:
-                    self._mesh.penalise(sender, Offence.JUNK, "a malformed or forged SWIM frame")
-                self._after_swim()
+    def _receive_swim(self, sender: PeerId, frame: bytes) -> None:
+        """A failure-detector frame from ``sender``."""
+        if self._detector is None:
             return
-        if channel != _BROADCAST:
-            self._broadcaster.dropped += 1
-            self._mesh.penalise(sender, Offence.JUNK, "an ephemeral frame of no known channel")
-            return
+        dropped = self._detector.dropped
+        self._detector.receive(sender, frame, anyio.current_time())
+        if self._detector.dropped > dropped:
+            self._host.penalise(sender, Offence.JUNK, "a malformed or forged SWIM frame")
+        self._after_swim()
+
+    def _receive_broadcast(self, sender: PeerId, frame: bytes) -> None:
+        """A broadcast frame from ``sender``: delivered once if genuine and within bounds."""
         message = self._broadcaster.receive(
-            sender, frame, members=len(self._mesh.peers), now=_now_ms()
+            sender, frame, members=len(self._host.peers), now=_now_ms()
         )
         if isinstance(message, Drop):
-            self._mesh.penalise(sender, message.offence, message.reason)
+            self._host.penalise(sender, message.offence, message.reason)
         elif message is not None:
             for handler in list(self._handlers):
                 try:
                     handler(message)
                 except Exception:
                     log.exception("gossip message handler failed")
-            self._mesh.events.emit(P2PEvents.MESSAGE_RECEIVED, message)
+            self._host.events.emit(P2PEvents.MESSAGE_RECEIVED, message)
         self._broadcaster.pump(self._pick)
         self._send_broadcasts()
 
     def _pick(self, count: int, avoid: Collection[PeerId]) -> list[PeerId]:
         """Broadcast targets: linked peers (the active view), drawn at random."""
-        return sample_distinct(self._detector_rng, self._mesh.peers, count, avoid)
+        return sample_distinct(self._detector_rng, self._host.peers, count, avoid)
 
     def _send_broadcasts(self) -> None:
         for peer, frame in self._broadcaster.outbox():
-            self._mesh.send_ephemeral(peer, _BROADCAST + frame)
+            self._host.send_ephemeral(_BROADCAST, peer, frame)
 
     # -- failure detection --------------------------------------------------------------
 
@@ -309,7 +324,7 @@ class GossipService:
         for peer, frame in self._detector.outbox():
             record = self._records.get(peer)
             addresses = record.addresses if record is not None else ()
-            self._mesh.send_ephemeral(peer, _SWIM + frame, addresses)
+            self._host.send_ephemeral(_SWIM, peer, frame, addresses)
 
     def _after_swim(self) -> None:
         assert self._detector is not None
@@ -325,9 +340,9 @@ class GossipService:
 
     async def run(self, interval: float) -> None:
         """Discovery, failure detection and broadcast rounds, until cancelled."""
-        me = self._mesh.replica.peer_id
+        me = self._host.replica.peer_id
         self._detector = FailureDetector(
-            self._mesh.replica.identity,
+            self._host.replica.identity,
             incarnation=int(time.time() * 1000),  # a restart starts above any before it
             settings=self.swim_settings,
             rng=self._detector_rng,
@@ -362,9 +377,9 @@ class GossipService:
 
     async def maintain(self) -> None:
         """One HyParView-style step: fill the active view; shuffle when it is full."""
-        mesh = self._mesh
-        me = mesh.replica.peer_id
-        active = set(mesh.peers)
+        host = self._host
+        me = host.replica.peer_id
+        active = set(host.peers)
         passive = [
             r
             for r in self.present()
@@ -375,21 +390,21 @@ class GossipService:
         ]
         if not passive:
             return
-        candidate = mesh.rng.choice(passive)
-        if len(active) >= mesh.max_peers:
+        candidate = host.rng.choice(passive)
+        if len(active) >= host.max_peers:
             # A full active view is left alone most of the time (links that carry
             # traffic should be stable); now and then one active peer is swapped for
             # a passive one, so the overlay does not set in stone.
-            if mesh.rng.random() >= SHUFFLE_PROBABILITY:
+            if host.rng.random() >= SHUFFLE_PROBABILITY:
                 return
-            victim = mesh.rng.choice(sorted(active, key=str))
-            await mesh.disconnect(victim)
+            victim = host.rng.choice(sorted(active, key=str))
+            await host.disconnect(victim)
             self.shuffles += 1
         self._dialling.add(candidate.peer)
         try:
             for address in candidate.addresses:
                 try:
-                    await mesh.connect(address)
+                    await host.connect(address)
                     break
                 except MeshError as exc:
                     log.info("dial %s at %s failed: %s", candidate.peer.short, address, exc)
@@ -398,6 +413,9 @@ class GossipService:
 
     def close(self) -> None:
         self._unsubscribe()
+        for release in self._channels:
+            release()
+        self._channels = []
 
 
 def write_record(

@@ -39,11 +39,11 @@ from ...errors import NegotiationError
 from ...events import P2PEvents
 from ...identity import PeerId
 from ...ledger import DocumentId, Entry, Policy
+from ...runtime.host import Host
 from ...runtime.penalty import Offence
 from ...types import TaskCoordinationMode
 
 if TYPE_CHECKING:
-    from ...mesh import Mesh
     from ...replica.replica import Replica
 
 PREFIX = "task:"
@@ -916,19 +916,32 @@ class TaskService:
     for a sealed bid), ``p2p:task:assigned`` (a :class:`TaskView`).
     """
 
-    def __init__(self, mesh: Mesh, config: TaskConfig | None = None) -> None:
-        self._mesh = mesh
+    def __init__(
+        self,
+        host: Host,
+        config: TaskConfig | None = None,
+        *,
+        capabilities: Callable[[PeerId], Sequence[str]] | None = None,
+        reputation: ReputationProvider | None = None,
+    ) -> None:
+        self._host = host
         self.config = config or TaskConfig()
-        self.board = TaskBoard(mesh.replica)
+        # membership, as the composition root hands it: what a peer declared it can do
+        self._capabilities = capabilities or (lambda peer: ())
+        self.board = TaskBoard(host.replica)
+        if reputation is not None:
+            self.board.reputation = reputation
         self._announced: set[TaskRef] = set()
         self._bids: set[tuple[TaskRef, PeerId]] = set()
         self._assigned: set[TaskRef] = set()
         self._changed: anyio.Event | None = None  # set on each commit that touches a task
-        self._unsubscribe = mesh.replica.on_commit(self._on_commit)
+        # Its events fire on every replica, from the first commit, while it is on.
+        enabled = host.config is None or host.config.enables(Feature.TASK_NEGOTIATION)
+        self._unsubscribe = host.replica.on_commit(self._on_commit) if enabled else _nothing
 
     def _require(self) -> None:
-        if self._mesh.config is not None:
-            self._mesh.config.require(Feature.TASK_NEGOTIATION)
+        if self._host.config is not None:
+            self._host.config.require(Feature.TASK_NEGOTIATION)
 
     def set_reputation(self, provider: ReputationProvider) -> None:
         """Where the ``reputation`` criterion gets its scores (default: neutral 0.5)."""
@@ -969,8 +982,7 @@ class TaskService:
         """Bid on a task; capabilities default to this peer's published record."""
         self._require()
         if capabilities is None:
-            record = self._mesh.gossip.record(self._mesh.replica.peer_id)
-            capabilities = record.capabilities if record is not None else ()
+            capabilities = self._capabilities(self._host.replica.peer_id)
         return self.board.bid(
             task, price=price, availability=availability, eta=eta, capabilities=capabilities
         )
@@ -1081,7 +1093,7 @@ class TaskService:
         if self._changed is not None:
             self._changed.set()
             self._changed = None
-        events = self._mesh.events
+        events = self._host.events
         for ref, author in sorted(touched, key=lambda t: (str(t[0]), t[1].key)):
             view = self.board.view(ref)
             if view is None:
@@ -1100,10 +1112,14 @@ class TaskService:
                 # A copied sealed bid is proof of dishonesty that every replica can check.
                 for copier, original in self.board.copied_sealed_bids(ref).items():
                     reason = f"copied the sealed bid of {original.short} on {ref}"
-                    self._mesh.penalise(copier, Offence.DISHONEST, reason)
+                    self._host.penalise(copier, Offence.DISHONEST, reason)
 
     def close(self) -> None:
         self._unsubscribe()
+
+
+def _nothing() -> None:
+    pass
 
 
 # -- helpers --------------------------------------------------------------------------------------

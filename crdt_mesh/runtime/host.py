@@ -1,0 +1,104 @@
+"""What a service gets from the runtime: the narrow door services come in by.
+
+A service is built by the composition root (:class:`crdt_mesh.Mesh`) over a
+:class:`Host`, and never sees the runtime itself: it reads and writes through the
+replica, fires events on the bus, sends ephemeral frames on a channel it owns,
+runs its loops in the host's task group, and reports what it can prove against a
+peer. What other services it needs (tasks needs membership) it is handed by the
+root, through its constructor.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Protocol
+
+from ..config import MeshConfig
+from ..events import EventBus
+from ..identity import PeerId
+from ..replica.replica import Replica
+from .penalty import Offence
+
+#: What handles the frames of an ephemeral channel: ``handler(sender, data)``.
+EphemeralHandler = Callable[[PeerId, bytes], None]
+
+
+class Host(Protocol):
+    """The runtime as a service sees it (:class:`~crdt_mesh.runtime.runtime.Runtime`)."""
+
+    @property
+    def replica(self) -> Replica:
+        """The local replica: the service's state lives in its documents."""
+        ...
+
+    @property
+    def events(self) -> EventBus:
+        """Where the service fires its events."""
+        ...
+
+    @property
+    def config(self) -> MeshConfig | None:
+        """The ``P2P_*`` settings (None: everything on, defaults)."""
+        ...
+
+    @property
+    def interval(self) -> float:
+        """Seconds between anti-entropy rounds."""
+        ...
+
+    @property
+    def rng(self) -> random.Random:
+        """The runtime's seeded randomness."""
+        ...
+
+    @property
+    def peers(self) -> list[PeerId]:
+        """Peers with a live link (the active view)."""
+        ...
+
+    @property
+    def address(self) -> str | None:
+        """The address the runtime listens on."""
+        ...
+
+    @property
+    def max_peers(self) -> int:
+        """The most links kept at once."""
+        ...
+
+    @property
+    def running(self) -> bool:
+        """Whether the runtime is up (its tasks can be spawned)."""
+        ...
+
+    def spawn(self, function: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
+        """Run a coroutine function in the runtime's task group."""
+        ...
+
+    def on_ephemeral(self, channel: bytes, handler: EphemeralHandler) -> Callable[[], None]:
+        """Own ``channel``: its ephemeral frames go to ``handler``."""
+        ...
+
+    def send_ephemeral(
+        self, channel: bytes, peer: PeerId, data: bytes, addresses: Sequence[str] = ()
+    ) -> None:
+        """Send an ephemeral frame on ``channel`` (best effort)."""
+        ...
+
+    def penalise(
+        self, peer: PeerId, offence: Offence, reason: str = "", *, weight: float | None = None
+    ) -> None:
+        """Count misbehaviour the service can prove against ``peer``."""
+        ...
+
+    async def connect(self, address: str) -> PeerId:
+        """Dial ``address`` and keep the link."""
+        ...
+
+    async def disconnect(self, peer: PeerId) -> None:
+        """Close the link to ``peer``."""
+        ...
+
+
+__all__ = ["EphemeralHandler", "Host"]

@@ -1,0 +1,732 @@
+"""The async runtime: a replica, its links, the anti-entropy timer and eager push.
+
+A thin shell (anyio: asyncio and trio both work) around the sans-IO sync
+protocol. It moves frames between links and :class:`~crdt_mesh.runtime.peer.PeerSync`,
+starts a round of anti-entropy on every link it dialled each ``interval``,
+and pushes fresh local entries to up to ``push_fanout`` peers at once.
+
+It knows no service. It is the :class:`~crdt_mesh.runtime.host.Host` that services
+attach to: it routes each ephemeral frame to the service that owns its channel,
+runs their tasks, and counts what they prove against a peer. The composition
+root, :class:`crdt_mesh.Mesh`, builds a runtime and the services over it.
+
+The replica is used from the event loop's thread only (it is not
+thread-safe); write to its documents from async code running in the mesh's
+event loop.
+
+Each link has a reader (frames into a queue bounded in bytes), a handler (the
+sync core and ingest) and a writer (frames out, entries read from the store only
+as the link drains), so a slow or silent peer holds up its own link and nothing
+else. Misbehaviour is counted in a :class:`~crdt_mesh.penalty.Penalties` table:
+a peer over its threshold has its links closed and is refused for a back-off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+from collections import OrderedDict, deque
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from ..config import MeshConfig
+from ..errors import (
+    ChainError,
+    ClosedError,
+    ForkDetected,
+    InvalidSignature,
+    LinkClosed,
+    MeshError,
+    PendingOverflow,
+    RateLimitExceeded,
+    RemoteError,
+    TransportError,
+)
+from ..events import EventBus
+from ..identity import PeerId
+from ..ledger import Entry
+from ..replica.records import IngestReport
+from ..replica.replica import Replica
+from ..sync import ProtocolError
+from .host import EphemeralHandler
+from .peer import PeerSync, SendHistory
+from .penalty import WEIGHTS, Offence, Penalties, Refusal
+from .transport import Link, Listener, Transport
+
+log = logging.getLogger(__name__)
+
+
+#: Frames read ahead of processing per link, and their bytes (a fast peer waits on
+#: the transport): with one frame of at most MAX_FRAME being read, a link holds at
+#: most about _READ_AHEAD_BYTES + MAX_FRAME of a peer's input.
+_READ_AHEAD = 64
+_READ_AHEAD_BYTES = 1024 * 1024
+#: Frames queued for a peer that did not read them yet, beyond which its link's
+#: input is not processed (replies would pile up) and ephemeral frames are dropped.
+_MAX_OUTBOX = 1024 * 1024
+#: Bytes of entries the writer reads from the store per step (one slice per send).
+_WRITE_SLICE = 256 * 1024
+#: Ephemeral frames kept for a peer while a link to it is being dialled, and how
+#: many peers may wait for such a dial at once.
+_WAITING_FRAMES = 8
+_WAITING_PEERS = 32
+#: Links over ``max_peers`` served one round each before closing (newcomers learn
+#: the peer records from them); beyond this many at once, refused at once.
+_MAX_TRANSIENT = 8
+#: Bytes of entries a peer was sent already that it may be sent again: granted with
+#: time, up to a cap, starting from none (a lossy link's resends fit; an entry both
+#: pushed and asked for in a round goes once; a peer that claims to lack everything,
+#: round after round, gets the store once and then this trickle).
+_RESEND_PER_SECOND = 1024 * 1024
+_RESEND_CAP = 8 * 1024 * 1024
+#: What a peer was sent is remembered this long after its link closed (a peer that
+#: reconnects to be sent everything again is not a new peer).
+_HISTORY_SECONDS = 60.0
+_HISTORIES = 256
+#: Ephemeral frames (broadcasts, failure detection) a peer may send per second, and
+#: entries it may leave waiting for a gap, in intervals, before it is a GAP offence.
+_EPHEMERAL_PER_SECOND = 500.0
+_GAP_INTERVALS = 10
+
+
+@dataclass(slots=True)
+class _Connection:
+    link: Link
+    peer: PeerSync
+    wake: anyio.Event = field(default_factory=anyio.Event)  # the writer has work
+    drained: anyio.Event = field(default_factory=anyio.Event)  # the writer caught up
+    round_tokens: float = 0.0
+    round_stamp: float = 0.0
+    ephemeral_tokens: float = 2 * _EPHEMERAL_PER_SECOND
+    ephemeral_stamp: float = 0.0
+    refused_resends: int = 0
+    idle_ticks: int = 0
+    started: bool = False
+    rate_limited: bool = False
+
+
+async def _await(coroutine: Coroutine[Any, Any, None]) -> None:
+    await coroutine
+
+
+class _ReadAhead:
+    """Frames read from a link and not yet handled, bounded in count and bytes."""
+
+    def __init__(self) -> None:
+        self._frames: deque[bytes] = deque()
+        self._bytes = 0
+        self._changed = anyio.Event()
+        self.closed = False
+        self.error: BaseException | None = None
+
+    def _signal(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def put(self, frame: bytes) -> None:
+        while self._frames and (
+            len(self._frames) >= _READ_AHEAD or self._bytes + len(frame) > _READ_AHEAD_BYTES
+        ):
+            await self._changed.wait()
+        self._frames.append(frame)
+        self._bytes += len(frame)
+        self._signal()
+
+    async def take(self) -> list[bytes] | None:
+        """Every frame waiting (at least one), or None once the link closed and all were taken."""
+        while not self._frames:
+            if self.closed:
+                return None
+            await self._changed.wait()
+        batch = list(self._frames)
+        self._frames.clear()
+        self._bytes = 0
+        self._signal()
+        return batch
+
+    def close(self, error: BaseException | None = None) -> None:
+        self.closed = True
+        self.error = error
+        self._signal()
+
+
+async def _read_frames(link: Link, out: _ReadAhead) -> None:
+    """Move frames from the link to the read-ahead until either side closes."""
+    try:
+        async for frame in link:
+            await out.put(frame)
+    except (LinkClosed, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+        out.close(exc)
+        return
+    out.close()
+
+
+class Runtime:
+    """Runs sync between ``replica`` and its peers over ``transport``.
+
+    Args:
+        replica: the local replica (the mesh does not close it).
+        transport: how to reach peers.
+        listen: an address to accept links on, or None.
+        peers: addresses to dial (and redial with backoff while the mesh runs).
+        interval: seconds between anti-entropy rounds on each dialled link.
+        push_fanout: peers that get each fresh local entry at once.
+        max_peers: links kept at once; a link beyond it is closed at once.
+        seed: for the random choices (push targets, backoff jitter).
+        config: the ``P2P_*`` settings. When given, it supplies the listen port,
+            bootstrap peers, max peers and interval that are not passed
+            explicitly, and with ``P2P_ENABLED`` off the mesh does no P2P work at
+            all: no listener, no dialling, no timers.
+        penalties: the table of misbehaviour (default: a fresh one with the default
+            :class:`~crdt_mesh.penalty.PenaltySettings`); share one between meshes
+            of one process to refuse a peer everywhere at once.
+        rounds_per_second: rounds a peer may open on one link per second (a burst of
+            twice as many); more is a budget overrun. Default: four per ``interval``,
+            at least 20.
+    """
+
+    def __init__(
+        self,
+        replica: Replica,
+        transport: Transport,
+        *,
+        listen: str | None = None,
+        peers: Sequence[str] = (),
+        interval: float = 5.0,
+        push_fanout: int = 3,
+        max_peers: int | None = None,
+        seed: int | None = None,
+        config: MeshConfig | None = None,
+        penalties: Penalties | None = None,
+        rounds_per_second: float | None = None,
+    ) -> None:
+        self.replica = replica
+        self.transport = transport
+        self.config = config
+        self.active = config is None or config.enabled
+        if config is not None:
+            listen = listen if listen is not None else f"tcp://0.0.0.0:{config.listen_port}"
+            peers = list(peers) or list(config.bootstrap_peers)
+            max_peers = max_peers if max_peers is not None else config.max_peers
+        self.listen_address = listen
+        self.bootstrap = list(peers)
+        self.interval = interval
+        self.push_fanout = push_fanout
+        self.max_peers = max_peers if max_peers is not None else 50
+        self.events = EventBus()
+        self._channels: dict[bytes, EphemeralHandler] = {}
+        #: ephemeral frames of channels nobody here owns
+        self.unrouted_frames = 0
+        self.refused_links = 0
+        self.rng = random.Random(seed)
+        self._connections: dict[PeerId, _Connection] = {}
+        self._transient: dict[PeerId, _Connection] = {}  # served one round, then closed
+        self._dialling_for: dict[PeerId, list[bytes]] = {}  # frames waiting for a dial
+        self._listener: Listener | None = None
+        self._tg: TaskGroup | None = None
+        self._unsubscribe: object = None
+        #: links closed because the peer broke the protocol
+        self.dropped_links = 0
+        #: inputs refused at ingest (bad signatures, chains, policies ...)
+        self.rejected_inputs = 0
+        #: misbehaviour, per peer (and per host for links that say where they come from)
+        self.penalties = penalties if penalties is not None else Penalties()
+        #: links closed at once because the peer (or its host) is refused
+        self.refused_peers = 0
+        self.rounds_per_second = (
+            rounds_per_second if rounds_per_second is not None else max(20.0, 4.0 / interval)
+        )
+        # what peers whose links closed lately were sent: peer -> (history, closed at)
+        self._histories: OrderedDict[PeerId, tuple[SendHistory, float]] = OrderedDict()
+
+    # -- lifetime ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Runtime:
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        tg = self._tg
+        self.events.attach(lambda coroutine: tg.start_soon(_await, coroutine))
+        if not self.active:
+            log.info("P2P is disabled (P2P_ENABLED): the mesh does nothing")
+            return self
+        if self.listen_address is not None:
+            self._listener = await self.transport.listen(self.listen_address, self.replica.identity)
+            self._tg.start_soon(self._accept_loop, self._listener)
+        for address in self.bootstrap:
+            self._tg.start_soon(self._dial_loop, address)
+        self._tg.start_soon(self._timer)
+        self._unsubscribe = self.replica.on_commit(self._on_commit)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        if callable(self._unsubscribe):
+            self._unsubscribe()
+        self.events.attach(None)
+        assert self._tg is not None
+        self._tg.cancel_scope.cancel()
+        with anyio.CancelScope(shield=True):
+            for connection in list(self._connections.values()):
+                await connection.link.aclose()
+            if self._listener is not None:
+                await self._listener.aclose()
+        return await self._tg.__aexit__(exc_type, exc, tb)
+
+    @property
+    def running(self) -> bool:
+        """Whether the runtime's task group is up (inside ``async with``)."""
+        return self._tg is not None and self.active
+
+    def spawn(self, function: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
+        """Run ``function(*args)`` in the runtime's task group (ended with it).
+
+        Raises:
+            ClosedError: the runtime is not running.
+        """
+        if self._tg is None:
+            raise ClosedError("the mesh is not running: use `async with Mesh(...)`")
+        self._tg.start_soon(function, *args)
+
+    def on_ephemeral(self, channel: bytes, handler: EphemeralHandler) -> Callable[[], None]:
+        """Route ephemeral frames of ``channel`` (one byte) to ``handler(sender, data)``.
+
+        A service owns its channel; frames of a channel nobody owns are dropped.
+
+        Raises:
+            ValueError: ``channel`` is not one byte, or is owned already.
+        """
+        if not isinstance(channel, bytes) or len(channel) != 1:
+            raise ValueError("a channel is one byte")
+        if channel in self._channels:
+            raise ValueError(f"channel {channel!r} is owned already")
+        self._channels[channel] = handler
+        return lambda: self._channels.pop(channel, None) and None
+
+    def send_ephemeral(
+        self, channel: bytes, peer: PeerId, data: bytes, addresses: Sequence[str] = ()
+    ) -> None:
+        """Send an ephemeral frame (not a ledger entry) on ``channel`` to ``peer``; best effort.
+
+        Over its link if there is one; else over a link dialled to ``addresses``
+        for it (frames for a peer being dialled wait for the link, a few at most,
+        and a few peers at most wait for such a dial). A frame that cannot be sent,
+        or that would wait behind too much unread output, is dropped: the
+        protocols above expect loss.
+        """
+        data = channel + data
+        connection = self._connections.get(peer) or self._transient.get(peer)
+        if connection is not None:
+            if connection.peer.session.outbox_bytes < _MAX_OUTBOX:
+                connection.peer.session.send_broadcast(data)
+                self._wake(connection)
+            return
+        waiting = self._dialling_for.get(peer)
+        if waiting is not None:
+            if len(waiting) < _WAITING_FRAMES:
+                waiting.append(data)
+            return
+        if self._refused(peer) or len(self._dialling_for) >= _WAITING_PEERS:
+            return
+        if addresses and self._tg is not None and self.active:
+            self._dialling_for[peer] = [data]
+            self._tg.start_soon(self._dial_for, peer, list(addresses))
+
+    async def _dial_for(self, peer: PeerId, addresses: list[str]) -> None:
+        link: Link | None = None
+        try:
+            with anyio.move_on_after(max(self.interval, 1.0)):
+                for address in addresses:
+                    try:
+                        link = await self.transport.dial(address, self.replica.identity)
+                        break
+                    except MeshError as exc:
+                        log.debug("dial %s at %s failed: %s", peer.short, address, exc)
+        finally:
+            frames = self._dialling_for.pop(peer, [])
+        if link is None:
+            return
+        if link.remote != peer:
+            await link.aclose()  # someone else answers at that address now
+            return
+        await self._serve_link(link, True, frames)
+
+    # -- misbehaviour -----------------------------------------------------------------------
+
+    def penalise(
+        self, peer: PeerId, offence: Offence, reason: str = "", *, weight: float | None = None
+    ) -> None:
+        """Count ``offence`` against ``peer``; past the threshold its links are closed
+        and it is refused for a back-off (logged once per episode).
+
+        Services call this for misbehaviour they can prove (a forged broadcast, a
+        copied sealed bid); the mesh calls it for breaches of the sync protocol and
+        for refused entries.
+        """
+        now = anyio.current_time()
+        refusal = self.penalties.add(peer, offence, now, weight=weight)
+        if refusal is None:
+            return
+        self._log_refusal(refusal, reason or offence.value)
+        # Only the key is refused: hosts are shared (NAT, one machine with many agents);
+        # what happens before a key is proven is the transport's to count per host.
+        for table in (self._connections, self._transient):
+            connection = table.get(peer)
+            if connection is not None:
+                self._close_soon(connection)
+
+    def _log_refusal(self, refusal: Refusal, reason: str) -> None:
+        key = refusal.key.short if isinstance(refusal.key, PeerId) else str(refusal.key)
+        seconds = refusal.until - anyio.current_time()
+        log.warning(
+            "refusing %s for %.0f s (episode %d): %s", key, seconds, refusal.episode, reason
+        )
+
+    def _refused(self, peer: PeerId) -> bool:
+        return self.penalties.refused(peer, anyio.current_time())
+
+    def _close_soon(self, connection: _Connection) -> None:
+        if self._tg is not None:
+            self._tg.start_soon(connection.link.aclose)
+
+    def _penalise_ingest(self, remote: PeerId, report: IngestReport) -> None:
+        """Refused entries that an honest relay could not have sent cost the sender."""
+        for rejection in report.rejected:
+            error = rejection.error
+            if isinstance(error, ForkDetected | ChainError | PendingOverflow):
+                # A fork is its author's doing, and so is a chain that breaks where
+                # the author forked before; an overflow of pending entries is ours.
+                continue
+            bad_signature = isinstance(error, InvalidSignature)
+            offence = Offence.BAD_SIGNATURE if bad_signature else Offence.INVALID_ENTRY
+            if isinstance(error, RemoteError):
+                self.penalise(remote, offence, str(error))
+
+    def receive_ephemeral(self, sender: PeerId, data: bytes) -> None:
+        """An ephemeral frame from ``sender`` (a channel byte, then the data): to the
+        service that owns the channel, within the link's budget."""
+        connection = self._connections.get(sender) or self._transient.get(sender)
+        if connection is not None and not self._ephemeral_budget(connection):
+            self.penalise(sender, Offence.BUDGET, "sent ephemeral frames faster than its budget")
+            return
+        handler = self._channels.get(data[:1])
+        if handler is None:
+            # Not an offence: an honest peer whose services differ from ours (gossip on
+            # there, off here) sends frames of channels nobody here owns.
+            self.unrouted_frames += 1
+            return
+        handler(sender, data[1:])
+
+    def _ephemeral_budget(self, connection: _Connection) -> bool:
+        """Take one ephemeral frame from the link's token bucket; False if it ran dry."""
+        now = anyio.current_time()
+        rate = _EPHEMERAL_PER_SECOND
+        elapsed = now - connection.ephemeral_stamp
+        connection.ephemeral_tokens = min(2 * rate, connection.ephemeral_tokens + elapsed * rate)
+        connection.ephemeral_stamp = now
+        if connection.ephemeral_tokens < 1:
+            return False
+        connection.ephemeral_tokens -= 1
+        return True
+
+    async def disconnect(self, peer: PeerId) -> None:
+        """Close the link to ``peer``, if there is one."""
+        connection = self._connections.pop(peer, None)
+        if connection is not None:
+            await connection.link.aclose()
+
+    @property
+    def address(self) -> str | None:
+        """The address this mesh listens on (with the port chosen, for TCP port 0)."""
+        return self._listener.address if self._listener is not None else None
+
+    @property
+    def peers(self) -> list[PeerId]:
+        """Peers with a live link."""
+        return list(self._connections)
+
+    @property
+    def links(self) -> dict[PeerId, Link]:
+        """The live links, by peer (a copy: for statistics such as bytes sent)."""
+        return {peer: connection.link for peer, connection in self._connections.items()}
+
+    async def connect(self, address: str) -> PeerId:
+        """Dial ``address`` once and keep the link until it closes; returns the peer.
+
+        Raises:
+            TransportError: the dial failed.
+        """
+        if self._tg is None:
+            raise ClosedError("the mesh is not running: use `async with Mesh(...)`")
+        link = await self.transport.dial(address, self.replica.identity)
+        self._tg.start_soon(self._serve_link, link, True)
+        return link.remote
+
+    async def sync_now(self) -> None:
+        """Start a round of anti-entropy on every dialled link now."""
+        for connection in list(self._connections.values()):
+            await self._start_round(connection)
+
+    # -- links ------------------------------------------------------------------------------
+
+    async def _accept_loop(self, listener: Listener) -> None:
+        # The listener authenticates each connection in a task of its own (one slow
+        # handshake never holds up another) and hands us the links that make it.
+        with contextlib.suppress(TransportError):
+            await listener.serve(self._serve_accepted)
+
+    async def _serve_accepted(self, link: Link) -> None:
+        await self._serve_link(link, False)
+
+    async def _dial_loop(self, address: str) -> None:
+        backoff = 0.05
+        while True:
+            try:
+                link = await self.transport.dial(address, self.replica.identity)
+            except MeshError as exc:  # unreachable, refused, or failed authentication
+                log.info("dial %s failed: %s", address, exc)
+            else:
+                backoff = 0.05
+                await self._serve_link(link, True)
+            # jittered exponential backoff before redialling
+            await anyio.sleep(backoff * (0.5 + self.rng.random()))
+            backoff = min(backoff * 2, max(self.interval, 1.0))
+
+    async def _serve_link(
+        self, link: Link, initiator: bool, ephemeral: Sequence[bytes] = ()
+    ) -> None:
+        remote = link.remote
+        if remote == self.replica.peer_id:
+            await link.aclose()  # we dialled ourselves
+            return
+        if self._refused(remote):
+            self.refused_peers += 1
+            await link.aclose()
+            return
+        existing = self._connections.get(remote)
+        if existing is not None:
+            if not self._replaces(existing, initiator):
+                await link.aclose()
+                return
+            del self._connections[remote]
+            await existing.link.aclose()
+        # At max_peers a link is not kept, but it is served for one round first: the
+        # newcomer learns the peer records (HyParView's passive view) and can dial
+        # others; then it is closed. A full node so refuses links without becoming
+        # a dead end for peers that only know its address.
+        transient = len(self._connections) >= self.max_peers
+        if transient and (len(self._transient) >= _MAX_TRANSIENT or remote in self._transient):
+            self.refused_links += 1
+            await link.aclose()
+            return
+        history = self._history_of(remote)
+        connection = _Connection(
+            link,
+            PeerSync(
+                self.replica,
+                remote,
+                initiator=initiator,
+                on_broadcast=self.receive_ephemeral,
+                on_ingest=lambda report: self._penalise_ingest(remote, report),
+                history=history,
+            ),
+            round_tokens=2 * self.rounds_per_second,
+            round_stamp=anyio.current_time(),
+            ephemeral_stamp=anyio.current_time(),
+            refused_resends=history.refused,
+        )
+        if transient:
+            self.refused_links += 1
+            log.info("at %d peers: one round with %s, then closing", self.max_peers, remote.short)
+            self._transient[remote] = connection
+        else:
+            self._connections[remote] = connection
+        frames = _ReadAhead()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_read_frames, link, frames)
+                tg.start_soon(self._write_frames, connection, tg.cancel_scope)
+                for frame in ephemeral:
+                    connection.peer.session.send_broadcast(frame)
+                self._wake(connection)
+                try:
+                    with anyio.move_on_after(2 * self.interval if transient else math.inf):
+                        while (batch := await frames.take()) is not None:
+                            if not await self._handle(connection, batch, initiator):
+                                break
+                            if transient and connection.peer.stats.rounds:
+                                # the newcomer has what it came for, once it is sent
+                                await self._drained(connection)
+                                break
+                except MeshError:
+                    log.exception("link to %s failed", remote.short)
+                finally:
+                    tg.cancel_scope.cancel()
+            if isinstance(frames.error, RateLimitExceeded):
+                self.penalise(remote, Offence.BUDGET, str(frames.error))
+        finally:
+            if self._connections.get(remote) is connection:
+                del self._connections[remote]
+            if self._transient.get(remote) is connection:
+                del self._transient[remote]
+            if remote not in self._connections and remote not in self._transient:
+                self._remember_history(remote, history)
+                if not self.replica.closed:
+                    self.replica.forget_pending(remote)  # anti-entropy sends it again
+            with anyio.CancelScope(shield=True):
+                await link.aclose()
+
+    async def _write_frames(self, connection: _Connection, scope: anyio.CancelScope) -> None:
+        """The link's writer: sends what the sync core queued, reading entries from the
+        store a slice at a time, only as fast as the link takes them."""
+        peer, link = connection.peer, connection.link
+        try:
+            while True:
+                await connection.wake.wait()
+                connection.wake = anyio.Event()
+                while frames := peer.frames(_WRITE_SLICE):
+                    for frame in frames:
+                        await link.send(frame)
+                connection.drained.set()
+                connection.drained = anyio.Event()
+        except (LinkClosed, TransportError) as exc:
+            log.debug("link to %s closed while sending: %s", link.remote.short, exc)
+            scope.cancel()
+
+    def _wake(self, connection: _Connection) -> None:
+        connection.wake.set()
+
+    async def _drained(self, connection: _Connection) -> None:
+        """Wait until the writer sent everything queued for the link."""
+        while connection.peer.has_output:
+            self._wake(connection)
+            await connection.drained.wait()
+
+    def _replaces(self, existing: _Connection, initiator: bool) -> bool:
+        """Whether a new link to a peer we are linked with should replace the old one.
+
+        A peer that dials again (it lost the old link before we noticed) replaces it.
+        When both dialled each other at once, both sides keep the link dialled by the
+        smaller peer id, so that they agree without talking.
+        """
+        if existing.peer.session.initiator == initiator:
+            return True
+        remote = existing.link.remote
+        dialler_of_new = self.replica.peer_id if initiator else remote
+        dialler_of_old = remote if initiator else self.replica.peer_id
+        return dialler_of_new < dialler_of_old
+
+    async def _handle(self, connection: _Connection, frames: list[bytes], initiator: bool) -> bool:
+        """Process frames that arrived together on one link; False if it must close."""
+        remote = connection.link.remote
+        peer = connection.peer
+        rejected_before = peer.stats.rejected
+        rounds_before = peer.stats.rounds_opened
+        try:
+            committed = peer.receive_many(frames)
+        except ProtocolError as exc:
+            log.warning("closing link to %s: %s", remote.short, exc)
+            self.dropped_links += 1
+            self.penalise(remote, Offence.PROTOCOL_BREACH, str(exc))
+            return False
+        finally:
+            self.rejected_inputs += peer.stats.rejected - rejected_before
+        if peer.stats.rounds_opened > rounds_before and not self._round_budget(
+            connection, peer.stats.rounds_opened - rounds_before
+        ):
+            self.penalise(remote, Offence.BUDGET, "opened rounds faster than its budget")
+        if self._refused(remote):
+            return False
+        self._wake(connection)
+        if committed:
+            self._push(committed, exclude=remote)
+        if initiator and peer.ready and not connection.started:
+            connection.started = True  # first round at once; then every interval
+            await self._start_round(connection)
+        # Replies to a peer that does not read them would pile up: stop reading it.
+        while peer.session.outbox_bytes > _MAX_OUTBOX:
+            await connection.drained.wait()
+        return True
+
+    def _round_budget(self, connection: _Connection, rounds: int) -> bool:
+        """Take ``rounds`` from the link's token bucket of rounds; False if it ran dry."""
+        now = anyio.current_time()
+        rate = self.rounds_per_second
+        elapsed = now - connection.round_stamp
+        connection.round_tokens = min(2 * rate, connection.round_tokens + elapsed * rate)
+        connection.round_stamp = now
+        connection.round_tokens -= rounds
+        return connection.round_tokens >= 0
+
+    async def _start_round(self, connection: _Connection) -> None:
+        peer = connection.peer
+        if not peer.ready:
+            connection.idle_ticks += 1
+            if connection.idle_ticks > 1:  # no hello for a whole interval: the link is dead
+                await connection.link.aclose()
+            return
+        if not peer.session.initiator or peer.closed:
+            return
+        if peer.session.round_active:
+            peer.session.abandon_round()  # a round outlived its interval: a frame was lost
+        if peer.start_round():
+            self._wake(connection)
+
+    async def _timer(self) -> None:
+        while True:
+            await anyio.sleep(self.interval)
+            self._budgets()
+            await self.sync_now()
+
+    def _budgets(self) -> None:
+        """Once an interval: grant resend allowances, and charge gaps left unfilled."""
+        for table in (self._connections, self._transient):
+            for peer, connection in list(table.items()):
+                history = connection.peer.history
+                history.grant(_RESEND_PER_SECOND * self.interval, _RESEND_CAP)
+                if history.refused > connection.refused_resends:
+                    log.info("%s asks again for what it was sent: throttled", peer.short)
+                connection.refused_resends = history.refused
+        expired = self.replica.expire_pending(max(2.0, _GAP_INTERVALS * self.interval))
+        for source, feeds in expired.items():
+            if isinstance(source, PeerId):
+                weight = WEIGHTS[Offence.GAP] * feeds
+                reason = f"left gaps in {feeds} feeds unfilled"
+                self.penalise(source, Offence.GAP, reason, weight=weight)
+
+    def _history_of(self, peer: PeerId) -> SendHistory:
+        remembered = self._histories.pop(peer, None)
+        if remembered is not None and anyio.current_time() - remembered[1] < _HISTORY_SECONDS:
+            return remembered[0]
+        return SendHistory(allowance=0)
+
+    def _remember_history(self, peer: PeerId, history: SendHistory) -> None:
+        self._histories[peer] = (history, anyio.current_time())
+        self._histories.move_to_end(peer)
+        while len(self._histories) > _HISTORIES:
+            self._histories.popitem(last=False)
+
+    # -- pushing fresh entries ---------------------------------------------------------------
+
+    def _on_commit(self, entries: list[Entry]) -> None:
+        local = [e for e in entries if e.author == self.replica.peer_id]
+        if local:
+            self._push(local)
+
+    def _push(self, entries: list[Entry], exclude: PeerId | None = None) -> None:
+        targets = [c for p, c in self._connections.items() if p != exclude]
+        self.rng.shuffle(targets)
+        for connection in targets[: self.push_fanout]:
+            if connection.peer.session.outbox_bytes < _MAX_OUTBOX:  # else anti-entropy will
+                connection.peer.push(entries)
+                self._wake(connection)
