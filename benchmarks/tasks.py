@@ -20,7 +20,7 @@ import time
 import nacl.signing
 
 from crdt_mesh import Durability, Replica
-from crdt_mesh.services.tasks.service import TaskBoard
+from crdt_mesh.services.tasks import TaskBoard
 from crdt_mesh.testing.sim import SimulatedMesh
 
 from ._common import best_rate, row, scratch

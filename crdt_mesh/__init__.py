@@ -53,9 +53,6 @@ from .errors import (
     MeshError as MeshError,
 )
 from .errors import (
-    NegotiationError as NegotiationError,
-)
-from .errors import (
     NotWritable as NotWritable,
 )
 from .errors import (
@@ -77,7 +74,6 @@ from .errors import (
     TransportError as TransportError,
 )
 from .events import EventBus as EventBus
-from .events import P2PEvents as P2PEvents
 from .identity import Identity as Identity
 from .identity import PeerId as PeerId
 from .ledger import Acl as Acl
@@ -103,17 +99,19 @@ from .runtime.transport import Link as Link
 from .runtime.transport import Listener as Listener
 from .runtime.transport import Transport as Transport
 from .store import Durability as Durability
-from .types import GossipMessageType as GossipMessageType
-from .types import MemoryPrivacyLevel as MemoryPrivacyLevel
-from .types import ReputationScore as ReputationScore
-from .types import TaskCoordinationMode as TaskCoordinationMode
 
 __version__ = "0.1.0"
 
-from .services.tasks.service import NegotiationConfig as NegotiationConfig
-from .services.tasks.service import TaskConfig as TaskConfig
-from .services.tasks.service import TaskRef as TaskRef
-from .services.tasks.service import TaskState as TaskState
+from .mesh import P2PEvents as P2PEvents
+from .services.gossip import GossipMessageType as GossipMessageType
+from .services.memory import MemoryPrivacyLevel as MemoryPrivacyLevel
+from .services.reputation import ReputationScore as ReputationScore
+from .services.tasks import NegotiationConfig as NegotiationConfig
+from .services.tasks import NegotiationError as NegotiationError
+from .services.tasks import TaskConfig as TaskConfig
+from .services.tasks import TaskCoordinationMode as TaskCoordinationMode
+from .services.tasks import TaskRef as TaskRef
+from .services.tasks import TaskState as TaskState
 
 __all__ = [
     "Acl",

@@ -30,14 +30,6 @@ class ClosedError(LocalError, RuntimeError):
     """The replica or store was used after it was closed."""
 
 
-class NegotiationError(LocalError, ValueError):
-    """A task call that the rules of negotiation refuse (the reason says which)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
 class FeatureDisabledError(LocalError):
     """A service was called while its feature flag is off."""
 

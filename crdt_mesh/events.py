@@ -1,4 +1,5 @@
-"""The event bus, and the names of the mission's events.
+"""The event bus. Each service names its own events (``GossipEvents``, ``TaskEvents``
+...); :class:`crdt_mesh.P2PEvents` lists them all.
 
 Handlers may be plain functions or coroutine functions. A sync handler runs at
 once; an async one is started in the mesh's task group. A handler that raises
@@ -9,7 +10,6 @@ not only on the peer that caused it.
 
 from __future__ import annotations
 
-import enum
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
@@ -18,21 +18,6 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Any], None] | Callable[[Any], Awaitable[None]]
-
-
-class P2PEvents(enum.StrEnum):
-    """The event names of the P2P foundation design."""
-
-    TASK_ANNOUNCED = "p2p:task:announced"
-    BID_RECEIVED = "p2p:task:bid:received"
-    TASK_ASSIGNED = "p2p:task:assigned"
-    PEER_DISCOVERED = "p2p:peer:discovered"
-    PEER_LOST = "p2p:peer:lost"
-    MESSAGE_RECEIVED = "p2p:gossip:message"
-    MEMORY_SHARED = "p2p:memory:shared"
-    MEMORY_REQUESTED = "p2p:memory:requested"
-    REPUTATION_UPDATED = "p2p:reputation:updated"
-    REPUTATION_CHALLENGED = "p2p:reputation:challenged"
 
 
 class EventBus:

@@ -18,6 +18,7 @@ write to its documents from async code running in the mesh's event loop.
 
 from __future__ import annotations
 
+import enum
 import random
 from collections.abc import Sequence
 from types import TracebackType
@@ -29,9 +30,25 @@ from .replica.replica import Replica
 from .runtime.penalty import Offence, Penalties
 from .runtime.runtime import Runtime
 from .runtime.transport import Transport
-from .services.gossip.service import GossipService
-from .services.gossip.swim import SwimSettings
-from .services.tasks.service import TaskService
+from .services.gossip import GossipEvents, GossipService, SwimSettings
+from .services.memory import MemoryEvents
+from .services.reputation import ReputationEvents
+from .services.tasks import TaskEvents, TaskService
+
+
+class P2PEvents(enum.StrEnum):
+    """Every event name of the mission, as each service names it."""
+
+    TASK_ANNOUNCED = TaskEvents.ANNOUNCED.value
+    BID_RECEIVED = TaskEvents.BID_RECEIVED.value
+    TASK_ASSIGNED = TaskEvents.ASSIGNED.value
+    PEER_DISCOVERED = GossipEvents.PEER_DISCOVERED.value
+    PEER_LOST = GossipEvents.PEER_LOST.value
+    MESSAGE_RECEIVED = GossipEvents.MESSAGE_RECEIVED.value
+    MEMORY_SHARED = MemoryEvents.SHARED.value
+    MEMORY_REQUESTED = MemoryEvents.REQUESTED.value
+    REPUTATION_UPDATED = ReputationEvents.UPDATED.value
+    REPUTATION_CHALLENGED = ReputationEvents.CHALLENGED.value
 
 
 class Mesh:
@@ -209,4 +226,4 @@ class Mesh:
         self.runtime.penalise(peer, offence, reason, weight=weight)
 
 
-__all__ = ["Mesh"]
+__all__ = ["Mesh", "P2PEvents"]

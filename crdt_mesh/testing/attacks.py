@@ -33,7 +33,7 @@ from ..ledger import ZERO_HASH, DocumentId, Entry, Policy, client_id_for
 from ..replica.replica import Replica
 from ..runtime.transport import Link, Transport
 from ..services.gossip.epidemic import Broadcaster
-from ..services.tasks.service import TaskRef
+from ..services.tasks import TaskRef
 from ..sync.index import KEY_MAX
 from ..sync.messages import (
     PROTOCOL_VERSION,

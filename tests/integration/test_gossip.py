@@ -12,7 +12,7 @@ from anyio.abc import TaskStatus
 
 from crdt_mesh import FeatureDisabledError, Identity, Mesh, MeshConfig, P2PEvents, Replica
 from crdt_mesh.identity import Domain
-from crdt_mesh.services.gossip.service import PeerRecord, record_document
+from crdt_mesh.services.gossip import PeerRecord, record_document
 from crdt_mesh.services.gossip.swim import Status, SwimSettings
 from tests.helpers import wait_for
 from transports.memory import MemoryNetwork

@@ -29,7 +29,7 @@ import pytest
 
 from crdt_mesh import Durability, Identity, PeerId, Replica
 from crdt_mesh.mesh import Mesh
-from crdt_mesh.services.tasks.service import TaskBoard, TaskRef
+from crdt_mesh.services.tasks import TaskBoard, TaskRef
 from crdt_mesh.testing import attacks
 from tests.helpers import wait_for
 from transports.tcp import TcpAddress, TcpTransport

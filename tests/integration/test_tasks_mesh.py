@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from crdt_mesh import FeatureDisabledError, Identity, Mesh, MeshConfig, P2PEvents, Replica
-from crdt_mesh.services.tasks.service import Bid, TaskService, TaskState, TaskView
+from crdt_mesh.services.tasks import Bid, TaskService, TaskState, TaskView
 from tests.helpers import wait_for
 from transports.memory import MemoryNetwork
 

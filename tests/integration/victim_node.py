@@ -21,7 +21,7 @@ import anyio
 from crdt_mesh import Durability, Identity, MeshConfig, Penalties, Replica
 from crdt_mesh.cli import status_record
 from crdt_mesh.mesh import Mesh
-from crdt_mesh.types import TaskCoordinationMode
+from crdt_mesh.services.tasks import TaskCoordinationMode
 from transports.tcp import TcpTransport
 
 

@@ -160,14 +160,14 @@ MUTANTS = [
     ),
     Mutant(
         "sealed-bid-unbound",
-        "crdt_mesh/services/tasks/service.py",
+        "crdt_mesh/services/tasks/rules.py",
         "    bound = cbor2.dumps([ref.document_name, bidder.key, plain, nonce], canonical=True)",
         "    bound = cbor2.dumps([ref.document_name, plain, nonce], canonical=True)",
         ("tests/unit/test_tasks.py::test_a_decider_cannot_pass_off_a_copied_bid_as_the_copiers",),
     ),
     Mutant(
         "sealed-bid-unpadded",
-        "crdt_mesh/services/tasks/service.py",
+        "crdt_mesh/services/tasks/rules.py",
         '    return framed.ljust(size, b"\\x00")',
         "    return framed",
         ("tests/unit/test_tasks.py::test_a_sealed_box_says_nothing_of_the_price_by_its_length",),

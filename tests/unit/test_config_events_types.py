@@ -8,17 +8,19 @@ from pathlib import Path
 import anyio
 import pytest
 
-from crdt_mesh import Identity, Replica
-from crdt_mesh.config import Feature, MeshConfig
-from crdt_mesh.errors import ConfigError, FeatureDisabledError
-from crdt_mesh.events import EventBus, P2PEvents
-from crdt_mesh.mesh import Mesh
-from crdt_mesh.types import (
+from crdt_mesh import (
     GossipMessageType,
+    Identity,
     MemoryPrivacyLevel,
+    P2PEvents,
+    Replica,
     ReputationScore,
     TaskCoordinationMode,
 )
+from crdt_mesh.config import Feature, MeshConfig
+from crdt_mesh.errors import ConfigError, FeatureDisabledError
+from crdt_mesh.events import EventBus
+from crdt_mesh.mesh import Mesh
 from transports.memory import MemoryNetwork
 
 

@@ -12,7 +12,7 @@ import random
 
 import pytest
 
-from crdt_mesh.services.gossip.service import RECORD_DOCUMENT, peer_records, write_record
+from crdt_mesh.services.gossip import RECORD_DOCUMENT, peer_records, write_record
 from crdt_mesh.services.gossip.swim import Status
 from crdt_mesh.testing import Faults, SimulatedMesh
 from crdt_mesh.testing.gossip import SimulatedGossip

@@ -12,15 +12,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from crdt_mesh import Identity, NotWritable, Replica
-from crdt_mesh.errors import NegotiationError
-from crdt_mesh.services.tasks.service import (
+from crdt_mesh.services.tasks import (
     Bid,
+    NegotiationError,
     TaskBoard,
+    TaskCoordinationMode,
     TaskRef,
     TaskState,
     select,
 )
-from crdt_mesh.types import TaskCoordinationMode
 
 NEEDS = {"capabilities": ["code-review", "typescript"], "estimated_duration": 3600}
 CAN = ["code-review", "typescript", "python"]

@@ -7,8 +7,7 @@ import random
 
 import pytest
 
-from crdt_mesh.errors import NegotiationError
-from crdt_mesh.services.tasks.service import TaskBoard, TaskState
+from crdt_mesh.services.tasks import NegotiationError, TaskBoard, TaskState
 from crdt_mesh.testing import Faults, SimulatedMesh
 
 AGENTS, TASKS = 50, 20

@@ -1,10 +1,12 @@
-"""Random choice of a few members out of many, without building a filtered copy."""
+"""Membership's small pure rules: sampling a few members out of many without a
+filtered copy, and checking the strings a record holds. (The detector and the
+broadcaster, the larger rules, are :mod:`.swim` and :mod:`.epidemic`.)"""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Collection, Sequence
-from typing import TypeVar
+from collections.abc import Collection, Iterable, Sequence
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -26,3 +28,12 @@ def sample_distinct(
         if member not in avoid and member not in picked:
             picked.append(member)
     return picked
+
+
+def strings(values: Iterable[Any], what: str) -> tuple[str, ...]:
+    """``values`` as a tuple, each a non-empty string (else ValueError naming ``what``)."""
+    out = tuple(values)
+    for value in out:
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"a {what} is a non-empty string, not {value!r}")
+    return out

@@ -34,49 +34,28 @@ import logging
 import random
 import time
 from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 
 from ...config import Feature, MeshConfig
 from ...errors import MeshError
-from ...events import P2PEvents
 from ...identity import PeerId
-from ...ledger import DocumentId, Entry, Policy
+from ...ledger import Entry
 from ...runtime.host import Host
 from ...runtime.penalty import Offence
-from .epidemic import MAX_BROADCAST, MAX_FANOUT, MAX_TTL, Broadcaster, Drop, GossipMessage
-from .rules import sample_distinct
+from .board import MembershipBoard
+from .epidemic import Broadcaster, Drop, GossipMessage
+from .model import GossipEvents, PeerRecord, record_owner
+from .rules import sample_distinct, strings
 from .swim import FailureDetector, MemberChange, Status, SwimSettings
-
-if TYPE_CHECKING:
-    from ...replica.replica import Replica
 
 log = logging.getLogger(__name__)
 
-RECORD_DOCUMENT = "mesh:peer"
-_ROOT = "record"
 #: Chance, per gossip interval, that a full active view swaps one peer for a passive one.
 SHUFFLE_PROBABILITY = 0.1
-#: The first byte of an ephemeral frame says which core it is for.
+#: The ephemeral channels gossip owns: broadcasts, and the failure detector's frames.
 _BROADCAST, _SWIM = b"B", b"S"
-
-
-@dataclass(frozen=True, slots=True)
-class PeerRecord:
-    """One peer's published record (a view: built from its replicated document)."""
-
-    peer: PeerId
-    capabilities: tuple[str, ...]
-    addresses: tuple[str, ...]
-    started_at: int
-    left: bool
-
-
-def record_document(peer: PeerId) -> DocumentId:
-    """The document in which ``peer`` publishes its record (only it may write it)."""
-    return DocumentId(Policy.OWNER, RECORD_DOCUMENT, peer)
 
 
 class GossipService:
@@ -88,6 +67,7 @@ class GossipService:
         interval = host.config.gossip_interval if host.config is not None else host.interval
         #: SWIM/Lifeguard timings; the protocol period defaults to the gossip interval
         self.swim_settings = swim or SwimSettings(period=interval, probe_timeout=interval / 2)
+        self.board = MembershipBoard(host.replica)
         self._records: dict[PeerId, PeerRecord] = {}
         self._present: dict[PeerId, bool] = {}  # what the events last said of each peer
         self._dialling: set[PeerId] = set()
@@ -149,9 +129,9 @@ class GossipService:
             ValueError: a capability or address is not a non-empty string.
         """
         self._require()
-        caps = _strings(capabilities, "capability")
+        caps = strings(capabilities, "capability")
         address = listen_address or self._host.address
-        addresses = _strings([address] if address else [], "address")
+        addresses = strings([address] if address else [], "address")
         record = self._write(caps, addresses, left=False)
         self.start()
         return record
@@ -171,18 +151,18 @@ class GossipService:
     def _write(
         self, caps: tuple[str, ...], addresses: tuple[str, ...], *, left: bool
     ) -> PeerRecord:
-        return write_record(self._host.replica, caps, addresses, left=left)
+        return self.board.write(caps, addresses, left=left)
 
     # -- views --------------------------------------------------------------------------
 
     def record(self, peer: PeerId) -> PeerRecord | None:
         """The record ``peer`` published, as this replica holds it (None if none)."""
-        return read_record(self._host.replica, peer)
+        return self.board.record(peer)
 
     def peers(self, *, include_left: bool = False) -> list[PeerRecord]:
         """Every peer whose record this replica holds (a pure view of replicated state)."""
         self._require()
-        return peer_records(self._host.replica, include_left=include_left)
+        return self.board.peers(include_left=include_left)
 
     def with_capabilities(self, *capabilities: str) -> list[PeerRecord]:
         """Live peers that declared every one of ``capabilities``."""
@@ -204,11 +184,7 @@ class GossipService:
     # -- events -------------------------------------------------------------------------
 
     def _on_commit(self, entries: list[Entry]) -> None:
-        authors = {
-            e.document.owner
-            for e in entries
-            if e.document.name == RECORD_DOCUMENT and e.document.policy is Policy.OWNER
-        }
+        authors = {record_owner(e.document) for e in entries}
         for peer in authors:
             if peer is None:
                 continue
@@ -236,9 +212,9 @@ class GossipService:
         before = self._present.get(peer, False)
         self._present[peer] = now
         if record is not None and now and not before:
-            self._host.events.emit(P2PEvents.PEER_DISCOVERED, record)
+            self._host.events.emit(GossipEvents.PEER_DISCOVERED, record)
         elif record is not None and before and not now:
-            self._host.events.emit(P2PEvents.PEER_LOST, record)
+            self._host.events.emit(GossipEvents.PEER_LOST, record)
 
     # -- epidemic broadcast -------------------------------------------------------------
 
@@ -259,7 +235,7 @@ class GossipService:
         """Broadcast a signed, ephemeral message; returns its id.
 
         Args:
-            type: a :class:`~crdt_mesh.types.GossipMessageType` (or another name).
+            type: a :class:`~crdt_mesh.services.gossip.GossipMessageType` (or another name).
             payload: any CBOR-encodable value.
             ttl: hops it may travel (at most MAX_TTL).
             fanout: peers each hop sends it to (at most MAX_FANOUT).
@@ -304,7 +280,7 @@ class GossipService:
                     handler(message)
                 except Exception:
                     log.exception("gossip message handler failed")
-            self._host.events.emit(P2PEvents.MESSAGE_RECEIVED, message)
+            self._host.events.emit(GossipEvents.MESSAGE_RECEIVED, message)
         self._broadcaster.pump(self._pick)
         self._send_broadcasts()
 
@@ -413,80 +389,11 @@ class GossipService:
 
     def close(self) -> None:
         self._unsubscribe()
+        self.board.close()
         for release in self._channels:
             release()
         self._channels = []
 
 
-def write_record(
-    replica: Replica, capabilities: Iterable[str], addresses: Iterable[str], *, left: bool = False
-) -> PeerRecord:
-    """Publish (or update) ``replica``'s own peer record; its start time is kept."""
-    caps, addrs = _strings(capabilities, "capability"), _strings(addresses, "address")
-    document = replica.document(record_document(replica.peer_id))
-    root = document.map(_ROOT)
-    started = (root.to_py() or {}).get("started_at")
-    with document.transaction():
-        root["capabilities"] = list(caps)
-        root["addresses"] = list(addrs)
-        root["started_at"] = started if started is not None else int(time.time() * 1000)
-        root["left"] = left
-    record = read_record(replica, replica.peer_id)
-    assert record is not None
-    return record
-
-
-def read_record(replica: Replica, peer: PeerId) -> PeerRecord | None:
-    """The record ``peer`` published, as ``replica`` holds it (None if none, or malformed)."""
-    doc_id = record_document(peer)
-    if not replica.has_document(doc_id):
-        return None
-    root = replica.document(doc_id).map(_ROOT).to_py() or {}
-    try:
-        return PeerRecord(
-            peer=peer,
-            capabilities=tuple(str(c) for c in root.get("capabilities", [])),
-            addresses=tuple(str(a) for a in root.get("addresses", [])),
-            started_at=int(root.get("started_at", 0)),
-            left=bool(root.get("left", False)),
-        )
-    except (TypeError, ValueError):
-        return None  # a record its owner wrote badly: not a peer we can use
-
-
-def peer_records(replica: Replica, *, include_left: bool = False) -> list[PeerRecord]:
-    """The peer set: every record ``replica`` holds, in peer id order (a pure view)."""
-    records = []
-    for doc in replica.documents():
-        if doc.policy is Policy.OWNER and doc.name == RECORD_DOCUMENT and doc.owner is not None:
-            record = read_record(replica, doc.owner)
-            if record is not None and (include_left or not record.left):
-                records.append(record)
-    return sorted(records, key=lambda r: str(r.peer))
-
-
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def _strings(values: Iterable[Any], what: str) -> tuple[str, ...]:
-    out = tuple(values)
-    for value in out:
-        if not isinstance(value, str) or not value:
-            raise ValueError(f"a {what} is a non-empty string, not {value!r}")
-    return out
-
-
-__all__ = [
-    "MAX_BROADCAST",
-    "MAX_FANOUT",
-    "MAX_TTL",
-    "RECORD_DOCUMENT",
-    "GossipMessage",
-    "GossipService",
-    "PeerRecord",
-    "peer_records",
-    "read_record",
-    "record_document",
-    "write_record",
-]

@@ -1,4 +1,4 @@
-"""Shared types of the mission's services (names as in the P2P foundation design)."""
+"""Reputation's vocabulary (the service itself is issue 15's work)."""
 
 from __future__ import annotations
 
@@ -9,33 +9,11 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 
-class TaskCoordinationMode(enum.StrEnum):
-    """How a task is allocated."""
+class ReputationEvents(enum.StrEnum):
+    """The events reputation fires."""
 
-    CENTRALIZED = "centralized"  # one coordinator decides
-    HYBRID = "hybrid"  # a named coordinator awards among P2P bids
-    P2P_NEGOTIATED = "p2p_negotiated"  # open bids, the announcer selects
-    P2P_AUCTIONED = "p2p_auctioned"  # sealed bids, opened after the close
-
-
-class MemoryPrivacyLevel(enum.StrEnum):
-    """Who may read a memory."""
-
-    PRIVATE = "private"  # this agent only
-    TEAM = "team"  # members of a team
-    ORGANIZATION = "organization"  # members of an organization
-    PUBLIC = "public"  # the whole network
-    ENCRYPTED = "encrypted"  # shared, readable with a group key
-
-
-class GossipMessageType(enum.StrEnum):
-    """Kinds of epidemic broadcast messages."""
-
-    PEER_ANNOUNCEMENT = "peer-announcement"
-    TASK_ANNOUNCEMENT = "task-announcement"
-    MEMORY_SHARE = "memory-share"
-    REPUTATION_UPDATE = "reputation-update"
-    HEARTBEAT = "heartbeat"
+    UPDATED = "p2p:reputation:updated"
+    CHALLENGED = "p2p:reputation:challenged"
 
 
 _COMPONENTS = (

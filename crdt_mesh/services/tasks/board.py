@@ -1,0 +1,698 @@
+"""The task board: task negotiation's commands and views over one replica.
+
+Synchronous, with the clock injected: the same logic whether a mesh runs it or a
+test drives it. Commands check the rules before they write (a
+:class:`NegotiationError`, nothing written); views are pure functions of the
+sections the replica holds (and of the time given).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import cbor2
+
+from ...identity import PeerId
+from ...replica.index import DocumentIndex
+from .model import (
+    FINAL,
+    Announcement,
+    Bid,
+    NegotiationConfig,
+    NegotiationError,
+    RejectedBid,
+    ReputationProvider,
+    TaskCoordinationMode,
+    TaskRef,
+    TaskState,
+    TaskView,
+)
+from .rules import (
+    encode_value,
+    neutral_reputation,
+    offer_digest,
+    open_content,
+    opening_matches,
+    parse_bid,
+    parse_peer,
+    peer_of_key,
+    plain_value,
+    seal_content,
+    sealed_commitment,
+    select,
+)
+
+if TYPE_CHECKING:
+    from ...replica.replica import Replica
+
+_ROOT = "task"
+_BIDS = "bids"
+
+
+class TaskBoard:
+    """Task negotiation over one replica, synchronously (no I/O, the clock passed in).
+
+    :class:`TaskService` (``mesh.tasks``) wraps it for a running mesh.
+    """
+
+    def __init__(
+        self,
+        replica: Replica,
+        *,
+        reputation: ReputationProvider | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.replica = replica
+        self.reputation = reputation or neutral_reputation
+        self.clock = clock
+        # the task sections this replica holds, kept up to date as entries commit
+        self._documents = DocumentIndex(replica, TaskRef.from_document)
+        self._indexed_at = -1  # the index version the sections below were built from
+        self._sections: dict[TaskRef, list[PeerId]] = {}
+        self._parents_at = -1
+        self._memo: dict[tuple[TaskRef, PeerId], dict[str, Any]] | None = None
+        self._children: dict[TaskRef, list[TaskRef]] = {}
+
+    def _index(self) -> dict[TaskRef, list[PeerId]]:
+        """Task -> the authors of its sections (rebuilt only when sections appear)."""
+        if self._documents.version != self._indexed_at:
+            sections = {
+                ref: sorted((d.owner for d in docs if d.owner is not None), key=lambda p: p.key)
+                for ref, docs in self._documents.items()
+            }
+            self._sections, self._indexed_at = sections, self._documents.version
+        return self._sections
+
+    @property
+    def me(self) -> PeerId:
+        return self.replica.peer_id
+
+    # -- announcer ---------------------------------------------------------------------------
+
+    def announce(
+        self,
+        name: str,
+        requirements: Mapping[str, Any] | None = None,
+        *,
+        deadline: float | None = None,
+        negotiation: NegotiationConfig | Mapping[str, Any] | None = None,
+        mode: TaskCoordinationMode = TaskCoordinationMode.P2P_NEGOTIATED,
+        coordinator: PeerId | None = None,
+        parent: TaskRef | None = None,
+    ) -> Announcement:
+        """Announce a task (a call for proposals); returns the announcement.
+
+        Raises:
+            NegotiationError (a ValueError): the name is taken or malformed, the
+                deadline has passed, a coordinated mode has no coordinator, the parent
+                is not one this peer may split, or the requirements or negotiation
+                settings are malformed.
+        """
+        if not isinstance(name, str) or not name or ":" in name:
+            raise NegotiationError("a task name is a non-empty string without ':'")
+        config = (
+            negotiation
+            if isinstance(negotiation, NegotiationConfig)
+            else NegotiationConfig.from_mapping(negotiation)
+        )
+        mode = TaskCoordinationMode(mode)
+        coordinated = mode in (TaskCoordinationMode.CENTRALIZED, TaskCoordinationMode.HYBRID)
+        if coordinated and coordinator is None:
+            raise NegotiationError(f"{mode.value} needs a coordinator peer")
+        ref = TaskRef(self.me, name)
+        if self._announcement(ref) is not None:
+            raise NegotiationError(f"task {name!r} was announced already")
+        requirements = dict(requirements or {})
+        capabilities = requirements.get("capabilities", [])
+        if not isinstance(capabilities, list | tuple) or not all(
+            isinstance(c, str) and c for c in capabilities
+        ):
+            raise NegotiationError("requirements['capabilities'] is a list of non-empty strings")
+        now = self.clock()
+        deadline = now + config.announcement_ttl if deadline is None else float(deadline)
+        if not math.isfinite(deadline) or deadline <= now:
+            raise NegotiationError("the deadline has passed already")
+        if parent is not None:
+            view = self.view(parent)
+            if view is None:
+                raise NegotiationError(f"unknown parent task {parent}")
+            if self.me not in (parent.announcer, view.award):
+                raise NegotiationError("only a task's announcer or its winner may split it")
+        record = {
+            "name": name,
+            "requirements": plain_value(requirements),
+            "deadline": deadline,
+            "negotiation": {
+                "bid_timeout": config.bid_timeout,
+                "min_bidders": config.min_bidders,
+                "selection_criteria": list(config.selection_criteria),
+                "announcement_ttl": config.announcement_ttl,
+            },
+            "mode": mode.value,
+            "coordinator": str(coordinator) if coordinator is not None else None,
+            "parent": [str(parent.announcer), parent.name] if parent is not None else None,
+            "announced_at": now,
+        }
+        document = self.replica.document(ref.section(self.me))
+        with document.transaction():
+            document.map(_ROOT)["announcement"] = record
+        announcement = self._announcement(ref)
+        assert announcement is not None
+        return announcement
+
+    def close(self, ref: TaskRef) -> TaskView:
+        """Close bidding and award by the rules (one entry): the decider's call.
+
+        With fewer acceptable bids than ``min_bidders`` the task expires instead.
+
+        Raises:
+            NegotiationError: not the decider, unknown task, or closed already.
+        """
+        view = self._require_view(ref)
+        ann = view.announcement
+        if self.me != ann.decider:
+            raise NegotiationError(f"only {ann.decider.short} closes and awards {ref}")
+        if view.closed or view.state in FINAL:
+            raise NegotiationError(f"task {ref} is closed already")
+        bids = list(view.bids)
+        opened: dict[str, list[str]] = {}
+        refused: dict[str, str] = {}
+        if ann.mode is TaskCoordinationMode.P2P_AUCTIONED:
+            bids, opened, refused = self._open_sealed(ref)
+        close = {
+            "bidders": {str(b.bidder): b.digest for b in bids},
+            "opened": opened,
+            "refused": refused,
+            "at": self.clock(),
+        }
+        winner = select(bids, ann.negotiation.selection_criteria, self.reputation)
+        document = self.replica.document(ref.section(self.me))
+        with document.transaction():
+            root = document.map(_ROOT)
+            root["close"] = close
+            if winner is not None and len(bids) >= ann.negotiation.min_bidders:
+                root["award"] = {"winner": str(winner.bidder), "at": self.clock()}
+            elif self.me == ref.announcer:
+                root["verdict"] = {"state": TaskState.EXPIRED.value, "at": self.clock()}
+        return self._require_view(ref)
+
+    def conclude(self, ref: TaskRef, state: TaskState, note: str = "") -> TaskView:
+        """The announcer's final verdict: completed, failed, expired or cancelled.
+
+        Raises:
+            NegotiationError: not the announcer, not a final state, or concluded already.
+        """
+        view = self._require_view(ref)
+        state = TaskState(state)
+        if self.me != ref.announcer:
+            raise NegotiationError("only the announcer gives the final verdict")
+        if state not in FINAL:
+            raise NegotiationError(f"{state.value} is not a final state")
+        if self._section(ref, self.me).get("verdict") is not None:
+            raise NegotiationError(f"task {ref} has its verdict already")
+        if state is TaskState.COMPLETED and view.result is None and not view.subtasks:
+            raise NegotiationError("nothing was delivered: a task completes on a result")
+        document = self.replica.document(ref.section(self.me))
+        with document.transaction():
+            document.map(_ROOT)["verdict"] = {
+                "state": state.value,
+                "at": self.clock(),
+                "note": note,
+            }
+        return self._require_view(ref)
+
+    def cancel(self, ref: TaskRef) -> TaskView:
+        return self.conclude(ref, TaskState.CANCELLED)
+
+    # -- bidder ------------------------------------------------------------------------------
+
+    def bid(
+        self,
+        ref: TaskRef | str,
+        *,
+        price: float,
+        availability: float = 1.0,
+        eta: float = 0.0,
+        capabilities: Iterable[str] = (),
+    ) -> Bid | None:
+        """Bid on a task; returns the bid (None while a sealed bid is unopened).
+
+        Raises:
+            NegotiationError (a ValueError): unknown task, bidding closed or past its
+                window or deadline, missing capabilities, a second bid, the announcer
+                bidding, a price or eta negative or not finite, or an availability
+                outside [0, 1].
+        """
+        ref = self.resolve(ref)
+        view = self._require_view(ref)
+        ann = view.announcement
+        now = self.clock()
+        price, availability, eta = float(price), float(availability), float(eta)
+        if not (math.isfinite(price) and price >= 0 and math.isfinite(eta) and eta >= 0):
+            raise NegotiationError("price and eta are finite and not negative")
+        if not 0.0 <= availability <= 1.0:
+            raise NegotiationError("availability is in [0, 1]")
+        if self.me == ref.announcer:
+            raise NegotiationError("the announcer does not bid on its own task")
+        if now > ann.bids_close_at or now > ann.deadline:
+            raise NegotiationError(f"the bidding window of {ref} has passed")
+        if view.closed or view.state in FINAL:
+            raise NegotiationError(f"bidding on {ref} is closed")
+        caps = tuple(capabilities)
+        missing = sorted(set(ann.capabilities) - set(caps))
+        if missing:
+            raise NegotiationError(f"missing capabilities: {', '.join(missing)}")
+        section = self.replica.document(ref.section(self.me))
+        existing = section.array(_BIDS).to_py() or []
+        if existing and not self._section(ref, self.me).get("withdrawn"):
+            raise NegotiationError(f"a bid on {ref} was made already")
+        if existing:
+            raise NegotiationError(f"a withdrawn bid on {ref} is final")
+        offer = {
+            "price": price,
+            "availability": availability,
+            "eta": eta,
+            "capabilities": list(caps),
+            "at": now,
+        }
+        entry: dict[str, Any] = offer
+        if ann.mode is TaskCoordinationMode.P2P_AUCTIONED:
+            nonce = os.urandom(16)
+            plain = encode_value(offer)
+            entry = {
+                "sealed": ann.decider.seal(seal_content(ref, self.me, plain, nonce)).hex(),
+                "commitment": sealed_commitment(ref, self.me, plain, nonce),
+                "capabilities": list(caps),
+                "at": now,
+            }
+        with section.transaction():
+            section.array(_BIDS).append(entry)
+        if "sealed" in entry:
+            return None
+        return next(b for b in self._require_view(ref).bids if b.bidder == self.me)
+
+    def withdraw(self, ref: TaskRef) -> None:
+        """Withdraw this peer's bid (before the close; final)."""
+        view = self._require_view(ref)
+        if view.closed:
+            raise NegotiationError(f"bidding on {ref} is closed")
+        document = self.replica.document(ref.section(self.me))
+        if not document.array(_BIDS).to_py():
+            raise NegotiationError(f"no bid on {ref} to withdraw")
+        with document.transaction():
+            document.map(_ROOT)["withdrawn"] = self.clock()
+
+    def accept(self, ref: TaskRef) -> TaskView:
+        """The winner accepts the award."""
+        return self._winner_writes(ref, "accepted", self.clock(), after=TaskState.AWARDED)
+
+    def report_progress(self, ref: TaskRef, progress: Any) -> TaskView:
+        """The winner reports progress (any plain value) once it has accepted."""
+        return self._winner_writes(ref, "progress", plain_value(progress), after=TaskState.ACCEPTED)
+
+    def complete(self, ref: TaskRef, output: Any = None) -> TaskView:
+        result = {
+            "status": TaskState.COMPLETED.value,
+            "output": plain_value(output),
+            "at": self.clock(),
+        }
+        return self._winner_writes(ref, "result", result, after=TaskState.ACCEPTED)
+
+    def fail(self, ref: TaskRef, reason: str = "") -> TaskView:
+        result = {"status": TaskState.FAILED.value, "output": reason, "at": self.clock()}
+        return self._winner_writes(ref, "result", result, after=TaskState.ACCEPTED)
+
+    def _winner_writes(self, ref: TaskRef, key: str, value: Any, *, after: TaskState) -> TaskView:
+        view = self._require_view(ref)
+        if view.award != self.me:
+            raise NegotiationError(f"{ref} was not awarded to this peer")
+        if view.problems:
+            raise NegotiationError(
+                f"the award of {ref} fails this replica's audit: {view.problems[0]}"
+            )
+        order = [TaskState.AWARDED, TaskState.ACCEPTED, TaskState.IN_PROGRESS]
+        if view.state not in order or order.index(view.state) < order.index(after):
+            raise NegotiationError(f"{ref} is {view.state.value}: cannot write {key} now")
+        document = self.replica.document(ref.section(self.me))
+        with document.transaction():
+            document.map(_ROOT)[key] = value
+        return self._require_view(ref)
+
+    # -- views -------------------------------------------------------------------------------
+
+    def tasks(self) -> list[TaskRef]:
+        """Every task whose announcement this replica holds, in a stable order."""
+        index = self._index()
+        refs = [r for r, authors in index.items() if r.announcer in authors]
+        live = [r for r in refs if self._announcement(r) is not None]
+        return sorted(live, key=lambda r: (r.announcer.key, r.name))
+
+    def resolve(self, ref: TaskRef | str) -> TaskRef:
+        """A task by reference, or by name when exactly one announcer used it."""
+        if isinstance(ref, TaskRef):
+            return ref
+        matches = [r for r in self.tasks() if r.name == ref]
+        if not matches:
+            raise NegotiationError(f"unknown task {ref!r}")
+        if len(matches) > 1:
+            raise NegotiationError(
+                f"{len(matches)} announcers used the name {ref!r}: pass a TaskRef"
+            )
+        return matches[0]
+
+    def view(self, ref: TaskRef, now: float | None = None) -> TaskView | None:
+        """The task as the replicated state says (None if its announcement is not here)."""
+        outer = self._memo is None
+        if outer:
+            self._memo = {}  # each section is read once per view
+        try:
+            return self._view(ref, now)
+        finally:
+            if outer:
+                self._memo = None
+
+    def _view(self, ref: TaskRef, now: float | None) -> TaskView | None:
+        ann = self._announcement(ref)
+        if ann is None:
+            return None
+        now = self.clock() if now is None else now
+        problems: list[str] = []
+        rejected: list[RejectedBid] = []
+        decider = self._section(ref, ann.decider)
+        close = decider.get("close") if isinstance(decider.get("close"), dict) else None
+        pinned: dict[str, str] = {}
+        opened: dict[str, Any] = {}
+        refused: dict[str, Any] = {}
+        if close is not None:
+            pinned = {str(k): str(v) for k, v in dict(close.get("bidders") or {}).items()}
+            opened = dict(close.get("opened") or {})
+            refused = dict(close.get("refused") or {})
+        copies = self._copies(ref, opened) if opened else {}
+        candidates: list[Bid] = []
+        sealed_waiting = 0
+        for bidder in self._participants(ref):
+            if bidder in (ref.announcer,):
+                continue
+            section = self._section(ref, bidder)
+            offers = self._offers(ref, bidder)
+            if not offers:
+                continue
+            first = offers[0]
+            if len(offers) > 1:
+                rejected.append(RejectedBid(bidder, "duplicate bid ignored (the first counts)"))
+            if "sealed" in first:
+                bid = self._opened(ref, bidder, first, opened.get(str(bidder)), problems)
+                if bid is None:
+                    if bidder in copies:  # any replica can tell: see copied_sealed_bids
+                        original = copies[bidder].short
+                        rejected.append(RejectedBid(bidder, f"copies the sealed bid of {original}"))
+                    elif close is None:
+                        sealed_waiting += 1
+                    elif str(bidder) in refused and str(bidder) not in pinned:
+                        reason = str(refused[str(bidder)])[:200]
+                        rejected.append(RejectedBid(bidder, f"refused by the decider: {reason}"))
+                    elif str(bidder) not in pinned:
+                        rejected.append(RejectedBid(bidder, "bid after the close"))
+                    elif str(bidder) not in opened:
+                        problems.append(f"closed on the sealed bid of {bidder.short} unopened")
+                    continue
+            else:
+                bid = parse_bid(ref, bidder, first)
+                if bid is None:
+                    rejected.append(RejectedBid(bidder, "malformed bid"))
+                    continue
+            missing = sorted(set(ann.capabilities) - set(bid.capabilities))
+            if missing:
+                rejected.append(RejectedBid(bidder, f"missing capabilities: {', '.join(missing)}"))
+                continue
+            withdrawn = section.get("withdrawn")
+            if close is not None:
+                if str(bidder) not in pinned:
+                    rejected.append(RejectedBid(bidder, "bid after the close"))
+                    continue
+                if pinned[str(bidder)] != bid.digest:
+                    problems.append(f"the bid of {bidder.short} differs from the one closed on")
+                    continue
+            elif withdrawn is not None:
+                rejected.append(RejectedBid(bidder, "withdrawn"))
+                continue
+            candidates.append(bid)
+        held = {str(b.bidder) for b in candidates}
+        missing_bids = sorted(set(pinned) - held - {str(r.bidder) for r in rejected})
+        for bidder_text in missing_bids:
+            problems.append(f"closed on a bid of {bidder_text[:12]} that this replica lacks")
+        expected: PeerId | None = None
+        enough = len(candidates) >= ann.negotiation.min_bidders
+        if close is not None and not missing_bids and enough:
+            chosen = select(candidates, ann.negotiation.selection_criteria, self.reputation)
+            expected = chosen.bidder if chosen is not None else None
+        award = parse_peer(dict(decider.get("award") or {}).get("winner"))
+        if award is not None:
+            if close is None:
+                problems.append("an award without a close")
+            elif not missing_bids and award != expected:
+                want = expected.short if expected else "no award"
+                problems.append(f"award to {award.short} does not follow from the rules ({want})")
+        subtasks = self._subtasks(ref)
+        state = self._state(ref, ann, candidates, close, award, now, subtasks)
+        winner_section = self._section(ref, award) if award is not None else {}
+        result = winner_section.get("result") if award is not None else None
+        return TaskView(
+            announcement=ann,
+            state=state,
+            bids=tuple(sorted(candidates, key=lambda b: b.bidder.key)),
+            rejected=tuple(rejected),
+            sealed=sealed_waiting,
+            closed=close is not None,
+            award=award,
+            expected_winner=expected,
+            problems=tuple(problems),
+            ignored=tuple(self._ignored(ref, ann)),
+            progress=winner_section.get("progress"),
+            result=result,
+            subtasks=subtasks,
+        )
+
+    def _ignored(self, ref: TaskRef, ann: Announcement) -> list[str]:
+        """Writes outside a participant's role: never read, but reported."""
+        notes = []
+        for author in self._participants(ref):
+            section = self._section(ref, author)
+            for key in ("close", "award"):
+                if key in section and author != ann.decider:
+                    notes.append(f"{key} by {author.short} ignored: only {ann.decider.short} may")
+            if "verdict" in section and author != ref.announcer:
+                notes.append(f"verdict by {author.short} ignored: only the announcer gives it")
+        return notes
+
+    def _state(
+        self,
+        ref: TaskRef,
+        ann: Announcement,
+        bids: list[Bid],
+        close: dict[str, Any] | None,
+        award: PeerId | None,
+        now: float,
+        subtasks: tuple[TaskRef, ...],
+    ) -> TaskState:
+        verdict = dict(self._section(ref, ref.announcer).get("verdict") or {}).get("state")
+        if verdict in {s.value for s in FINAL}:
+            return TaskState(verdict)
+        if award is not None:
+            winner = self._section(ref, award)
+            status = dict(winner.get("result") or {}).get("status")
+            if status in (TaskState.COMPLETED.value, TaskState.FAILED.value):
+                return TaskState(status)
+            if subtasks:
+                views = [self.view(s, now) for s in subtasks]
+                if all(v is not None and v.state is TaskState.COMPLETED for v in views):
+                    return TaskState.COMPLETED
+            if winner.get("progress") is not None:
+                return TaskState.IN_PROGRESS
+            if winner.get("accepted") is not None:
+                return TaskState.ACCEPTED
+            return TaskState.AWARDED
+        if now > ann.deadline or close is not None:
+            return TaskState.EXPIRED  # deadline passed, or closed with no acceptable bid
+        return TaskState.BIDDING if bids else TaskState.ANNOUNCED
+
+    # -- reading sections --------------------------------------------------------------------
+
+    def _participants(self, ref: TaskRef) -> list[PeerId]:
+        return list(self._index().get(ref, ()))
+
+    def _section(self, ref: TaskRef, author: PeerId) -> dict[str, Any]:
+        if self._memo is not None and (ref, author) in self._memo:
+            return self._memo[(ref, author)]
+        doc_id = ref.section(author)
+        section: dict[str, Any] = {}
+        if self.replica.has_document(doc_id):
+            section = dict(self.replica.document(doc_id).map(_ROOT).to_py() or {})
+        if self._memo is not None:
+            self._memo[(ref, author)] = section
+        return section
+
+    def _offers(self, ref: TaskRef, author: PeerId) -> list[dict[str, Any]]:
+        doc_id = ref.section(author)
+        if not self.replica.has_document(doc_id):
+            return []
+        offers = self.replica.document(doc_id).array(_BIDS).to_py() or []
+        return [o for o in offers if isinstance(o, dict)]
+
+    def _announcement(self, ref: TaskRef) -> Announcement | None:
+        record = self._section(ref, ref.announcer).get("announcement")
+        if not isinstance(record, dict):
+            return None
+        try:
+            requirements = dict(record.get("requirements") or {})
+            parent = record.get("parent")
+            return Announcement(
+                ref=ref,
+                capabilities=tuple(str(c) for c in requirements.get("capabilities", [])),
+                requirements=requirements,
+                deadline=float(record["deadline"]),
+                negotiation=NegotiationConfig.from_mapping(
+                    {k: v for k, v in dict(record["negotiation"]).items()}
+                    | {"min_bidders": int(record["negotiation"]["min_bidders"])}
+                ),
+                mode=TaskCoordinationMode(record["mode"]),
+                coordinator=parse_peer(record.get("coordinator")),
+                parent=TaskRef(PeerId.parse(parent[0]), str(parent[1])) if parent else None,
+                announced_at=float(record["announced_at"]),
+            )
+        except (KeyError, TypeError, ValueError, IndexError):
+            return None  # written badly by its announcer: not a task anyone can bid on
+
+    def _require_view(self, ref: TaskRef) -> TaskView:
+        view = self.view(ref)
+        if view is None:
+            raise NegotiationError(f"unknown task {ref}")
+        return view
+
+    def _subtasks(self, parent: TaskRef) -> tuple[TaskRef, ...]:
+        index = self._index()
+        if len(index) <= 1:
+            return ()
+        if self._parents_at != self._indexed_at:  # who is whose parent, once per index
+            children: dict[TaskRef, list[TaskRef]] = {}
+            for ref in self.tasks():
+                ann = self._announcement(ref)
+                if ann is not None and ann.parent is not None:
+                    children.setdefault(ann.parent, []).append(ref)
+            self._children, self._parents_at = children, self._indexed_at
+        return tuple(self._children.get(parent, ()))
+
+    # -- sealed bids -------------------------------------------------------------------------
+
+    def _opened(
+        self,
+        ref: TaskRef,
+        bidder: PeerId,
+        sealed: dict[str, Any],
+        opening: Any,
+        problems: list[str],
+    ) -> Bid | None:
+        """A sealed bid as the close opened it, checked against its commitment."""
+        if opening is None:
+            return None
+        try:
+            plain, nonce = bytes.fromhex(opening[0]), bytes.fromhex(opening[1])
+            if sealed_commitment(ref, bidder, plain, nonce) != sealed.get("commitment"):
+                problems.append(f"the opened bid of {bidder.short} does not match its sealed bid")
+                return None
+            offer = cbor2.loads(plain)
+        except (ValueError, TypeError, IndexError, cbor2.CBORDecodeError):
+            problems.append(f"the opened bid of {bidder.short} is malformed")
+            return None
+        bid = parse_bid(ref, bidder, offer)
+        if bid is None:
+            problems.append(f"the opened bid of {bidder.short} is malformed")
+            return None
+        return dataclasses.replace(bid, digest=offer_digest(sealed))
+
+    def _closed_openings(self, ref: TaskRef) -> dict[str, Any]:
+        ann = self._announcement(ref)
+        if ann is None:
+            return {}
+        close = self._section(ref, ann.decider).get("close")
+        return dict(close.get("opened") or {}) if isinstance(close, dict) else {}
+
+    def _copies(self, ref: TaskRef, opened: Mapping[str, Any]) -> dict[PeerId, PeerId]:
+        """Bidders whose sealed commitment is another's whose opening verifies."""
+        by_commitment: dict[str, list[PeerId]] = {}
+        for bidder in self._participants(ref):
+            offers = self._offers(ref, bidder)
+            if offers and "sealed" in offers[0]:
+                commitment = str(offers[0].get("commitment"))
+                by_commitment.setdefault(commitment, []).append(bidder)
+        copies: dict[PeerId, PeerId] = {}
+        for commitment, bidders in by_commitment.items():
+            if len(bidders) < 2:
+                continue
+            originals = [
+                b for b in bidders if opening_matches(ref, b, opened.get(str(b)), commitment)
+            ]
+            if len(originals) == 1:
+                copies.update({b: originals[0] for b in bidders if b != originals[0]})
+        return copies
+
+    def _open_sealed(self, ref: TaskRef) -> tuple[list[Bid], dict[str, list[str]], dict[str, str]]:
+        """The decider opens every sealed bid it holds (only it can): the bids, their
+        openings, and the sealed bids it refused (bidder -> reason)."""
+        identity = self.replica.identity
+        ann = self._announcement(ref)
+        assert ann is not None
+        bids: list[Bid] = []
+        opened: dict[str, list[str]] = {}
+        refused: dict[str, str] = {}
+        for bidder in self._participants(ref):
+            offers = self._offers(ref, bidder)
+            if not offers or "sealed" not in offers[0]:
+                continue
+            if self._section(ref, bidder).get("withdrawn") is not None:
+                continue
+            try:
+                box = identity.unseal(bytes.fromhex(offers[0]["sealed"]))
+            except (ValueError, TypeError):
+                refused[str(bidder)] = "a sealed bid the decider cannot open"
+                continue
+            opening = open_content(box)
+            if opening is None:
+                refused[str(bidder)] = "a malformed sealed bid"
+                continue
+            task, named, plain, nonce = opening
+            if task != ref.document_name or named != bidder.key:
+                whose = peer_of_key(named)
+                refused[str(bidder)] = (
+                    f"copies the sealed bid of {whose.short}"
+                    if task == ref.document_name and whose is not None
+                    else "a sealed bid made for another bidder or task"
+                )
+                continue
+            offer = cbor2.loads(plain) if plain else None
+            bid = parse_bid(ref, bidder, offer) if isinstance(offer, dict) else None
+            if bid is None or set(ann.capabilities) - set(bid.capabilities):
+                refused[str(bidder)] = "a malformed or unqualified sealed bid"
+                continue
+            opened[str(bidder)] = [plain.hex(), nonce.hex()]
+            bids.append(dataclasses.replace(bid, digest=offer_digest(offers[0])))
+        return bids, opened, refused
+
+    def sealed_bids(self, ref: TaskRef) -> list[Bid]:
+        """The sealed bids only the decider can read before the close (for it to look at)."""
+        if self.me != self._require_view(ref).announcement.decider:
+            raise NegotiationError("only the decider can open sealed bids")
+        return self._open_sealed(ref)[0]
+
+    def copied_sealed_bids(self, ref: TaskRef) -> dict[PeerId, PeerId]:
+        """Sealed bids whose commitment is another bidder's (copier -> original).
+
+        Any replica can tell, once the close opened the original: the commitment binds
+        a bidder's key, so it verifies for the original and for nobody else.
+        """
+        return self._copies(ref, self._closed_openings(ref))

@@ -1,0 +1,210 @@
+"""Task negotiation's vocabulary: values, configuration, errors and event names.
+
+A task is the set of documents named ``task:<announcer>:<name>``, one per
+participant, each of policy ``owner``: the participant's *section*
+(:meth:`TaskRef.section`). See :mod:`crdt_mesh.services.tasks` for the protocol.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ...errors import LocalError
+from ...identity import PeerId
+from ...ledger import DocumentId, Policy
+
+PREFIX = "task:"
+CRITERIA = ("reputation", "price", "availability", "eta")
+
+#: Where the ``reputation`` criterion gets a peer's score, in [0, 1].
+ReputationProvider = Callable[[PeerId], float]
+
+
+class NegotiationError(LocalError, ValueError):
+    """A task call that the rules of negotiation refuse (the reason says which)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TaskCoordinationMode(enum.StrEnum):
+    """How a task is allocated."""
+
+    CENTRALIZED = "centralized"  # one coordinator decides
+    HYBRID = "hybrid"  # a named coordinator awards among P2P bids
+    P2P_NEGOTIATED = "p2p_negotiated"  # open bids, the announcer selects
+    P2P_AUCTIONED = "p2p_auctioned"  # sealed bids, opened after the close
+
+
+class TaskEvents(enum.StrEnum):
+    """The events task negotiation fires, on every replica, as the state arrives."""
+
+    ANNOUNCED = "p2p:task:announced"  # payload: the TaskView
+    BID_RECEIVED = "p2p:task:bid:received"  # payload: the Bid (a sealed one: the TaskView)
+    ASSIGNED = "p2p:task:assigned"  # payload: the TaskView
+
+
+class TaskState(enum.StrEnum):
+    ANNOUNCED = "announced"
+    BIDDING = "bidding"
+    AWARDED = "awarded"
+    ACCEPTED = "accepted"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+FINAL = frozenset({TaskState.COMPLETED, TaskState.FAILED, TaskState.EXPIRED, TaskState.CANCELLED})
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRef:
+    """A task: who announced it and its name (unique per announcer)."""
+
+    announcer: PeerId
+    name: str
+
+    @property
+    def document_name(self) -> str:
+        return f"{PREFIX}{self.announcer}:{self.name}"
+
+    def section(self, author: PeerId) -> DocumentId:
+        """The document in which ``author`` writes its part of this task."""
+        return DocumentId(Policy.OWNER, self.document_name, author)
+
+    @classmethod
+    def from_document(cls, doc: DocumentId) -> TaskRef | None:
+        if doc.policy is not Policy.OWNER or not doc.name.startswith(PREFIX):
+            return None
+        rest = doc.name[len(PREFIX) :]
+        announcer, sep, name = rest.partition(":")
+        if not sep or not name:
+            return None
+        try:
+            return cls(PeerId.parse(announcer), name)
+        except ValueError:
+            return None
+
+    def __str__(self) -> str:
+        return f"{self.announcer.short}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class NegotiationConfig:
+    """How bidding runs (the mission's ``negotiation_config``)."""
+
+    bid_timeout: float = 30.0  # seconds the bidding window stays open
+    min_bidders: int = 1  # fewer acceptable bids than this at the close: the task expires
+    selection_criteria: tuple[str, ...] = ("reputation", "price", "availability")
+    announcement_ttl: float = 3600.0  # default deadline, from the announcement
+
+    def __post_init__(self) -> None:
+        if not (self.bid_timeout > 0 and self.announcement_ttl > 0):
+            raise NegotiationError("bid_timeout and announcement_ttl are positive")
+        if self.min_bidders < 1:
+            raise NegotiationError("min_bidders is at least 1")
+        unknown = set(self.selection_criteria) - set(CRITERIA)
+        if unknown or not self.selection_criteria:
+            raise NegotiationError(
+                f"selection criteria are some of {CRITERIA}, not {sorted(unknown)}"
+            )
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None) -> NegotiationConfig:
+        values = dict(values or {})
+        known = {"bid_timeout", "min_bidders", "selection_criteria", "announcement_ttl"}
+        if set(values) - known:
+            raise NegotiationError(f"unknown negotiation settings: {sorted(set(values) - known)}")
+        if "selection_criteria" in values:
+            values["selection_criteria"] = tuple(values["selection_criteria"])
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskConfig:
+    """The mission's ``TaskConfig``: how this agent's tasks are coordinated."""
+
+    coordination_mode: TaskCoordinationMode = TaskCoordinationMode.P2P_NEGOTIATED
+    negotiation_config: NegotiationConfig = field(default_factory=NegotiationConfig)
+    coordinator: PeerId | None = None  # who awards in the centralized and hybrid modes
+
+    def __post_init__(self) -> None:
+        coordinated = self.coordination_mode in (
+            TaskCoordinationMode.CENTRALIZED,
+            TaskCoordinationMode.HYBRID,
+        )
+        if coordinated and self.coordinator is None:
+            raise NegotiationError(f"{self.coordination_mode.value} needs a coordinator peer")
+
+
+@dataclass(frozen=True, slots=True)
+class Announcement:
+    ref: TaskRef
+    capabilities: tuple[str, ...]
+    requirements: Mapping[str, Any]
+    deadline: float
+    negotiation: NegotiationConfig
+    mode: TaskCoordinationMode
+    coordinator: PeerId | None
+    parent: TaskRef | None
+    announced_at: float
+
+    @property
+    def decider(self) -> PeerId:
+        """Whose close and award count: the coordinator's, else the announcer's."""
+        return self.coordinator if self.coordinator is not None else self.ref.announcer
+
+    @property
+    def bids_close_at(self) -> float:
+        return self.announced_at + self.negotiation.bid_timeout
+
+
+@dataclass(frozen=True, slots=True)
+class Bid:
+    task: TaskRef
+    bidder: PeerId
+    price: float
+    availability: float
+    eta: float
+    capabilities: tuple[str, ...]
+    at: float
+    digest: str  # hex BLAKE2b of the bid as written (what the close pins)
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedBid:
+    bidder: PeerId
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class TaskView:
+    """Everything a replica can say of a task, from replicated state and a clock."""
+
+    announcement: Announcement
+    state: TaskState
+    bids: tuple[Bid, ...]  # acceptable bids (those the close lists, once closed)
+    rejected: tuple[RejectedBid, ...]
+    sealed: int  # sealed bids not opened yet
+    closed: bool
+    award: PeerId | None
+    expected_winner: PeerId | None  # what the rules pick from the closed bids
+    problems: tuple[str, ...]  # the audit: anything that does not follow from the rules
+    ignored: tuple[str, ...]  # what participants wrote that their role does not allow
+    progress: Any
+    result: Any
+    subtasks: tuple[TaskRef, ...]
+
+    @property
+    def ref(self) -> TaskRef:
+        return self.announcement.ref
+
+    @property
+    def audit_ok(self) -> bool:
+        return not self.problems

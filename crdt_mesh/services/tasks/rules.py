@@ -1,0 +1,162 @@
+"""Task negotiation's rules: pure functions of values, no replica, no clock.
+
+Selection (:func:`select`) is what every replica recomputes to audit an award;
+the sealed-bid crypto binds a bid to its bidder and task; the codecs turn what a
+document holds into values and back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import cbor2
+
+from ...identity import PeerId
+from .model import Bid, NegotiationError, ReputationProvider, TaskRef
+
+
+def neutral_reputation(peer: PeerId) -> float:
+    """The reputation every peer has until a reputation service says otherwise."""
+    return 0.5
+
+
+def select(
+    bids: Sequence[Bid], criteria: Sequence[str], reputation: ReputationProvider | None = None
+) -> Bid | None:
+    """The winning bid under ``criteria`` (earlier criteria weigh more); None if no bids.
+
+    Each criterion maps a bid to [0, 1] (reputation as given; price and eta as the
+    best offered over this one; availability as offered), weighted 1, 1/2, 1/4 ...
+    in the order given. Ties go to the smaller bidder key. Deterministic: every
+    replica with the same bids and provider picks the same winner.
+    """
+    if not bids:
+        return None
+    score_of = reputation or neutral_reputation
+    best_price = min(b.price for b in bids)
+    best_eta = min(b.eta for b in bids)
+
+    def value(bid: Bid, criterion: str) -> float:
+        if criterion == "price":
+            return best_price / bid.price if bid.price > 0 else 1.0
+        if criterion == "eta":
+            return best_eta / bid.eta if bid.eta > 0 else 1.0
+        if criterion == "availability":
+            return bid.availability
+        if criterion == "reputation":
+            return min(1.0, max(0.0, float(score_of(bid.bidder))))
+        raise NegotiationError(f"unknown selection criterion {criterion!r}")
+
+    def score(bid: Bid) -> float:
+        return sum(0.5**i * value(bid, c) for i, c in enumerate(criteria))
+
+    return min(bids, key=lambda b: (-score(b), b.bidder.key))
+
+
+def plain_value(value: Any) -> Any:
+    """A value as the document will hold it (numbers as floats), or ValueError."""
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int | float):
+        number = float(value)
+        if not math.isfinite(number):
+            raise NegotiationError("numbers in a task are finite")
+        return number
+    if isinstance(value, list | tuple):
+        return [plain_value(v) for v in value]
+    if isinstance(value, Mapping):
+        if not all(isinstance(k, str) for k in value):
+            raise NegotiationError("keys in a task are strings")
+        return {k: plain_value(v) for k, v in value.items()}
+    raise NegotiationError(
+        f"a task holds plain values (str, number, bool, list, dict), not {value!r}"
+    )
+
+
+def encode_value(value: Any) -> bytes:
+    return cbor2.dumps(plain_value(value), canonical=True)
+
+
+_SEALED_BID_DOMAIN = b"crdt_mesh/sealed-bid/v2\x00"
+#: Sealed boxes are padded to the smallest of these sizes that fits (then to a
+#: multiple of the largest), so their length says nothing of what they hold.
+_PAD_BUCKETS = (256, 512, 1024, 2048, 4096)
+
+
+def sealed_commitment(ref: TaskRef, bidder: PeerId, plain: bytes, nonce: bytes) -> str:
+    """The hash a sealed bid commits to: its offer, nonce, bidder and task. Binding the
+    bidder and the task is what makes a copied commitment worthless to the copier."""
+    bound = cbor2.dumps([ref.document_name, bidder.key, plain, nonce], canonical=True)
+    return hashlib.blake2b(_SEALED_BID_DOMAIN + bound, digest_size=32).hexdigest()
+
+
+def seal_content(ref: TaskRef, bidder: PeerId, plain: bytes, nonce: bytes) -> bytes:
+    """What goes in the sealed box: the task, the bidder, the offer and its nonce, padded."""
+    content = cbor2.dumps([2, ref.document_name, bidder.key, plain, nonce], canonical=True)
+    framed = len(content).to_bytes(4, "big") + content
+    size = next((b for b in _PAD_BUCKETS if b >= len(framed)), None)
+    if size is None:
+        largest = _PAD_BUCKETS[-1]
+        size = -(-len(framed) // largest) * largest
+    return framed.ljust(size, b"\x00")
+
+
+def open_content(box: bytes) -> tuple[str, bytes, bytes, bytes] | None:
+    """(task, bidder key, offer, nonce) of an opened box, or None if malformed."""
+    try:
+        length = int.from_bytes(box[:4], "big")
+        version, task, bidder, plain, nonce = cbor2.loads(box[4 : 4 + length])
+    except (ValueError, TypeError, cbor2.CBORDecodeError):
+        return None
+    if version != 2 or not isinstance(task, str):
+        return None
+    if not all(isinstance(v, bytes) for v in (bidder, plain, nonce)):
+        return None
+    return task, bidder, plain, nonce
+
+
+def opening_matches(ref: TaskRef, bidder: PeerId, opening: Any, commitment: str) -> bool:
+    try:
+        plain, nonce = bytes.fromhex(opening[0]), bytes.fromhex(opening[1])
+    except (ValueError, TypeError, IndexError, KeyError):
+        return False
+    return sealed_commitment(ref, bidder, plain, nonce) == commitment
+
+
+def peer_of_key(key: Any) -> PeerId | None:
+    try:
+        return PeerId(key)
+    except (ValueError, TypeError):
+        return None
+
+
+def offer_digest(offer: Mapping[str, Any]) -> str:
+    return hashlib.blake2b(encode_value(offer), digest_size=16).hexdigest()
+
+
+def parse_bid(ref: TaskRef, bidder: PeerId, offer: Any) -> Bid | None:
+    if not isinstance(offer, dict):
+        return None
+    try:
+        price, availability, eta = (float(offer[k]) for k in ("price", "availability", "eta"))
+        caps = tuple(str(c) for c in offer.get("capabilities", []))
+        at = float(offer.get("at", 0.0))
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not (math.isfinite(price) and price >= 0 and math.isfinite(eta) and eta >= 0):
+        return None
+    if not 0.0 <= availability <= 1.0:
+        return None
+    return Bid(ref, bidder, price, availability, eta, caps, at, offer_digest(offer))
+
+
+def parse_peer(text: Any) -> PeerId | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return PeerId.parse(text)
+    except ValueError:
+        return None
