@@ -1,13 +1,13 @@
 """The ``crdt-mesh`` command: keys, a node as a process, store inspection, a demo.
 
     crdt-mesh keygen node.key
-    crdt-mesh node --store node.mesh --key node.key --listen tcp://127.0.0.1:9000 \\
-                   --peer tcp://127.0.0.1:9001
+    crdt-mesh node --store node.mesh --key node.key --listen <scheme>://127.0.0.1:9000 \\
+                   --peer <scheme>://127.0.0.1:9001
     crdt-mesh inspect node.mesh
     crdt-mesh demo
 
 ``node`` reads the mission's variables where they apply: ``P2P_LISTEN_PORT``
-(listen on ``tcp://0.0.0.0:<port>`` when ``--listen`` is not given),
+(listen on ``<P2P_TRANSPORT>://0.0.0.0:<port>`` when ``--listen`` is not given),
 ``P2P_BOOTSTRAP_PEERS`` (comma-separated ``host:port``, added to ``--peer``) and
 ``P2P_MAX_PEERS``. A malformed variable is an error at start-up. With
 ``P2P_ENABLED`` and ``P2P_GOSSIP`` on, it also publishes its peer record (with
@@ -38,6 +38,7 @@ from .identity import Identity, PeerId
 from .mesh import Mesh
 from .replica.replica import Replica
 from .runtime.penalty import Penalties
+from .runtime.registry import Transports
 
 log = logging.getLogger("crdt_mesh.node")
 
@@ -112,14 +113,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_node(args: argparse.Namespace, env: dict[str, str] | None = None) -> int:
-    from transports.tcp import TcpTransport  # the CLI may use transports; the library never does
-
     env = dict(os.environ) if env is None else env
     config = MeshConfig.from_env(env)  # strict: a malformed variable stops us here
     penalties = Penalties()  # one table: hosts that fail handshakes, peers that misbehave
-    listen = args.listen
-    if listen is None and env.get("P2P_LISTEN_PORT"):
-        listen = f"tcp://0.0.0.0:{config.listen_port}"
+    listen = args.listen if args.listen is not None else config.listen_address()
     peers = list(args.peer) + list(config.bootstrap_peers)
     max_peers = args.max_peers or config.max_peers
     identity = _load_identity(args.key)
@@ -129,7 +126,7 @@ def cmd_node(args: argparse.Namespace, env: dict[str, str] | None = None) -> int
         with Replica.open(args.store, identity) as replica:
             async with Mesh(
                 replica,
-                TcpTransport(penalties=penalties),
+                Transports(penalties=penalties),  # each address's scheme finds its transport
                 listen=listen,
                 peers=peers,
                 interval=args.interval,
@@ -210,26 +207,23 @@ def _key_text(key: object) -> str:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from transports.tcp import TcpTransport
-
     root = Path(tempfile.mkdtemp(prefix="crdt_mesh-demo-"))
     count, writes = args.nodes, args.writes
 
     async def run() -> None:
-        transport = TcpTransport()
+        transport = Transports()
+        local = f"{args.transport}://127.0.0.1:0"
         replicas = [Replica.open(root / f"node-{i}", Identity.generate()) for i in range(count)]
         try:
             print(f"starting {count} nodes on loopback TCP (stores in {root})")
-            async with Mesh(
-                replicas[0], transport, listen="tcp://127.0.0.1:0", interval=0.2
-            ) as hub:
+            async with Mesh(replicas[0], transport, listen=local, interval=0.2) as hub:
                 meshes = [hub]
                 async with anyio.create_task_group() as tg:
                     for replica in replicas[1:]:
                         mesh = Mesh(
                             replica,
                             transport,
-                            listen="tcp://127.0.0.1:0",
+                            listen=local,
                             peers=[hub.address or ""],
                             interval=0.2,
                         )
@@ -305,8 +299,12 @@ def build_parser() -> argparse.ArgumentParser:
     node = commands.add_parser("node", help="run a node until SIGINT or SIGTERM")
     node.add_argument("--store", required=True, help="LMDB store directory")
     node.add_argument("--key", required=True, help="identity key file (see keygen)")
-    node.add_argument("--listen", help="tcp://host:port (default: P2P_LISTEN_PORT, if set)")
-    node.add_argument("--peer", action="append", default=[], help="tcp:// address to dial")
+    node.add_argument(
+        "--listen", help="scheme://host:port to listen on (default: P2P_LISTEN_PORT, if set)"
+    )
+    node.add_argument(
+        "--peer", action="append", default=[], help="scheme://host:port to dial (repeatable)"
+    )
     node.add_argument("--interval", type=float, default=5.0, help="seconds between sync rounds")
     node.add_argument(
         "--capability",
@@ -328,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="a small mesh of local nodes converging")
     demo.add_argument("--nodes", type=int, default=4)
     demo.add_argument("--writes", type=int, default=5)
+    demo.add_argument("--transport", default="tcp", help="the scheme of the transport to run it on")
     demo.set_defaults(run=cmd_demo)
     return parser
 

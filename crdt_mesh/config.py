@@ -37,14 +37,26 @@ class MeshConfig:
     federated_memory: bool = False
     gossip: bool = False
     reputation: bool = False
-    listen_port: int = 9000
+    #: the port to listen on (``P2P_LISTEN_PORT``); None, when unset: do not listen
+    listen_port: int | None = None
     bootstrap_peers: tuple[str, ...] = field(default_factory=tuple)
     max_peers: int = 50
     gossip_interval_ms: int = 5000
+    #: the scheme of the transport for ``host:port`` addresses (``P2P_TRANSPORT``)
+    transport: str = "tcp"
 
     def __post_init__(self) -> None:
-        if not 0 <= self.listen_port < 65536:
-            raise ConfigError(f"listen port {self.listen_port} is not a TCP port")
+        for name in ("listen_port", "max_peers", "gossip_interval_ms"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise ConfigError(f"{name} is an int, not {value!r}")
+        for name in ("enabled", "task_negotiation", "federated_memory", "gossip", "reputation"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} is a bool, not {getattr(self, name)!r}")
+        if not isinstance(self.transport, str) or not self.transport.isalnum():
+            raise ConfigError(f"transport is a URL scheme such as tcp, not {self.transport!r}")
+        if self.listen_port is not None and not 0 <= self.listen_port < 65536:
+            raise ConfigError(f"listen port {self.listen_port} is not a port")
         if self.max_peers < 1:
             raise ConfigError(f"max peers must be at least 1, not {self.max_peers}")
         if self.gossip_interval_ms < 1:
@@ -66,11 +78,18 @@ class MeshConfig:
             federated_memory=_bool(env, Feature.FEDERATED_MEMORY.value),
             gossip=_bool(env, Feature.GOSSIP.value),
             reputation=_bool(env, Feature.REPUTATION.value),
-            listen_port=_int(env, "P2P_LISTEN_PORT", 9000, low=0, high=65535),
-            bootstrap_peers=_peers(env),
+            listen_port=_optional_int(env, "P2P_LISTEN_PORT", low=0, high=65535),
+            bootstrap_peers=_peers(env, _scheme(env)),
             max_peers=_int(env, "P2P_MAX_PEERS", 50, low=1),
             gossip_interval_ms=_int(env, "P2P_GOSSIP_INTERVAL", 5000, low=1),
+            transport=_scheme(env),
         )
+
+    def listen_address(self, host: str = "0.0.0.0") -> str | None:
+        """Where to listen, from ``P2P_LISTEN_PORT`` on ``host`` (None: not set)."""
+        if self.listen_port is None:
+            return None
+        return f"{self.transport}://{host}:{self.listen_port}"
 
     @property
     def gossip_interval(self) -> float:
@@ -124,12 +143,32 @@ def _int(
     return value
 
 
-def _peers(env: Mapping[str, str]) -> tuple[str, ...]:
+def _optional_int(env: Mapping[str, str], name: str, *, low: int, high: int) -> int | None:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return None
+    return _int(env, name, 0, low=low, high=high)
+
+
+def _scheme(env: Mapping[str, str]) -> str:
+    raw = env.get("P2P_TRANSPORT", "tcp").strip() or "tcp"
+    if not raw.isalnum():
+        raise ConfigError(f"P2P_TRANSPORT={raw!r} is not a URL scheme (such as tcp)")
+    return raw
+
+
+def _peers(env: Mapping[str, str], scheme: str) -> tuple[str, ...]:
+    """``host:port`` entries (given ``scheme``), or whole addresses ``scheme://...``."""
     raw = env.get("P2P_BOOTSTRAP_PEERS", "")
     peers = []
     for item in filter(None, (p.strip() for p in raw.split(","))):
-        host, sep, port = item.removeprefix("tcp://").rpartition(":")
+        if "://" in item:
+            peers.append(item)
+            continue
+        host, sep, port = item.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ConfigError(f"P2P_BOOTSTRAP_PEERS entry {item!r} is not host:port")
-        peers.append(f"tcp://{host}:{port}")
+            raise ConfigError(
+                f"P2P_BOOTSTRAP_PEERS entry {item!r} is not host:port (or scheme://...)"
+            )
+        peers.append(f"{scheme}://{host}:{port}")
     return tuple(peers)

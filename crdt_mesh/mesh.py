@@ -56,7 +56,8 @@ class Mesh:
 
     Args:
         replica: the local replica (the mesh does not close it).
-        transport: how to reach peers.
+        transport: how to reach peers (default: the transport of each address's
+            scheme, found in the registry: ``tcp://``, ``mem://``, your own).
         listen: an address to accept links on, or None.
         peers: addresses to dial (and redial with backoff while the mesh runs).
         interval: seconds between anti-entropy rounds on each dialled link.
@@ -64,7 +65,7 @@ class Mesh:
         max_peers: links kept at once; a link beyond it is closed at once.
         seed: for the random choices (push targets, backoff jitter).
         config: the ``P2P_*`` settings. When given, it supplies the listen port,
-            bootstrap peers, max peers and interval that are not passed
+            bootstrap peers and max peers that are not passed
             explicitly, and with ``P2P_ENABLED`` off the mesh does no P2P work at
             all: no listener, no dialling, no timers. Its flags say which services
             run (without a config, all of them).
@@ -79,7 +80,7 @@ class Mesh:
     def __init__(
         self,
         replica: Replica,
-        transport: Transport,
+        transport: Transport | None = None,
         *,
         listen: str | None = None,
         peers: Sequence[str] = (),

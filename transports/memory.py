@@ -218,4 +218,23 @@ class MemoryTransport:
         return mine
 
 
-__all__ = ["LinkFaults", "MemoryLink", "MemoryListener", "MemoryNetwork", "MemoryTransport"]
+_DEFAULT_NETWORK: MemoryNetwork | None = None
+
+
+def default_transport(*, penalties: object = None) -> MemoryTransport:
+    """The ``mem://`` transport of the process's default network (the registry's
+    factory: ``Mesh(replica, listen="mem://a")`` with no transport given uses it)."""
+    global _DEFAULT_NETWORK
+    if _DEFAULT_NETWORK is None:
+        _DEFAULT_NETWORK = MemoryNetwork()
+    return _DEFAULT_NETWORK.transport()
+
+
+__all__ = [
+    "LinkFaults",
+    "MemoryLink",
+    "MemoryListener",
+    "MemoryNetwork",
+    "MemoryTransport",
+    "default_transport",
+]

@@ -40,6 +40,7 @@ from ..config import MeshConfig
 from ..errors import (
     ChainError,
     ClosedError,
+    ConfigError,
     ForkDetected,
     InvalidSignature,
     LinkClosed,
@@ -58,6 +59,7 @@ from ..sync import ProtocolError
 from .host import EphemeralHandler
 from .peer import PeerSync, SendHistory
 from .penalty import WEIGHTS, Offence, Penalties, Refusal
+from .registry import Transports, scheme_of
 from .transport import Link, Listener, Transport
 
 log = logging.getLogger(__name__)
@@ -168,12 +170,26 @@ async def _read_frames(link: Link, out: _ReadAhead) -> None:
     out.close()
 
 
+def _check_addresses(transport: Transport, listen: str | None, peers: Sequence[str]) -> None:
+    """An address that can never work is an error now, not a dial retried for ever."""
+    for name, address in [("listen", listen), *(("peers", p) for p in peers)]:
+        if address is None:
+            continue
+        try:
+            scheme = scheme_of(address)
+            if isinstance(transport, Transports):
+                transport.for_scheme(scheme)
+        except TransportError as exc:
+            raise ConfigError(f"{name}: {exc} (addresses are scheme://...)") from None
+
+
 class Runtime:
     """Runs sync between ``replica`` and its peers over ``transport``.
 
     Args:
         replica: the local replica (the mesh does not close it).
-        transport: how to reach peers.
+        transport: how to reach peers (default: the transport of each address's
+            scheme, found in the registry: see :mod:`crdt_mesh.runtime.registry`).
         listen: an address to accept links on, or None.
         peers: addresses to dial (and redial with backoff while the mesh runs).
         interval: seconds between anti-entropy rounds on each dialled link.
@@ -181,7 +197,7 @@ class Runtime:
         max_peers: links kept at once; a link beyond it is closed at once.
         seed: for the random choices (push targets, backoff jitter).
         config: the ``P2P_*`` settings. When given, it supplies the listen port,
-            bootstrap peers, max peers and interval that are not passed
+            bootstrap peers and max peers that are not passed
             explicitly, and with ``P2P_ENABLED`` off the mesh does no P2P work at
             all: no listener, no dialling, no timers.
         penalties: the table of misbehaviour (default: a fresh one with the default
@@ -195,7 +211,7 @@ class Runtime:
     def __init__(
         self,
         replica: Replica,
-        transport: Transport,
+        transport: Transport | None = None,
         *,
         listen: str | None = None,
         peers: Sequence[str] = (),
@@ -208,13 +224,18 @@ class Runtime:
         rounds_per_second: float | None = None,
     ) -> None:
         self.replica = replica
-        self.transport = transport
         self.config = config
         self.active = config is None or config.enabled
+        #: misbehaviour, per peer (and per host for what comes before a handshake)
+        self.penalties = penalties if penalties is not None else Penalties()
+        self.transport: Transport = (
+            transport if transport is not None else Transports(penalties=self.penalties)
+        )
         if config is not None:
-            listen = listen if listen is not None else f"tcp://0.0.0.0:{config.listen_port}"
+            listen = listen if listen is not None else config.listen_address()
             peers = list(peers) or list(config.bootstrap_peers)
             max_peers = max_peers if max_peers is not None else config.max_peers
+        _check_addresses(self.transport, listen, peers)
         self.listen_address = listen
         self.bootstrap = list(peers)
         self.interval = interval
@@ -236,8 +257,6 @@ class Runtime:
         self.dropped_links = 0
         #: inputs refused at ingest (bad signatures, chains, policies ...)
         self.rejected_inputs = 0
-        #: misbehaviour, per peer (and per host for links that say where they come from)
-        self.penalties = penalties if penalties is not None else Penalties()
         #: links closed at once because the peer (or its host) is refused
         self.refused_peers = 0
         self.rounds_per_second = (

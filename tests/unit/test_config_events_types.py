@@ -28,7 +28,8 @@ def test_defaults_are_the_missions() -> None:
     config = MeshConfig.from_env({})
     assert config == MeshConfig()
     assert (config.enabled, config.gossip, config.task_negotiation) == (False, False, False)
-    assert (config.listen_port, config.max_peers, config.gossip_interval) == (9000, 50, 5.0)
+    assert (config.listen_port, config.max_peers, config.gossip_interval) == (None, 50, 5.0)
+    assert config.listen_address() is None  # no P2P_LISTEN_PORT: it does not listen
     assert config.bootstrap_peers == ()
 
 
