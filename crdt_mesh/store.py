@@ -18,13 +18,18 @@ sub-database    key                                         value
 
 Readers never block the writer (LMDB's MVCC). Every write is one LMDB write
 transaction, committed with fsync by default (:attr:`Durability.FULL`).
+
+This is the only module that names the sub-databases: :meth:`Store.read` hands out
+a :class:`Reader` and :meth:`Store.write` a :class:`Writer`, whose methods say what
+they read and write in the ledger's terms (a feed's key is its document key and
+author key, 48 bytes).
 """
 
 from __future__ import annotations
 
 import enum
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,6 +37,7 @@ from typing import Any, TypeVar
 import lmdb
 
 from .errors import ClosedError, StoreError
+from .ledger import Entry
 
 T = TypeVar("T")
 
@@ -51,6 +57,118 @@ class Durability(enum.Enum):
 
 def seq_bytes(seq: int) -> bytes:
     return seq.to_bytes(8, "big")
+
+
+_LAST_SEQ = b"\xff" * 8
+
+
+class Reader:
+    """What a read transaction can see: the ledger's records, by their keys."""
+
+    def __init__(self, txn: Any, dbs: dict[str, Any]) -> None:
+        self._txn = txn
+        self._dbs = dbs
+
+    def documents(self) -> Iterator[tuple[bytes, str]]:
+        """Every document: (16-byte key, printable id)."""
+        for key, text in self._txn.cursor(db=self._dbs["docs"]):
+            yield bytes(key), bytes(text).decode()
+
+    def feed_heads(self) -> Iterator[tuple[bytes, int, bytes]]:
+        """The last stored entry of every feed: (48-byte feed key, seq, encoded entry).
+
+        Jumps from feed to feed: the cost is per feed, not per entry.
+        """
+        cursor = self._txn.cursor(db=self._dbs["entries"])
+        found = cursor.first()
+        while found:
+            feed = bytes(cursor.key()[:48])
+            found = cursor.set_range(feed + _LAST_SEQ)
+            if not (found and bytes(cursor.key()).startswith(feed)):
+                cursor.prev() if found else cursor.last()
+            key, value = cursor.item()
+            yield feed, int.from_bytes(key[48:], "big"), bytes(value)
+            found = cursor.set_range(feed + _LAST_SEQ)
+
+    def fork_proofs(self) -> Iterator[bytes]:
+        """Every stored fork proof (encoded)."""
+        for _, value in self._txn.cursor(db=self._dbs["forks"]):
+            yield bytes(value)
+
+    def acls(self) -> Iterator[tuple[bytes, int, bytes]]:
+        """Every owner's ACL entry payload: (document key, seq, payload)."""
+        for key, value in self._txn.cursor(db=self._dbs["acls"]):
+            yield bytes(key[:16]), int.from_bytes(key[16:], "big"), bytes(value)
+
+    def snapshot(self, document_key: bytes) -> bytes | None:
+        value = self._txn.get(document_key, db=self._dbs["snapshots"])
+        return None if value is None else bytes(value)
+
+    def entry(self, feed: bytes, seq: int) -> bytes | None:
+        """The encoded entry ``seq`` of ``feed`` (None if it is not stored)."""
+        value = self._txn.get(feed + seq_bytes(seq), db=self._dbs["entries"])
+        return None if value is None else bytes(value)
+
+    def entries(
+        self, feed: bytes, start: int, end: int, max_bytes: int | None = None
+    ) -> list[bytes]:
+        """Encoded entries ``start..end`` of ``feed``, in order; with ``max_bytes``, stop
+        once that many bytes were read (at least one entry)."""
+        out: list[bytes] = []
+        size = 0
+        cursor = self._txn.cursor(db=self._dbs["entries"])
+        if cursor.set_key(feed + seq_bytes(start)):
+            for key, value in cursor:
+                if not bytes(key).startswith(feed) or int.from_bytes(key[48:], "big") > end:
+                    break
+                out.append(bytes(value))
+                size += len(value)
+                if max_bytes is not None and size >= max_bytes:
+                    break
+        return out
+
+
+class Writer(Reader):
+    """What a write transaction can stage (committed together, or not at all)."""
+
+    def put_entries(self, entries: Iterable[Entry], known: Collection[bytes]) -> None:
+        """Stage entries, and each document not in ``known`` (their keys).
+
+        A feed's head is its last stored entry, so a commit touches one sub-database
+        (fewer pages to fsync) unless a document is new.
+        """
+        entries_db, docs_db = self._dbs["entries"], self._dbs["docs"]
+        new: dict[bytes, bytes] = {}
+        for entry in entries:
+            doc = entry.document
+            self._txn.put(
+                doc.key + entry.author.key + seq_bytes(entry.seq), entry.encoded, db=entries_db
+            )
+            if doc.key not in known:
+                new[doc.key] = doc.text.encode()
+        for key, text in new.items():
+            self._txn.put(key, text, db=docs_db)
+
+    def void_after(self, feed: bytes, seq: int) -> None:
+        """Move the entries of ``feed`` after ``seq`` to ``void``: kept, out of the feed."""
+        entries_db, void_db = self._dbs["entries"], self._dbs["void"]
+        cursor = self._txn.cursor(db=entries_db)
+        found = cursor.set_range(feed + seq_bytes(seq + 1))
+        while found and bytes(cursor.key()).startswith(feed):
+            self._txn.put(cursor.key(), cursor.value(), db=void_db)
+            found = cursor.delete()
+
+    def put_acl(self, document_key: bytes, seq: int, payload: bytes) -> None:
+        self._txn.put(document_key + seq_bytes(seq), payload, db=self._dbs["acls"])
+
+    def put_fork_proof(self, feed: bytes, encoded: bytes) -> None:
+        self._txn.put(feed, encoded, db=self._dbs["forks"])
+
+    def put_snapshot(self, document_key: bytes, value: bytes) -> None:
+        self._txn.put(document_key, value, db=self._dbs["snapshots"])
+
+    def delete_snapshot(self, document_key: bytes) -> None:
+        self._txn.delete(document_key, db=self._dbs["snapshots"])
 
 
 class Store:
@@ -88,9 +206,6 @@ class Store:
             raise StoreError(f"cannot open store at {self.path}: {exc}") from exc
         self._closed = False
 
-    def db(self, name: str) -> Any:
-        return self._dbs[name]
-
     def close(self) -> None:
         if not self._closed:
             self._closed = True
@@ -105,17 +220,17 @@ class Store:
             raise ClosedError(f"store {self.path} is closed")
 
     @contextmanager
-    def read(self) -> Iterator[Any]:
-        """A read-only LMDB transaction, as a context manager."""
+    def read(self) -> Iterator[Reader]:
+        """A read-only transaction, as a context manager."""
         self._check_open()
         try:
             with self._env.begin(write=False, buffers=False) as txn:
-                yield txn
+                yield Reader(txn, self._dbs)
         except lmdb.Error as exc:
             raise StoreError(f"read from {self.path} failed: {exc}") from exc
 
-    def write(self, work: Callable[[Any], T]) -> T:
-        """Run ``work(txn)`` in one write transaction and commit it.
+    def write(self, work: Callable[[Writer], T]) -> T:
+        """Run ``work(writer)`` in one write transaction and commit it.
 
         ``work`` must only stage writes (it may run again): if the map is full,
         the transaction is aborted, the map doubled and ``work`` retried.
@@ -124,7 +239,7 @@ class Store:
         while True:
             try:
                 with self._env.begin(write=True) as txn:
-                    return work(txn)
+                    return work(Writer(txn, self._dbs))
             except lmdb.MapFullError:
                 self._grow()
             except lmdb.Error as exc:

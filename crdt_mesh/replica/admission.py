@@ -9,7 +9,7 @@ LMDB commit.
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..errors import (
     ChainError,
@@ -23,12 +23,13 @@ from ..errors import (
     PolicyViolation,
 )
 from ..ledger import ZERO_HASH, Acl, DocumentId, Entry, EntryKind, ForkProof, Policy, client_id_for
-from ..store import seq_bytes
 from .records import FeedKey, Head, IngestReport, Rejection
+from .state import feed_key
 from .yupdate import check_update
 
 if TYPE_CHECKING:
-    from .replica import Replica
+    from ..store import Store, Writer
+    from .state import LedgerState
 
 _NO_LIMIT = 1 << 63
 
@@ -109,10 +110,13 @@ class _Staging:
     state until :meth:`publish`, after the LMDB commit.
     """
 
-    def __init__(self, replica: Replica, source: Hashable = None) -> None:
-        self.r = replica
+    def __init__(
+        self, state: LedgerState, store: Store, *, now: float, source: Hashable = None
+    ) -> None:
+        self.state = state
+        self.store = store
         self.source = source  # who sent what is offered: charged for what must wait
-        self.now = replica._clock()
+        self.now = now
         self.heads: dict[FeedKey, Head] = {}
         self.acls: dict[DocumentId, list[tuple[int, Acl]]] = {}
         self.forks: dict[FeedKey, ForkProof] = {}
@@ -133,10 +137,10 @@ class _Staging:
             return self.heads[feed]
         if feed in self.lowered:
             return self.lowered[feed]
-        return self.r._heads.get(feed)
+        return self.state.heads.get(feed)
 
     def acl_list(self, doc: DocumentId) -> list[tuple[int, Acl]]:
-        return self.acls.get(doc) or self.r._acls.get(doc, [])
+        return self.acls.get(doc) or self.state.acls.get(doc, [])
 
     def latest_acl(self, doc: DocumentId) -> Acl:
         acls = self.acl_list(doc)
@@ -151,7 +155,7 @@ class _Staging:
         return found
 
     def fork(self, feed: FeedKey) -> ForkProof | None:
-        return self.forks.get(feed) or self.r._forks.get(feed)
+        return self.forks.get(feed) or self.state.forks.get(feed)
 
     def limit(self, feed: FeedKey) -> int:
         """The last seq of ``feed`` that may count (a fork freezes it; an ACL may cut it)."""
@@ -167,7 +171,9 @@ class _Staging:
             return head.id
         if (feed, seq) in self.new_ids:
             return self.new_ids[(feed, seq)]
-        return self.r._entry_id_at(feed[0], feed[1], seq)
+        with self.store.read() as txn:
+            value = txn.entry(feed_key(*feed), seq)
+        return Entry.decode(value, verify=False).id if value is not None else None
 
     # deciding
     def offer(self, entry: Entry, report: IngestReport) -> None:
@@ -193,7 +199,7 @@ class _Staging:
         if self.fork(feed) is not None:
             report.ignored += 1  # the feed is frozen: nothing after the fork counts
             return
-        pending = self.r._pending
+        pending = self.state.pending
         other = pending.get(feed, entry.seq)
         if other is not None:
             if other.id == entry.id:
@@ -233,8 +239,10 @@ class _Staging:
     def _record_fork(self, entry: Entry, known_id: bytes, report: IngestReport) -> None:
         known = next((a for a in self.admitted if a.id == known_id), None)
         if known is None:
-            with self.r._store.read() as txn:
-                known = self.r._entry_at(txn, entry.document, entry.author, entry.seq)
+            with self.store.read() as txn:
+                value = txn.entry(feed_key(entry.document, entry.author), entry.seq)
+            assert value is not None  # below the head: stored
+            known = Entry.decode(value, verify=False)
         self._fork_found(ForkProof.of(known, entry), entry, report)
 
     def _fork_found(self, proof: ForkProof, entry: Entry, report: IngestReport) -> None:
@@ -282,7 +290,7 @@ class _Staging:
         self.rebuild.add(feed[0])
 
     def _drop_pending(self, feed: FeedKey, limit: int) -> None:
-        self.r._pending.drop_above(feed, limit)
+        self.state.pending.drop_above(feed, limit)
 
     def drain(self, report: IngestReport) -> None:
         """Admit every pending entry that now extends its feed, until none does."""
@@ -295,7 +303,7 @@ class _Staging:
 
     def _admit_next(self, feed: FeedKey, report: IngestReport) -> bool:
         """Judge the pending entry that would extend ``feed``; True if it was admitted."""
-        pending = self.r._pending
+        pending = self.state.pending
         if not pending.waiting(feed):
             return False
         head = self.head(feed)
@@ -378,40 +386,33 @@ class _Staging:
             self._lower(feed, cut)
             self._drop_pending(feed, cut)
         # entries of members may have waited for this ACL
-        self.touched.update(self.r._pending.feeds_of(doc))
+        self.touched.update(self.state.pending.feeds_of(doc))
 
-    def write(self, txn: Any) -> None:
-        store = self.r._store
-        entries_db, void_db = store.db("entries"), store.db("void")
+    def write(self, txn: Writer) -> None:
+        """Stage what was decided (the replica commits it, then calls :meth:`publish`)."""
         for feed, limit in self.voided.items():  # kept, but out of the feed
-            prefix = feed[0].key + feed[1].key
-            cursor = txn.cursor(db=entries_db)
-            found = cursor.set_range(prefix + seq_bytes(limit + 1))
-            while found and cursor.key().startswith(prefix):
-                txn.put(cursor.key(), cursor.value(), db=void_db)
-                found = cursor.delete()
-        self.r._put_entries(txn, self.admitted)
+            txn.void_after(feed_key(*feed), limit)
+        txn.put_entries(self.admitted, self.state.docs)
         for entry in self.admitted:
             if entry.kind is EntryKind.ACL:
-                txn.put(
-                    entry.document.key + seq_bytes(entry.seq), entry.payload, db=store.db("acls")
-                )
+                txn.put_acl(entry.document.key, entry.seq, entry.payload)
         for feed, proof in self.forks.items():
-            txn.put(feed[0].key + feed[1].key, proof.encode(), db=store.db("forks"))
+            txn.put_fork_proof(feed_key(*feed), proof.encode())
         for doc_id in self.rebuild:
-            txn.delete(doc_id.key, db=store.db("snapshots"))
+            txn.delete_snapshot(doc_id.key)
 
     def publish(self) -> None:
-        r = self.r
+        """Make the committed decisions the ledger state."""
+        heads = self.state.heads
         for feed, lowered in self.lowered.items():
             if lowered is None:
-                r._heads.pop(feed, None)
+                heads.pop(feed, None)
             else:
-                r._heads[feed] = lowered
-        r._heads.update(self.heads)
-        r._acls.update(self.acls)
-        r._forks.update(self.forks)
+                heads[feed] = lowered
+        heads.update(self.heads)
+        self.state.acls.update(self.acls)
+        self.state.forks.update(self.forks)
         for feed in self.forks:
-            head = r._heads.get(feed)
+            head = heads.get(feed)
             if head is not None:
-                r._heads[feed] = Head(head.seq, head.id, frozen=True)
+                heads[feed] = Head(head.seq, head.id, frozen=True)

@@ -93,7 +93,7 @@ class Document:
 
     def heads(self) -> dict[PeerId, Head]:
         """The head of each author's feed in this document."""
-        return {a: h for (d, a), h in self._replica._heads.items() if d == self.id}
+        return {a: h for (d, a), h in self._replica._state.heads.items() if d == self.id}
 
     def observe(self, callback: Callable[[DocumentChange], None]) -> Callable[[], None]:
         """Call ``callback`` after each committed entry is applied; returns an unsubscribe."""

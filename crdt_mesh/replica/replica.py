@@ -38,8 +38,7 @@ from ..ledger import (
     Policy,
     seal,
 )
-from ..store import Durability, Store, seq_bytes
-from ..sync.index import FeedIndex, FeedItem
+from ..store import Durability, Reader, Store, Writer
 from .admission import (
     _accepted,
     _bad_signature,
@@ -59,11 +58,14 @@ from .records import (
     Rejection,
     ReplicaSummary,
 )
+from .state import LedgerState, feed_key
 from .verifier import VerifierPool, shared_pool
 
 log = logging.getLogger(__name__)
 
-_LAST_SEQ = b"\xff" * 8
+#: ``policy(document, peer)``: may ``peer`` read ``document``? None: no opinion.
+ReadPolicy = Callable[[DocumentId, PeerId], bool | None]
+
 #: A document's cached state is rewritten once this many update bytes (or its own
 #: size, if larger) were applied since the last snapshot: opening stays O(state).
 SNAPSHOT_MIN_DEBT = 64 * 1024
@@ -117,24 +119,18 @@ class Replica:
         self._clock = clock
         self._snapshot_min_debt = snapshot_min_debt
         self._store = Store(path, durability=durability, map_size=map_size)
-        self._docs: dict[bytes, DocumentId] = {}
-        self._heads: FeedHeads = FeedHeads()
-        self._forks: dict[FeedKey, ForkProof] = {}
-        self._acls: dict[DocumentId, list[tuple[int, Acl]]] = {}
-        self._open: dict[DocumentId, Document] = {}
         limits = pending or PendingLimits()
         if max_pending is not None:
             limits = dataclasses.replace(limits, max_entries=max_pending)
-        self._pending = PendingArea(limits)
+        with self._store.read() as reader:
+            self._state = LedgerState.load(reader, PendingArea(limits))
+        self._open: dict[DocumentId, Document] = {}
         self._batch: list[tuple[Document, Entry]] | None = None
         self._commit_hooks: list[Callable[[list[Entry]], None]] = []
-        self._version = 0  # bumped on every change of heads, forks or ACLs
-        self._indexes: dict[PeerId | None, tuple[int, FeedIndex]] = {}
-        self._items: dict[FeedKey, FeedItem] = {}
+        self._read_policies: list[ReadPolicy] = []
         self._pool: VerifierPool | None = None
         self._verify_processes = verify_processes
         self._closed = False
-        self._load()
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], identity: Identity, **options: Any) -> Replica:
@@ -154,35 +150,6 @@ class Replica:
     def store(self) -> Store:
         return self._store
 
-    def _load(self) -> None:
-        with self._store.read() as txn:
-            for key, text in txn.cursor(db=self._store.db("docs")):
-                self._docs[key] = DocumentId.parse(text.decode())
-            cursor = txn.cursor(db=self._store.db("entries"))
-            found = cursor.first()
-            while found:  # jump from feed to feed: the last entry of each is its head
-                feed = cursor.key()[:48]
-                found = cursor.set_range(feed + _LAST_SEQ)
-                if not (found and cursor.key().startswith(feed)):
-                    cursor.prev() if found else cursor.last()
-                key, value = cursor.item()
-                doc, author = self._docs[feed[:16]], PeerId(feed[16:])
-                entry_id = Entry.decode(value, verify=False).id  # stored: checked before
-                self._heads[(doc, author)] = Head(int.from_bytes(key[48:], "big"), entry_id)
-                found = cursor.set_range(feed + _LAST_SEQ)
-            for _, value in txn.cursor(db=self._store.db("forks")):
-                proof = ForkProof.decode(value)
-                self._forks[(proof.document, proof.author)] = proof
-            for key, value in txn.cursor(db=self._store.db("acls")):
-                doc = self._docs[key[:16]]
-                self._acls.setdefault(doc, []).append(
-                    (int.from_bytes(key[16:], "big"), Acl.decode(value))
-                )
-        for feed in self._forks:
-            head = self._heads.get(feed)
-            if head is not None:
-                self._heads[feed] = Head(head.seq, head.id, frozen=True)
-
     def close(self) -> None:
         """Write due snapshots and close the store. Idempotent."""
         if self._closed:
@@ -190,7 +157,7 @@ class Replica:
         try:
             dirty = [d for d in self._open.values() if d._debt]
             if dirty:
-                self._store.write(lambda txn: self._put_snapshots(txn, dirty))
+                self._store.write(lambda writer: self._put_snapshots(writer, dirty))
         finally:
             self._closed = True
             self._store.close()
@@ -237,22 +204,22 @@ class Replica:
 
     def has_document(self, document: DocumentId) -> bool:
         """Whether this replica holds entries of ``document``."""
-        return document.key in self._docs
+        return document.key in self._state.docs
 
     def document_by_key(self, key: bytes) -> DocumentId | None:
         """The document whose 16-byte key is ``key``, if this replica holds entries of it."""
-        return self._docs.get(key)
+        return self._state.docs.get(key)
 
     def documents(self) -> list[DocumentId]:
         """Every document this replica has entries of."""
-        return sorted(self._docs.values(), key=lambda d: d.text)
+        return sorted(self._state.docs.values(), key=lambda d: d.text)
 
     def _load_document(self, document: Document) -> None:
         doc_id = document.id
         covered: dict[bytes, int] = {}
         unresolved: list[tuple[bytes, int]] = []
         with self._store.read() as txn:
-            snapshot = txn.get(doc_id.key, db=self._store.db("snapshots"))
+            snapshot = txn.snapshot(doc_id.key)
             if snapshot is not None:
                 state, covered, unresolved = cbor2.loads(snapshot)
                 document._applying = True
@@ -262,8 +229,8 @@ class Replica:
                     document._applying = False
                 document._snapshot_size = len(state)
             replay = [self._entry_at(txn, doc_id, PeerId(a), s) for a, s in unresolved]
-            for author in self._heads.authors_of(doc_id):
-                head = self._heads[(doc_id, author)]
+            for author in self._state.heads.authors_of(doc_id):
+                head = self._state.heads[(doc_id, author)]
                 replay.extend(
                     self._read_feed(txn, doc_id, author, covered.get(author.key, 0) + 1, head.seq)
                 )
@@ -282,7 +249,7 @@ class Replica:
     def _check_writable(self, doc_id: DocumentId) -> None:
         self._check_open()
         me = self.peer_id
-        if (doc_id, me) in self._forks:
+        if (doc_id, me) in self._state.forks:
             raise NotWritable(f"{doc_id.text}: this identity's feed is frozen by a fork proof")
         if doc_id.policy is Policy.OWNER and doc_id.owner != me:
             raise NotWritable(f"{doc_id.text} is written by its owner only")
@@ -297,19 +264,19 @@ class Replica:
             document.id, EntryKind.UPDATE, update, grouped=self._batch is not None
         )
         if self._batch is not None:
-            self._heads[(document.id, self.peer_id)] = Head(entry.seq, entry.id)
+            self._state.heads[(document.id, self.peer_id)] = Head(entry.seq, entry.id)
             self._batch.append((document, entry))
             return
         document._debt += len(update)
 
-        def work(txn: Any) -> None:
-            self._put_entries(txn, (entry,))
+        def work(txn: Writer) -> None:
+            txn.put_entries((entry,), self._state.docs)
             if document._snapshot_due():
                 self._put_snapshot(txn, document)
 
         self._store.write(work)
-        self._docs[document.id.key] = document.id
-        self._heads[(document.id, self.peer_id)] = Head(entry.seq, entry.id)
+        self._state.docs[document.id.key] = document.id
+        self._state.heads[(document.id, self.peer_id)] = Head(entry.seq, entry.id)
         self._after_commit([entry], local=True)
 
     def _next_entry(
@@ -317,10 +284,10 @@ class Replica:
     ) -> Entry:
         """The next entry of this replica's feed in ``doc_id``; ``grouped``: unsigned,
         to be signed with its batch when the batch commits."""
-        head = self._heads.get((doc_id, self.peer_id))
+        head = self._state.heads.get((doc_id, self.peer_id))
         acl = 0
         if doc_id.policy is Policy.MEMBERS and doc_id.owner != self.peer_id:
-            owner_head = self._heads.get((doc_id, doc_id.owner))  # type: ignore[arg-type]
+            owner_head = self._state.heads.get((doc_id, doc_id.owner))  # type: ignore[arg-type]
             acl = owner_head.seq if owner_head else 0
         seq, prev = (head.seq + 1, head.id) if head else (1, ZERO_HASH)
         timestamp = int(self._clock() * 1000)
@@ -353,7 +320,7 @@ class Replica:
         if self._batch is not None:
             yield
             return
-        heads_before = FeedHeads(self._heads)
+        heads_before = FeedHeads(self._state.heads)
         batch: list[tuple[Document, Entry]] = []
         self._batch = batch
         try:
@@ -375,8 +342,8 @@ class Replica:
         for document, entry in batch:
             document._debt += len(entry.payload)
 
-        def work(txn: Any) -> None:
-            self._put_entries(txn, (entry for _, entry in batch))
+        def work(txn: Writer) -> None:
+            txn.put_entries((entry for _, entry in batch), self._state.docs)
             for document in docs:
                 if document._snapshot_due():
                     self._put_snapshot(txn, document)
@@ -386,12 +353,12 @@ class Replica:
         except BaseException:
             self._abort_batch(batch, heads_before)
             raise
-        self._docs.update({d.id.key: d.id for d in docs})
+        self._state.docs.update({d.id.key: d.id for d in docs})
         self._after_commit([e for _, e in batch], local=True)
 
     def _abort_batch(self, batch: list[tuple[Document, Entry]], heads_before: FeedHeads) -> None:
-        self._heads = heads_before
-        self._version += 1
+        self._state.heads = heads_before
+        self._state.version += 1
         for document in {id(d): d for d, _ in batch}.values():
             self._rebuild(document)
 
@@ -418,7 +385,8 @@ class Replica:
             raise NotWritable(f"only the owner changes the members of {doc_id.text}")
         self._check_writable(doc_id)
         cuts = {
-            p: (self._heads[(doc_id, p)].seq if (doc_id, p) in self._heads else 0) for p in remove
+            p: (self._state.heads[(doc_id, p)].seq if (doc_id, p) in self._state.heads else 0)
+            for p in remove
         }
         acl = self._latest_acl(doc_id).with_changes(add, cuts)
         entry = self._next_entry(doc_id, EntryKind.ACL, acl.encode())
@@ -434,12 +402,11 @@ class Replica:
         return self._latest_acl(doc_id).members | {doc_id.owner}
 
     def _latest_acl(self, doc_id: DocumentId) -> Acl:
-        acls = self._acls.get(doc_id)
-        return acls[-1][1] if acls else Acl()
+        return self._state.latest_acl(doc_id)
 
     def _acl_at(self, doc_id: DocumentId, seq: int) -> Acl:
         found = Acl()
-        for acl_seq, acl in self._acls.get(doc_id, ()):
+        for acl_seq, acl in self._state.acls.get(doc_id, ()):
             if acl_seq > seq:
                 break
             found = acl
@@ -451,70 +418,80 @@ class Replica:
         """The head of every feed. ``local`` documents are left out unless asked for."""
         self._check_open()
         return {
-            k: h for k, h in self._heads.items() if include_local or k[0].policy is not Policy.LOCAL
+            k: h
+            for k, h in self._state.heads.items()
+            if include_local or k[0].policy is not Policy.LOCAL
         }
 
     def summary(self) -> ReplicaSummary:
         """Counts of what this replica holds (for logs, inspection and tests)."""
         self._check_open()
         return ReplicaSummary(
-            documents=len(self._docs),
-            feeds=len(self._heads),
-            entries=sum(h.seq for h in self._heads.values()),
-            fork_proofs=len(self._forks),
-            pending=self._pending.count,
+            documents=len(self._state.docs),
+            feeds=len(self._state.heads),
+            entries=sum(h.seq for h in self._state.heads.values()),
+            fork_proofs=len(self._state.forks),
+            pending=self._state.pending.count,
             bytes_on_disk=self._store.disk_usage(),
         )
 
     def readable_by(self, document: DocumentId, peer: PeerId) -> bool:
         """Whether ``peer`` may be offered this document's entries.
 
-        ``local`` documents: never. ``members`` documents: the owner and the members
-        of the ACL as this replica knows it. Others: anyone (their policy governs
-        who writes, not who reads).
+        ``local`` documents: never, whatever any rule says (DESIGN invariant: local
+        never leaves). Then the read policies added with :meth:`add_read_policy`, in
+        order: the first that has an opinion decides. Else the default: ``members``
+        documents to the owner and the members of the ACL as this replica knows it;
+        others to anyone (their policy governs who writes, not who reads).
         """
         if document.policy is Policy.LOCAL:
             return False
+        for policy in self._read_policies:
+            verdict = policy(document, peer)
+            if verdict is not None:
+                return bool(verdict)
         if document.policy is Policy.MEMBERS:
             return peer == document.owner or peer in self._latest_acl(document).members
         return True
 
-    def feed_index(self, peer: PeerId) -> FeedIndex:
-        """The heads of every feed ``peer`` may see, for reconciliation.
+    def add_read_policy(self, policy: ReadPolicy) -> Callable[[], None]:
+        """Let ``policy(document, peer)`` decide who may read which documents: True or
+        False decides, None leaves it to the next policy (or the default). How a
+        service with read scopes of its own (memory's teams, organizations) plugs in
+        without touching the replica. ``local`` documents stay unreadable.
 
-        Cached until the next commit: one index serves every peer unless this
-        replica holds ``members`` documents, whose visibility differs by peer.
+        Returns:
+            A function that removes the policy.
         """
-        self._check_open()
-        restricted = any(d.policy is Policy.MEMBERS for d in self._docs.values())
-        cache_key = peer if restricted else None
-        cached = self._indexes.get(cache_key)
-        if cached is not None and cached[0] == self._version:
-            return cached[1]
-        items = []
-        for feed, head in self._heads.items():
-            if self.readable_by(feed[0], peer):
-                items.append(self._feed_item(feed, head))
-        for feed in self._forks:
-            if feed not in self._heads and self.readable_by(feed[0], peer):
-                items.append(self._feed_item(feed, Head(0, ZERO_HASH, True)))
-        index = FeedIndex(items)
-        if len(self._indexes) >= 64:
-            self._indexes.clear()
-        self._indexes[cache_key] = (self._version, index)
-        return index
+        if not callable(policy):
+            raise LocalError("a read policy is callable(document, peer) -> bool | None")
+        self._read_policies.append(policy)
+        self._state.version += 1
 
-    def _feed_item(self, feed: FeedKey, head: Head) -> FeedItem:
-        """The reconciliation item of a feed's head (memoized: its hash costs)."""
-        cached = self._items.get(feed)
-        if cached is None or (cached.seq, cached.id, cached.frozen) != (
-            head.seq,
-            head.id,
-            head.frozen,
-        ):
-            cached = FeedItem(feed[0].key + feed[1].key, head.seq, head.id, head.frozen)
-            self._items[feed] = cached
-        return cached
+        def remove() -> None:
+            if policy in self._read_policies:
+                self._read_policies.remove(policy)
+                self._state.version += 1
+
+        return remove
+
+    @property
+    def version(self) -> int:
+        """Grows whenever what a peer may be offered can have changed (heads, forks,
+        ACLs, read policies): caches of it compare versions."""
+        return self._state.version
+
+    @property
+    def per_peer_reads(self) -> bool:
+        """Whether what a peer may read differs from peer to peer (``members``
+        documents, or read policies): then an index of readable feeds is per peer."""
+        return bool(self._read_policies) or any(
+            d.policy is Policy.MEMBERS for d in self._state.docs.values()
+        )
+
+    def frozen_feeds(self) -> list[FeedKey]:
+        """Feeds with a fork proof but no entry held (their head is nothing)."""
+        return [feed for feed in self._state.forks if feed not in self._state.heads]
 
     def feed_entries(
         self,
@@ -533,47 +510,24 @@ class Replica:
         slices as the link drains, never a whole feed at once.
         """
         self._check_open()
-        doc = self._docs.get(key[:16])
+        doc = self._state.docs.get(key[:16])
         if doc is None or len(key) != 48:
             return []
         author = PeerId(key[16:])
         out: list[bytes] = []
-        fork = self._forks.get((doc, author))
+        fork = self._state.forks.get((doc, author))
         if proof and fork is not None:
             out.append(fork.encode())
-        head = self._heads.get((doc, author))
+        head = self._state.heads.get((doc, author))
         end = min(end, head.seq if head else 0)
         if start <= end:
             with self._store.read() as txn:
-                out.extend(self._read_encoded(txn, doc, author, max(start, 1), end, max_bytes))
-        return out
-
-    def _read_encoded(
-        self,
-        txn: Any,
-        doc: DocumentId,
-        author: PeerId,
-        start: int,
-        end: int,
-        max_bytes: int | None,
-    ) -> list[bytes]:
-        prefix = doc.key + author.key
-        out: list[bytes] = []
-        size = 0
-        cursor = txn.cursor(db=self._store.db("entries"))
-        if cursor.set_key(prefix + seq_bytes(start)):
-            for key, value in cursor:
-                if not key.startswith(prefix) or int.from_bytes(key[48:], "big") > end:
-                    break
-                out.append(bytes(value))
-                size += len(value)
-                if max_bytes is not None and size >= max_bytes:
-                    break
+                out.extend(txn.entries(feed_key(doc, author), max(start, 1), end, max_bytes))
         return out
 
     def fork_proofs(self) -> list[ForkProof]:
         """Every fork proof this replica holds."""
-        return list(self._forks.values())
+        return list(self._state.forks.values())
 
     def missing_from(
         self, heads: Mapping[FeedKey, Head], *, limit: int | None = None
@@ -585,11 +539,11 @@ class Replica:
         self._check_open()
         out: list[Entry | ForkProof] = [
             proof
-            for feed, proof in self._forks.items()
+            for feed, proof in self._state.forks.items()
             if not (feed in heads and heads[feed].frozen)
         ]
         with self._store.read() as txn:
-            for (doc, author), head in self._heads.items():
+            for (doc, author), head in self._state.heads.items():
                 if doc.policy is Policy.LOCAL:
                     continue
                 theirs = heads.get((doc, author))
@@ -670,7 +624,7 @@ class Replica:
         """Drop what ``source`` sent that still waits for a gap (its link closed: what
         anti-entropy sends next fills the gap and whatever followed it)."""
         self._check_open()
-        self._pending.forget_source(source)
+        self._state.pending.forget_source(source)
 
     def expire_pending(self, max_wait: float) -> dict[Hashable, int]:
         """Drop entries that waited more than ``max_wait`` seconds; returns, per source,
@@ -678,12 +632,12 @@ class Replica:
         what it sends within a round or two of anti-entropy: it holds every entry
         before one it committed."""
         self._check_open()
-        return self._pending.expire(self._clock() - max_wait)
+        return self._state.pending.expire(self._clock() - max_wait)
 
     @property
     def pending_bytes(self) -> int:
         """Bytes charged to the entries waiting in the pending area."""
-        return self._pending.bytes
+        return self._state.pending.bytes
 
     def _checked_chunks(
         self, items: list[Entry | bytes], report: IngestReport
@@ -741,16 +695,16 @@ class Replica:
         verifier processes check the next chunks meanwhile.
         """
         report = report or IngestReport()
-        staging = _Staging(self, source)
+        staging = _Staging(self._state, self._store, now=self._clock(), source=source)
         for proof in proofs:
             staging.add_proof(proof, report)
         for entry in entries:
             staging.offer(entry, report)
             if len(staging.admitted) >= _GROUP_COMMIT:
                 self._commit_staged(staging, local=local, report=report)
-                staging = _Staging(self, source)
+                staging = _Staging(self._state, self._store, now=self._clock(), source=source)
         self._commit_staged(staging, local=local, report=report)
-        report.pending = self._pending.count
+        report.pending = self._state.pending.count
         return report
 
     def _commit_staged(self, staging: _Staging, *, local: bool, report: IngestReport) -> None:
@@ -760,7 +714,7 @@ class Replica:
         self._store.write(staging.write)
         staging.publish()
         admitted = staging.admitted
-        self._docs.update({e.document.key: e.document for e in admitted})
+        self._state.docs.update({e.document.key: e.document for e in admitted})
         report.applied.extend(admitted)
         by_doc: dict[DocumentId, list[Entry]] = {}
         for entry in admitted:
@@ -775,11 +729,11 @@ class Replica:
                 self._rebuild(self._open[doc_id])
         due = [self._open[d] for d in by_doc if d in self._open and self._open[d]._snapshot_due()]
         if due:
-            self._store.write(lambda txn: self._put_snapshots(txn, due))
+            self._store.write(lambda writer: self._put_snapshots(writer, due))
         self._after_commit(admitted, local=local)
 
     def _after_commit(self, entries: list[Entry], *, local: bool) -> None:
-        self._version += 1
+        self._state.version += 1
         if not entries:
             return
         by_doc: dict[DocumentId, list[Entry]] = {}
@@ -797,64 +751,34 @@ class Replica:
 
     # -- store helpers -------------------------------------------------------------------
 
-    def _put_entries(self, txn: Any, entries: Iterable[Entry]) -> None:
-        """Stage entries and any document not yet recorded.
-
-        A feed's head is its last stored entry, so a commit touches one sub-database
-        (fewer pages to fsync); entries that stopped counting live in ``void``.
-        """
-        entries_db, new_docs = self._store.db("entries"), {}
-        for entry in entries:
-            doc = entry.document
-            txn.put(doc.key + entry.author.key + seq_bytes(entry.seq), entry.encoded, db=entries_db)
-            if doc.key not in self._docs:
-                new_docs[doc.key] = doc.text.encode()
-        docs_db = self._store.db("docs")
-        for key, text in new_docs.items():
-            txn.put(key, text, db=docs_db)
-
-    def _put_snapshots(self, txn: Any, documents: Iterable[Document]) -> None:
+    def _put_snapshots(self, txn: Writer, documents: Iterable[Document]) -> None:
         for document in documents:
             self._put_snapshot(txn, document)
 
-    def _put_snapshot(self, txn: Any, document: Document) -> None:
+    def _put_snapshot(self, txn: Writer, document: Document) -> None:
         state = document._ydoc.get_update()
-        covered = {a.key: h.seq for (d, a), h in self._heads.items() if d == document.id}
+        covered = {a.key: h.seq for (d, a), h in self._state.heads.items() if d == document.id}
         unresolved = [[a.key, s] for a, s in document._unresolved]
-        txn.put(
-            document.id.key,
-            cbor2.dumps([state, covered, unresolved]),
-            db=self._store.db("snapshots"),
-        )
+        txn.put_snapshot(document.id.key, cbor2.dumps([state, covered, unresolved]))
         document._debt = 0
         document._snapshot_size = len(state)
 
     def _read_feed(
-        self, txn: Any, doc: DocumentId, author: PeerId, start: int, end: int
+        self, txn: Reader, doc: DocumentId, author: PeerId, start: int, end: int
     ) -> list[Entry]:
         if start > end:
             return []
-        prefix = doc.key + author.key
-        out = []
-        cursor = txn.cursor(db=self._store.db("entries"))
-        if cursor.set_key(prefix + seq_bytes(start)):
-            for key, value in cursor:
-                if not key.startswith(prefix) or int.from_bytes(key[48:], "big") > end:
-                    break
-                out.append(Entry.decode(value, verify=False))
+        out = [
+            Entry.decode(e, verify=False) for e in txn.entries(feed_key(doc, author), start, end)
+        ]
         if len(out) != end - start + 1:
             raise StoreError(
                 f"store is missing entries of {doc.text}/{author.short} in {start}..{end}"
             )
         return out
 
-    def _entry_at(self, txn: Any, doc: DocumentId, author: PeerId, seq: int) -> Entry:
-        value = txn.get(doc.key + author.key + seq_bytes(seq), db=self._store.db("entries"))
+    def _entry_at(self, txn: Reader, doc: DocumentId, author: PeerId, seq: int) -> Entry:
+        value = txn.entry(feed_key(doc, author), seq)
         if value is None:
             raise StoreError(f"store is missing entry {doc.text}/{author.short}/{seq}")
         return Entry.decode(value, verify=False)
-
-    def _entry_id_at(self, doc: DocumentId, author: PeerId, seq: int) -> bytes | None:
-        with self._store.read() as txn:
-            value = txn.get(doc.key + author.key + seq_bytes(seq), db=self._store.db("entries"))
-        return Entry.decode(value, verify=False).id if value is not None else None

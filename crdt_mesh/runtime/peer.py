@@ -34,6 +34,7 @@ from ..sync import (
     SyncSession,
 )
 from ..sync.session import _RECONCILE_TAG, BATCH_BYTES
+from .index import readable_index
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ class PeerSync:
             replica.peer_id,
             remote,
             initiator=initiator,
-            index_source=lambda: replica.feed_index(remote),
+            index_source=lambda: readable_index(replica).for_peer(remote),
         )
         self.stats = LinkStats()
         self.session.start()

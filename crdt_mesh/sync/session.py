@@ -258,10 +258,10 @@ class SyncSession:
         message = decode(frame)
         if not self.ready:
             if not isinstance(message, Hello):
-                # On a lossy network the hello may be lost and what followed it arrive:
-                # dropped (the shell redials a link whose hello never came), and
-                # counted, so that a peer cannot talk forever without one.
-                self._unexpected()
+                # On a lossy network the hello may be lost and what followed it arrive
+                # (pushes, broadcasts: many): dropped, never answered. The shell closes
+                # a link whose hello does not come within an interval.
+                self.stale_frames += 1
                 return
             if message.version != PROTOCOL_VERSION:
                 raise ProtocolError(f"protocol version {message.version} is not {PROTOCOL_VERSION}")
@@ -443,6 +443,7 @@ class SyncSession:
     def _finish(self) -> None:
         self._round_active = False
         self._questions = []
+        self._unexpected_frames = 0
         self._events.append(RoundFinished(in_step=not self._round_differs))
 
     def _compare(self, part: Fingerprint) -> list[Part]:

@@ -10,6 +10,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from crdt_mesh import DocumentId, Entry, Policy
 from crdt_mesh.identity import Identity
+from crdt_mesh.runtime.index import readable_index
 from crdt_mesh.sync.messages import Entries, ProtocolError, decode
 from crdt_mesh.testing import Op, apply_op, document_json
 from crdt_mesh.testing.sim import Faults, SimulatedMesh
@@ -113,7 +114,9 @@ class MeshMachine(RuleBasedStateMachine):
             for item in replica.missing_from({}):
                 assert not (isinstance(item, Entry) and item.document.policy is Policy.LOCAL)
             local_keys = {d.key for d in replica.documents() if d.policy is Policy.LOCAL}
-            assert not any(i.key[:16] in local_keys for i in replica.feed_index(stranger))
+            assert not any(
+                i.key[:16] in local_keys for i in readable_index(replica).for_peer(stranger)
+            )
             local = [d for d in replica.documents() if d.policy is Policy.LOCAL]
             assert bool(local) == (index in self.local_writes)
 

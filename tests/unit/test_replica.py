@@ -249,7 +249,7 @@ def test_a_long_reader_does_not_block_the_writer(make_replica: ReplicaFactory) -
         with alice.store.read() as txn:
             reading.set()
             release.wait(timeout=10)
-            seen.append(sum(1 for _ in txn.cursor(db=alice.store.db("entries"))))
+            seen.append(sum(seq for _, seq, _ in txn.feed_heads()))
 
     thread = threading.Thread(target=reader)
     thread.start()
@@ -269,15 +269,12 @@ def test_observers_and_hooks_run_only_once_the_entry_is_durable(
     """DESIGN invariant 5: no event before the commit. Each observer and commit hook,
     when called, finds the entry in the store (a fresh read transaction) and in heads(),
     for a local transaction, a batch, and an ingest."""
-    from crdt_mesh.store import seq_bytes
-
     alice, bob = make_replica(), make_replica()
     seen: list[tuple[str, bool]] = []
 
     def stored(replica: Replica, entry: Entry) -> bool:
-        key = entry.document.key + entry.author.key + seq_bytes(entry.seq)
         with replica.store.read() as txn:
-            in_store = txn.get(key, db=replica.store.db("entries")) is not None
+            in_store = txn.entry(entry.document.key + entry.author.key, entry.seq) is not None
         head = replica.heads().get((entry.document, entry.author))
         return in_store and head is not None and head.seq >= entry.seq
 
