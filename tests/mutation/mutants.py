@@ -78,11 +78,11 @@ MUTANTS = [
         "events-before-commit",
         "crdt_mesh/replica/replica.py",
         "        self._store.write(work)\n"
-        "        self._docs[document.id.key] = document.id\n"
-        "        self._heads[(document.id, self.peer_id)] = Head(entry.seq, entry.id)\n"
+        "        self._state.docs[document.id.key] = document.id\n"
+        "        self._state.heads[(document.id, self.peer_id)] = Head(entry.seq, entry.id)\n"
         "        self._after_commit([entry], local=True)",
-        "        self._docs[document.id.key] = document.id\n"
-        "        self._heads[(document.id, self.peer_id)] = Head(entry.seq, entry.id)\n"
+        "        self._state.docs[document.id.key] = document.id\n"
+        "        self._state.heads[(document.id, self.peer_id)] = Head(entry.seq, entry.id)\n"
         "        self._after_commit([entry], local=True)\n"
         "        self._store.write(work)",
         (

@@ -208,8 +208,11 @@ def test_the_sender_never_offers_a_local_entry(make_replica: ReplicaFactory) -> 
     diary = next(d for d in alice.documents() if d.policy is Policy.LOCAL)
     assert all(item.key[:16] != diary.key for item in readable_index(alice).for_peer(bob.peer_id))
     left, right = link(alice, bob)
+    alice.on_commit(left.push)  # fresh entries are pushed eagerly too: never local ones
+    write(alice, "diary", 2, policy=Policy.LOCAL)
+    write(alice, "public", 1)
+    sent: list[bytes] = left.frames()
     left.start_round()
-    sent: list[bytes] = []
     for _ in range(50):
         frames_a, frames_b = left.frames(), right.frames()
         if not frames_a and not frames_b:
