@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
 
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
@@ -23,35 +22,19 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from crdt_mesh.errors import LinkClosed, TransportError
 from crdt_mesh.identity import Identity, PeerId
 from crdt_mesh.runtime.transport import AcceptLoop, FramesUntilClosed
+from crdt_mesh.testing.faults import NO_FAULTS, Faults
 
 _BUFFER = 4096
 
 
-@dataclass(frozen=True, slots=True)
-class LinkFaults:
-    """What links do to frames, as probabilities per frame (delay in seconds)."""
-
-    loss: float = 0.0
-    duplication: float = 0.0
-    reorder: float = 0.0
-    delay: float = 0.0
-    #: each new link dies after sending between this many and twice as many frames
-    die_after: int | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("loss", "duplication", "reorder"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} is a probability in [0, 1)")
-        if self.delay < 0:
-            raise ValueError("delay is >= 0")
-        if self.die_after is not None and self.die_after < 1:
-            raise ValueError("die_after is >= 1")
+#: The memory transport's faults are the one fault model of crdt_mesh.testing.
+LinkFaults = Faults
 
 
 class MemoryNetwork:
     """A simulated network of named addresses (``mem://name``)."""
 
-    def __init__(self, *, seed: int = 0, faults: LinkFaults = LinkFaults()) -> None:
+    def __init__(self, *, seed: int = 0, faults: Faults = NO_FAULTS) -> None:
         self.rng = random.Random(seed)
         self.faults = faults
         self._listeners: dict[str, MemoryListener] = {}

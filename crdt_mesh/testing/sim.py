@@ -30,24 +30,10 @@ from ..replica.replica import Replica
 from ..runtime.peer import PeerSync
 from ..store import Durability
 from ..sync import ProtocolError
+from .faults import NO_FAULTS, Faults
 
 #: Frames a link may carry in one round before the simulator calls it runaway.
 _MAX_FRAMES_PER_EXCHANGE = 10_000
-
-
-@dataclass(frozen=True, slots=True)
-class Faults:
-    """What the simulated network does to frames (probabilities per frame)."""
-
-    loss: float = 0.0
-    duplication: float = 0.0
-    reorder: float = 0.0
-
-    def __post_init__(self) -> None:
-        for name in ("loss", "duplication", "reorder"):
-            value = getattr(self, name)
-            if not 0.0 <= value < 1.0:
-                raise ValueError(f"{name} is a probability in [0, 1), not {value!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +56,7 @@ class _Node:
     path: Path
     replica: Replica | None
     links: dict[int, PeerSync] = field(default_factory=dict)
+    lifetimes: dict[int, int] = field(default_factory=dict)  # frames left (die_after)
 
 
 class SimulatedMesh:
@@ -93,7 +80,7 @@ class SimulatedMesh:
         *,
         seed: int = 0,
         fanout: int = 3,
-        faults: Faults = Faults(),
+        faults: Faults = NO_FAULTS,
         root: str | Path | None = None,
         contacts: Callable[[int, list[int]], Sequence[int]] | None = None,
         tap: Callable[[bytes], None] | None = None,
@@ -270,6 +257,9 @@ class SimulatedMesh:
             ra, rb = self.replica(a), self.replica(b)
             na.links[b] = PeerSync(ra, rb.peer_id, initiator=True)
             nb.links[a] = PeerSync(rb, ra.peer_id, initiator=False)
+            die_after = self.faults.die_after
+            if die_after is not None:
+                na.lifetimes[b] = die_after + self.rng.randrange(die_after + 1)
         mine, theirs = na.links[b], nb.links[a]
         return (mine, theirs) if mine.session.initiator else (theirs, mine)
 
@@ -302,6 +292,15 @@ class SimulatedMesh:
                 queue[i], queue[j] = queue[j], queue[i]
             target, frame = queue.pop(0)
             moved += 1
+            dialler = self.nodes[a] if b in self.nodes[a].lifetimes else self.nodes[b]
+            other = b if dialler is self.nodes[a] else a
+            if other in dialler.lifetimes:
+                dialler.lifetimes[other] -= 1
+                if dialler.lifetimes[other] <= 0:  # the link dies mid-exchange
+                    self.nodes[a].links.pop(b, None)
+                    self.nodes[b].links.pop(a, None)
+                    dialler.lifetimes.pop(other, None)
+                    return
             if moved > _MAX_FRAMES_PER_EXCHANGE:
                 raise ConvergenceError(f"exchange {a}->{b} did not quiesce")
             try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -14,6 +15,7 @@ from crdt_mesh import FeatureDisabledError, Identity, Mesh, MeshConfig, P2PEvent
 from crdt_mesh.identity import Domain
 from crdt_mesh.services.gossip import PeerRecord, record_document
 from crdt_mesh.services.gossip.swim import Status, SwimSettings
+from crdt_mesh.testing.cluster import cluster, star
 from tests.helpers import wait_for
 from transports.memory import MemoryNetwork
 
@@ -44,16 +46,17 @@ def _mesh(
     return replica, mesh
 
 
-async def _star(
-    stack: AsyncExitStack, root: Path, network: MemoryNetwork, count: int, config: MeshConfig
-) -> list[Mesh]:
+def _star(root: Path, network: MemoryNetwork, count: int, config: MeshConfig) -> Any:
     """``count`` running meshes that know only node 0's address."""
-    meshes = []
-    for i in range(count):
-        replica, mesh = _mesh(root, network, i, config, Identity.generate())
-        stack.enter_context(replica)
-        meshes.append(await stack.enter_async_context(mesh))
-    return meshes
+    return cluster(
+        root,
+        count,
+        address=lambda i: f"mem://n{i}",
+        transport=lambda i: network.transport(f"mem://n{i}"),
+        peers=star,
+        config=config,
+        swim=CALM,
+    )
 
 
 async def test_gossip_calls_refuse_while_the_flag_is_off(tmp_path: Path) -> None:
@@ -70,8 +73,8 @@ async def test_peers_joining_through_one_bootstrap_discover_each_other(tmp_path:
     network = MemoryNetwork(seed=2)
     count = 12
     discovered: dict[int, set[str]] = {i: set() for i in range(count)}
-    async with AsyncExitStack() as stack:
-        meshes = await _star(stack, tmp_path, network, count, ON)
+    async with _star(tmp_path, network, count, ON) as nodes:
+        meshes = nodes.meshes
         for i, mesh in enumerate(meshes):
             mesh.events.on(P2PEvents.PEER_DISCOVERED, lambda r, i=i: discovered[i].add(str(r.peer)))
             mesh.gossip.join(capabilities=["code-review"] if i % 2 else ["typescript"])
@@ -119,8 +122,8 @@ async def test_a_broadcast_reaches_every_peer_exactly_once(tmp_path: Path) -> No
     count = 10
     stable = MeshConfig(enabled=True, gossip=True, gossip_interval_ms=500, max_peers=4)
     received: dict[int, list[object]] = {i: [] for i in range(count)}
-    async with AsyncExitStack() as stack:
-        meshes = await _star(stack, tmp_path, network, count, stable)
+    async with _star(tmp_path, network, count, stable) as nodes:
+        meshes = nodes.meshes
         for i, mesh in enumerate(meshes):
             mesh.gossip.join()
             mesh.gossip.on("message", lambda m, i=i: received[i].append(m.payload))

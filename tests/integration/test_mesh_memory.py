@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
 import cbor2
 import pytest
 
-from crdt_mesh import Durability, Identity, Replica
+from crdt_mesh import Identity, Replica
 from crdt_mesh.errors import LinkClosed
 from crdt_mesh.mesh import Mesh
 from crdt_mesh.sync.messages import MAX_FRAME, PROTOCOL_VERSION, Hello, encode
+from crdt_mesh.testing import Faults
+from crdt_mesh.testing.cluster import cluster, full
 from tests.helpers import feed, wait_for
-from transports.memory import LinkFaults, MemoryNetwork
+from transports.memory import MemoryNetwork
 
 pytestmark = pytest.mark.anyio
 
@@ -24,23 +26,16 @@ pytestmark = pytest.mark.anyio
 async def mesh_of(
     tmp_path: Path, count: int, network: MemoryNetwork, interval: float = 0.05
 ) -> AsyncIterator[list[Mesh]]:
-    async with AsyncExitStack() as stack:
-        meshes = []
-        for i in range(count):
-            replica = stack.enter_context(
-                Replica.open(tmp_path / f"r{i}", Identity.generate(), durability=Durability.PROCESS)
-            )
-            peers = [f"mem://node-{j}" for j in range(i)]  # each dials the ones before it
-            mesh = Mesh(
-                replica,
-                network.transport(f"mem://node-{i}"),
-                listen=f"mem://node-{i}",
-                peers=peers,
-                interval=interval,
-                seed=i,
-            )
-            meshes.append(await stack.enter_async_context(mesh))
-        yield meshes
+    """``count`` meshes on ``network``, each dialling the ones before it."""
+    async with cluster(
+        tmp_path,
+        count,
+        address=lambda i: f"mem://node-{i}",
+        transport=lambda i: network.transport(f"mem://node-{i}"),
+        peers=full,
+        interval=interval,
+    ) as nodes:
+        yield nodes.meshes
 
 
 def converged(meshes: list[Mesh]) -> bool:
@@ -61,7 +56,7 @@ async def test_meshes_converge(tmp_path: Path) -> None:
 
 
 async def test_meshes_converge_through_loss_duplication_and_reordering(tmp_path: Path) -> None:
-    network = MemoryNetwork(seed=3, faults=LinkFaults(loss=0.1, duplication=0.1, reorder=0.1))
+    network = MemoryNetwork(seed=3, faults=Faults(loss=0.1, duplication=0.1, reorder=0.1))
     async with mesh_of(tmp_path, 3, network) as meshes:
         for round_ in range(5):
             for i, mesh in enumerate(meshes):
@@ -139,7 +134,7 @@ async def test_a_bad_peer_is_dropped_and_honest_sync_goes_on(tmp_path: Path) -> 
 
 
 async def test_links_that_die_mid_batch_are_redialled(tmp_path: Path) -> None:
-    network = MemoryNetwork(seed=11, faults=LinkFaults(die_after=3))
+    network = MemoryNetwork(seed=11, faults=Faults(die_after=3))
     async with mesh_of(tmp_path, 3, network) as meshes:
         for i, mesh in enumerate(meshes):
             notes = mesh.replica.document("notes")
@@ -181,3 +176,19 @@ async def test_connect_outside_the_running_mesh_is_a_typed_error(tmp_path: Path)
         mesh = Mesh(replica, MemoryNetwork().transport())
         with pytest.raises(ClosedError):
             await mesh.connect("mem://nowhere")
+
+
+async def test_a_cluster_by_default_finds_its_transport_by_scheme(tmp_path: Path) -> None:
+    """crdt_mesh.testing.cluster with no transport given: mem:// addresses, served by
+    the registry's in-process network; a line topology still converges."""
+    from crdt_mesh.testing.cluster import line
+
+    async with cluster(tmp_path, 3, peers=line) as nodes:
+        for i in range(3):
+            nodes.write(i, "notes", {f"k{i}": i})
+        await nodes.converged()
+        assert nodes.replicas[0].document("notes").map("m").to_py() == {
+            "k0": 0.0,
+            "k1": 1.0,
+            "k2": 2.0,
+        }

@@ -16,9 +16,10 @@ from hypothesis import strategies as st
 
 from crdt_mesh import Durability, Identity, Mesh, MeshConfig, Replica
 from crdt_mesh.errors import LinkClosed
+from crdt_mesh.testing import Faults
 from crdt_mesh.testing.strategies import sync_frames
 from tests.helpers import feed, wait_for
-from transports.memory import LinkFaults, MemoryNetwork
+from transports.memory import MemoryNetwork
 
 GOSSIP = MeshConfig(enabled=True, gossip=True, gossip_interval_ms=50, max_peers=8)
 
@@ -30,7 +31,7 @@ async def test_honest_peers_on_a_lossy_network_are_never_penalised(
 ) -> None:
     """15% loss, duplication, reordering; writes, broadcasts and failure detection
     throughout. Every peer converges, and no table holds a refusal or a breach."""
-    faults = LinkFaults(loss=0.15, duplication=0.05, reorder=0.1)
+    faults = Faults(loss=0.15, duplication=0.05, reorder=0.1)
     network = MemoryNetwork(seed=seed, faults=faults)
     async with AsyncExitStack() as stack:
         meshes = []

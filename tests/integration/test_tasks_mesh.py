@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
-from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
 
 from crdt_mesh import FeatureDisabledError, Identity, Mesh, MeshConfig, P2PEvents, Replica
 from crdt_mesh.services.tasks import Bid, TaskService, TaskState, TaskView
+from crdt_mesh.testing.cluster import cluster, full
 from tests.helpers import wait_for
 from transports.memory import MemoryNetwork
 
@@ -23,20 +23,16 @@ async def test_the_missions_example_end_to_end(tmp_path: Path) -> None:
     announced: dict[int, list[TaskView]] = {i: [] for i in range(4)}
     received: dict[int, list[object]] = {i: [] for i in range(4)}
     assigned: dict[int, list[TaskView]] = {i: [] for i in range(4)}
-    async with AsyncExitStack() as stack:
-        meshes = []
-        for i in range(4):
-            replica = stack.enter_context(Replica.open(tmp_path / f"n{i}", Identity.generate()))
-            mesh = Mesh(
-                replica,
-                network.transport(f"mem://n{i}"),
-                listen=f"mem://n{i}",
-                peers=[f"mem://n{j}" for j in range(i)],
-                interval=0.05,
-                config=ON,
-                seed=i,
-            )
-            meshes.append(await stack.enter_async_context(mesh))
+    async with cluster(
+        tmp_path,
+        4,
+        address=lambda i: f"mem://n{i}",
+        transport=lambda i: network.transport(f"mem://n{i}"),
+        peers=full,
+        config=ON,
+    ) as nodes:
+        meshes = nodes.meshes
+        for i, mesh in enumerate(meshes):
             mesh.events.on(P2PEvents.TASK_ANNOUNCED, announced[i].append)
             mesh.events.on(P2PEvents.BID_RECEIVED, received[i].append)
             mesh.events.on(P2PEvents.TASK_ASSIGNED, assigned[i].append)
