@@ -29,6 +29,10 @@ with few is never starved by hosts with many. A failed or
 timed-out handshake counts against its host in a
 :class:`~crdt_mesh.penalty.Penalties` table; a refused host's connections are
 closed before any handshake work.
+
+Why one module (~600 lines): dialling, listening (with its per-host
+admission limits) and the framed, encrypted link share the handshake and the
+frame codec; the Noise state machine itself is in :mod:`.noise`.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import pycrdt
 
@@ -14,14 +15,23 @@ from ..ledger import DocumentId, Entry, EntryKind, client_id_for
 from .records import DocumentChange, Head
 from .yupdate import encode_state_vector, is_integrated, parse_state_vector
 
-if TYPE_CHECKING:
-    from .replica import Replica
-
 log = logging.getLogger(__name__)
 
 #: Updates checked for integration in one merged diff (merging many at once costs
 #: more than linear time in Yrs).
 _SETTLE_GROUP = 32
+
+
+@dataclass(frozen=True)
+class DocumentHooks:
+    """What a document needs from the replica that holds it (and nothing more)."""
+
+    peer_id: PeerId
+    heads: Callable[[DocumentId], dict[PeerId, Head]]
+    check_writable: Callable[[DocumentId], None]
+    commit: Callable[[Document, bytes], None]
+    rebuild: Callable[[Document], None]
+    snapshot_min_debt: int
 
 
 class Document:
@@ -33,10 +43,10 @@ class Document:
     transaction is committed on its own.
     """
 
-    def __init__(self, replica: Replica, doc_id: DocumentId) -> None:
+    def __init__(self, hooks: DocumentHooks, doc_id: DocumentId) -> None:
         self.id = doc_id
-        self._replica = replica
-        self._client_id = client_id_for(doc_id, replica.peer_id)
+        self._hooks = hooks
+        self._client_id = client_id_for(doc_id, hooks.peer_id)
         self._captured: list[bytes] = []
         self._depth = 0
         self._applying = False
@@ -93,7 +103,7 @@ class Document:
 
     def heads(self) -> dict[PeerId, Head]:
         """The head of each author's feed in this document."""
-        return {a: h for (d, a), h in self._replica._state.heads.items() if d == self.id}
+        return self._hooks.heads(self.id)
 
     def observe(self, callback: Callable[[DocumentChange], None]) -> Callable[[], None]:
         """Call ``callback`` after each committed entry is applied; returns an unsubscribe."""
@@ -110,7 +120,7 @@ class Document:
             NotWritable: this replica's identity may not write this document.
             StoreError: the commit failed; the in-memory document was rolled back.
         """
-        self._replica._check_writable(self.id)
+        self._hooks.check_writable(self.id)
         self._depth += 1
         try:
             with self._ydoc.transaction():
@@ -119,7 +129,7 @@ class Document:
             self._depth -= 1
             if self._depth == 0 and self._captured:
                 # Yrs cannot undo: drop the half-made change by reloading what was committed.
-                self._replica._rebuild(self)
+                self._hooks.rebuild(self)
             raise
         self._depth -= 1
         if self._depth == 0:
@@ -141,9 +151,9 @@ class Document:
             return
         update = captured[0] if len(captured) == 1 else pycrdt.merge_updates(*captured)
         try:
-            self._replica._commit_local(self, update)
+            self._hooks.commit(self, update)
         except BaseException:
-            self._replica._rebuild(self)
+            self._hooks.rebuild(self)
             raise
 
     # -- applying committed entries -------------------------------------------------
@@ -199,4 +209,4 @@ class Document:
                     log.exception("observer of %s failed", self.id)
 
     def _snapshot_due(self) -> bool:
-        return self._debt > max(self._replica._snapshot_min_debt, self._snapshot_size)
+        return self._debt > max(self._hooks.snapshot_min_debt, self._snapshot_size)

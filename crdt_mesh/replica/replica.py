@@ -3,7 +3,14 @@
 Synchronous and single-threaded by design (no event loop needed): property
 tests drive it directly and the async Mesh calls it from one task. Incoming
 entries go through verify -> chain -> policy -> client-id binding -> commit ->
-apply (DESIGN invariants 1-5); local transactions become one signed entry each.
+apply (invariants 1-5 of docs/architecture.md); local transactions become one signed
+entry each.
+
+Why one module (~780 lines): this is where a store transaction, the ledger
+state and the open documents change together, and nowhere else. The rules it
+applies live in their own modules (admission, state, pending, document,
+verifier); what remains here is the transaction boundaries and short
+delegations.
 """
 
 from __future__ import annotations
@@ -48,7 +55,7 @@ from .admission import (
     _decode_chunk,
     _Staging,
 )
-from .document import Document
+from .document import Document, DocumentHooks
 from .pending import PendingArea, PendingLimits
 from .records import (
     FeedHeads,
@@ -117,7 +124,6 @@ class Replica:
         self.identity = identity
         self.peer_id = identity.peer_id
         self._clock = clock
-        self._snapshot_min_debt = snapshot_min_debt
         self._store = Store(path, durability=durability, map_size=map_size)
         limits = pending or PendingLimits()
         if max_pending is not None:
@@ -131,6 +137,14 @@ class Replica:
         self._pool: VerifierPool | None = None
         self._verify_processes = verify_processes
         self._closed = False
+        self._document_hooks = DocumentHooks(
+            peer_id=self.peer_id,
+            heads=self._heads_of,
+            check_writable=self._check_writable,
+            commit=self._commit_local,
+            rebuild=self._rebuild,
+            snapshot_min_debt=snapshot_min_debt,
+        )
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], identity: Identity, **options: Any) -> Replica:
@@ -187,7 +201,7 @@ class Replica:
         doc_id = self._resolve_id(name, policy)
         document = self._open.get(doc_id)
         if document is None:
-            document = Document(self, doc_id)
+            document = Document(self._document_hooks, doc_id)
             self._load_document(document)
             self._open[doc_id] = document
         return document
@@ -245,6 +259,10 @@ class Replica:
         self._load_document(document)
 
     # -- local writes -----------------------------------------------------------------
+
+    def _heads_of(self, doc_id: DocumentId) -> dict[PeerId, Head]:
+        heads = self._state.heads
+        return {author: heads[(doc_id, author)] for author in heads.authors_of(doc_id)}
 
     def _check_writable(self, doc_id: DocumentId) -> None:
         self._check_open()
@@ -438,11 +456,12 @@ class Replica:
     def readable_by(self, document: DocumentId, peer: PeerId) -> bool:
         """Whether ``peer`` may be offered this document's entries.
 
-        ``local`` documents: never, whatever any rule says (DESIGN invariant: local
-        never leaves). Then the read policies added with :meth:`add_read_policy`, in
-        order: the first that has an opinion decides. Else the default: ``members``
-        documents to the owner and the members of the ACL as this replica knows it;
-        others to anyone (their policy governs who writes, not who reads).
+        ``local`` documents: never, whatever any rule says (invariant 4 of
+        docs/architecture.md). Then the read policies added with
+        :meth:`add_read_policy`, in order: the first that has an opinion decides.
+        Else the default: ``members`` documents to the owner and the members of the
+        ACL as this replica knows it; others to anyone (their policy governs who
+        writes, not who reads).
         """
         if document.policy is Policy.LOCAL:
             return False
@@ -691,8 +710,8 @@ class Replica:
         """Judge entries in order and commit the admitted ones in groups.
 
         Each group is one LMDB transaction, after which its entries are applied to
-        the open documents (DESIGN invariant 5). Committing as we go lets the
-        verifier processes check the next chunks meanwhile.
+        the open documents (invariant 5 of docs/architecture.md). Committing as we go
+        lets the verifier processes check the next chunks meanwhile.
         """
         report = report or IngestReport()
         staging = _Staging(self._state, self._store, now=self._clock(), source=source)

@@ -3,8 +3,8 @@
 ``pycrdt.get_update(update, state)`` drops every struct that ``state`` already
 covers and keeps the whole delete set. Asked with the author's own client id at
 the largest clock, it leaves exactly the structs of *other* clients: none may
-remain (client-id binding, DESIGN invariant 3), and what is left is the delete
-set. Asked with a document's state, it tells whether the document integrated
+remain (client-id binding, invariant 3 of docs/architecture.md), and what is left is the
+delete set. Asked with a document's state, it tells whether the document integrated
 all of the update or keeps some of it pending (missing dependencies).
 
 (``pycrdt.get_state(update)`` is no substitute: it only counts structs that

@@ -17,8 +17,14 @@ event loop.
 Each link has a reader (frames into a queue bounded in bytes), a handler (the
 sync core and ingest) and a writer (frames out, entries read from the store only
 as the link drains), so a slow or silent peer holds up its own link and nothing
-else. Misbehaviour is counted in a :class:`~crdt_mesh.penalty.Penalties` table:
+else. Misbehaviour is counted in a :class:`~crdt_mesh.runtime.penalty.Penalties` table:
 a peer over its threshold has its links closed and is refused for a back-off.
+
+Why one module (~750 lines): a link's life (dial, replace a duplicate, read
+ahead, handle, write, budgets, penalties, close) is one state machine over
+tables the runtime shares between links; cut in two, each half would reach
+into the other's privates. The protocol itself lives in :mod:`..sync` and
+:mod:`.peer`, the penalty table in :mod:`.penalty`.
 """
 
 from __future__ import annotations

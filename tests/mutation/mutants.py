@@ -38,7 +38,7 @@ MUTANTS = [
     # -- issue 11: survived the whole suite ------------------------------------------------
     Mutant(
         "proof-index-unbounded",
-        "crdt_mesh/ledger.py",
+        "crdt_mesh/ledger/entry.py",
         "not 0 <= index < (1 << len(siblings))",
         "not 0 <= index",
         (
@@ -91,7 +91,7 @@ MUTANTS = [
     ),
     Mutant(
         "root-cache-by-signature",
-        "crdt_mesh/ledger.py",
+        "crdt_mesh/ledger/entry.py",
         "        if self.proof is not None and signed in _VERIFIED_ROOTS:",
         "        if self.proof is not None and signed[:64] in {k[:64] for k in _VERIFIED_ROOTS}:",
         (

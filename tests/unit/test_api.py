@@ -25,8 +25,8 @@ def test_every_error_derives_from_mesh_error() -> None:
 
 
 def test_the_library_never_imports_transports() -> None:
-    """DESIGN: transports depend on crdt_mesh, never the reverse (the CLI, an application,
-    imports a transport lazily inside its commands)."""
+    """Transports depend on crdt_mesh, never the reverse (docs/architecture.md): loading
+    every module of the library loads no transport."""
     import subprocess
     import sys
 

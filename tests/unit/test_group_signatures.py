@@ -175,7 +175,7 @@ def test_helper_processes_check_a_group_once_and_still_catch_a_forgery(tmp_path:
 
 
 def test_the_hand_written_proof_encoding_is_canonical_cbor() -> None:
-    from crdt_mesh.ledger import _auth_field
+    from crdt_mesh.ledger.entry import _auth_field
 
     signature = bytes(range(64))
     for index, depth in ((0, 1), (5, 3), (23, 5), (24, 5), (63, 6), (255, 8), (300, 9)):

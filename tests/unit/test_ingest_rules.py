@@ -1,4 +1,5 @@
-"""Ingest refuses what it must (DESIGN invariants 1-4, 8) and changes nothing when it does."""
+"""Ingest refuses what it must (invariants 1-4, 8 of docs/architecture.md) and changes
+nothing when it does."""
 
 from __future__ import annotations
 

@@ -266,9 +266,9 @@ def test_a_long_reader_does_not_block_the_writer(make_replica: ReplicaFactory) -
 def test_observers_and_hooks_run_only_once_the_entry_is_durable(
     make_replica: ReplicaFactory,
 ) -> None:
-    """DESIGN invariant 5: no event before the commit. Each observer and commit hook,
-    when called, finds the entry in the store (a fresh read transaction) and in heads(),
-    for a local transaction, a batch, and an ingest."""
+    """No event before the commit (invariant 5 of docs/architecture.md). Each observer and
+    commit hook, when called, finds the entry in the store (a fresh read transaction) and
+    in heads(), for a local transaction, a batch, and an ingest."""
     alice, bob = make_replica(), make_replica()
     seen: list[tuple[str, bool]] = []
 

@@ -1,7 +1,7 @@
 """Epidemic broadcast of signed, ephemeral messages. Sans-IO.
 
 A message is signed by its origin and identified by the hash of its body; it
-is not stored in the ledger (DESIGN invariant 7). A member that receives it
+is not stored in the ledger (invariant 7 of docs/architecture.md). A member that receives it
 for the first time delivers it (once: ids are remembered) and, while its TTL
 in hops lasts, pushes it to ``fanout`` random members in each of its next
 ``rounds`` gossip rounds: the first push at once (:meth:`Broadcaster.pump`),

@@ -3,8 +3,8 @@
 Each peer publishes a signed record in a document only it can write
 (``owner:<peer>:mesh:peer``): its capabilities, addresses, start time, and
 whether it left on purpose. The peer set is a pure view over those records
-(DESIGN invariant 6), so every replica that holds the same entries shows the
-same peers. Records spread like any other document: anti-entropy plus eager push.
+(invariant 6 of docs/architecture.md), so every replica that holds the same entries shows
+the same peers. Records spread like any other document: anti-entropy plus eager push.
 
 Discovery in the manner of HyParView (Leitão, Pereira, Rodrigues, DSN 2007):
 the links a mesh keeps are its *active view* (bounded by ``P2P_MAX_PEERS``);
@@ -21,8 +21,8 @@ has not declared it dead; ``p2p:peer:discovered`` and ``p2p:peer:lost`` fire
 as that changes, so a crashed peer is lost and, restarted, discovered again.
 
 Epidemic broadcast (``propagate``, :mod:`crdt_mesh.services.gossip.epidemic`): a message
-signed by its origin, not stored in the ledger (DESIGN invariant 7), pushed to
-``fanout`` random linked peers at once and in a few later gossip rounds; each
+signed by its origin, not stored in the ledger (invariant 7 of docs/architecture.md),
+pushed to ``fanout`` random linked peers at once and in a few later gossip rounds; each
 peer delivers it once (de-duplicated by id) and pushes it on while its TTL in
 hops lasts. Replicated state does not depend on it: anti-entropy underneath
 converges even where a broadcast is lost.

@@ -16,8 +16,8 @@ timeout and period; the suspicion timeout starts long and shrinks as
 independent members confirm the suspicion; a probe of a suspect carries the
 suspicion, so the suspect hears of it at once and refutes it (buddy system).
 
-Every frame is signed by the member that wrote it (DESIGN invariant 7: signed,
-but not in the ledger). An ack relayed by an intermediary is the target's own
+Every frame is signed by the member that wrote it (invariant 7 of docs/architecture.md:
+signed, but not in the ledger). An ack relayed by an intermediary is the target's own
 signed ack, so nobody can vouch for a member that is not answering; an
 *alive* update carries the member's own signature over its incarnation, so
 nobody can refute a suspicion on another's behalf.
@@ -25,6 +25,10 @@ nobody can refute a suspicion on another's behalf.
 The core owns no clock, socket or task: the shell calls :meth:`tick` with the
 time, hands it frames with :meth:`receive`, sends what :meth:`outbox` returns
 and reads :meth:`changes`. :meth:`next_deadline` says when to tick next.
+
+Why one module (~670 lines): SWIM's probe, suspicion and dissemination and
+Lifeguard's three refinements act on one member table in one period; the
+frame codec is the only part that stands alone, and it is short.
 """
 
 from __future__ import annotations

@@ -4,6 +4,11 @@ Synchronous, with the clock injected: the same logic whether a mesh runs it or a
 test drives it. Commands check the rules before they write (a
 :class:`NegotiationError`, nothing written); views are pure functions of the
 sections the replica holds (and of the time given).
+
+Why one module (~700 lines): the commands and the view read the same
+sections with the same helpers (the view is what every command checks before
+it writes); the pure parts (selection, sealed-bid crypto, codecs) are already
+in :mod:`.rules` and :mod:`.model`.
 """
 
 from __future__ import annotations

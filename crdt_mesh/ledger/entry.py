@@ -1,4 +1,4 @@
-"""The ledger: document ids and policies, signed entries, fork proofs.
+"""Signed, hash-chained entries, alone or in signature groups.
 
 Pure values: no I/O, no clock, no LMDB. An :class:`Entry` is the unit that is
 stored and replicated; its bytes are canonical CBOR, so each entry has exactly
@@ -18,19 +18,18 @@ import enum
 import hashlib
 import math
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import cbor2
 
-from .errors import ChainError, InvalidDocumentId, InvalidEntry, InvalidSignature
-from .identity import Domain, Identity, PeerId, open_signed
+from ..errors import ChainError, InvalidEntry, InvalidSignature
+from ..identity import Domain, Identity, PeerId, open_signed
+from .ids import DocumentId
 
 ENTRY_VERSION = 2  # 2: ids hash the nine signed fields; group signatures
 #: Largest encoded entry accepted, in bytes. Bigger changes must be split.
 MAX_ENTRY_SIZE = 4 * 1024 * 1024
-MAX_NAME_LENGTH = 256
 ZERO_HASH = bytes(32)
 
 # Domain separation (identity.Domain): a signature over an entry can never be
@@ -41,126 +40,10 @@ MAX_BATCH_DEPTH = 6
 _PAD_LEAF = hashlib.blake2b(b"\x02", digest_size=32).digest()
 _VERIFIED_ROOTS: OrderedDict[bytes, None] = OrderedDict()  # signed group roots checked
 _VERIFIED_ROOTS_MAX = 4096
-_CLIENT_DOMAIN = b"crdt_mesh/client/v1\x00"
 _ENTRY_FIELDS = 10
 _ARRAY_10 = 0x8A
 _SIG_HEADER = b"\x58\x40"  # CBOR byte string of 64 bytes
 _HASH_HEADER = b"\x58\x20"  # CBOR byte string of 32 bytes
-_JS_SAFE_INT = (1 << 53) - 1  # Yjs client ids must stay JavaScript-safe integers
-
-
-class Policy(enum.Enum):
-    """Who may write a document (DESIGN invariant 4)."""
-
-    OPEN = "open"  # anyone
-    OWNER = "owner"  # the owner alone
-    MEMBERS = "members"  # the owner and the members of its signed ACL
-    LOCAL = "local"  # this replica alone; never leaves it
-
-
-_OWNED = frozenset({Policy.OWNER, Policy.MEMBERS})
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class DocumentId:
-    """A self-certifying document id: it commits to its policy and owner.
-
-    The printable form is ``policy:name`` for ``open`` and ``local`` documents and
-    ``policy:<owner peer id>:name`` for ``owner`` and ``members`` documents, so a
-    document's owner can never be claimed after the fact: it is part of the name.
-    """
-
-    policy: Policy
-    name: str
-    owner: PeerId | None = None
-    text: str = field(init=False, repr=False, compare=False)
-    key: bytes = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.policy, Policy):
-            raise InvalidDocumentId(f"policy must be a Policy, not {self.policy!r}")
-        if not isinstance(self.name, str) or not 0 < len(self.name) <= MAX_NAME_LENGTH:
-            raise InvalidDocumentId(f"a document name is 1..{MAX_NAME_LENGTH} characters")
-        if not self.name.isprintable():
-            raise InvalidDocumentId(f"document name {self.name!r} has unprintable characters")
-        if (self.policy in _OWNED) != (self.owner is not None):
-            raise InvalidDocumentId(
-                f"{self.policy.value} documents {'need' if self.policy in _OWNED else 'have no'}"
-                " owner"
-            )
-        if self.owner is not None and not isinstance(self.owner, PeerId):
-            raise InvalidDocumentId("owner must be a PeerId")
-        owner = f"{self.owner}:" if self.owner is not None else ""
-        text = f"{self.policy.value}:{owner}{self.name}"
-        object.__setattr__(self, "text", text)
-        object.__setattr__(self, "key", hashlib.blake2b(text.encode(), digest_size=16).digest())
-
-    def __str__(self) -> str:
-        return self.text
-
-    # The printable form is canonical, so it stands for the whole id (and a str
-    # caches its hash: ids are dict keys on every hot path).
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, DocumentId) and other.text == self.text
-
-    def __hash__(self) -> int:
-        return hash(self.text)
-
-    @classmethod
-    def parse(cls, text: str) -> DocumentId:
-        """Parse the printable form.
-
-        Raises:
-            InvalidDocumentId: ``text`` is not a document id.
-        """
-        if isinstance(text, str):
-            cached = _PARSED.get(text)
-            if cached is not None:
-                return cached
-        doc = cls._parse(text)
-        if len(_PARSED) >= _PARSE_CACHE_SIZE:
-            _PARSED.clear()
-        _PARSED[doc.text] = doc
-        return doc
-
-    @classmethod
-    def _parse(cls, text: str) -> DocumentId:
-        """Parse the printable form.
-
-        Raises:
-            InvalidDocumentId: ``text`` is not a document id.
-        """
-        if not isinstance(text, str):
-            raise InvalidDocumentId(f"a document id is a str, not {type(text).__name__}")
-        policy_text, sep, rest = text.partition(":")
-        try:
-            policy = Policy(policy_text)
-        except ValueError:
-            raise InvalidDocumentId(f"unknown policy in document id {text!r}") from None
-        if not sep:
-            raise InvalidDocumentId(f"document id {text!r} has no name")
-        if policy not in _OWNED:
-            return cls(policy, rest)
-        owner_text, sep, name = rest.partition(":")
-        try:
-            owner = PeerId.parse(owner_text)
-        except ValueError:
-            raise InvalidDocumentId(f"bad owner in document id {text!r}") from None
-        return cls(policy, name, owner)
-
-
-_PARSE_CACHE_SIZE = 4096
-_PARSED: dict[str, DocumentId] = {}
-
-
-def client_id_for(document: DocumentId, author: PeerId) -> int:
-    """The Yrs client id that ``author`` writes with in ``document``.
-
-    Derived from the key, so it needs no declaration that could be forged, and
-    per document, so one author's clocks in one document say nothing of another.
-    """
-    digest = hashlib.blake2b(_CLIENT_DOMAIN + document.key + author.key, digest_size=8).digest()
-    return int.from_bytes(digest, "big") & _JS_SAFE_INT
 
 
 class EntryKind(enum.IntEnum):
@@ -521,102 +404,3 @@ def _parse_proof(
     if type(index) is not int or not 0 <= index < (1 << len(siblings)):
         raise InvalidEntry("a group proof's index is out of range", document=document)
     return signature, (index, tuple(siblings))
-
-
-@dataclass(frozen=True, slots=True)
-class ForkProof:
-    """Two different entries signed by one author at one (document, author, seq).
-
-    Self-contained evidence: anyone can check it with :meth:`decode`, with no
-    other state. ``first.id < second.id`` so that a fork has one proof.
-    """
-
-    first: Entry
-    second: Entry
-
-    def __post_init__(self) -> None:
-        a, b = self.first, self.second
-        if (a.document, a.author, a.seq) != (b.document, b.author, b.seq):
-            raise InvalidEntry("a fork proof needs two entries of one document, author and seq")
-        if a.id == b.id:
-            raise InvalidEntry("a fork proof needs two different entries", **a.where())
-        if a.id > b.id:
-            raise InvalidEntry("fork proof entries out of order", **a.where())
-
-    @classmethod
-    def of(cls, one: Entry, other: Entry) -> ForkProof:
-        """The proof of the fork between two entries, in canonical order."""
-        return cls(one, other) if one.id < other.id else cls(other, one)
-
-    @property
-    def document(self) -> DocumentId:
-        return self.first.document
-
-    @property
-    def author(self) -> PeerId:
-        return self.first.author
-
-    @property
-    def seq(self) -> int:
-        return self.first.seq
-
-    def encode(self) -> bytes:
-        return cbor2.dumps(["fork", self.first.encoded, self.second.encoded], canonical=True)
-
-    @classmethod
-    def decode(cls, data: bytes) -> ForkProof:
-        """Decode and verify a fork proof (both signatures, same slot, different entries).
-
-        Raises:
-            InvalidEntry: anything about it is wrong.
-        """
-        try:
-            items = cbor2.loads(data)
-        except Exception as exc:
-            raise InvalidEntry(f"malformed fork proof: {exc}") from None
-        if not (isinstance(items, list) and len(items) == 3 and items[0] == "fork"):
-            raise InvalidEntry("not a fork proof")
-        proof = cls.of(Entry.decode(items[1]), Entry.decode(items[2]))
-        if proof.encode() != bytes(data):
-            raise InvalidEntry("fork proof is not in canonical encoding")
-        return proof
-
-
-@dataclass(frozen=True, slots=True)
-class Acl:
-    """The member list of a ``members`` document, as of one owner entry.
-
-    ``cuts`` maps a removed member to the last seq of its feed that still counts:
-    its later entries are void on every replica (the same rule as a fork freeze).
-    """
-
-    members: frozenset[PeerId] = frozenset()
-    cuts: Mapping[PeerId, int] = field(default_factory=dict)
-
-    def encode(self) -> bytes:
-        return cbor2.dumps(
-            {
-                "members": sorted(m.key for m in self.members),
-                "cuts": {p.key: s for p, s in self.cuts.items()},
-            },
-            canonical=True,
-        )
-
-    @classmethod
-    def decode(cls, data: bytes) -> Acl:
-        try:
-            record = cbor2.loads(data)
-            members = frozenset(PeerId(k) for k in record["members"])
-            cuts = {PeerId(k): int(v) for k, v in record["cuts"].items()}
-        except Exception as exc:
-            raise InvalidEntry(f"malformed ACL: {exc}") from None
-        acl = cls(members, cuts)
-        if acl.encode() != bytes(data):
-            raise InvalidEntry("ACL is not in canonical encoding")
-        return acl
-
-    def with_changes(self, add: Iterable[PeerId] = (), remove: Mapping[PeerId, int] = {}) -> Acl:
-        members = (self.members | frozenset(add)) - frozenset(remove)
-        cuts = {p: s for p, s in self.cuts.items() if p not in members}
-        cuts.update(remove)
-        return Acl(members, cuts)
