@@ -103,19 +103,31 @@ from .store import Durability as Durability
 __version__ = "0.1.0"
 
 from .mesh import P2PEvents as P2PEvents
+from .services.gossip import GossipEvents as GossipEvents
+from .services.gossip import GossipMessage as GossipMessage
 from .services.gossip import GossipMessageType as GossipMessageType
+from .services.gossip import PeerRecord as PeerRecord
+from .services.gossip import SwimSettings as SwimSettings
+from .services.memory import MemoryEvents as MemoryEvents
 from .services.memory import MemoryPrivacyLevel as MemoryPrivacyLevel
+from .services.reputation import ReputationEvents as ReputationEvents
 from .services.reputation import ReputationScore as ReputationScore
+from .services.tasks import Announcement as Announcement
+from .services.tasks import Bid as Bid
 from .services.tasks import NegotiationConfig as NegotiationConfig
 from .services.tasks import NegotiationError as NegotiationError
 from .services.tasks import TaskConfig as TaskConfig
 from .services.tasks import TaskCoordinationMode as TaskCoordinationMode
+from .services.tasks import TaskEvents as TaskEvents
 from .services.tasks import TaskRef as TaskRef
 from .services.tasks import TaskState as TaskState
+from .services.tasks import TaskView as TaskView
 
 __all__ = [
     "Acl",
+    "Announcement",
     "AuthenticationError",
+    "Bid",
     "ChainError",
     "ClientIdViolation",
     "ClosedError",
@@ -131,6 +143,8 @@ __all__ = [
     "FeatureDisabledError",
     "ForkDetected",
     "ForkProof",
+    "GossipEvents",
+    "GossipMessage",
     "GossipMessageType",
     "Head",
     "Identity",
@@ -144,6 +158,7 @@ __all__ = [
     "LinkClosed",
     "Listener",
     "LocalError",
+    "MemoryEvents",
     "MemoryPrivacyLevel",
     "Mesh",
     "MeshConfig",
@@ -154,6 +169,7 @@ __all__ = [
     "Offence",
     "P2PEvents",
     "PeerId",
+    "PeerRecord",
     "Penalties",
     "PenaltySettings",
     "PendingLimits",
@@ -165,12 +181,16 @@ __all__ = [
     "RemoteError",
     "Replica",
     "ReplicaSummary",
+    "ReputationEvents",
     "ReputationScore",
     "StoreError",
+    "SwimSettings",
     "TaskConfig",
     "TaskCoordinationMode",
+    "TaskEvents",
     "TaskRef",
     "TaskState",
+    "TaskView",
     "Transport",
     "TransportError",
     "client_id_for",

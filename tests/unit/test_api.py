@@ -39,3 +39,22 @@ def test_the_library_never_imports_transports() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_every_event_says_what_its_handlers_receive_and_the_types_are_public() -> None:
+    """A handler's author can name (and import from ``crdt_mesh``) what each event delivers."""
+    from crdt_mesh.services import gossip, memory, reputation, tasks
+
+    firing = {gossip: crdt_mesh.GossipEvents, tasks: crdt_mesh.TaskEvents}
+    for service, events in firing.items():
+        assert set(service.EVENT_PAYLOADS) == set(events), service.__name__
+    for service in (memory, reputation):  # vocabulary only until the service exists
+        assert set(service.EVENT_PAYLOADS) <= set(
+            memory.MemoryEvents if service is memory else reputation.ReputationEvents
+        )
+    for service in (gossip, tasks, memory, reputation):
+        for event, payloads in service.EVENT_PAYLOADS.items():
+            assert event.value in {e.value for e in crdt_mesh.P2PEvents}, event
+            for payload in payloads:
+                assert getattr(crdt_mesh, payload.__name__, None) is payload, payload
+                assert payload.__name__ in crdt_mesh.__all__

@@ -13,9 +13,10 @@ from .epidemic import MAX_BROADCAST as MAX_BROADCAST
 from .epidemic import MAX_FANOUT as MAX_FANOUT
 from .epidemic import MAX_TTL as MAX_TTL
 from .epidemic import Broadcaster as Broadcaster
-from .epidemic import GossipMessage as GossipMessage
+from .model import EVENT_PAYLOADS as EVENT_PAYLOADS
 from .model import RECORD_DOCUMENT as RECORD_DOCUMENT
 from .model import GossipEvents as GossipEvents
+from .model import GossipMessage as GossipMessage
 from .model import GossipMessageType as GossipMessageType
 from .model import PeerRecord as PeerRecord
 from .model import record_document as record_document
@@ -25,6 +26,7 @@ from .swim import Status as Status
 from .swim import SwimSettings as SwimSettings
 
 __all__ = [
+    "EVENT_PAYLOADS",
     "MAX_BROADCAST",
     "MAX_FANOUT",
     "MAX_TTL",

@@ -41,6 +41,7 @@ import cbor2
 
 from ...identity import Domain, Identity, PeerId
 from ...runtime.penalty import Offence
+from .model import GossipMessage
 
 #: ``pick(count, avoid)``: up to ``count`` distinct members to send to, none of ``avoid``.
 Pick = Callable[[int, Collection[PeerId]], list[PeerId]]
@@ -54,19 +55,6 @@ MAX_BROADCAST = 64 * 1024
 WINDOW_MS = 120_000
 MAX_SKEW_MS = 30_000
 _SEEN = 50_000  # message ids remembered for de-duplication (within the window)
-
-
-@dataclass(frozen=True, slots=True)
-class GossipMessage:
-    """A broadcast as a receiver sees it: verified, delivered once."""
-
-    id: bytes
-    origin: PeerId
-    type: str
-    payload: Any
-    created_at: int
-    ttl: int  # hops it may still travel after this one
-    hops: int  # hops it travelled to get here
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,11 @@
-"""Membership's vocabulary: peer records, where they live, message kinds, event names."""
+"""Membership's vocabulary: peer records, where they live, broadcasts, event names."""
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from ...identity import PeerId
 from ...ledger import DocumentId, Policy
@@ -38,6 +40,27 @@ class PeerRecord:
     addresses: tuple[str, ...]
     started_at: int
     left: bool
+
+
+@dataclass(frozen=True, slots=True)
+class GossipMessage:
+    """A broadcast as a receiver sees it: verified, delivered once."""
+
+    id: bytes
+    origin: PeerId
+    type: str
+    payload: Any
+    created_at: int
+    ttl: int  # hops it may still travel after this one
+    hops: int  # hops it travelled to get here
+
+
+#: What each event's handlers receive (one of these types).
+EVENT_PAYLOADS: Mapping[GossipEvents, tuple[type, ...]] = {
+    GossipEvents.PEER_DISCOVERED: (PeerRecord,),
+    GossipEvents.PEER_LOST: (PeerRecord,),
+    GossipEvents.MESSAGE_RECEIVED: (GossipMessage,),
+}
 
 
 def record_document(peer: PeerId) -> DocumentId:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 
 
 class MemoryPrivacyLevel(enum.StrEnum):
@@ -20,3 +21,7 @@ class MemoryEvents(enum.StrEnum):
 
     SHARED = "p2p:memory:shared"
     REQUESTED = "p2p:memory:requested"
+
+
+#: What each event's handlers receive: declared with the service itself (not built yet).
+EVENT_PAYLOADS: Mapping[MemoryEvents, tuple[type, ...]] = {}

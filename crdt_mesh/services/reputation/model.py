@@ -53,3 +53,7 @@ def _check_unit(name: str, value: object) -> None:
         raise ValueError(f"{name} must be a number in [0, 1], not {value!r}")
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], not {value!r}")
+
+
+#: What each event's handlers receive: declared with the service itself (not built yet).
+EVENT_PAYLOADS: Mapping[ReputationEvents, tuple[type, ...]] = {}

@@ -7,6 +7,7 @@ injected) · service: ``mesh.tasks``, the async shell.
 
 from .board import TaskBoard as TaskBoard
 from .model import CRITERIA as CRITERIA
+from .model import EVENT_PAYLOADS as EVENT_PAYLOADS
 from .model import Announcement as Announcement
 from .model import Bid as Bid
 from .model import NegotiationConfig as NegotiationConfig
@@ -25,6 +26,7 @@ from .service import TaskService as TaskService
 
 __all__ = [
     "CRITERIA",
+    "EVENT_PAYLOADS",
     "Announcement",
     "Bid",
     "NegotiationConfig",

@@ -208,3 +208,11 @@ class TaskView:
     @property
     def audit_ok(self) -> bool:
         return not self.problems
+
+
+#: What each event's handlers receive (one of these types).
+EVENT_PAYLOADS: Mapping[TaskEvents, tuple[type, ...]] = {
+    TaskEvents.ANNOUNCED: (TaskView,),
+    TaskEvents.BID_RECEIVED: (Bid, TaskView),  # a sealed bid: the TaskView (its content is hidden)
+    TaskEvents.ASSIGNED: (TaskView,),
+}
