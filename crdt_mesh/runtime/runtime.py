@@ -306,7 +306,12 @@ class Runtime:
                 await connection.link.aclose()
             if self._listener is not None:
                 await self._listener.aclose()
-        return await self._tg.__aexit__(exc_type, exc, tb)
+        try:
+            return await self._tg.__aexit__(exc_type, exc, tb)
+        except BaseExceptionGroup as group:
+            if exc is None or group.split(lambda e: e is exc)[1] is not None:
+                raise  # a task of ours failed too: the group says so
+        return False  # the body's exception alone: it goes on as itself, not in a group
 
     @property
     def running(self) -> bool:

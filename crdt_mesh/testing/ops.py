@@ -67,9 +67,35 @@ def apply_op(document: Document, op: Op) -> None:
 
 
 def document_json(document: Document) -> dict[str, Any]:
-    """The content of the generated roots as plain Python values."""
-    return {
-        MAP_ROOT: document.map(MAP_ROOT).to_py(),
-        ARRAY_ROOT: document.array(ARRAY_ROOT).to_py(),
-        TEXT_ROOT: str(document.text(TEXT_ROOT)),
-    }
+    """Every root the document holds, as plain Python values, whatever its schema.
+
+    A replica that only received a root does not know its type (Yrs learns it when
+    the root is first read), so each root is read from the document's update as a
+    map, as an array and as text, and shown as what its content is: a dict (map
+    entries), a str (text) or a list (any other sequence). A root with both map
+    entries and a sequence shows both (``{"map": ..., "sequence": ...}``). Empty
+    roots are left out: a root nobody wrote to is the same as no root.
+    """
+    update = document.update()
+    names = _fresh(update).keys()
+    found: dict[str, Any] = {}
+    for name in sorted(names):
+        entries = _fresh(update).get(name, type=pycrdt.Map).to_py() or {}
+        items = _fresh(update).get(name, type=pycrdt.Array).to_py() or []
+        text = str(_fresh(update).get(name, type=pycrdt.Text))
+        sequence: Any = items
+        if items and text == "".join(x if isinstance(x, str) else "\0" for x in items):
+            sequence = text  # string content only: a text
+        if entries and items:
+            found[name] = {"map": entries, "sequence": sequence}
+        elif entries:
+            found[name] = entries
+        elif items:
+            found[name] = sequence
+    return found
+
+
+def _fresh(update: bytes) -> pycrdt.Doc[Any]:
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    doc.apply_update(update)
+    return doc

@@ -192,3 +192,28 @@ async def test_a_cluster_by_default_finds_its_transport_by_scheme(tmp_path: Path
             "k1": 1.0,
             "k2": 2.0,
         }
+
+
+class _Mine(ValueError):
+    """An exception of the user's own."""
+
+
+async def test_an_exception_in_the_body_comes_out_as_itself(tmp_path: Path) -> None:
+    """Not wrapped in (nested) ExceptionGroups: ``except ValueError`` still catches it."""
+    network = MemoryNetwork(seed=1)
+    with (
+        Replica.open(tmp_path / "a", Identity.generate()) as a,
+        Replica.open(tmp_path / "b", Identity.generate()) as b,
+    ):
+        with pytest.raises(_Mine) as raised:
+            async with (
+                Mesh(a, network.transport(), listen="mem://outer"),
+                Mesh(b, network.transport(), peers=["mem://outer"]) as inner,
+            ):  # one mesh inside another
+                await wait_for(lambda: bool(inner.peers))
+                raise _Mine("the user's own")
+        assert raised.type is _Mine and str(raised.value) == "the user's own"
+        with pytest.raises(SystemExit) as exited:
+            async with Mesh(a, network.transport(), listen="mem://outer-2"):
+                raise SystemExit(3)
+        assert exited.value.code == 3
