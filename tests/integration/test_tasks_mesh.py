@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from crdt_mesh import FeatureDisabledError, Identity, Mesh, MeshConfig, P2PEvents, Replica
-from crdt_mesh.services.tasks import Bid, TaskService, TaskState, TaskView
+from crdt_mesh.services.tasks import Bid, NegotiationError, TaskService, TaskState, TaskView
 from crdt_mesh.testing.cluster import cluster, full
 from tests.helpers import wait_for
 from transports.memory import MemoryNetwork
@@ -102,3 +102,45 @@ async def test_every_task_call_refuses_while_its_flag_is_off(tmp_path: Path) -> 
             mesh = Mesh(replica, MemoryNetwork().transport(), config=config)
             await _refuses_everything(mesh.tasks)
             mesh.tasks.close()
+
+
+async def test_select_bid_selects_among_the_bids_it_is_given_and_a_deciders_provider_is_pinned(
+    tmp_path: Path,
+) -> None:
+    """Given b's bid alone, b wins though c's is cheaper, and every replica agrees; the
+    announcer's own reputation provider breaks nobody's audit (its scores are pinned)."""
+    async with cluster(tmp_path, 3, peers=full, config=ON) as nodes:
+        alice, b, c = nodes.meshes
+        for mesh in nodes.meshes:
+            mesh.gossip.join(capabilities=["review"])
+        await wait_for(lambda: all(len(m.gossip.peers()) == 3 for m in nodes.meshes), 20)
+        alice.tasks.set_reputation(lambda peer: 0.9 if peer == b.replica.peer_id else 0.1)
+        ann = await alice.tasks.announce(
+            "pick", {"capabilities": ["review"]}, negotiation={"min_bidders": 2}
+        )
+        await wait_for(
+            lambda: all(
+                any(v.announcement.ref == ann.ref for v in m.tasks.tasks()) for m in nodes.meshes
+            ),
+            20,
+        )
+        await b.tasks.bid("pick", price=20.0)
+        await c.tasks.bid("pick", price=5.0)
+        bids = await alice.tasks.collect_bids(ann.ref)
+        mine = [x for x in bids if x.bidder == b.replica.peer_id]
+        with pytest.raises(NegotiationError, match="non-empty list"):
+            await alice.tasks.select_bid([])
+        winner = await alice.tasks.select_bid(mine)
+        assert winner is not None and winner.bidder == b.replica.peer_id
+        await wait_for(
+            lambda: all(
+                (v := m.tasks.view(ann.ref)) is not None and v.award == winner.bidder
+                for m in nodes.meshes
+            ),
+            20,
+        )
+        for mesh in nodes.meshes:
+            view = mesh.tasks.view(ann.ref)
+            assert view.audit_ok, view.problems
+            assert [r.bidder for r in view.rejected] == [c.replica.peer_id]
+        await b.tasks.accept("pick")  # b's replica (no provider) audits the award as sound

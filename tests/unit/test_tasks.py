@@ -187,6 +187,89 @@ def test_an_award_against_the_rules_is_flagged(net: tuple[list[TaskBoard], Clock
         c.accept(ann.ref)  # the winner by fiat cannot act on it
 
 
+def test_a_close_among_some_bids_refuses_the_others_on_every_replica(
+    net: tuple[list[TaskBoard], Clock],
+) -> None:
+    (a, b, c, observer, _), _clock = net
+    boards = net[0]
+    ann = a.announce("t", NEEDS, negotiation={"selection_criteria": ["price"]})
+    _sync(boards)
+    b.bid(ann.ref, price=5.0, capabilities=CAN)  # the cheaper one, left out
+    c.bid(ann.ref, price=9.0, capabilities=CAN)
+    _sync(boards)
+    a.close(ann.ref, among=[c.me])
+    _sync(boards)
+    for board in (a, c, observer):
+        view = board.view(ann.ref)
+        assert view is not None and view.award == c.me and view.audit_ok, view
+        assert [(r.bidder, r.reason) for r in view.rejected] == [
+            (b.me, "refused by the decider: not among the bids selected from")
+        ]
+    c.accept(ann.ref)
+
+
+def test_a_close_among_bids_the_decider_does_not_hold_is_refused(
+    net: tuple[list[TaskBoard], Clock],
+) -> None:
+    (a, b, _c, d, _), _clock = net
+    boards = net[0]
+    ann = a.announce("t", NEEDS)
+    _sync(boards)
+    b.bid(ann.ref, price=5.0, capabilities=CAN)
+    _sync(boards)
+    with pytest.raises(NegotiationError, match="holds no acceptable bid of"):
+        a.close(ann.ref, among=[d.me])
+    with pytest.raises(NegotiationError, match="at least one bid"):
+        a.close(ann.ref, among=[])
+    assert a.view(ann.ref).closed is False  # type: ignore[union-attr]
+
+
+def test_the_deciders_reputation_scores_are_pinned_so_every_replica_audits_the_same(
+    net: tuple[list[TaskBoard], Clock],
+) -> None:
+    (a, b, c, observer, _), _clock = net
+    boards = net[0]
+    trusted = {c.me: 1.0}
+    a.reputation = lambda peer: trusted.get(peer, 0.0)  # only the decider has a provider
+    ann = a.announce("t", NEEDS, negotiation={"selection_criteria": ["reputation", "price"]})
+    _sync(boards)
+    b.bid(ann.ref, price=5.0, capabilities=CAN)
+    c.bid(ann.ref, price=9.0, capabilities=CAN)
+    _sync(boards)
+    a.close(ann.ref)
+    _sync(boards)
+    for board in (a, b, c, observer):
+        view = board.view(ann.ref)
+        assert view is not None and view.award == c.me, view
+        assert view.audit_ok and view.expected_winner == c.me, view.problems
+    c.accept(ann.ref)  # the winner's own replica (neutral provider) agrees
+
+
+def test_pinned_scores_out_of_range_or_missing_are_flagged(
+    net: tuple[list[TaskBoard], Clock],
+) -> None:
+    (a, b, c, observer, _), _clock = net
+    boards = net[0]
+    ann = a.announce("t", NEEDS, negotiation={"selection_criteria": ["reputation"]})
+    _sync(boards)
+    b.bid(ann.ref, price=5.0, capabilities=CAN)
+    c.bid(ann.ref, price=9.0, capabilities=CAN)
+    _sync(boards)
+    view = a.view(ann.ref)
+    assert view is not None
+    section = a.replica.document(ann.ref.section(a.me))
+    with section.transaction():
+        section.map("task")["close"] = {
+            "bidders": {str(x.bidder): x.digest for x in view.bids},
+            "scores": {str(c.me): 7.0},  # out of [0, 1]; b's is missing
+        }
+        section.map("task")["award"] = {"winner": str(c.me)}
+    _sync(boards)
+    audited = observer.view(ann.ref)
+    assert audited is not None and not audited.audit_ok
+    assert any("reputation" in p for p in audited.problems), audited.problems
+
+
 def test_sealed_bids_are_secret_until_the_close_then_auditable(
     net: tuple[list[TaskBoard], Clock],
 ) -> None:

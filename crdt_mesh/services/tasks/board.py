@@ -38,6 +38,8 @@ from .model import (
     TaskView,
 )
 from .rules import (
+    LEFT_OUT,
+    clamp_score,
     encode_value,
     neutral_reputation,
     offer_digest,
@@ -170,13 +172,19 @@ class TaskBoard:
         assert announcement is not None
         return announcement
 
-    def close(self, ref: TaskRef) -> TaskView:
+    def close(self, ref: TaskRef, among: Iterable[PeerId] | None = None) -> TaskView:
         """Close bidding and award by the rules (one entry): the decider's call.
 
-        With fewer acceptable bids than ``min_bidders`` the task expires instead.
+        ``among`` names the bidders to select from (default: every acceptable bid);
+        the close lists the others as refused, so every replica sees that they were
+        left out and why. When the criteria include reputation, the close pins the
+        score this replica's provider gave each bidder: every replica audits the
+        award against the same scores. With fewer acceptable bids than
+        ``min_bidders`` the task expires instead.
 
         Raises:
-            NegotiationError: not the decider, unknown task, or closed already.
+            NegotiationError: not the decider, unknown task, closed already, or
+                ``among`` empty or naming a bidder with no acceptable bid here.
         """
         view = self._require_view(ref)
         ann = view.announcement
@@ -189,18 +197,38 @@ class TaskBoard:
         refused: dict[str, str] = {}
         if ann.mode is TaskCoordinationMode.P2P_AUCTIONED:
             bids, opened, refused = self._open_sealed(ref)
+        acceptable = len(bids)  # min_bidders counts the bids received, chosen or not
+        if among is not None:
+            chosen = set(among)
+            if not chosen:
+                raise NegotiationError("select among at least one bid (None: all of them)")
+            unknown = chosen - {b.bidder for b in bids}
+            if unknown:
+                names = ", ".join(sorted(p.short for p in unknown))
+                raise NegotiationError(f"this replica holds no acceptable bid of {names} on {ref}")
+            for bid in bids:
+                if bid.bidder not in chosen:
+                    refused[str(bid.bidder)] = LEFT_OUT
+            bids = [b for b in bids if b.bidder in chosen]
+        criteria = ann.negotiation.selection_criteria
+        scores = (
+            {str(b.bidder): clamp_score(self.reputation(b.bidder)) for b in bids}
+            if "reputation" in criteria
+            else {}
+        )
         close = {
             "bidders": {str(b.bidder): b.digest for b in bids},
             "opened": opened,
             "refused": refused,
+            "scores": scores,
             "at": self.clock(),
         }
-        winner = select(bids, ann.negotiation.selection_criteria, self.reputation)
+        winner = select(bids, criteria, lambda peer: scores[str(peer)])
         document = self.replica.document(ref.section(self.me))
         with document.transaction():
             root = document.map(_ROOT)
             root["close"] = close
-            if winner is not None and len(bids) >= ann.negotiation.min_bidders:
+            if winner is not None and acceptable >= ann.negotiation.min_bidders:
                 root["award"] = {"winner": str(winner.bidder), "at": self.clock()}
             elif self.me == ref.announcer:
                 root["verdict"] = {"state": TaskState.EXPIRED.value, "at": self.clock()}
@@ -399,6 +427,7 @@ class TaskBoard:
             refused = dict(close.get("refused") or {})
         copies = self._copies(ref, opened) if opened else {}
         candidates: list[Bid] = []
+        left_out = 0
         sealed_waiting = 0
         for bidder in self._participants(ref):
             if bidder in (ref.announcer,):
@@ -437,6 +466,11 @@ class TaskBoard:
                 continue
             withdrawn = section.get("withdrawn")
             if close is not None:
+                if str(bidder) in refused and str(bidder) not in pinned:
+                    reason = str(refused[str(bidder)])[:200]
+                    rejected.append(RejectedBid(bidder, f"refused by the decider: {reason}"))
+                    left_out += reason == LEFT_OUT  # acceptable, and held here: it counts
+                    continue
                 if str(bidder) not in pinned:
                     rejected.append(RejectedBid(bidder, "bid after the close"))
                     continue
@@ -452,9 +486,10 @@ class TaskBoard:
         for bidder_text in missing_bids:
             problems.append(f"closed on a bid of {bidder_text[:12]} that this replica lacks")
         expected: PeerId | None = None
-        enough = len(candidates) >= ann.negotiation.min_bidders
-        if close is not None and not missing_bids and enough:
-            chosen = select(candidates, ann.negotiation.selection_criteria, self.reputation)
+        enough = len(candidates) + left_out >= ann.negotiation.min_bidders
+        scores = self._pinned_scores(close, ann, candidates, problems)
+        if close is not None and not missing_bids and enough and scores is not None:
+            chosen = select(candidates, ann.negotiation.selection_criteria, scores)
             expected = chosen.bidder if chosen is not None else None
         award = parse_peer(dict(decider.get("award") or {}).get("winner"))
         if award is not None:
@@ -482,6 +517,27 @@ class TaskBoard:
             result=result,
             subtasks=subtasks,
         )
+
+    @staticmethod
+    def _pinned_scores(
+        close: Mapping[str, Any] | None,
+        ann: Announcement,
+        candidates: list[Bid],
+        problems: list[str],
+    ) -> ReputationProvider | None:
+        """The reputation the close pinned for each candidate (None: not auditable)."""
+        if close is None or "reputation" not in ann.negotiation.selection_criteria:
+            return neutral_reputation
+        pinned = close.get("scores")
+        pinned = dict(pinned) if isinstance(pinned, Mapping) else {}
+        scores: dict[PeerId, float] = {}
+        for bid in candidates:
+            score = pinned.get(str(bid.bidder))
+            if not isinstance(score, int | float) or not 0.0 <= float(score) <= 1.0:
+                problems.append(f"the close pins no valid reputation of {bid.bidder.short}")
+                return None
+            scores[bid.bidder] = float(score)
+        return lambda peer: scores[peer]
 
     def _ignored(self, ref: TaskRef, ann: Announcement) -> list[str]:
         """Writes outside a participant's role: never read, but reported."""

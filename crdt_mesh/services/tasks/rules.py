@@ -17,10 +17,24 @@ import cbor2
 from ...identity import PeerId
 from .model import Bid, NegotiationError, ReputationProvider, TaskRef
 
+#: Why a close refuses the acceptable bids it was not asked to select from.
+LEFT_OUT = "not among the bids selected from"
+
 
 def neutral_reputation(peer: PeerId) -> float:
     """The reputation every peer has until a reputation service says otherwise."""
     return 0.5
+
+
+def clamp_score(score: float) -> float:
+    """A provider's score as selection uses it: a float in [0, 1].
+
+    Raises:
+        NegotiationError: the provider gave something that is not a finite number.
+    """
+    if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
+        raise NegotiationError(f"a reputation score is a finite number, not {score!r}")
+    return min(1.0, max(0.0, float(score)))
 
 
 def select(

@@ -21,6 +21,7 @@ and its nonce, and every replica checks them against the commitments.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -131,9 +132,24 @@ class TaskService:
             task, price=price, availability=availability, eta=eta, capabilities=capabilities
         )
 
-    async def collect_bids(self, task: TaskRef | str, timeout: float | None = None) -> list[Bid]:
-        """Wait for ``min_bidders`` acceptable bids or the end of the bidding window."""
+    async def collect_bids(
+        self, task: TaskRef | str, timeout: float | None = None, *, whole_window: bool = False
+    ) -> list[Bid]:
+        """The acceptable bids, once there are ``min_bidders`` of them or the bidding
+        window (or ``timeout`` seconds) is over, whichever comes first.
+
+        With the default ``min_bidders`` of 1 that is the first bid. Pass
+        ``whole_window=True`` to wait for the end of the window (or ``timeout``)
+        whatever comes in before.
+
+        Raises:
+            NegotiationError: unknown task, or ``timeout`` not a number >= 0.
+        """
         self._require()
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0
+        ):
+            raise NegotiationError(f"timeout: a number of seconds >= 0, not {timeout!r}")
         ref = self.board.resolve(task)
         view = self.board._require_view(ref)
         ann = view.announcement
@@ -146,7 +162,8 @@ class TaskService:
             current = self.board.view(ref)
             return list(current.bids) if current is not None else []
 
-        while len(bids()) < ann.negotiation.min_bidders and time.time() < ends:
+        enough = math.inf if whole_window else ann.negotiation.min_bidders
+        while len(bids()) < enough and time.time() < ends:
             if self._changed is None:
                 self._changed = anyio.Event()
             with anyio.move_on_after(min(_POLL, max(0.0, ends - time.time()))):
@@ -159,23 +176,47 @@ class TaskService:
         """Close bidding and award by the announced rules; the winning bid, or None
         (the task expired: fewer acceptable bids than ``min_bidders``).
 
+        Given a task, it selects among every acceptable bid this replica holds. Given
+        bids (of one task), it selects among those alone: the close lists the other
+        acceptable bids as refused ("not among the bids selected from"), on every
+        replica.
+
         Raises:
-            NegotiationError: criteria other than the announced ones, or not the decider.
+            NegotiationError: criteria other than the announced ones, not the decider,
+                no bids, bids of several tasks, or a bid this replica does not hold
+                as acceptable.
         """
         self._require()
+        given: list[Bid] | None = None
         if isinstance(bids, TaskRef | str):
             ref = self.board.resolve(bids)
-        elif bids:
-            ref = bids[0].task
         else:
-            raise NegotiationError("no bids, and no task named: nothing to select from")
+            given = list(bids)
+            if not given or not all(isinstance(b, Bid) for b in given):
+                raise NegotiationError("bids: a task, or a non-empty list of its Bids")
+            ref = given[0].task
+            if any(b.task != ref for b in given):
+                raise NegotiationError("bids: all of one task")
         ann = self.board._require_view(ref).announcement
         if criteria is not None and tuple(criteria) != ann.negotiation.selection_criteria:
             raise NegotiationError(
                 f"the announced criteria are {list(ann.negotiation.selection_criteria)}: "
                 "an award by others would fail every replica's audit"
             )
-        view = self.board.close(ref)
+        among: list[PeerId] | None = None
+        if given is not None:
+            sealed = ann.mode is TaskCoordinationMode.P2P_AUCTIONED
+            acceptable = (
+                self.board.sealed_bids(ref) if sealed else self.board._require_view(ref).bids
+            )
+            held = {b.bidder: b for b in acceptable}
+            for bid in given:
+                if held.get(bid.bidder) != bid:
+                    raise NegotiationError(
+                        f"bids: this replica holds no such acceptable bid of {bid.bidder.short}"
+                    )
+            among = [b.bidder for b in given]
+        view = self.board.close(ref, among=among)
         if view.award is None:
             return None
         return next(b for b in view.bids if b.bidder == view.award)
