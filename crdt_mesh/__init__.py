@@ -73,6 +73,9 @@ from .errors import (
 from .errors import (
     TransportError as TransportError,
 )
+from .errors import (
+    UnknownEvent as UnknownEvent,
+)
 from .events import EventBus as EventBus
 from .identity import Identity as Identity
 from .identity import PeerId as PeerId
@@ -193,5 +196,6 @@ __all__ = [
     "TaskView",
     "Transport",
     "TransportError",
+    "UnknownEvent",
     "client_id_for",
 ]

@@ -98,6 +98,10 @@ class InvalidUpdate(InvalidEntry):
     """An entry's CRDT update cannot be parsed or applied."""
 
 
+class UnknownEvent(LocalError, ValueError):
+    """An event name nobody fires: a typo, or a custom name not registered first."""
+
+
 class InvalidKeyFile(LocalError, ValueError):
     """A key file is malformed, or its passphrase is wrong."""
 

@@ -106,6 +106,8 @@ class Mesh:
             penalties=penalties,
             rounds_per_second=rounds_per_second,
         )
+        # every name of the mission, those of services still to come included
+        self.runtime.events.register(*P2PEvents)
         #: membership and discovery (see :mod:`crdt_mesh.services.gossip`)
         self.gossip = GossipService(self.runtime, swim)
         #: task negotiation (see :mod:`crdt_mesh.services.tasks`)

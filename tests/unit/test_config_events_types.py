@@ -18,7 +18,7 @@ from crdt_mesh import (
     TaskCoordinationMode,
 )
 from crdt_mesh.config import Feature, MeshConfig
-from crdt_mesh.errors import ConfigError, FeatureDisabledError
+from crdt_mesh.errors import ConfigError, FeatureDisabledError, UnknownEvent
 from crdt_mesh.events import EventBus
 from crdt_mesh.mesh import Mesh
 from transports.memory import MemoryNetwork
@@ -137,7 +137,7 @@ async def test_events_reach_sync_and_async_handlers_and_failures_are_contained(
 def test_an_async_handler_without_a_mesh_is_dropped_with_a_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    bus = EventBus()
+    bus = EventBus(names=["x"])
 
     async def handler(payload: object) -> None:
         raise AssertionError("never runs")
@@ -150,6 +150,23 @@ def test_an_async_handler_without_a_mesh_is_dropped_with_a_warning(
         bus.on("", handler)
     with pytest.raises(TypeError):
         bus.on("x", 42)  # type: ignore[arg-type]
+
+
+def test_an_unknown_event_name_is_an_error_and_a_registered_one_works(tmp_path: Path) -> None:
+    with Replica.open(tmp_path / "r", Identity.generate()) as replica:
+        mesh = Mesh(replica)
+        seen: list[object] = []
+        with pytest.raises(UnknownEvent, match="p2p:typo") as raised:
+            mesh.events.on("p2p:typo", seen.append)
+        assert isinstance(raised.value, ValueError)
+        with pytest.raises(UnknownEvent):
+            mesh.events.emit("p2p:typo", 1)
+        assert set(P2PEvents) <= mesh.events.names  # every mission name, services to come too
+        mesh.events.on(P2PEvents.MEMORY_SHARED, seen.append)
+        mesh.events.register("my-app:report")
+        mesh.events.on("my-app:report", seen.append)
+        mesh.events.emit("my-app:report", "done")
+        assert seen == ["done"]
 
 
 def test_event_names_are_the_missions() -> None:

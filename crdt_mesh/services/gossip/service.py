@@ -64,6 +64,7 @@ class GossipService:
 
     def __init__(self, host: Host, swim: SwimSettings | None = None) -> None:
         self._host = host
+        host.events.register(*GossipEvents)
         interval = host.config.gossip_interval if host.config is not None else host.interval
         #: SWIM/Lifeguard timings; the protocol period defaults to the gossip interval
         self.swim_settings = swim or SwimSettings(period=interval, probe_timeout=interval / 2)

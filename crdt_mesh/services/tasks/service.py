@@ -70,6 +70,7 @@ class TaskService:
         reputation: ReputationProvider | None = None,
     ) -> None:
         self._host = host
+        host.events.register(*TaskEvents)
         self.config = config or TaskConfig()
         # membership, as the composition root hands it: what a peer declared it can do
         self._capabilities = capabilities or (lambda peer: ())
