@@ -122,6 +122,7 @@ from .services.tasks import NegotiationError as NegotiationError
 from .services.tasks import TaskConfig as TaskConfig
 from .services.tasks import TaskCoordinationMode as TaskCoordinationMode
 from .services.tasks import TaskEvents as TaskEvents
+from .services.tasks import TaskPriority as TaskPriority
 from .services.tasks import TaskRef as TaskRef
 from .services.tasks import TaskState as TaskState
 from .services.tasks import TaskView as TaskView
@@ -191,6 +192,7 @@ __all__ = [
     "TaskConfig",
     "TaskCoordinationMode",
     "TaskEvents",
+    "TaskPriority",
     "TaskRef",
     "TaskState",
     "TaskView",

@@ -187,6 +187,38 @@ def test_an_award_against_the_rules_is_flagged(net: tuple[list[TaskBoard], Clock
         c.accept(ann.ref)  # the winner by fiat cannot act on it
 
 
+@pytest.mark.parametrize(
+    ("requirements", "names"),
+    [
+        ({"estimatedDuration": 3600}, r"requirements\['estimatedDuration'\].*'estimated_duration'"),
+        ({"priority": "urgent"}, r"requirements\['priority'\].*'urgent'"),
+        ({"estimated_duration": -1}, r"requirements\['estimated_duration'\]"),
+        ({"estimated_duration": "1h"}, r"requirements\['estimated_duration'\]"),
+        ({"capabilities": "code-review"}, r"requirements\['capabilities'\]"),
+        ({"capabilities": ["ok", ""]}, r"requirements\['capabilities'\]"),
+        ({"Team": "a"}, r"requirements\['Team'\]: keys are snake_case"),
+        ({"budget": object()}, r"plain values"),
+    ],
+)
+def test_malformed_requirements_are_refused_naming_the_key_and_nothing_is_written(
+    net: tuple[list[TaskBoard], Clock], requirements: dict[str, object], names: str
+) -> None:
+    (a, *_), _clock = net
+    before = a.replica.heads()
+    with pytest.raises(NegotiationError, match=names):
+        a.announce("t", requirements)
+    assert a.replica.heads() == before and a.tasks() == []
+
+
+def test_known_requirements_and_the_applications_own_are_kept(
+    net: tuple[list[TaskBoard], Clock],
+) -> None:
+    (a, *_), _clock = net
+    needs = {**NEEDS, "priority": "high", "repo_url": "https://example.org/x"}
+    ann = a.announce("t", needs)
+    assert ann.requirements == {**needs, "estimated_duration": 3600.0}
+
+
 def test_a_close_among_some_bids_refuses_the_others_on_every_replica(
     net: tuple[list[TaskBoard], Clock],
 ) -> None:

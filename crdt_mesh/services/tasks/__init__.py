@@ -17,6 +17,7 @@ from .model import ReputationProvider as ReputationProvider
 from .model import TaskConfig as TaskConfig
 from .model import TaskCoordinationMode as TaskCoordinationMode
 from .model import TaskEvents as TaskEvents
+from .model import TaskPriority as TaskPriority
 from .model import TaskRef as TaskRef
 from .model import TaskState as TaskState
 from .model import TaskView as TaskView
@@ -37,6 +38,7 @@ __all__ = [
     "TaskConfig",
     "TaskCoordinationMode",
     "TaskEvents",
+    "TaskPriority",
     "TaskRef",
     "TaskService",
     "TaskState",

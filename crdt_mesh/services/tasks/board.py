@@ -39,6 +39,7 @@ from .model import (
 )
 from .rules import (
     LEFT_OUT,
+    check_requirements,
     clamp_score,
     encode_value,
     neutral_reputation,
@@ -134,12 +135,7 @@ class TaskBoard:
         ref = TaskRef(self.me, name)
         if self._announcement(ref) is not None:
             raise NegotiationError(f"task {name!r} was announced already")
-        requirements = dict(requirements or {})
-        capabilities = requirements.get("capabilities", [])
-        if not isinstance(capabilities, list | tuple) or not all(
-            isinstance(c, str) and c for c in capabilities
-        ):
-            raise NegotiationError("requirements['capabilities'] is a list of non-empty strings")
+        requirements = check_requirements(requirements)
         now = self.clock()
         deadline = now + config.announcement_ttl if deadline is None else float(deadline)
         if not math.isfinite(deadline) or deadline <= now:
@@ -152,7 +148,7 @@ class TaskBoard:
                 raise NegotiationError("only a task's announcer or its winner may split it")
         record = {
             "name": name,
-            "requirements": plain_value(requirements),
+            "requirements": requirements,
             "deadline": deadline,
             "negotiation": {
                 "bid_timeout": config.bid_timeout,

@@ -48,6 +48,15 @@ class TaskEvents(enum.StrEnum):
     ASSIGNED = "p2p:task:assigned"  # payload: the TaskView
 
 
+class TaskPriority(enum.StrEnum):
+    """How urgent a task is (``requirements["priority"]``)."""
+
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
 class TaskState(enum.StrEnum):
     ANNOUNCED = "announced"
     BIDDING = "bidding"

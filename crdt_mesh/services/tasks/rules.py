@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import cbor2
 
 from ...identity import PeerId
-from .model import Bid, NegotiationError, ReputationProvider, TaskRef
+from .model import Bid, NegotiationError, ReputationProvider, TaskPriority, TaskRef
 
 #: Why a close refuses the acceptable bids it was not asked to select from.
 LEFT_OUT = "not among the bids selected from"
@@ -68,6 +69,55 @@ def select(
         return sum(0.5**i * value(bid, c) for i, c in enumerate(criteria))
 
     return min(bids, key=lambda b: (-score(b), b.bidder.key))
+
+
+_SNAKE = re.compile(r"[a-z][a-z0-9_]*")
+
+
+def _snake(key: str) -> str:
+    return re.sub(r"(?<!^)([A-Z])", r"_\1", key).lower()
+
+
+def check_requirements(requirements: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A task's requirements, checked: snake_case keys, and the known keys well formed.
+
+    Known keys: ``capabilities`` (a list of non-empty strings), ``estimated_duration``
+    (seconds, a number >= 0), ``priority`` (a :class:`TaskPriority` value). Other
+    snake_case keys are the application's own and are kept as plain values.
+
+    Raises:
+        NegotiationError: a key or value is malformed; the message names the key.
+    """
+    if requirements is None:
+        return {}
+    if not isinstance(requirements, Mapping):
+        raise NegotiationError(f"requirements: a mapping, not {type(requirements).__name__}")
+    checked: dict[str, Any] = {}
+    for key, value in requirements.items():
+        if not isinstance(key, str) or not _SNAKE.fullmatch(key):
+            hint = f" ({_snake(key)!r}?)" if isinstance(key, str) and key.isidentifier() else ""
+            raise NegotiationError(f"requirements[{key!r}]: keys are snake_case{hint}")
+        checked[key] = plain_value(value)
+    capabilities = checked.get("capabilities", [])
+    if not isinstance(capabilities, list) or not all(
+        isinstance(c, str) and c for c in capabilities
+    ):
+        raise NegotiationError("requirements['capabilities']: a list of non-empty strings")
+    duration = requirements.get("estimated_duration")
+    if duration is not None and (
+        isinstance(duration, bool)
+        or not isinstance(duration, int | float)
+        or not math.isfinite(duration)
+        or duration < 0
+    ):
+        raise NegotiationError(
+            f"requirements['estimated_duration']: seconds, a number >= 0, not {duration!r}"
+        )
+    priority = checked.get("priority")
+    if priority is not None and priority not in {p.value for p in TaskPriority}:
+        known = [p.value for p in TaskPriority]
+        raise NegotiationError(f"requirements['priority']: one of {known}, not {priority!r}")
+    return checked
 
 
 def plain_value(value: Any) -> Any:
