@@ -8,6 +8,12 @@ by anti-entropy over pluggable transports.
 from .config import Feature as Feature
 from .config import MeshConfig as MeshConfig
 from .errors import (
+    ArgumentTypeError as ArgumentTypeError,
+)
+from .errors import (
+    ArgumentValueError as ArgumentValueError,
+)
+from .errors import (
     AuthenticationError as AuthenticationError,
 )
 from .errors import (
@@ -130,6 +136,8 @@ from .services.tasks import TaskView as TaskView
 __all__ = [
     "Acl",
     "Announcement",
+    "ArgumentTypeError",
+    "ArgumentValueError",
     "AuthenticationError",
     "Bid",
     "ChainError",

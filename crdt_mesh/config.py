@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .errors import ConfigError, FeatureDisabledError
+from .errors import ArgumentTypeError, ConfigError, FeatureDisabledError
 
 
 class Feature(enum.Enum):
@@ -49,20 +49,24 @@ class MeshConfig:
         for name in ("listen_port", "max_peers", "gossip_interval_ms"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-                raise ConfigError(f"{name} is an int, not {value!r}")
+                raise ArgumentTypeError(f"{name}: an int, not {value!r}")
         for name in ("enabled", "task_negotiation", "federated_memory", "gossip", "reputation"):
             if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name} is a bool, not {getattr(self, name)!r}")
+                raise ArgumentTypeError(f"{name}: a bool, not {getattr(self, name)!r}")
+        if isinstance(self.bootstrap_peers, str) or not isinstance(
+            self.bootstrap_peers, tuple | list
+        ):
+            raise ArgumentTypeError(
+                f"bootstrap_peers: a tuple of addresses, not {self.bootstrap_peers!r}"
+            )
         if not isinstance(self.transport, str) or not self.transport.isalnum():
             raise ConfigError(f"transport is a URL scheme such as tcp, not {self.transport!r}")
         if self.listen_port is not None and not 0 <= self.listen_port < 65536:
-            raise ConfigError(f"listen port {self.listen_port} is not a port")
+            raise ConfigError(f"listen_port: {self.listen_port} is not a port (0..65535)")
         if self.max_peers < 1:
-            raise ConfigError(f"max peers must be at least 1, not {self.max_peers}")
+            raise ConfigError(f"max_peers: at least 1, not {self.max_peers}")
         if self.gossip_interval_ms < 1:
-            raise ConfigError(
-                f"gossip interval must be at least 1 ms, not {self.gossip_interval_ms}"
-            )
+            raise ConfigError(f"gossip_interval_ms: at least 1 ms, not {self.gossip_interval_ms}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> MeshConfig:

@@ -26,6 +26,14 @@ class RemoteError(MeshError):
     """Input from a peer (or from disk) was invalid; it was not applied."""
 
 
+class ArgumentTypeError(LocalError, TypeError):
+    """An argument of the wrong type; the message names the argument and what it takes."""
+
+
+class ArgumentValueError(LocalError, ValueError):
+    """An argument of the right type but a value it cannot take; the message names it."""
+
+
 class ClosedError(LocalError, RuntimeError):
     """The replica or store was used after it was closed."""
 

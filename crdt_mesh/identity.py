@@ -17,7 +17,7 @@ import nacl.secret
 import nacl.signing
 import nacl.utils
 
-from .errors import InvalidKeyFile
+from .errors import ArgumentTypeError, ArgumentValueError, InvalidKeyFile
 
 _KEY_FILE_MAGIC = "crdt_mesh/key/v1"
 _SHORT_LEN = 12
@@ -61,8 +61,14 @@ class PeerId:
     key: bytes
 
     def __post_init__(self) -> None:
-        if not isinstance(self.key, bytes) or len(self.key) != 32:
-            raise ValueError("a PeerId is exactly 32 bytes")
+        if not isinstance(self.key, bytes):
+            raise ArgumentTypeError(
+                f"key: a PeerId's key is 32 bytes, not {type(self.key).__name__}"
+            )
+        if len(self.key) != 32:
+            raise ArgumentValueError(
+                f"key: a PeerId's key is exactly 32 bytes, not {len(self.key)}"
+            )
 
     def __hash__(self) -> int:
         return hash(self.key)  # bytes cache their hash; a PeerId is a key on hot paths
@@ -85,15 +91,19 @@ class PeerId:
         Raises:
             ValueError: ``text`` is not a printable peer id.
         """
-        if not isinstance(text, str) or len(text) != 52:
-            raise ValueError(f"not a peer id: {text!r}")
+        if not isinstance(text, str):
+            raise ArgumentTypeError(
+                f"text: a printable peer id is a str, not {type(text).__name__}"
+            )
+        if len(text) != 52:
+            raise ArgumentValueError(f"not a peer id (52 base32 characters): {text!r}")
         try:
             key = base64.b32decode(text.upper() + "====", casefold=False)
         except (ValueError, TypeError) as exc:
-            raise ValueError(f"not a peer id: {text!r}") from exc
+            raise ArgumentValueError(f"not a peer id: {text!r}") from exc
         peer = cls(key)
         if str(peer) != text:  # one key, one spelling: ids are compared as text too
-            raise ValueError(f"not a canonical peer id: {text!r}")
+            raise ArgumentValueError(f"not a canonical peer id: {text!r}")
         return peer
 
     def verify(self, domain: Domain, message: bytes, signature: bytes) -> bool:
@@ -136,8 +146,10 @@ class Identity:
     @classmethod
     def from_seed(cls, seed: bytes) -> Identity:
         """The identity of a 32-byte seed (deterministic; for tests and key files)."""
-        if not isinstance(seed, bytes) or len(seed) != 32:
-            raise ValueError("an identity seed is exactly 32 bytes")
+        if not isinstance(seed, bytes):
+            raise ArgumentTypeError(f"seed: 32 bytes, not {type(seed).__name__}")
+        if len(seed) != 32:
+            raise ArgumentValueError(f"seed: an identity seed is exactly 32 bytes, not {len(seed)}")
         return cls(nacl.signing.SigningKey(seed))
 
     @property
@@ -199,9 +211,13 @@ class Identity:
                 given, or the passphrase is wrong.
         """
         try:
-            record = cbor2.loads(Path(path).read_bytes())
-        except (OSError, ValueError, cbor2.CBORDecodeError) as exc:
-            raise InvalidKeyFile(f"cannot read key file {path}: {exc}") from exc
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise InvalidKeyFile(f"cannot read key file {path}: {exc.strerror or exc}") from None
+        try:
+            record = cbor2.loads(data)
+        except Exception:  # any bytes at all: a decoder's complaint helps nobody here
+            raise InvalidKeyFile(f"{path} is not a crdt_mesh key file") from None
         if not isinstance(record, dict) or record.get("format") != _KEY_FILE_MAGIC:
             raise InvalidKeyFile(f"{path} is not a crdt_mesh key file")
         if "seed" not in record and passphrase is None:

@@ -202,6 +202,11 @@ class Mesh:
         return self.runtime.refused_links
 
     @property
+    def failed_dials(self) -> int:
+        """Dials of the bootstrap peers that failed (warned about once per episode)."""
+        return self.runtime.failed_dials
+
+    @property
     def refused_peers(self) -> int:
         """Links closed at once because their peer is refused."""
         return self.runtime.refused_peers

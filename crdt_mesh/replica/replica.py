@@ -26,7 +26,10 @@ from typing import Any
 
 import cbor2
 
+from ..arguments import integer, of_type
+from ..arguments import path as check_path
 from ..errors import (
+    ArgumentTypeError,
     ClosedError,
     InvalidEntry,
     LocalError,
@@ -121,6 +124,19 @@ class Replica:
         verify_processes: int | None = None,
         snapshot_min_debt: int = SNAPSHOT_MIN_DEBT,
     ) -> None:
+        check_path("path", path)
+        of_type("identity", identity, Identity, "an Identity (Identity.generate(), .load(...))")
+        of_type("durability", durability, Durability, "a Durability (Durability.FULL ...)")
+        integer("map_size", map_size, low=1 << 16)
+        if max_pending is not None:
+            integer("max_pending", max_pending, low=1)
+        if pending is not None:
+            of_type("pending", pending, PendingLimits, "PendingLimits or None")
+        if verify_processes is not None:
+            integer("verify_processes", verify_processes, low=0)
+        integer("snapshot_min_debt", snapshot_min_debt, low=0)
+        if not callable(clock):
+            raise ArgumentTypeError(f"clock: a function returning seconds, not {clock!r}")
         self.identity = identity
         self.peer_id = identity.peer_id
         self._clock = clock
@@ -210,7 +226,11 @@ class Replica:
         if isinstance(name, DocumentId):
             return name
         if not isinstance(name, str):
-            raise LocalError(f"a document name is a str or DocumentId, not {type(name).__name__}")
+            raise ArgumentTypeError(
+                f"name: a document name is a str or DocumentId, not {type(name).__name__}"
+            )
+        if not isinstance(policy, Policy):
+            raise ArgumentTypeError(f"policy: a Policy (Policy.OPEN ...), not {policy!r}")
         if ":" in name and name.partition(":")[0] in {p.value for p in Policy}:
             return DocumentId.parse(name)
         owned = policy in (Policy.OWNER, Policy.MEMBERS)
@@ -620,6 +640,16 @@ class Replica:
             error, and never change anything.
         """
         self._check_open()
+        if isinstance(items, str | bytes | bytearray | memoryview):
+            raise ArgumentTypeError(
+                f"items: an iterable of entries (encoded or not), not one {type(items).__name__}"
+            )
+        items = list(items)
+        for item in items:
+            if not isinstance(item, Entry | ForkProof | bytes | bytearray | memoryview):
+                raise ArgumentTypeError(
+                    f"items: entries, fork proofs or their bytes, not {type(item).__name__}"
+                )
         report = IngestReport()
         proofs: list[ForkProof] = []
         entries: list[Entry | bytes] = []

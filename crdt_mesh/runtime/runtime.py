@@ -42,8 +42,10 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
+from ..arguments import integer, number, of_type, strings
 from ..config import MeshConfig
 from ..errors import (
+    ArgumentTypeError,
     ChainError,
     ClosedError,
     ConfigError,
@@ -189,6 +191,10 @@ def _check_addresses(transport: Transport, listen: str | None, peers: Sequence[s
             raise ConfigError(f"{name}: {exc} (addresses are scheme://...)") from None
 
 
+#: Failed dials in a row before a bootstrap peer is warned about (once per episode).
+_WARN_AFTER_FAILED_DIALS = 3
+
+
 class Runtime:
     """Runs sync between ``replica`` and its peers over ``transport``.
 
@@ -229,6 +235,28 @@ class Runtime:
         penalties: Penalties | None = None,
         rounds_per_second: float | None = None,
     ) -> None:
+        of_type("replica", replica, Replica, "a Replica")
+        if transport is not None and not isinstance(transport, Transport):
+            raise ArgumentTypeError(f"transport: a Transport, not {type(transport).__name__}")
+        if listen is not None:
+            of_type("listen", listen, str, "an address (scheme://...) or None")
+        if isinstance(peers, str | bytes):
+            raise ArgumentTypeError(f"peers: a list of addresses, not the one str {peers!r}")
+        peers = strings("peers", peers)
+        interval = number("interval", interval, above=0, error=ConfigError)
+        push_fanout = integer("push_fanout", push_fanout, low=0, error=ConfigError)
+        if max_peers is not None:
+            max_peers = integer("max_peers", max_peers, low=1, error=ConfigError)
+        if seed is not None:
+            integer("seed", seed)
+        if config is not None:
+            of_type("config", config, MeshConfig, "a MeshConfig or None")
+        if penalties is not None:
+            of_type("penalties", penalties, Penalties, "a Penalties table or None")
+        if rounds_per_second is not None:
+            rounds_per_second = number(
+                "rounds_per_second", rounds_per_second, above=0, error=ConfigError
+            )
         self.replica = replica
         self.config = config
         self.active = config is None or config.enabled
@@ -252,6 +280,8 @@ class Runtime:
         #: ephemeral frames of channels nobody here owns
         self.unrouted_frames = 0
         self.refused_links = 0
+        #: dials of the bootstrap peers that failed (each episode is warned about once)
+        self.failed_dials = 0
         self.rng = random.Random(seed)
         self._connections: dict[PeerId, _Connection] = {}
         self._transient: dict[PeerId, _Connection] = {}  # served one round, then closed
@@ -520,12 +550,26 @@ class Runtime:
 
     async def _dial_loop(self, address: str) -> None:
         backoff = 0.05
+        failures = 0  # in a row: an episode of failures, warned about once
         while True:
             try:
                 link = await self.transport.dial(address, self.replica.identity)
             except MeshError as exc:  # unreachable, refused, or failed authentication
-                log.info("dial %s failed: %s", address, exc)
+                failures += 1
+                self.failed_dials += 1
+                if failures == _WARN_AFTER_FAILED_DIALS:
+                    log.warning(
+                        "cannot reach %s (%d dials failed; still trying): %s",
+                        address,
+                        failures,
+                        exc,
+                    )
+                else:
+                    log.debug("dial %s failed: %s", address, exc)
             else:
+                if failures >= _WARN_AFTER_FAILED_DIALS:
+                    log.info("reached %s again after %d failed dials", address, failures)
+                failures = 0
                 backoff = 0.05
                 await self._serve_link(link, True)
             # jittered exponential backoff before redialling

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -217,3 +218,15 @@ async def test_an_exception_in_the_body_comes_out_as_itself(tmp_path: Path) -> N
             async with Mesh(a, network.transport(), listen="mem://outer-2"):
                 raise SystemExit(3)
         assert exited.value.code == 3
+
+
+async def test_an_unreachable_peer_is_warned_about_once_per_episode(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    network = MemoryNetwork(seed=1)
+    with Replica.open(tmp_path / "a", Identity.generate()) as a:
+        with caplog.at_level(logging.DEBUG, logger="crdt_mesh"):
+            async with Mesh(a, network.transport(), peers=["mem://nobody"], interval=0.05) as m:
+                await wait_for(lambda: m.failed_dials >= 8)
+        warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warnings) == 1 and "mem://nobody" in warnings[0].getMessage()

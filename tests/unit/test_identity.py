@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from crdt_mesh import Identity, InvalidKeyFile, PeerId
+from crdt_mesh.errors import LocalError
 from crdt_mesh.identity import Domain
 
 
@@ -20,8 +21,9 @@ def test_peer_id_printable_round_trip() -> None:
 
 @pytest.mark.parametrize("bad", ["", "abc", "!" * 52, "a" * 53, 5])
 def test_peer_id_parse_rejects_garbage(bad: object) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(LocalError) as raised:  # a ValueError, or for a non-str a TypeError
         PeerId.parse(bad)  # type: ignore[arg-type]
+    assert isinstance(raised.value, TypeError if isinstance(bad, int) else ValueError)
 
 
 def test_peer_id_must_be_32_bytes() -> None:

@@ -20,6 +20,7 @@ MAX_LINES = 600
 #: ``__init__``) is the face: importing it imports everything.
 LAYERS = {
     "crdt_mesh.errors": "base",
+    "crdt_mesh.arguments": "base",
     "crdt_mesh.identity": "base",
     "crdt_mesh.ledger": "base",
     "crdt_mesh.events": "base",

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from crdt_mesh import (
+    ArgumentTypeError,
     ClosedError,
     DocumentChange,
     Durability,
@@ -212,9 +213,12 @@ def test_unopenable_store_is_a_store_error(tmp_path: Path) -> None:
 
 def test_ingest_of_garbage_is_rejected_and_changes_nothing(make_replica: ReplicaFactory) -> None:
     alice = make_replica()
-    report = alice.ingest([b"", b"\x8a", b"hello", 12, b"\x83\x01\x02\x03"])  # type: ignore[list-item]
-    assert len(report.rejected) == 5 and report.applied == []
+    report = alice.ingest([b"", b"\x8a", b"hello", b"\x83\x01\x02\x03"])
+    assert len(report.rejected) == 4 and report.applied == []
     assert alice.heads() == {}
+    with pytest.raises(ArgumentTypeError, match="items"):  # not bytes at all: the caller's bug
+        alice.ingest([b"", 12])  # type: ignore[list-item]
+    assert alice.heads() == {} and alice.summary().pending == 0
 
 
 def test_summary_counts_what_is_held(make_replica: ReplicaFactory) -> None:

@@ -61,7 +61,7 @@ def write_record(
     clock: Callable[[], float] = time.time,
 ) -> PeerRecord:
     """Publish (or update) ``replica``'s own peer record; its start time is kept."""
-    caps, addrs = strings(capabilities, "capability"), strings(addresses, "address")
+    caps, addrs = strings(capabilities, "capabilities"), strings(addresses, "addresses")
     document = replica.document(record_document(replica.peer_id))
     root = document.map(_ROOT)
     started = (root.to_py() or {}).get("started_at")

@@ -39,6 +39,8 @@ from typing import Any
 
 import cbor2
 
+from ...arguments import integer
+from ...errors import ArgumentTypeError, ArgumentValueError
 from ...identity import Domain, Identity, PeerId
 from ...runtime.penalty import Offence
 from .model import GossipMessage
@@ -135,12 +137,21 @@ class Broadcaster:
         """Sign a new message and push it at once; returns its id.
 
         Raises:
-            ValueError: a bad type, ttl or fanout, or a payload too large.
+            ArgumentTypeError, ArgumentValueError: a bad type, ttl or fanout, or a
+                payload that CBOR cannot encode or that is too large.
         """
         if not isinstance(type, str) or not type:
-            raise ValueError("a message type is a non-empty string")
-        if not 1 <= ttl <= MAX_TTL or not 1 <= fanout <= MAX_FANOUT:
-            raise ValueError(f"ttl is 1..{MAX_TTL} and fanout 1..{MAX_FANOUT}")
+            raise ArgumentTypeError(f"type: a non-empty string, not {type!r}")
+        integer("ttl", ttl, low=1, high=MAX_TTL)
+        integer("fanout", fanout, low=1, high=MAX_FANOUT)
+        try:
+            encoded_payload = cbor2.dumps(payload, canonical=True)
+        except (cbor2.CBOREncodeError, TypeError, ValueError) as exc:
+            raise ArgumentValueError(
+                f"payload: a CBOR-encodable value, not {payload!r} ({exc})"
+            ) from None
+        if len(encoded_payload) > MAX_BROADCAST:
+            raise ArgumentValueError(f"payload: {len(encoded_payload)} bytes, over {MAX_BROADCAST}")
         body = cbor2.dumps(
             [
                 _VERSION,
@@ -155,7 +166,9 @@ class Broadcaster:
             canonical=True,
         )
         if len(body) > MAX_BROADCAST:
-            raise ValueError(f"broadcast of {len(body)} bytes exceeds {MAX_BROADCAST}")
+            raise ArgumentValueError(
+                f"payload: a broadcast of {len(body)} bytes, over {MAX_BROADCAST}"
+            )
         message_id = _message_id(body)
         self._remember(message_id, created_at)
         signature = self.identity.sign(Domain.BROADCAST, body)

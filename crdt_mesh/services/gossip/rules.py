@@ -8,6 +8,8 @@ import random
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any, TypeVar
 
+from ...arguments import strings as checked_strings
+
 T = TypeVar("T")
 
 
@@ -31,9 +33,10 @@ def sample_distinct(
 
 
 def strings(values: Iterable[Any], what: str) -> tuple[str, ...]:
-    """``values`` as a tuple, each a non-empty string (else ValueError naming ``what``)."""
-    out = tuple(values)
-    for value in out:
-        if not isinstance(value, str) or not value:
-            raise ValueError(f"a {what} is a non-empty string, not {value!r}")
-    return out
+    """``values`` as a tuple of non-empty strings.
+
+    Raises:
+        ArgumentTypeError: not a list of strings (a lone str is not one).
+        ArgumentValueError: an empty string.
+    """
+    return checked_strings(what, values)

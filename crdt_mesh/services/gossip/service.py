@@ -130,9 +130,9 @@ class GossipService:
             ValueError: a capability or address is not a non-empty string.
         """
         self._require()
-        caps = strings(capabilities, "capability")
+        caps = strings(capabilities, "capabilities")
         address = listen_address or self._host.address
-        addresses = strings([address] if address else [], "address")
+        addresses = strings([address] if address else [], "listen_address")
         record = self._write(caps, addresses, left=False)
         self.start()
         return record

@@ -14,7 +14,6 @@ in :mod:`.rules` and :mod:`.model`.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -22,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import cbor2
 
+from ...arguments import number, of_type, strings
+from ...errors import ArgumentTypeError
 from ...identity import PeerId
 from ...replica.index import DocumentIndex
 from .model import (
@@ -121,14 +122,30 @@ class TaskBoard:
                 is not one this peer may split, or the requirements or negotiation
                 settings are malformed.
         """
-        if not isinstance(name, str) or not name or ":" in name:
-            raise NegotiationError("a task name is a non-empty string without ':'")
+        if not isinstance(name, str):
+            raise ArgumentTypeError(f"name: a task name is a str, not {name!r}")
+        if not name or ":" in name:
+            raise NegotiationError(f"name: a task name is non-empty, without ':', not {name!r}")
+        if negotiation is not None and not isinstance(negotiation, NegotiationConfig | Mapping):
+            raise ArgumentTypeError(
+                f"negotiation: a NegotiationConfig or a mapping of its fields, not {negotiation!r}"
+            )
         config = (
             negotiation
             if isinstance(negotiation, NegotiationConfig)
             else NegotiationConfig.from_mapping(negotiation)
         )
-        mode = TaskCoordinationMode(mode)
+        try:
+            mode = TaskCoordinationMode(mode)
+        except ValueError:
+            known = [m.value for m in TaskCoordinationMode]
+            raise NegotiationError(f"mode: one of {known}, not {mode!r}") from None
+        if deadline is not None:
+            deadline = number("deadline", deadline, error=NegotiationError)
+        if coordinator is not None:
+            of_type("coordinator", coordinator, PeerId, "a PeerId or None")
+        if parent is not None:
+            of_type("parent", parent, TaskRef, "a TaskRef or None")
         coordinated = mode in (TaskCoordinationMode.CENTRALIZED, TaskCoordinationMode.HYBRID)
         if coordinated and coordinator is None:
             raise NegotiationError(f"{mode.value} needs a coordinator peer")
@@ -137,9 +154,9 @@ class TaskBoard:
             raise NegotiationError(f"task {name!r} was announced already")
         requirements = check_requirements(requirements)
         now = self.clock()
-        deadline = now + config.announcement_ttl if deadline is None else float(deadline)
-        if not math.isfinite(deadline) or deadline <= now:
-            raise NegotiationError("the deadline has passed already")
+        deadline = now + config.announcement_ttl if deadline is None else deadline
+        if deadline <= now:
+            raise NegotiationError(f"deadline: {deadline} has passed already")
         if parent is not None:
             view = self.view(parent)
             if view is None:
@@ -277,22 +294,20 @@ class TaskBoard:
                 bidding, a price or eta negative or not finite, or an availability
                 outside [0, 1].
         """
+        price = number("price", price, low=0, error=NegotiationError)
+        availability = number("availability", availability, low=0, high=1, error=NegotiationError)
+        eta = number("eta", eta, low=0, error=NegotiationError)
+        caps = strings("capabilities", capabilities)
         ref = self.resolve(ref)
         view = self._require_view(ref)
         ann = view.announcement
         now = self.clock()
-        price, availability, eta = float(price), float(availability), float(eta)
-        if not (math.isfinite(price) and price >= 0 and math.isfinite(eta) and eta >= 0):
-            raise NegotiationError("price and eta are finite and not negative")
-        if not 0.0 <= availability <= 1.0:
-            raise NegotiationError("availability is in [0, 1]")
         if self.me == ref.announcer:
             raise NegotiationError("the announcer does not bid on its own task")
         if now > ann.bids_close_at or now > ann.deadline:
             raise NegotiationError(f"the bidding window of {ref} has passed")
         if view.closed or view.state in FINAL:
             raise NegotiationError(f"bidding on {ref} is closed")
-        caps = tuple(capabilities)
         missing = sorted(set(ann.capabilities) - set(caps))
         if missing:
             raise NegotiationError(f"missing capabilities: {', '.join(missing)}")
@@ -385,6 +400,8 @@ class TaskBoard:
         """A task by reference, or by name when exactly one announcer used it."""
         if isinstance(ref, TaskRef):
             return ref
+        if not isinstance(ref, str):
+            raise ArgumentTypeError(f"task: a TaskRef or a task's name, not {ref!r}")
         matches = [r for r in self.tasks() if r.name == ref]
         if not matches:
             raise NegotiationError(f"unknown task {ref!r}")

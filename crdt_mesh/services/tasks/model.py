@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...arguments import integer, number, strings
 from ...errors import LocalError
 from ...identity import PeerId
 from ...ledger import DocumentId, Policy
@@ -114,10 +115,13 @@ class NegotiationConfig:
     announcement_ttl: float = 3600.0  # default deadline, from the announcement
 
     def __post_init__(self) -> None:
-        if not (self.bid_timeout > 0 and self.announcement_ttl > 0):
-            raise NegotiationError("bid_timeout and announcement_ttl are positive")
-        if self.min_bidders < 1:
-            raise NegotiationError("min_bidders is at least 1")
+        number("bid_timeout", self.bid_timeout, above=0, error=NegotiationError)
+        number("announcement_ttl", self.announcement_ttl, above=0, error=NegotiationError)
+        integer("min_bidders", self.min_bidders, low=1, error=NegotiationError)
+        if not isinstance(self.selection_criteria, tuple):
+            object.__setattr__(
+                self, "selection_criteria", strings("selection_criteria", self.selection_criteria)
+            )
         unknown = set(self.selection_criteria) - set(CRITERIA)
         if unknown or not self.selection_criteria:
             raise NegotiationError(
@@ -129,9 +133,14 @@ class NegotiationConfig:
         values = dict(values or {})
         known = {"bid_timeout", "min_bidders", "selection_criteria", "announcement_ttl"}
         if set(values) - known:
-            raise NegotiationError(f"unknown negotiation settings: {sorted(set(values) - known)}")
+            raise NegotiationError(
+                f"negotiation: unknown settings {sorted(map(str, set(values) - known))}"
+                f" (known: {sorted(known)})"
+            )
         if "selection_criteria" in values:
-            values["selection_criteria"] = tuple(values["selection_criteria"])
+            values["selection_criteria"] = strings(
+                "selection_criteria", values["selection_criteria"]
+            )
         return cls(**values)
 
 

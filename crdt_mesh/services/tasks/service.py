@@ -28,6 +28,7 @@ from typing import Any
 
 import anyio
 
+from ...arguments import number
 from ...config import Feature
 from ...identity import PeerId
 from ...ledger import Entry
@@ -147,10 +148,8 @@ class TaskService:
             NegotiationError: unknown task, or ``timeout`` not a number >= 0.
         """
         self._require()
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0
-        ):
-            raise NegotiationError(f"timeout: a number of seconds >= 0, not {timeout!r}")
+        if timeout is not None:
+            timeout = number("timeout", timeout, low=0, error=NegotiationError)
         ref = self.board.resolve(task)
         view = self.board._require_view(ref)
         ann = view.announcement
