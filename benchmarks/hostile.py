@@ -41,7 +41,7 @@ from crdt_mesh import Durability, Identity, Mesh, Replica
 from crdt_mesh.testing import attacks
 from transports.tcp import TcpTransport
 
-from ._common import row, scratch
+from ._common import Target, row, scratch, summary
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("amplify", "stall", "flood", "broadcast")
@@ -200,20 +200,26 @@ async def main(quick: bool) -> None:
     base_rate, base_dial = max(base_rate, again_rate), min(base_dial, again_dial)
     for kind, count, rate, dial in results:
         ratio = rate / base_rate
-        mark = ("✓" if ratio >= 0.8 else "✗") + " >= 0.8" if count == 10 else ""
+        mark: Target | str = Target(">=", 0.8) if count == 10 else "(higher is better)"
         label = f"{count:>2} x {kind}"
         row(f"{label}: honest updates/s", f"{rate:,.0f}", f"{base_rate:,.0f}", ratio, mark)
         row(f"{label}: honest dial", f"{dial:.1f} ms", f"{base_dial:.1f} ms", dial / base_dial)
     with scratch("hostile-amplify") as root:
         refused, ratios = await amplification(root)
-    row("repeated-range frame refused", "yes" if refused else "NO", target="✓" if refused else "✗")
+    row(
+        "repeated-range frame refused",
+        "yes" if refused else "NO",
+        target=Target(">=", 1),
+        measured=1.0 if refused else 0.0,
+    )
     worst = max(ratios) if ratios else float("nan")
     row(
         "amplification (bytes sent / bytes lacked)",
         " ".join(f"{r:.2f}" for r in ratios),
         ratio=worst,
-        target=("✓" if worst <= 1.0 else "✗") + " <= 1.0",
+        target=Target("<=", 1.0),
     )
+    summary()
 
 
 if __name__ == "__main__":
