@@ -18,22 +18,24 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import logging
+import math
 import os
 import shutil
 import signal
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import anyio
 
 from .config import Feature, MeshConfig
-from .errors import MeshError
+from .errors import LocalError, MeshError
 from .identity import Identity, PeerId
 from .mesh import Mesh
 from .replica.replica import Replica
@@ -63,6 +65,9 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    if not (Path(args.store) / "data.mdb").is_file():  # never make an empty store to show it
+        print(f"crdt-mesh inspect: error: {args.store} is not a crdt_mesh store", file=sys.stderr)
+        return 2
     with Replica.open(args.store, Identity.generate()) as replica:  # reads only
         summary = replica.summary()
         out: dict[str, Any] = {
@@ -117,7 +122,7 @@ def cmd_node(args: argparse.Namespace, env: dict[str, str] | None = None) -> int
     config = MeshConfig.from_env(env)  # strict: a malformed variable stops us here
     penalties = Penalties()  # one table: hosts that fail handshakes, peers that misbehave
     listen = args.listen if args.listen is not None else config.listen_address()
-    peers = list(args.peer) + list(config.bootstrap_peers)
+    peers = [_with_scheme(p, config.transport) for p in args.peer] + list(config.bootstrap_peers)
     max_peers = args.max_peers or config.max_peers
     identity = _load_identity(args.key)
     gossip = config.enables(Feature.GOSSIP)
@@ -161,6 +166,11 @@ def cmd_node(args: argparse.Namespace, env: dict[str, str] | None = None) -> int
 
     anyio.run(run)
     return 0
+
+
+def _with_scheme(address: str, scheme: str) -> str:
+    """``host:port`` as ``scheme://host:port`` (as ``P2P_BOOTSTRAP_PEERS`` reads it)."""
+    return address if "://" in address else f"{scheme}://{address}"
 
 
 def _emit(record: dict[str, Any]) -> None:
@@ -240,7 +250,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     target = count * writes
                     with anyio.fail_after(30):
                         while not all(r.summary().entries == target for r in replicas):
-                            await anyio.sleep(0.02)
+                            if sys.stderr.isatty():  # progress, on a terminal only
+                                held = sum(r.summary().entries for r in replicas)
+                                sys.stderr.write(f"\r  {held} of {target * count} entries held")
+                                sys.stderr.flush()
+                            await anyio.sleep(0.05)
+                    if sys.stderr.isatty():
+                        sys.stderr.write("\r\x1b[K")
                     elapsed = time.perf_counter() - start
                     for i, replica in enumerate(replicas):
                         todo = replica.document("notes").map("todo")
@@ -286,53 +302,129 @@ def _link_bytes(mesh: Mesh) -> int:
 # -- entry point ---------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="crdt-mesh", description=__doc__.split("\n\n")[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
-    commands = parser.add_subparsers(dest="command", required=True)
+DESCRIPTION = """\
+crdt-mesh: run and inspect crdt_mesh nodes.
 
-    keygen = commands.add_parser("keygen", help="write a new identity key (0600)")
-    keygen.add_argument("path")
+  crdt-mesh keygen node.key
+  crdt-mesh node --store node.mesh --key node.key --listen tcp://127.0.0.1:9000 \\
+                 --peer tcp://127.0.0.1:9001
+  crdt-mesh inspect node.mesh
+  crdt-mesh demo
+
+`node` reads the P2P_* variables where they apply (P2P_LISTEN_PORT,
+P2P_BOOTSTRAP_PEERS, P2P_MAX_PEERS, P2P_TRANSPORT, P2P_ENABLED and P2P_GOSSIP);
+a malformed one is an error at start-up. See docs/ops.md.
+"""
+
+
+def _count(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is less than {low}")
+        return value
+
+    parse.__name__ = f"whole number >= {low}"
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="crdt-mesh",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    parser.add_argument("--version", action="version", version=f"crdt-mesh {_version()}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
+
+    keygen = commands.add_parser("keygen", help="write a new identity key (mode 0600)")
+    keygen.add_argument(
+        "path",
+        help="where to write the key (sealed with CRDT_MESH_PASSPHRASE if that is set)",
+    )
     keygen.add_argument("--force", action="store_true", help="replace an existing file")
     keygen.set_defaults(run=cmd_keygen)
 
     node = commands.add_parser("node", help="run a node until SIGINT or SIGTERM")
-    node.add_argument("--store", required=True, help="LMDB store directory")
+    node.add_argument("--store", required=True, help="LMDB store directory (made if missing)")
     node.add_argument("--key", required=True, help="identity key file (see keygen)")
     node.add_argument(
         "--listen", help="scheme://host:port to listen on (default: P2P_LISTEN_PORT, if set)"
     )
     node.add_argument(
-        "--peer", action="append", default=[], help="scheme://host:port to dial (repeatable)"
+        "--peer",
+        action="append",
+        default=[],
+        help="scheme://host:port, or host:port with P2P_TRANSPORT's scheme, to dial (repeatable)",
     )
-    node.add_argument("--interval", type=float, default=5.0, help="seconds between sync rounds")
+    node.add_argument(
+        "--interval", type=_seconds, default=5.0, help="seconds between sync rounds (default 5)"
+    )
     node.add_argument(
         "--capability",
         action="append",
         default=[],
         help="a capability to publish in this peer's record (with P2P_GOSSIP on; repeatable)",
     )
-    node.add_argument("--max-peers", type=int, default=0, help="default: P2P_MAX_PEERS or 50")
-    node.add_argument("--writes", type=int, default=0, help="entries to write at start")
-    node.add_argument("--document", default="demo", help="document for --writes")
-    node.add_argument("--status-interval", type=float, default=1.0)
+    node.add_argument(
+        "--max-peers",
+        type=_count(1),
+        default=None,
+        help="links kept (default: P2P_MAX_PEERS or 50)",
+    )
+    node.add_argument(
+        "--writes", type=_count(0), default=0, help="entries to write at start (default 0)"
+    )
+    node.add_argument("--document", default="demo", help="the document --writes writes to")
+    node.add_argument(
+        "--status-interval",
+        type=_seconds,
+        default=1.0,
+        help="seconds between the JSON status lines on stdout (default 1)",
+    )
     node.set_defaults(run=cmd_node)
 
     inspect = commands.add_parser("inspect", help="documents, feeds, heads, forks of a store")
-    inspect.add_argument("store")
-    inspect.add_argument("--json", action="store_true")
+    inspect.add_argument("store", help="an existing store directory (it is only read)")
+    inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
     inspect.set_defaults(run=cmd_inspect)
 
     demo = commands.add_parser("demo", help="a small mesh of local nodes converging")
-    demo.add_argument("--nodes", type=int, default=4)
-    demo.add_argument("--writes", type=int, default=5)
+    demo.add_argument(
+        "--nodes", type=_count(1), default=4, help="nodes to start (default 4; at least 1)"
+    )
+    demo.add_argument(
+        "--writes", type=_count(0), default=5, help="entries each node writes (default 5)"
+    )
     demo.add_argument("--transport", default="tcp", help="the scheme of the transport to run it on")
     demo.set_defaults(run=cmd_demo)
     return parser
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("crdt_mesh")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     quiet = args.command in ("demo", "inspect", "keygen")  # their output is the point
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO,
@@ -341,8 +433,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.run(args))
+    except LocalError as exc:  # what the user gave: a bad argument, variable or file
+        print(f"crdt-mesh {args.command}: error: {exc}", file=sys.stderr)
+        return 2
     except MeshError as exc:
-        print(f"crdt-mesh: {exc}", file=sys.stderr)
+        print(f"crdt-mesh {args.command}: {exc}", file=sys.stderr)
         return 1
 
 
