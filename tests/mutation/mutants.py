@@ -214,9 +214,6 @@ def run(mutant: Mutant, full: bool, *, plant: bool = True) -> bool:
         shutil.copytree(
             ROOT, copy, ignore=shutil.ignore_patterns(".git", ".ci", "__pycache__", "*.egg-info")
         )
-        shared = ROOT.parent / "shared"
-        if shared.exists():
-            (Path(scratch) / "shared").symlink_to(shared)
         if plant:
             target = copy / mutant.file
             text = target.read_text()
