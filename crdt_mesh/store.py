@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import enum
 import os
+import shutil
 from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,7 +42,7 @@ from .ledger import Entry
 
 T = TypeVar("T")
 
-_DBS = ("entries", "void", "forks", "docs", "acls", "snapshots")
+_DBS = ("entries", "void", "forks", "docs", "acls", "snapshots", "purged")
 _DEFAULT_MAP_SIZE = 64 * 1024 * 1024
 _MAX_MAP_SIZE = 1 << 40
 
@@ -99,6 +100,11 @@ class Reader:
         """Every owner's ACL entry payload: (document key, seq, payload)."""
         for key, value in self._txn.cursor(db=self._dbs["acls"]):
             yield bytes(key[:16]), int.from_bytes(key[16:], "big"), bytes(value)
+
+    def purged(self) -> Iterator[tuple[bytes, int, bytes]]:
+        """Every purged feed: (48-byte feed key, seq, id of the entry it was purged at)."""
+        for key, value in self._txn.cursor(db=self._dbs["purged"]):
+            yield bytes(key), int.from_bytes(value[:8], "big"), bytes(value[8:])
 
     def snapshot(self, document_key: bytes) -> bytes | None:
         value = self._txn.get(document_key, db=self._dbs["snapshots"])
@@ -158,6 +164,16 @@ class Writer(Reader):
             self._txn.put(cursor.key(), cursor.value(), db=void_db)
             found = cursor.delete()
 
+    def purge_feed(self, feed: bytes, seq: int, entry_id: bytes) -> None:
+        """Delete every entry of ``feed`` (kept or void) and remember that it was purged
+        at ``seq`` / ``entry_id``: its head stays, its content is gone."""
+        for name in ("entries", "void"):
+            cursor = self._txn.cursor(db=self._dbs[name])
+            found = cursor.set_range(feed)
+            while found and bytes(cursor.key()).startswith(feed):
+                found = cursor.delete()
+        self._txn.put(feed, seq_bytes(seq) + entry_id, db=self._dbs["purged"])
+
     def put_acl(self, document_key: bytes, seq: int, payload: bytes) -> None:
         self._txn.put(document_key + seq_bytes(seq), payload, db=self._dbs["acls"])
 
@@ -189,22 +205,61 @@ class Store:
         self.durability = durability
         try:
             self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot open store at {self.path}: {exc}") from exc
+        self._open_env(map_size)
+        self._closed = False
+
+    def _open_env(self, map_size: int) -> None:
+        try:
             self._env = lmdb.open(
                 str(self.path),
                 map_size=map_size,
                 max_dbs=len(_DBS),
                 subdir=True,
-                sync=durability is Durability.FULL,
-                metasync=durability is Durability.FULL,
+                sync=self.durability is Durability.FULL,
+                metasync=self.durability is Durability.FULL,
                 readahead=False,
                 mode=0o700,
             )
             self._dbs = {name: self._env.open_db(name.encode()) for name in _DBS}
-        except lmdb.Error as exc:
+        except (lmdb.Error, OSError) as exc:
             raise StoreError(f"cannot open store at {self.path}: {exc}") from exc
-        except OSError as exc:
-            raise StoreError(f"cannot open store at {self.path}: {exc}") from exc
-        self._closed = False
+
+    def compact(self) -> None:
+        """Rewrite the data file with the pages in use only.
+
+        LMDB keeps the old bytes of freed pages until it reuses them: after a purge,
+        the purged content is still in the file. A compacting copy leaves it out; the
+        copy is made durable, then atomically takes the old file's place.
+
+        Raises:
+            StoreError: the copy or the swap failed (the store is left as it was).
+        """
+        self._check_open()
+        scratch = self.path / "compacting"
+        try:
+            shutil.rmtree(scratch, ignore_errors=True)
+            scratch.mkdir()
+            self._env.copy(str(scratch), compact=True)
+            copied = scratch / "data.mdb"
+            with open(copied, "rb+") as handle:
+                os.fsync(handle.fileno())
+        except (lmdb.Error, OSError) as exc:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise StoreError(f"cannot compact {self.path}: {exc}") from exc
+        map_size = self.map_size()
+        self._env.close()
+        try:
+            os.replace(copied, self.path / "data.mdb")
+            directory = os.open(self.path, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+            self._open_env(map_size)
 
     def close(self) -> None:
         if not self._closed:

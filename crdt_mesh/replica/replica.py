@@ -264,6 +264,8 @@ class Replica:
                 document._snapshot_size = len(state)
             replay = [self._entry_at(txn, doc_id, PeerId(a), s) for a, s in unresolved]
             for author in self._state.heads.authors_of(doc_id):
+                if (doc_id, author) in self._state.purged:
+                    continue
                 head = self._state.heads[(doc_id, author)]
                 replay.extend(
                     self._read_feed(txn, doc_id, author, covered.get(author.key, 0) + 1, head.seq)
@@ -289,6 +291,8 @@ class Replica:
         me = self.peer_id
         if (doc_id, me) in self._state.forks:
             raise NotWritable(f"{doc_id.text}: this identity's feed is frozen by a fork proof")
+        if (doc_id, me) in self._state.purged:
+            raise NotWritable(f"{doc_id.text}: this identity's feed was purged (forgotten)")
         if doc_id.policy is Policy.OWNER and doc_id.owner != me:
             raise NotWritable(f"{doc_id.text} is written by its owner only")
         if doc_id.policy is Policy.MEMBERS and doc_id.owner != me:
@@ -564,6 +568,57 @@ class Replica:
                 out.extend(txn.entries(feed_key(doc, author), max(start, 1), end, max_bytes))
         return out
 
+    def purge(self, document: DocumentId, author: PeerId, seq: int, entry_id: bytes) -> bool:
+        """Delete the content of one feed for good, keeping its head.
+
+        For forgetting: the feed's entries (and the document's cached state) leave
+        the store in one transaction; the head becomes ``seq`` / ``entry_id``, frozen,
+        so every replica that purges at the same point agrees with the others in
+        sync, and nothing of the feed is accepted or offered again. Meant for
+        documents that one author writes (``owner``, ``local``): in a shared
+        document, others' updates that build on the purged ones stay unintegrated.
+        The freed pages of the file keep the old bytes until :meth:`compact`.
+
+        Returns:
+            False if the feed was purged already.
+        """
+        self._check_open()
+        of_type("document", document, DocumentId, "a DocumentId")
+        of_type("author", author, PeerId, "a PeerId")
+        integer("seq", seq, low=0)
+        if not isinstance(entry_id, bytes) or len(entry_id) != 32:
+            raise ArgumentTypeError("entry_id: the 32-byte id of the feed's last entry")
+        feed = (document, author)
+        if feed in self._state.purged:
+            return False
+
+        def work(txn: Writer) -> None:
+            txn.purge_feed(feed_key(document, author), seq, entry_id)
+            txn.delete_snapshot(document.key)
+
+        self._store.write(work)
+        self._state.docs.setdefault(document.key, document)
+        self._state.heads[feed] = Head(seq, entry_id, frozen=True)
+        self._state.purged.add(feed)
+        self._state.version += 1
+        open_document = self._open.get(document)
+        if open_document is not None:
+            self._rebuild(open_document)  # its in-memory state held the purged content
+        return True
+
+    def purged(self, document: DocumentId, author: PeerId) -> bool:
+        """Whether the feed of ``author`` in ``document`` was purged."""
+        return (document, author) in self._state.purged
+
+    def compact(self) -> None:
+        """Rewrite the store's file with the pages in use only, so that purged content
+        leaves the disk too (LMDB keeps freed pages' bytes until it reuses them).
+
+        Takes time in proportion to the store's size: call it after purges, in batches.
+        """
+        self._check_open()
+        self._store.compact()
+
     def fork_proofs(self) -> list[ForkProof]:
         """Every fork proof this replica holds."""
         return list(self._state.forks.values())
@@ -583,7 +638,7 @@ class Replica:
         ]
         with self._store.read() as txn:
             for (doc, author), head in self._state.heads.items():
-                if doc.policy is Policy.LOCAL:
+                if doc.policy is Policy.LOCAL or (doc, author) in self._state.purged:
                     continue
                 theirs = heads.get((doc, author))
                 start = theirs.seq + 1 if theirs else 1

@@ -26,6 +26,8 @@ class LedgerState:
     forks: dict[FeedKey, ForkProof] = field(default_factory=dict)
     acls: dict[DocumentId, list[tuple[int, Acl]]] = field(default_factory=dict)
     pending: PendingArea = field(default_factory=PendingArea)
+    #: feeds whose content was purged: their head stays (frozen), their entries are gone
+    purged: set[FeedKey] = field(default_factory=set)
     #: grows on every change of heads, forks, ACLs or read rules (for caches)
     version: int = 0
 
@@ -43,6 +45,10 @@ class LedgerState:
             state.forks[(proof.document, proof.author)] = proof
         for doc_key, seq, payload in reader.acls():
             state.acls.setdefault(state.docs[doc_key], []).append((seq, Acl.decode(payload)))
+        for feed, seq, entry_id in reader.purged():
+            purged = (state.docs[feed[:16]], PeerId(feed[16:]))
+            state.heads[purged] = Head(seq, entry_id, frozen=True)
+            state.purged.add(purged)
         for forked in state.forks:
             head = state.heads.get(forked)
             if head is not None:
