@@ -117,8 +117,12 @@ from .services.gossip import GossipMessage as GossipMessage
 from .services.gossip import GossipMessageType as GossipMessageType
 from .services.gossip import PeerRecord as PeerRecord
 from .services.gossip import SwimSettings as SwimSettings
+from .services.memory import FederatedMemoryError as FederatedMemoryError
+from .services.memory import Memory as Memory
 from .services.memory import MemoryEvents as MemoryEvents
+from .services.memory import MemoryHit as MemoryHit
 from .services.memory import MemoryPrivacyLevel as MemoryPrivacyLevel
+from .services.memory import MemoryRef as MemoryRef
 from .services.reputation import ReputationEvents as ReputationEvents
 from .services.reputation import ReputationScore as ReputationScore
 from .services.tasks import Announcement as Announcement
@@ -153,6 +157,7 @@ __all__ = [
     "EventBus",
     "Feature",
     "FeatureDisabledError",
+    "FederatedMemoryError",
     "ForkDetected",
     "ForkProof",
     "GossipEvents",
@@ -170,8 +175,11 @@ __all__ = [
     "LinkClosed",
     "Listener",
     "LocalError",
+    "Memory",
     "MemoryEvents",
+    "MemoryHit",
     "MemoryPrivacyLevel",
+    "MemoryRef",
     "Mesh",
     "MeshConfig",
     "MeshError",

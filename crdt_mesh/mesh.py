@@ -31,7 +31,7 @@ from .runtime.penalty import Offence, Penalties
 from .runtime.runtime import Runtime
 from .runtime.transport import Transport
 from .services.gossip import GossipEvents, GossipService, SwimSettings
-from .services.memory import MemoryEvents
+from .services.memory import MemoryEvents, MemoryService
 from .services.reputation import ReputationEvents
 from .services.tasks import TaskEvents, TaskService
 
@@ -112,6 +112,8 @@ class Mesh:
         self.gossip = GossipService(self.runtime, swim)
         #: task negotiation (see :mod:`crdt_mesh.services.tasks`)
         self.tasks = TaskService(self.runtime, capabilities=self._capabilities_of)
+        #: federated memory (see :mod:`crdt_mesh.services.memory`)
+        self.memory = MemoryService(self.runtime)
 
     def _capabilities_of(self, peer: PeerId) -> tuple[str, ...]:
         record = self.gossip.record(peer)
@@ -133,6 +135,7 @@ class Mesh:
     ) -> bool | None:
         self.gossip.close()
         self.tasks.close()
+        self.memory.close()
         return await self.runtime.__aexit__(exc_type, exc, tb)
 
     # -- the runtime, as users see it --------------------------------------------------------

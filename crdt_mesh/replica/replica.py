@@ -443,6 +443,11 @@ class Replica:
             return frozenset()
         return self._latest_acl(doc_id).members | {doc_id.owner}
 
+    def acl(self, document: str | DocumentId) -> Acl:
+        """The latest member list of a ``members`` document as this replica knows it:
+        its members (the owner aside) and the cut of each removed member's feed."""
+        return self._latest_acl(self._resolve_id(document, Policy.MEMBERS))
+
     def _latest_acl(self, doc_id: DocumentId) -> Acl:
         return self._state.latest_acl(doc_id)
 

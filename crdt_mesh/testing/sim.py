@@ -72,6 +72,8 @@ class SimulatedMesh:
             of the mesh (default: everyone). ``fanout`` of them are drawn each round.
         tap: called with every frame any replica sends (to check what leaves a
             replica, e.g. that no ``local`` entry ever does).
+        wiretap: called with (sender, receiver, frame) for every frame sent: to check
+            what reaches whom (a team's memories reach its members only).
     """
 
     def __init__(
@@ -84,6 +86,7 @@ class SimulatedMesh:
         root: str | Path | None = None,
         contacts: Callable[[int, list[int]], Sequence[int]] | None = None,
         tap: Callable[[bytes], None] | None = None,
+        wiretap: Callable[[int, int, bytes], None] | None = None,
     ) -> None:
         if size < 1:
             raise ValueError("a mesh has at least one replica")
@@ -93,6 +96,7 @@ class SimulatedMesh:
         self.contacts = contacts
         #: called with every frame a replica sends, before the network sees it
         self.tap = tap
+        self.wiretap = wiretap
         self._owned_root = root is None
         self.root = Path(tempfile.mkdtemp(prefix="crdt_mesh-sim-")) if root is None else Path(root)
         self.nodes: list[_Node] = []
@@ -278,13 +282,15 @@ class SimulatedMesh:
         if left.session.round_active:
             left.session.abandon_round()  # timed out: a frame of it was lost
         started = left.ready and left.start_round()
+        # who holds which end (the initiator's end may be either's)
+        lo, ro = (a, b) if self.nodes[a].links.get(b) is left else (b, a)
         queue: list[tuple[PeerSync, bytes]] = []
         moved = 0
         while True:
             if not started and left.ready:  # a new link: hellos first, then the round
                 started = left.start_round()
-            queue.extend((right, f) for f in self._deliver(left.frames()))
-            queue.extend((left, f) for f in self._deliver(right.frames()))
+            queue.extend((right, f) for f in self._deliver(left.frames(), lo, ro))
+            queue.extend((left, f) for f in self._deliver(right.frames(), ro, lo))
             if not queue:
                 return
             if self.faults.reorder and len(queue) > 1 and self.rng.random() < self.faults.reorder:
@@ -312,10 +318,12 @@ class SimulatedMesh:
                 self.nodes[b].links.pop(a, None)
                 return
 
-    def _deliver(self, frames: list[bytes]) -> Iterator[bytes]:
+    def _deliver(self, frames: list[bytes], sender: int, receiver: int) -> Iterator[bytes]:
         for frame in frames:
             if self.tap is not None:
                 self.tap(frame)
+            if self.wiretap is not None:
+                self.wiretap(sender, receiver, frame)
             self.bytes += len(frame)
             self.frames += 1
             if self.faults.loss and self.rng.random() < self.faults.loss:

@@ -1,0 +1,480 @@
+"""The memory board: federated memory's commands and views over one replica.
+
+Synchronous, with the clock injected. The board owns a read policy on the replica:
+a team memory is offered to the members of its channel only, an organization's to
+its members only, a private one to nobody (it is a ``local`` document, sealed at
+rest with a key derived from the identity), a public one to anyone. Views are pure
+functions of what the replica holds: every replica with the same entries shows the
+same memories to the same reader.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from ...errors import NotWritable
+from ...identity import PeerId
+from ...ledger import DocumentId, Policy
+from ...replica.index import DocumentIndex
+from ...replica.replica import Replica
+from .model import Channel, FederatedMemoryError, Memory, MemoryHit, MemoryPrivacyLevel, MemoryRef
+from .model import Organization as Org
+from .rules import (
+    Filters,
+    Scope,
+    at_rest_key,
+    channel_document,
+    check_content,
+    check_group_name,
+    check_metadata,
+    check_tags,
+    forget_document,
+    group_of,
+    lexical_scores,
+    memory_document,
+    memory_of_forget,
+    new_memory_id,
+    order_key,
+    organization_document,
+    parse_memory,
+    record,
+    scope_of,
+    seal,
+    searchable_text,
+    tag_score,
+    unseal,
+)
+
+_ROOT = "memory"
+
+
+class MemoryBoard:
+    """Commands and views of federated memory over ``replica``."""
+
+    def __init__(self, replica: Replica, clock: Callable[[], float] = time.time) -> None:
+        self.replica = replica
+        self.clock = clock
+        self._key = at_rest_key(replica.identity.seed)
+        self._memories = DocumentIndex(replica, _memory_key)
+        self._groups = DocumentIndex(replica, group_of)
+        self._remove_policy = replica.add_read_policy(self._may_read)
+
+    @property
+    def me(self) -> PeerId:
+        return self.replica.peer_id
+
+    def close(self) -> None:
+        self._remove_policy()
+        self._memories.close()
+        self._groups.close()
+
+    # -- who may read what -------------------------------------------------------------------
+
+    def _may_read(self, document: DocumentId, peer: PeerId) -> bool | None:
+        """The read policy: None for documents that are not memory's."""
+        scope = scope_of(document)
+        if scope is None:
+            if group_of(document) is not None:  # a group's member list: its removed
+                return peer in self.replica.acl(document).cuts or None  # learn they are
+            return None
+        if scope.privacy is MemoryPrivacyLevel.PUBLIC:
+            return True
+        if scope.privacy is MemoryPrivacyLevel.PRIVATE or scope.admin is None:
+            return False
+        return peer in self._group_members(scope)
+
+    def _group_members(self, scope: Scope) -> frozenset[PeerId]:
+        assert scope.admin is not None and scope.group is not None
+        make = (
+            channel_document
+            if scope.privacy is MemoryPrivacyLevel.TEAM
+            else (organization_document)
+        )
+        return self.replica.members(make(scope.admin, scope.group))
+
+    # -- channels and organizations -----------------------------------------------------------
+
+    def create_channel(
+        self, name: str, members: Iterable[PeerId] = (), organization: str | None = None
+    ) -> Channel:
+        """Make a channel this peer administers, with ``members`` (and itself).
+
+        Raises:
+            FederatedMemoryError: a malformed name, or this peer has a channel of that name.
+        """
+        return self._create("channel", name, members, organization)  # type: ignore[return-value]
+
+    def create_organization(self, name: str, members: Iterable[PeerId] = ()) -> Org:
+        """Make an organization this peer administers, with ``members`` (and itself)."""
+        return self._create("organization", name, members, None)  # type: ignore[return-value]
+
+    def _create(
+        self, kind: str, name: str, members: Iterable[PeerId], organization: str | None
+    ) -> Channel | Org:
+        check_group_name(name, kind)
+        if organization is not None:
+            check_group_name(organization, "organization")
+        peers = _peers(members, "members")
+        make = channel_document if kind == "channel" else organization_document
+        document = make(self.me, name)
+        if self.replica.has_document(document):
+            raise FederatedMemoryError(f"{kind} {name!r} exists already")
+        doc = self.replica.document(document)
+        self.replica.set_members(document, add=peers)
+        with doc.transaction():
+            doc.map(_ROOT)["info"] = {"organization": organization, "at": self.clock()}
+        group = self._group(kind, name, None)
+        assert group is not None
+        return group
+
+    def add_member(self, kind: str, name: str, peer: PeerId) -> Channel | Org:
+        return self._change(kind, name, add=[peer])
+
+    def remove_member(self, kind: str, name: str, peer: PeerId) -> Channel | Org:
+        """Remove ``peer``: nothing written after is offered to it; its own memories in the
+        group leave every member's view (they stay, unread, in the ledger).
+
+        Raises:
+            FederatedMemoryError: unknown group, not its admin, or removing the admin.
+        """
+        if peer == self.me:
+            raise FederatedMemoryError("the admin stays a member of what it administers")
+        return self._change(kind, name, remove=[peer])
+
+    def _change(
+        self, kind: str, name: str, add: Sequence[PeerId] = (), remove: Sequence[PeerId] = ()
+    ) -> Channel | Org:
+        group = self._group(kind, name, None)
+        if group is None:
+            raise FederatedMemoryError(f"unknown {kind} {name!r}")
+        if group.admin != self.me:
+            raise FederatedMemoryError(
+                f"only {group.admin.short} changes the members of {kind} {name!r}"
+            )
+        make = channel_document if kind == "channel" else organization_document
+        self.replica.set_members(
+            make(self.me, name), add=_peers(add, "peer"), remove=_peers(remove, "peer")
+        )
+        changed = self._group(kind, name, None)
+        assert changed is not None
+        return changed
+
+    def channels(self) -> list[Channel]:
+        return [g for g in self._all_groups("channel") if isinstance(g, Channel)]
+
+    def organizations(self) -> list[Org]:
+        return [g for g in self._all_groups("organization") if isinstance(g, Org)]
+
+    def _all_groups(self, kind: str) -> list[Channel | Org]:
+        out = []
+        for (found, name), documents in self._groups.items():
+            if found == kind:
+                for document in documents:
+                    assert document.owner is not None
+                    group = self._group(kind, name, document.owner)
+                    if group is not None:
+                        out.append(group)
+        return sorted(out, key=lambda g: (g.name, g.admin.key))
+
+    def _group(self, kind: str, name: str, admin: PeerId | None) -> Channel | Org | None:
+        """The group ``name`` of ``admin`` (default: this peer, else the one admin known)."""
+        documents = [d for d in self._groups.get((kind, name)) if admin in (None, d.owner)]
+        if admin is None and len(documents) > 1:
+            mine = [d for d in documents if d.owner == self.me]
+            if not mine:
+                raise FederatedMemoryError(
+                    f"{len(documents)} admins have a {kind} {name!r}: name one"
+                )
+            documents = mine
+        if not documents:
+            return None
+        document = documents[0]
+        assert document.owner is not None
+        members = self.replica.members(document)
+        if kind == "organization":
+            return Org(name, document.owner, members)
+        info = self.replica.document(document).map(_ROOT).get("info")
+        organization = info.get("organization") if isinstance(info, Mapping) else None
+        return Channel(name, document.owner, members, organization)
+
+    # -- memories ---------------------------------------------------------------------------
+
+    def store(
+        self,
+        content: str,
+        privacy: MemoryPrivacyLevel | str = MemoryPrivacyLevel.PRIVATE,
+        *,
+        channel: str | None = None,
+        organization: str | None = None,
+        tags: Iterable[str] = (),
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Memory:
+        """Keep a memory at ``privacy``: one signed entry in a document of its own.
+
+        Raises:
+            FederatedMemoryError: malformed content, tags or metadata; a team memory without a
+                channel this peer belongs to, an organization memory without an
+                organization it belongs to; the encrypted level (not built yet).
+        """
+        level = _level(privacy)
+        content, tag_list = check_content(content), check_tags(tags)
+        extra = check_metadata(metadata)
+        admin, group = self._target(level, channel, organization)
+        document = memory_document(self.me, level, new_memory_id(), admin, group)
+        now = self.clock()
+        self._write(document, record(content, tag_list, extra, now, now))
+        memory = self.get(MemoryRef(document))
+        assert memory is not None
+        return memory
+
+    def _target(
+        self, level: MemoryPrivacyLevel, channel: str | None, organization: str | None
+    ) -> tuple[PeerId | None, str | None]:
+        if level is MemoryPrivacyLevel.ENCRYPTED:
+            raise FederatedMemoryError(
+                "the encrypted level (epoch keys, lockboxes) is not built yet"
+            )
+        if level is MemoryPrivacyLevel.TEAM:
+            if channel is None:
+                raise FederatedMemoryError("channel: a team memory names its channel")
+            group = self._group("channel", check_group_name(channel, "channel"), None)
+        elif level is MemoryPrivacyLevel.ORGANIZATION:
+            if organization is None:
+                raise FederatedMemoryError("organization: an organization memory names it")
+            name = check_group_name(organization, "organization")
+            group = self._group("organization", name, None)
+        else:
+            if channel is not None or organization is not None:
+                raise FederatedMemoryError(f"a {level.value} memory has no channel or organization")
+            return None, None
+        if group is None:
+            raise FederatedMemoryError(f"unknown {'channel' if channel else 'organization'}")
+        if self.me not in group.members:
+            raise FederatedMemoryError(f"{self.me.short} is not a member of {group.name!r}")
+        return group.admin, group.name
+
+    def update(
+        self,
+        ref: MemoryRef,
+        *,
+        content: str | None = None,
+        tags: Iterable[str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Memory:
+        """Change one's own memory (one entry).
+
+        Raises:
+            FederatedMemoryError: unknown, forgotten, or another author's memory.
+        """
+        current = self._own(ref)
+        value = record(
+            check_content(content) if content is not None else current.content,
+            check_tags(tags) if tags is not None else current.tags,
+            check_metadata(metadata) if metadata is not None else current.metadata,
+            current.created_at,
+            self.clock(),
+        )
+        self._write(ref.document, value)
+        updated = self.get(ref)
+        assert updated is not None
+        return updated
+
+    def forget(self, ref: MemoryRef) -> None:
+        """Forget one's own memory everywhere: a signed forget record reaches whoever may
+        read the memory, and each honest replica purges the memory's content from its
+        store and its files (see ``docs/memory.md``).
+
+        Raises:
+            FederatedMemoryError: unknown, or another author's memory.
+        """
+        self._own(ref)
+        document = ref.document
+        head = self.replica.heads(include_local=True).get((document, self.me))
+        assert head is not None
+        if document.policy is not Policy.LOCAL:
+            forget = self.replica.document(forget_document(document))
+            with forget.transaction():
+                forget.map(_ROOT)["forget"] = {"seq": head.seq, "id": head.id.hex()}
+        self.replica.purge(document, self.me, head.seq, head.id)
+        self.replica.compact()
+
+    def settle(self) -> int:
+        """Purge every memory whose author's forget record this replica holds, then
+        compact the store if anything was purged. Returns how many were purged."""
+        purged = 0
+        for scope_key, documents in self._memories.items():
+            if not scope_key[1]:
+                continue  # a memory, not a forget record
+            for forget in documents:
+                memory = memory_of_forget(forget)
+                author = forget.owner
+                if author is None or self.replica.purged(memory, author):
+                    continue
+                value: Any = self.replica.document(forget).map(_ROOT).get("forget")
+                try:
+                    seq, entry_id = int(value["seq"]), bytes.fromhex(value["id"])
+                except (TypeError, KeyError, ValueError):
+                    continue
+                if seq >= 0 and len(entry_id) == 32:
+                    purged += self.replica.purge(memory, author, seq, entry_id)
+        if purged:
+            self.replica.compact()
+        return purged
+
+    def _own(self, ref: MemoryRef) -> Memory:
+        if not isinstance(ref, MemoryRef):
+            raise FederatedMemoryError(f"ref: a MemoryRef, not {ref!r}")
+        memory = self.get(ref)
+        if memory is None:
+            raise FederatedMemoryError(f"unknown or forgotten memory {ref}")
+        if memory.author != self.me:
+            raise FederatedMemoryError(f"only {memory.author.short} changes or forgets {ref}")
+        return memory
+
+    def _write(self, document: DocumentId, value: dict[str, Any]) -> None:
+        doc = self.replica.document(document)
+        try:
+            with doc.transaction():
+                if document.policy is Policy.LOCAL:
+                    doc.map(_ROOT)["sealed"] = seal(self._key, document, value)
+                else:
+                    doc.map(_ROOT)["record"] = value
+        except NotWritable as exc:
+            raise FederatedMemoryError(f"{document.text} cannot be written: {exc}") from None
+
+    # -- views -----------------------------------------------------------------------------
+
+    def get(self, ref: MemoryRef) -> Memory | None:
+        """The memory, if this replica holds it, may show it, and it is not forgotten."""
+        scope = scope_of(ref.document)
+        if scope is None or scope.forgotten:
+            return None
+        return self._read(ref.document, scope)
+
+    def memories(self) -> list[Memory]:
+        """Every memory this replica may show, newest first."""
+        found = []
+        for (_scope_id, forgotten), documents in self._memories.items():
+            if forgotten:
+                continue
+            for document in documents:
+                scope = scope_of(document)
+                assert scope is not None
+                memory = self._read(document, scope)
+                if memory is not None:
+                    found.append(memory)
+        return sorted(found, key=lambda m: order_key(0.0, m))
+
+    def _read(self, document: DocumentId, scope: Scope) -> Memory | None:
+        author = self.me if document.policy is Policy.LOCAL else document.owner
+        if author is None or self.replica.purged(document, author):
+            return None
+        if not self.replica.has_document(document):
+            return None
+        if scope.admin is not None and author not in self._group_members(scope):
+            return None  # not (or no longer) a member: its memories leave the view
+        if scope.admin is not None and self.me not in self._group_members(scope):
+            return None  # we are not (or no longer) a member
+        root = self.replica.document(document).map(_ROOT)
+        if document.policy is Policy.LOCAL:
+            value = unseal(self._key, document, root.get("sealed"))
+        else:
+            value = root.get("record")
+        organization = None
+        if scope.privacy is MemoryPrivacyLevel.TEAM and scope.admin is not None:
+            channel = self._group("channel", scope.group or "", scope.admin)
+            organization = channel.organization if isinstance(channel, Channel) else None
+        return parse_memory(MemoryRef(document), author, scope, value, organization)
+
+    def query(
+        self,
+        *,
+        text: str | None = None,
+        tags: Iterable[str] | None = None,
+        privacy: MemoryPrivacyLevel | str | Iterable[MemoryPrivacyLevel | str] | None = None,
+        channels: Iterable[str] | None = None,
+        organizations: Iterable[str] | None = None,
+        authors: Iterable[PeerId] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 10,
+    ) -> list[MemoryHit]:
+        """The memories this replica may show that pass every filter given, best first.
+
+        Filters narrow together; within one, any value matches (``tags``: a memory with
+        any of them). Ranking: by BM25 over content and tags when ``text`` is given
+        (memories that match no word of it are left out), else by how many of ``tags``
+        a memory has; ties go to the newer, then to the name.
+
+        Raises:
+            FederatedMemoryError: a malformed filter, or ``text`` without the search extra.
+        """
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise FederatedMemoryError(f"limit: a whole number >= 1, not {limit!r}")
+        filters = Filters(
+            privacy=_levels(privacy),
+            channels=_names(channels, "channels"),
+            organizations=_names(organizations, "organizations"),
+            authors=frozenset(_peers(authors, "authors")) if authors is not None else None,
+            tags=frozenset(check_tags(tags)) if tags is not None else None,
+            since=_time(since, "since"),
+            until=_time(until, "until"),
+        )
+        kept = [m for m in self.memories() if filters.keeps(m)]
+        if text is not None:
+            if not isinstance(text, str) or not text.strip():
+                raise FederatedMemoryError(f"text: a non-empty str, not {text!r}")
+            scores = lexical_scores([searchable_text(m) for m in kept], text)
+            scored = [(s, m) for s, m in zip(scores, kept, strict=True) if s > 0]
+        else:
+            scored = [(tag_score(m, filters.tags), m) for m in kept]
+        scored.sort(key=lambda pair: order_key(pair[0], pair[1]))
+        return [MemoryHit(m, s) for s, m in scored[:limit]]
+
+
+def _memory_key(document: DocumentId) -> tuple[str, bool] | None:
+    scope = scope_of(document)
+    return (scope.id, scope.forgotten) if scope is not None else None
+
+
+def _level(privacy: Any) -> MemoryPrivacyLevel:
+    try:
+        return MemoryPrivacyLevel(privacy)
+    except ValueError:
+        known = [p.value for p in MemoryPrivacyLevel]
+        raise FederatedMemoryError(f"privacy: one of {known}, not {privacy!r}") from None
+
+
+def _levels(privacy: Any) -> frozenset[MemoryPrivacyLevel] | None:
+    if privacy is None:
+        return None
+    if isinstance(privacy, str):
+        return frozenset({_level(privacy)})
+    return frozenset(_level(p) for p in privacy)
+
+
+def _names(names: Iterable[str] | None, what: str) -> frozenset[str] | None:
+    if names is None:
+        return None
+    if isinstance(names, str):
+        raise FederatedMemoryError(f"{what}: a list of names, not the one str {names!r}")
+    return frozenset(check_group_name(n, what) for n in names)
+
+
+def _peers(peers: Iterable[PeerId], what: str) -> list[PeerId]:
+    if isinstance(peers, str | bytes) or not isinstance(peers, Iterable):
+        raise FederatedMemoryError(f"{what}: a list of PeerIds, not {peers!r}")
+    out = list(peers)
+    if not all(isinstance(p, PeerId) for p in out):
+        raise FederatedMemoryError(f"{what}: PeerIds only")
+    return out
+
+
+def _time(value: Any, what: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise FederatedMemoryError(f"{what}: a time in seconds, not {value!r}")
+    return float(value)

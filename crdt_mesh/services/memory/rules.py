@@ -1,0 +1,282 @@
+"""Federated memory's pure rules: document names, record codecs, encryption at rest,
+filters and ranking. No replica, no clock."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import cbor2
+import nacl.bindings
+import nacl.exceptions
+
+from ...identity import PeerId
+from ...ledger import DocumentId, Policy
+from .model import FORGOTTEN, PREFIX, FederatedMemoryError, Memory, MemoryPrivacyLevel, MemoryRef
+
+_GROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_MEMORY_ID = re.compile(r"[0-9a-f]{16}")
+_AT_REST_DOMAIN = b"crdt_mesh/memory-at-rest/v1"
+_TAG = re.compile(r"[^\s:,]{1,64}")
+MAX_CONTENT = 64 * 1024  # bytes of UTF-8 in one memory
+MAX_TAGS = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """What a memory document's name says: its level, its group, its id."""
+
+    privacy: MemoryPrivacyLevel
+    admin: PeerId | None
+    group: str | None
+    id: str
+    forgotten: bool
+
+
+def check_group_name(name: Any, what: str) -> str:
+    """A channel's or organization's name: 1..64 of letters, digits, ``.``, ``_``, ``-``."""
+    if not isinstance(name, str) or not _GROUP_NAME.fullmatch(name):
+        raise FederatedMemoryError(
+            f"{what}: 1 to 64 letters, digits, '.', '_' or '-' (starting with a letter or"
+            f" digit), not {name!r}"
+        )
+    return name
+
+
+def channel_document(admin: PeerId, name: str) -> DocumentId:
+    return DocumentId(Policy.MEMBERS, f"{PREFIX}channel:{name}", admin)
+
+
+def organization_document(admin: PeerId, name: str) -> DocumentId:
+    return DocumentId(Policy.MEMBERS, f"{PREFIX}organization:{name}", admin)
+
+
+def group_of(document: DocumentId) -> tuple[str, str] | None:
+    """(``channel`` or ``organization``, name) of a group's members document."""
+    if document.policy is not Policy.MEMBERS or not document.name.startswith(PREFIX):
+        return None
+    kind, _, name = document.name[len(PREFIX) :].partition(":")
+    if kind in ("channel", "organization") and _GROUP_NAME.fullmatch(name):
+        return kind, name
+    return None
+
+
+def new_memory_id() -> str:
+    return os.urandom(8).hex()
+
+
+def memory_document(
+    author: PeerId,
+    privacy: MemoryPrivacyLevel,
+    memory_id: str,
+    admin: PeerId | None = None,
+    group: str | None = None,
+) -> DocumentId:
+    """The document one memory lives in (its author's section)."""
+    if privacy is MemoryPrivacyLevel.PRIVATE:
+        return DocumentId(Policy.LOCAL, f"{PREFIX}private:{memory_id}")
+    if privacy is MemoryPrivacyLevel.PUBLIC:
+        return DocumentId(Policy.OWNER, f"{PREFIX}public:{memory_id}", author)
+    kind = "team" if privacy is MemoryPrivacyLevel.TEAM else "org"
+    return DocumentId(Policy.OWNER, f"{PREFIX}{kind}:{admin}:{group}:{memory_id}", author)
+
+
+def forget_document(memory: DocumentId) -> DocumentId:
+    """Where a memory's author records that it is forgotten (read as the memory is)."""
+    assert memory.owner is not None
+    return DocumentId(Policy.OWNER, memory.name + FORGOTTEN, memory.owner)
+
+
+def memory_of_forget(forget: DocumentId) -> DocumentId:
+    return DocumentId(forget.policy, forget.name[: -len(FORGOTTEN)], forget.owner)
+
+
+def scope_of(document: DocumentId) -> Scope | None:
+    """The scope a memory (or forget) document's name gives; None: not one of ours."""
+    name = document.name
+    if not name.startswith(PREFIX):
+        return None
+    forgotten = name.endswith(FORGOTTEN)
+    parts = (name[: -len(FORGOTTEN)] if forgotten else name).split(":")
+    if not _MEMORY_ID.fullmatch(parts[-1]):
+        return None
+    kind = parts[1]
+    if kind == "private" and len(parts) == 3 and document.policy is Policy.LOCAL:
+        return Scope(MemoryPrivacyLevel.PRIVATE, None, None, parts[2], forgotten)
+    if document.policy is not Policy.OWNER:
+        return None
+    if kind == "public" and len(parts) == 3:
+        return Scope(MemoryPrivacyLevel.PUBLIC, None, None, parts[2], forgotten)
+    if kind in ("team", "org") and len(parts) == 5 and _GROUP_NAME.fullmatch(parts[3]):
+        try:
+            admin = PeerId.parse(parts[2])
+        except ValueError:
+            return None
+        privacy = MemoryPrivacyLevel.TEAM if kind == "team" else MemoryPrivacyLevel.ORGANIZATION
+        return Scope(privacy, admin, parts[3], parts[4], forgotten)
+    return None
+
+
+# -- records -------------------------------------------------------------------------------
+
+
+def check_content(content: Any) -> str:
+    if not isinstance(content, str):
+        raise FederatedMemoryError(f"content: a str, not {type(content).__name__}")
+    if not content.strip():
+        raise FederatedMemoryError("content: a memory says something (not empty)")
+    if len(content.encode()) > MAX_CONTENT:
+        raise FederatedMemoryError(f"content: at most {MAX_CONTENT} bytes of UTF-8")
+    return content
+
+
+def check_tags(tags: Any) -> tuple[str, ...]:
+    if isinstance(tags, str) or not isinstance(tags, Iterable):
+        raise FederatedMemoryError(f"tags: a list of strings, not {tags!r}")
+    out = tuple(dict.fromkeys(tags))
+    if len(out) > MAX_TAGS or not all(isinstance(t, str) and _TAG.fullmatch(t) for t in out):
+        raise FederatedMemoryError(
+            f"tags: at most {MAX_TAGS} strings of 1..64 characters without spaces, ':' or ','"
+        )
+    return out
+
+
+def check_metadata(metadata: Any) -> dict[str, Any]:
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping) or not all(isinstance(k, str) for k in metadata):
+        raise FederatedMemoryError(f"metadata: a mapping with str keys, not {metadata!r}")
+    try:
+        cbor2.dumps(dict(metadata), canonical=True)
+    except Exception as exc:
+        raise FederatedMemoryError(f"metadata: plain values only ({exc})") from None
+    return dict(metadata)
+
+
+def record(
+    content: str, tags: Sequence[str], metadata: Mapping[str, Any], created: float, updated: float
+) -> dict[str, Any]:
+    return {
+        "content": content,
+        "tags": list(tags),
+        "metadata": dict(metadata),
+        "created_at": float(created),
+        "updated_at": float(updated),
+    }
+
+
+def at_rest_key(seed: bytes) -> bytes:
+    """The key private memories are sealed with on disk: derived from the identity."""
+    return hashlib.blake2b(seed, key=_AT_REST_DOMAIN, digest_size=32).digest()
+
+
+def seal(key: bytes, document: DocumentId, value: Mapping[str, Any]) -> str:
+    """XChaCha20-Poly1305 of the record, bound to its document (hex: nonce + box)."""
+    nonce = os.urandom(24)
+    box = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
+        cbor2.dumps(dict(value), canonical=True), document.text.encode(), nonce, key
+    )
+    return (nonce + box).hex()
+
+
+def unseal(key: bytes, document: DocumentId, sealed: Any) -> dict[str, Any] | None:
+    try:
+        raw = bytes.fromhex(sealed)
+        plain = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
+            raw[24:], document.text.encode(), raw[:24], key
+        )
+        value = cbor2.loads(plain)
+    except (ValueError, TypeError, nacl.exceptions.CryptoError, cbor2.CBORDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def parse_memory(
+    ref: MemoryRef, author: PeerId, scope: Scope, value: Any, organization: str | None
+) -> Memory | None:
+    """A memory from its stored record; None if the record is malformed."""
+    if not isinstance(value, Mapping):
+        return None
+    try:
+        content = check_content(value["content"])
+        tags = check_tags(value.get("tags") or ())
+        metadata = check_metadata(value.get("metadata"))
+        created, updated = float(value["created_at"]), float(value["updated_at"])
+    except (FederatedMemoryError, KeyError, TypeError, ValueError):
+        return None
+    if not (math.isfinite(created) and math.isfinite(updated)):
+        return None
+    channel = scope.group if scope.privacy is MemoryPrivacyLevel.TEAM else None
+    if scope.privacy is MemoryPrivacyLevel.ORGANIZATION:
+        organization = scope.group
+    return Memory(
+        ref, author, scope.privacy, content, tags, channel, organization, metadata, created, updated
+    )
+
+
+# -- search --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """What a query keeps: each filter given narrows (AND); within one, any value matches."""
+
+    privacy: frozenset[MemoryPrivacyLevel] | None = None
+    channels: frozenset[str] | None = None
+    organizations: frozenset[str] | None = None
+    authors: frozenset[PeerId] | None = None
+    tags: frozenset[str] | None = None
+    since: float | None = None
+    until: float | None = None
+
+    def keeps(self, memory: Memory) -> bool:
+        return (
+            (self.privacy is None or memory.privacy in self.privacy)
+            and (self.channels is None or memory.channel in self.channels)
+            and (self.organizations is None or memory.organization in self.organizations)
+            and (self.authors is None or memory.author in self.authors)
+            and (self.tags is None or not self.tags.isdisjoint(memory.tags))
+            and (self.since is None or memory.created_at >= self.since)
+            and (self.until is None or memory.created_at <= self.until)
+        )
+
+
+def tag_score(memory: Memory, tags: frozenset[str] | None) -> float:
+    return float(len(tags.intersection(memory.tags))) if tags else 0.0
+
+
+def order_key(score: float, memory: Memory) -> tuple[float, float, str]:
+    """Higher score first, then the newer, then by name: one order on every replica."""
+    return (-score, -memory.updated_at, str(memory.ref))
+
+
+def lexical_scores(texts: Sequence[str], query: str) -> list[float]:
+    """BM25 scores of ``texts`` for ``query`` (bm25s, the ``search`` extra).
+
+    Raises:
+        FederatedMemoryError: bm25s is not installed.
+    """
+    try:
+        import bm25s
+    except ImportError:
+        raise FederatedMemoryError(
+            "text queries rank with bm25s: pip install 'crdt_mesh[search]'"
+        ) from None
+    if not texts:
+        return []
+    words = bm25s.tokenize([query], stopwords="en", return_ids=False, show_progress=False)[0]
+    if not words:
+        return [0.0] * len(texts)
+    corpus = bm25s.tokenize(list(texts), stopwords="en", show_progress=False)
+    retriever = bm25s.BM25()
+    retriever.index(corpus, show_progress=False)
+    return [float(s) for s in retriever.get_scores(list(words))]
+
+
+def searchable_text(memory: Memory) -> str:
+    return " ".join([memory.content, *memory.tags])

@@ -1,0 +1,125 @@
+"""Each privacy level is a promise, checked by scanning every frame and every file.
+
+Five replicas on the simulated network (real replicas, real sync, every frame seen
+with its sender and receiver). Markers: 0 occurrences where they must not be,
+present where they must (the positive controls: a scan that finds nothing
+anywhere proves nothing).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from crdt_mesh.services.memory import MemoryBoard, MemoryPrivacyLevel
+from crdt_mesh.testing import SimulatedMesh
+
+TEAM, ORG, PUBLIC, PRIVATE = "team-marker-a1", "org-marker-b2", "public-marker-c3", "private-d4"
+AFTER_REMOVAL, FORGOTTEN = "after-removal-e5", "forgotten-marker-f6"
+
+
+class World:
+    def __init__(self, root: Path) -> None:
+        self.received: dict[int, bytearray] = defaultdict(bytearray)
+        self.sim = SimulatedMesh(5, seed=7, root=root, wiretap=self._wiretap)
+        self.boards = [MemoryBoard(self.sim.replica(i)) for i in range(5)]
+        self.ids = [b.me for b in self.boards]
+
+    def _wiretap(self, sender: int, receiver: int, frame: bytes) -> None:
+        self.received[receiver] += frame
+
+    def run(self, rounds: int = 12) -> None:
+        for _ in range(rounds):
+            self.sim.step()
+        for board in self.boards:
+            board.settle()
+
+    def heard(self, index: int, marker: str) -> bool:
+        return marker.encode() in self.received[index]
+
+    def on_disk(self, index: int, marker: str) -> bool:
+        self.sim.replica(index).store.sync()
+        folder = self.sim.root / f"replica-{index}"
+        needle = marker.encode()
+        return any(needle in p.read_bytes() for p in folder.rglob("*") if p.is_file())
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    w = World(tmp_path)
+    yield w
+    w.sim.close()
+
+
+def test_each_level_reaches_exactly_whom_it_may(world: World) -> None:
+    admin, b1, b2, b3, _b4 = world.boards
+    admin.create_channel("alpha", members=[world.ids[1], world.ids[2]])
+    admin.create_organization("acme", members=[world.ids[3]])
+    world.run(4)
+    admin.store(TEAM, "team", channel="alpha", tags=["scheduling"])
+    admin.store(ORG, "organization", organization="acme")
+    admin.store(PUBLIC, "public", tags=["news"])
+    admin.store(PRIVATE, "private")
+    world.run()
+
+    readers = {TEAM: {1, 2}, ORG: {3}, PUBLIC: {1, 2, 3, 4}, PRIVATE: set()}
+    for marker, allowed in readers.items():
+        for i in range(1, 5):
+            assert world.heard(i, marker) == (i in allowed), (marker, i)
+            assert world.on_disk(i, marker) == (i in allowed), (marker, i)
+            shows = {m.content for m in world.boards[i].memories()}
+            assert (marker in shows) == (i in allowed), (marker, i)
+    assert not world.on_disk(0, PRIVATE)  # sealed at rest, even in its own store
+    assert {m.content for m in admin.memories()} == {TEAM, ORG, PUBLIC, PRIVATE}
+    assert b3.query(tags=["scheduling"]) == []  # a query never shows what it may not read
+    assert [h.memory.content for h in b1.query(tags=["scheduling"])] == [TEAM]
+    assert b2.get(b1.memories()[0].ref) is not None
+
+
+def test_a_removed_member_gets_nothing_written_after_and_loses_the_view(world: World) -> None:
+    admin, b1, b2, *_ = world.boards
+    admin.create_channel("alpha", members=[world.ids[1], world.ids[2]])
+    world.run(4)
+    b1.store(TEAM, "team", channel="alpha")
+    world.run()
+    assert any(m.content == TEAM for m in b2.memories())
+    admin.remove_member("channel", "alpha", world.ids[2])
+    world.run(4)
+    b1.store(AFTER_REMOVAL, "team", channel="alpha")
+    world.run()
+    assert world.heard(0, AFTER_REMOVAL) and world.on_disk(0, AFTER_REMOVAL)  # control
+    assert not world.heard(2, AFTER_REMOVAL) and not world.on_disk(2, AFTER_REMOVAL)
+    assert b2.memories() == [] and b2.query(tags=None) == []
+
+
+def test_forgetting_leaves_no_plaintext_in_any_store_that_held_it(world: World) -> None:
+    admin, b1, *_ = world.boards
+    admin.create_channel("alpha", members=[world.ids[1], world.ids[2]])
+    world.run(4)
+    memory = b1.store(FORGOTTEN, "team", channel="alpha", tags=["x"])
+    kept = b1.store(TEAM, "team", channel="alpha")
+    world.run()
+    assert all(world.on_disk(i, FORGOTTEN) for i in (0, 1, 2))  # control
+    b1.forget(memory.ref)
+    world.run()
+    for i in (0, 1, 2):
+        assert not world.on_disk(i, FORGOTTEN), i
+        assert world.on_disk(i, TEAM), i  # the rest is kept
+        assert world.boards[i].get(memory.ref) is None
+        assert world.boards[i].get(kept.ref) is not None
+    heads = [world.sim.replica(i).heads() for i in (0, 1, 2)]
+    key = (memory.ref.document, world.ids[1])
+    assert heads[0][key] == heads[1][key] == heads[2][key]  # all purged at one point
+    with pytest.raises(Exception, match="unknown or forgotten"):
+        b1.update(memory.ref, content="back")
+
+
+def test_a_private_memory_is_sealed_at_rest_and_forgotten_locally(world: World) -> None:
+    admin = world.boards[0]
+    memory = admin.store(PRIVATE, MemoryPrivacyLevel.PRIVATE, tags=["mine"])
+    assert admin.get(memory.ref) is not None and not world.on_disk(0, PRIVATE)
+    admin.forget(memory.ref)
+    assert admin.get(memory.ref) is None and admin.memories() == []

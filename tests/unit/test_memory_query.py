@@ -1,0 +1,119 @@
+"""Memory queries equal a brute-force oracle over what the reader may read; text ranks."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from crdt_mesh import Identity, Replica
+from crdt_mesh.services.memory import (
+    FederatedMemoryError,
+    Memory,
+    MemoryBoard,
+    MemoryPrivacyLevel,
+)
+from tests.conftest import ReplicaFactory
+
+TAGS = ["alpha", "beta", "gamma", "delta"]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+def _oracle(memories: list[Memory], tags: list[str] | None, privacy: str | None) -> list[Memory]:
+    """The documented semantics, written out the slow way."""
+    kept = []
+    for m in memories:
+        if privacy is not None and m.privacy.value != privacy:
+            continue
+        if tags is not None and not set(tags) & set(m.tags):
+            continue
+        kept.append(m)
+    score = (lambda m: len(set(tags) & set(m.tags))) if tags else (lambda m: 0)
+    return sorted(kept, key=lambda m: (-score(m), -m.updated_at, str(m.ref)))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    stored=st.lists(
+        st.tuples(
+            st.sampled_from(["private", "public"]),
+            st.lists(st.sampled_from(TAGS), max_size=3, unique=True),
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+    tags=st.none() | st.lists(st.sampled_from(TAGS), min_size=1, max_size=3, unique=True),
+    privacy=st.none() | st.sampled_from(["private", "public"]),
+    limit=st.integers(1, 15),
+)
+def test_a_filtered_query_is_the_oracle_over_readable_memories(
+    tmp_path_factory: pytest.TempPathFactory,
+    stored: list[tuple[str, list[str]]],
+    tags: list[str] | None,
+    privacy: str | None,
+    limit: int,
+) -> None:
+    replica = Replica.open(tmp_path_factory.mktemp("m"), Identity.generate())
+    board = MemoryBoard(replica, clock=Clock())
+    try:
+        for i, (level, memory_tags) in enumerate(stored):
+            board.store(f"memory number {i}", level, tags=memory_tags)
+        hits = board.query(tags=tags, privacy=privacy, limit=limit)
+        expected = _oracle(board.memories(), tags, privacy)[:limit]
+        assert [h.memory.ref for h in hits] == [m.ref for m in expected]
+        assert len(board.memories()) == len(stored)
+    finally:
+        board.close()
+        replica.close()
+
+
+def test_text_queries_rank_by_bm25_and_leave_out_what_matches_nothing(
+    make_replica: ReplicaFactory,
+) -> None:
+    board = MemoryBoard(make_replica(), clock=Clock())
+    board.store("User prefers morning meetings", "public", tags=["scheduling"])
+    board.store("deploy failed on friday: disk full", "public", tags=["ops"])
+    board.store("the deploy pipeline runs nightly", "private")
+    hits = board.query(text="deploy failures on friday")
+    assert hits[0].memory.content == "deploy failed on friday: disk full"
+    assert all(h.score > 0 for h in hits) and len(hits) == 2
+    assert [h.memory.content for h in board.query(text="morning", privacy="public")] == [
+        "User prefers morning meetings"
+    ]
+    assert board.query(text="the a of") == []  # stopwords only: nothing matches
+
+
+@pytest.mark.parametrize(
+    ("call", "says"),
+    [
+        (lambda b: b.store(""), "content"),
+        (lambda b: b.store("x", "secret"), "privacy"),
+        (lambda b: b.store("x", "team"), "channel"),
+        (lambda b: b.store("x", "team", channel="nowhere"), "unknown"),
+        (lambda b: b.store("x", "encrypted"), "not built yet"),
+        (lambda b: b.store("x", tags="one"), "tags"),
+        (lambda b: b.store("x", tags=["has space"]), "tags"),
+        (lambda b: b.store("x", "public", channel="a"), "no channel"),
+        (lambda b: b.query(limit=0), "limit"),
+        (lambda b: b.query(channels="alpha"), "channels"),
+        (lambda b: b.create_channel("bad name"), "channel"),
+    ],
+)
+def test_a_refused_call_names_what_is_wrong_and_writes_nothing(
+    make_replica: ReplicaFactory, call: object, says: str
+) -> None:
+    replica = make_replica()
+    board = MemoryBoard(replica)
+    before = replica.heads(include_local=True)
+    with pytest.raises(FederatedMemoryError, match=says):
+        call(board)  # type: ignore[operator]
+    assert replica.heads(include_local=True) == before
+    assert MemoryPrivacyLevel.PUBLIC.value == "public"
