@@ -123,3 +123,48 @@ def test_a_private_memory_is_sealed_at_rest_and_forgotten_locally(world: World) 
     assert admin.get(memory.ref) is not None and not world.on_disk(0, PRIVATE)
     admin.forget(memory.ref)
     assert admin.get(memory.ref) is None and admin.memories() == []
+
+
+ENCRYPTED, ROTATED, CHOSEN = "encrypted-marker-g7", "rotated-marker-h8", "chosen-marker-i9"
+
+
+def test_encrypted_memories_travel_anywhere_and_open_for_key_holders_only(world: World) -> None:
+    admin, b1, b2, b3, b4 = world.boards
+    admin.create_channel("alpha", members=[world.ids[1], world.ids[2]])
+    world.run(4)
+    memory = b1.store(ENCRYPTED, "encrypted", channel="alpha", tags=["secret"])
+    world.run()
+    for i in range(5):  # ciphertext anyone may carry: held everywhere, plaintext nowhere
+        assert world.sim.replica(i).has_document(memory.ref.document), i
+        assert not world.heard(i, ENCRYPTED) and not world.on_disk(i, ENCRYPTED), i
+    for i, board in enumerate(world.boards):  # only the channel's key holders open it
+        opened = board.get(memory.ref)
+        assert (opened is not None and opened.content == ENCRYPTED) == (i in (0, 1, 2)), i
+    assert [h.memory.ref for h in b2.query(tags=["secret"])] == [memory.ref]
+    assert b3.query(tags=["secret"]) == []
+
+    admin.remove_member("channel", "alpha", world.ids[2])  # rotates the key
+    world.run(4)
+    later = b1.store(ROTATED, "encrypted", channel="alpha")
+    world.run()
+    assert world.sim.replica(2).has_document(later.ref.document)  # it carries it ...
+    assert b2.get(later.ref) is None  # ... but holds no key written after its removal
+    assert admin.get(later.ref) is not None and b1.get(later.ref) is not None
+    assert b2.get(memory.ref) is not None  # what it could read before, it keeps
+
+    chosen = admin.store(CHOSEN, "encrypted", readers=[world.ids[4]])
+    world.run()
+    assert b4.get(chosen.ref) is not None and admin.get(chosen.ref) is not None
+    assert all(world.boards[i].get(chosen.ref) is None for i in (1, 2, 3))
+    assert not any(world.heard(i, CHOSEN) or world.on_disk(i, CHOSEN) for i in range(5))
+
+
+def test_a_channel_key_rotates_after_a_hundred_memories(world: World) -> None:
+    admin = world.boards[0]
+    admin.create_channel("alpha", members=[world.ids[1]])
+    epochs = set()
+    for i in range(101):
+        memory = admin.store(f"note {i}", "encrypted", channel="alpha")
+        stored = world.sim.replica(0).document(memory.ref.document).map("memory").get("encrypted")
+        epochs.add(stored["epoch"])
+    assert epochs == {1, 2}

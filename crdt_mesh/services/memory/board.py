@@ -19,6 +19,7 @@ from ...identity import PeerId
 from ...ledger import DocumentId, Policy
 from ...replica.index import DocumentIndex
 from ...replica.replica import Replica
+from .keys import Keyring
 from .model import Channel, FederatedMemoryError, Memory, MemoryHit, MemoryPrivacyLevel, MemoryRef
 from .model import Organization as Org
 from .rules import (
@@ -48,6 +49,10 @@ from .rules import (
 )
 
 _ROOT = "memory"
+#: An admin rotates a channel's key after this many encrypted memories in one epoch,
+#: or after this long (Megolm's defaults).
+ROTATE_AFTER_MEMORIES = 100
+ROTATE_AFTER_SECONDS = 7 * 24 * 3600
 
 
 class MemoryBoard:
@@ -59,6 +64,8 @@ class MemoryBoard:
         self._key = at_rest_key(replica.identity.seed)
         self._memories = DocumentIndex(replica, _memory_key)
         self._groups = DocumentIndex(replica, group_of)
+        #: the encrypted level's keys
+        self.keys = Keyring(replica, clock)
         self._remove_policy = replica.add_read_policy(self._may_read)
 
     @property
@@ -79,8 +86,8 @@ class MemoryBoard:
             if group_of(document) is not None:  # a group's member list: its removed
                 return peer in self.replica.acl(document).cuts or None  # learn they are
             return None
-        if scope.privacy is MemoryPrivacyLevel.PUBLIC:
-            return True
+        if scope.privacy in (MemoryPrivacyLevel.PUBLIC, MemoryPrivacyLevel.ENCRYPTED):
+            return True  # public; or ciphertext that anyone may carry
         if scope.privacy is MemoryPrivacyLevel.PRIVATE or scope.admin is None:
             return False
         return peer in self._group_members(scope)
@@ -88,9 +95,9 @@ class MemoryBoard:
     def _group_members(self, scope: Scope) -> frozenset[PeerId]:
         assert scope.admin is not None and scope.group is not None
         make = (
-            channel_document
-            if scope.privacy is MemoryPrivacyLevel.TEAM
-            else (organization_document)
+            organization_document
+            if scope.privacy is MemoryPrivacyLevel.ORGANIZATION
+            else channel_document
         )
         return self.replica.members(make(scope.admin, scope.group))
 
@@ -125,6 +132,8 @@ class MemoryBoard:
         self.replica.set_members(document, add=peers)
         with doc.transaction():
             doc.map(_ROOT)["info"] = {"organization": organization, "at": self.clock()}
+        if kind == "channel":
+            self.rotate(name)
         group = self._group(kind, name, None)
         assert group is not None
         return group
@@ -157,11 +166,48 @@ class MemoryBoard:
         self.replica.set_members(
             make(self.me, name), add=_peers(add, "peer"), remove=_peers(remove, "peer")
         )
+        if kind == "channel":
+            self.rotate(name)  # a removed member reads nothing written after; a new one
+            # reads from now on
         changed = self._group(kind, name, None)
         assert changed is not None
         return changed
 
+    # -- channel keys (the encrypted level) ----------------------------------------------------
+
+    def rotate(self, channel: str) -> int:
+        """Start a new key epoch for a channel this peer administers (see :mod:`.keys`);
+        returns its number.
+
+        Raises:
+            FederatedMemoryError: unknown channel, or not its admin.
+        """
+        group = self._group("channel", check_group_name(channel, "channel"), self.me)
+        if group is None:
+            raise FederatedMemoryError(f"this peer administers no channel {channel!r}")
+        return self.keys.rotate(channel, group.members)
+
+    def _rotation_due(self, channel: str) -> bool:
+        epoch = self.keys.current_epoch(self.me, channel)
+        entry = self.keys.epochs(self.me, channel).get(str(epoch))
+        if not isinstance(entry, Mapping):
+            return True
+        if self.clock() - float(entry.get("at") or 0.0) > ROTATE_AFTER_SECONDS:
+            return True
+        written = 0
+        for (_id, forgotten), documents in self._memories.items():
+            for document in documents:
+                scope = scope_of(document)
+                if forgotten or scope is None or scope.group != channel:
+                    continue
+                if scope.privacy is MemoryPrivacyLevel.ENCRYPTED and scope.admin == self.me:
+                    stored = self.replica.document(document).map(_ROOT).get("encrypted")
+                    if isinstance(stored, Mapping) and stored.get("epoch") == epoch:
+                        written += 1
+        return written >= ROTATE_AFTER_MEMORIES
+
     def channels(self) -> list[Channel]:
+
         return [g for g in self._all_groups("channel") if isinstance(g, Channel)]
 
     def organizations(self) -> list[Org]:
@@ -210,21 +256,39 @@ class MemoryBoard:
         organization: str | None = None,
         tags: Iterable[str] = (),
         metadata: Mapping[str, Any] | None = None,
+        readers: Iterable[PeerId] | None = None,
     ) -> Memory:
         """Keep a memory at ``privacy``: one signed entry in a document of its own.
 
+        ``encrypted`` with a ``channel``: sealed with the channel's current epoch key
+        (its members read it; anyone may carry it). ``encrypted`` with ``readers``:
+        sealed with a key of its own, wrapped to each reader and to this peer.
+
         Raises:
-            FederatedMemoryError: malformed content, tags or metadata; a team memory without a
-                channel this peer belongs to, an organization memory without an
-                organization it belongs to; the encrypted level (not built yet).
+            FederatedMemoryError: malformed content, tags or metadata; a team memory
+                without a channel this peer belongs to, an organization memory without
+                an organization it belongs to, an encrypted one with neither a channel
+                nor readers (or with both).
         """
         level = _level(privacy)
         content, tag_list = check_content(content), check_tags(tags)
         extra = check_metadata(metadata)
+        if readers is not None and level is not MemoryPrivacyLevel.ENCRYPTED:
+            raise FederatedMemoryError("readers: only an encrypted memory has chosen readers")
+        if level is MemoryPrivacyLevel.ENCRYPTED and (readers is None) == (channel is None):
+            raise FederatedMemoryError(
+                "an encrypted memory names a channel, or its readers (one of the two)"
+            )
+        chosen = _peers(readers, "readers") if readers is not None else None
         admin, group = self._target(level, channel, organization)
         document = memory_document(self.me, level, new_memory_id(), admin, group)
         now = self.clock()
-        self._write(document, record(content, tag_list, extra, now, now))
+        value = record(content, tag_list, extra, now, now)
+        if level is MemoryPrivacyLevel.ENCRYPTED:
+            self._write_encrypted(document, value, admin, group, chosen)
+        else:
+            self._write(document, value)
+
         memory = self.get(MemoryRef(document))
         assert memory is not None
         return memory
@@ -232,11 +296,9 @@ class MemoryBoard:
     def _target(
         self, level: MemoryPrivacyLevel, channel: str | None, organization: str | None
     ) -> tuple[PeerId | None, str | None]:
-        if level is MemoryPrivacyLevel.ENCRYPTED:
-            raise FederatedMemoryError(
-                "the encrypted level (epoch keys, lockboxes) is not built yet"
-            )
-        if level is MemoryPrivacyLevel.TEAM:
+        if level is MemoryPrivacyLevel.ENCRYPTED and channel is None:
+            return None, None  # to chosen readers
+        if level in (MemoryPrivacyLevel.TEAM, MemoryPrivacyLevel.ENCRYPTED):
             if channel is None:
                 raise FederatedMemoryError("channel: a team memory names its channel")
             group = self._group("channel", check_group_name(channel, "channel"), None)
@@ -276,7 +338,14 @@ class MemoryBoard:
             current.created_at,
             self.clock(),
         )
-        self._write(ref.document, value)
+        scope = scope_of(ref.document)
+        if scope is not None and scope.privacy is MemoryPrivacyLevel.ENCRYPTED:
+            readers = (
+                self.keys.readers_of(self._stored(ref.document)) if scope.admin is None else None
+            )
+            self._write_encrypted(ref.document, value, scope.admin, scope.group, readers)
+        else:
+            self._write(ref.document, value)
         updated = self.get(ref)
         assert updated is not None
         return updated
@@ -333,7 +402,30 @@ class MemoryBoard:
             raise FederatedMemoryError(f"only {memory.author.short} changes or forgets {ref}")
         return memory
 
+    def _write_encrypted(
+        self,
+        document: DocumentId,
+        value: dict[str, Any],
+        admin: PeerId | None,
+        channel: str | None,
+        readers: Sequence[PeerId] | None,
+    ) -> None:
+        if admin is not None and channel is not None:
+            if admin == self.me and self._rotation_due(channel):
+                self.rotate(channel)
+            stored = self.keys.for_channel(document, value, admin, channel)
+        else:
+            assert readers is not None
+            stored = self.keys.for_readers(document, value, readers)
+        doc = self.replica.document(document)
+        with doc.transaction():
+            doc.map(_ROOT)["encrypted"] = stored
+
+    def _stored(self, document: DocumentId) -> Any:
+        return self.replica.document(document).map(_ROOT).get("encrypted")
+
     def _write(self, document: DocumentId, value: dict[str, Any]) -> None:
+
         doc = self.replica.document(document)
         try:
             with doc.transaction():
@@ -373,13 +465,18 @@ class MemoryBoard:
             return None
         if not self.replica.has_document(document):
             return None
-        if scope.admin is not None and author not in self._group_members(scope):
+        grouped = scope.admin is not None
+        if grouped and author not in self._group_members(scope):
             return None  # not (or no longer) a member: its memories leave the view
-        if scope.admin is not None and self.me not in self._group_members(scope):
+        encrypted = scope.privacy is MemoryPrivacyLevel.ENCRYPTED
+        if grouped and not encrypted and self.me not in self._group_members(scope):
             return None  # we are not (or no longer) a member
         root = self.replica.document(document).map(_ROOT)
+        value: Any
         if document.policy is Policy.LOCAL:
             value = unseal(self._key, document, root.get("sealed"))
+        elif scope.privacy is MemoryPrivacyLevel.ENCRYPTED:
+            value = self.keys.open(document, self._stored(document), scope.admin, scope.group)
         else:
             value = root.get("record")
         organization = None

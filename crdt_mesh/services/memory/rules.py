@@ -27,6 +27,13 @@ MAX_CONTENT = 64 * 1024  # bytes of UTF-8 in one memory
 MAX_TAGS = 32
 
 
+_KINDS = {
+    "team": MemoryPrivacyLevel.TEAM,
+    "org": MemoryPrivacyLevel.ORGANIZATION,
+    "enc": MemoryPrivacyLevel.ENCRYPTED,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Scope:
     """What a memory document's name says: its level, its group, its id."""
@@ -82,8 +89,27 @@ def memory_document(
         return DocumentId(Policy.LOCAL, f"{PREFIX}private:{memory_id}")
     if privacy is MemoryPrivacyLevel.PUBLIC:
         return DocumentId(Policy.OWNER, f"{PREFIX}public:{memory_id}", author)
-    kind = "team" if privacy is MemoryPrivacyLevel.TEAM else "org"
+    if privacy is MemoryPrivacyLevel.ENCRYPTED and admin is None:
+        return DocumentId(Policy.OWNER, f"{PREFIX}enc:{memory_id}", author)  # chosen readers
+    kind = {
+        MemoryPrivacyLevel.TEAM: "team",
+        MemoryPrivacyLevel.ORGANIZATION: "org",
+        MemoryPrivacyLevel.ENCRYPTED: "enc",
+    }[privacy]
     return DocumentId(Policy.OWNER, f"{PREFIX}{kind}:{admin}:{group}:{memory_id}", author)
+
+
+def lockbox_document(admin: PeerId, channel: str) -> DocumentId:
+    """Where a channel's admin seals each epoch key to each member (anyone may carry it)."""
+    return DocumentId(Policy.OWNER, f"{PREFIX}lockbox:{channel}", admin)
+
+
+def lockbox_of(document: DocumentId) -> str | None:
+    """The channel a lockbox document is of (None: not a lockbox)."""
+    if document.policy is not Policy.OWNER or not document.name.startswith(f"{PREFIX}lockbox:"):
+        return None
+    name = document.name[len(f"{PREFIX}lockbox:") :]
+    return name if _GROUP_NAME.fullmatch(name) else None
 
 
 def forget_document(memory: DocumentId) -> DocumentId:
@@ -112,13 +138,14 @@ def scope_of(document: DocumentId) -> Scope | None:
         return None
     if kind == "public" and len(parts) == 3:
         return Scope(MemoryPrivacyLevel.PUBLIC, None, None, parts[2], forgotten)
-    if kind in ("team", "org") and len(parts) == 5 and _GROUP_NAME.fullmatch(parts[3]):
+    if kind == "enc" and len(parts) == 3:
+        return Scope(MemoryPrivacyLevel.ENCRYPTED, None, None, parts[2], forgotten)
+    if kind in _KINDS and len(parts) == 5 and _GROUP_NAME.fullmatch(parts[3]):
         try:
             admin = PeerId.parse(parts[2])
         except ValueError:
             return None
-        privacy = MemoryPrivacyLevel.TEAM if kind == "team" else MemoryPrivacyLevel.ORGANIZATION
-        return Scope(privacy, admin, parts[3], parts[4], forgotten)
+        return Scope(_KINDS[kind], admin, parts[3], parts[4], forgotten)
     return None
 
 
@@ -175,18 +202,18 @@ def at_rest_key(seed: bytes) -> bytes:
     return hashlib.blake2b(seed, key=_AT_REST_DOMAIN, digest_size=32).digest()
 
 
-def seal(key: bytes, document: DocumentId, value: Mapping[str, Any]) -> str:
-    """XChaCha20-Poly1305 of the record, bound to its document (hex: nonce + box)."""
+def seal(key: bytes, document: DocumentId, value: Mapping[str, Any]) -> bytes:
+    """XChaCha20-Poly1305 of the record, bound to its document (nonce + box)."""
     nonce = os.urandom(24)
     box = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
         cbor2.dumps(dict(value), canonical=True), document.text.encode(), nonce, key
     )
-    return (nonce + box).hex()
+    return nonce + box
 
 
 def unseal(key: bytes, document: DocumentId, sealed: Any) -> dict[str, Any] | None:
     try:
-        raw = bytes.fromhex(sealed)
+        raw = bytes(sealed)
         plain = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
             raw[24:], document.text.encode(), raw[:24], key
         )
@@ -211,7 +238,8 @@ def parse_memory(
         return None
     if not (math.isfinite(created) and math.isfinite(updated)):
         return None
-    channel = scope.group if scope.privacy is MemoryPrivacyLevel.TEAM else None
+    grouped = (MemoryPrivacyLevel.TEAM, MemoryPrivacyLevel.ENCRYPTED)
+    channel = scope.group if scope.privacy in grouped else None
     if scope.privacy is MemoryPrivacyLevel.ORGANIZATION:
         organization = scope.group
     return Memory(

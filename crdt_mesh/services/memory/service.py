@@ -74,6 +74,12 @@ class MemoryService:
         result = self.board.remove_member("organization", organization, peer)
         return result  # type: ignore[return-value]
 
+    async def rotate(self, channel: str) -> int:
+        """Start a new key epoch of a channel this peer administers (also done on every
+        membership change, and after 100 encrypted memories or a week)."""
+        self._require()
+        return self.board.rotate(channel)
+
     def channels(self) -> list[Channel]:
         self._require()
         return self.board.channels()
@@ -93,7 +99,9 @@ class MemoryService:
         organization: str | None = None,
         tags: Iterable[str] = (),
         metadata: Mapping[str, Any] | None = None,
+        readers: Iterable[PeerId] | None = None,
     ) -> Memory:
+        """See :meth:`MemoryBoard.store`."""
         self._require()
         memory = self.board.store(
             content,
@@ -102,6 +110,7 @@ class MemoryService:
             organization=organization,
             tags=tags,
             metadata=metadata,
+            readers=readers,
         )
         self._shared.add(memory.ref)
         return memory

@@ -1,0 +1,130 @@
+"""The encrypted level's keys: a channel's epoch keys in its lockbox, and a memory's own
+key wrapped to chosen readers.
+
+An epoch key is sealed (libsodium sealed box, to the X25519 form of each member's
+Ed25519 key) once per member, in one signed entry of the admin's lockbox document,
+which anyone may carry: a box says nothing of whom it is for, so a reader finds
+its own by trying each. A new epoch starts whenever the member list changes and
+after 100 memories or a week (Megolm's defaults); a removed member holds no key
+of any epoch after its removal. Content is sealed with XChaCha20-Poly1305.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from ...identity import PeerId
+from ...ledger import DocumentId
+from ...replica.replica import Replica
+from .model import FederatedMemoryError
+from .rules import lockbox_document, seal, unseal
+
+_ROOT = "memory"
+
+
+class Keyring:
+    """Reads and writes the keys of the encrypted level over one replica."""
+
+    def __init__(self, replica: Replica, clock: Callable[[], float] = time.time) -> None:
+        self.replica = replica
+        self.clock = clock
+        #: epoch keys this identity could open: (admin, channel, epoch) -> key or None
+        self._epoch_keys: dict[tuple[PeerId, str, int], bytes | None] = {}
+
+    def rotate(self, channel: str, members: Iterable[PeerId]) -> int:
+        """Seal a fresh key to each of ``members`` as the channel's next epoch (this peer
+        is its admin). Returns the epoch's number."""
+        me = self.replica.peer_id
+        epoch = self.current_epoch(me, channel) + 1
+        key = os.urandom(32)
+        boxes = [member.seal(key) for member in sorted(set(members), key=lambda p: p.key)]
+        lockbox = self.replica.document(lockbox_document(me, channel))
+        with lockbox.transaction():
+            lockbox.map(_ROOT)[str(epoch)] = {"boxes": boxes, "at": self.clock()}
+        self._epoch_keys[(me, channel, epoch)] = key
+        return epoch
+
+    def epochs(self, admin: PeerId, channel: str) -> dict[str, Any]:
+        """The lockbox of a channel as this replica holds it: epoch -> entry."""
+        document = lockbox_document(admin, channel)
+        if not self.replica.has_document(document):
+            return {}
+        value = self.replica.document(document).map(_ROOT).to_py()
+        return value if isinstance(value, dict) else {}
+
+    def current_epoch(self, admin: PeerId, channel: str) -> int:
+        return max((int(e) for e in self.epochs(admin, channel) if e.isdigit()), default=0)
+
+    def epoch_key(self, admin: PeerId, channel: str, epoch: int) -> bytes | None:
+        """The key of one epoch, if it was sealed to this identity."""
+        cached = (admin, channel, epoch)
+        if cached in self._epoch_keys:
+            return self._epoch_keys[cached]
+        entry = self.epochs(admin, channel).get(str(epoch))
+        if not isinstance(entry, Mapping):
+            return None  # not here yet: ask again later
+        key = self._open_any(entry.get("boxes"))
+        self._epoch_keys[cached] = key
+        return key
+
+    def _open_any(self, boxes: Any) -> bytes | None:
+        for box in boxes or ():
+            try:
+                opened = self.replica.identity.unseal(bytes(box))
+            except (ValueError, TypeError):
+                continue
+            if len(opened) == 32:
+                return opened
+        return None
+
+    def for_channel(
+        self, document: DocumentId, value: Mapping[str, Any], admin: PeerId, channel: str
+    ) -> dict[str, Any]:
+        """``value`` sealed with the channel's current epoch key.
+
+        Raises:
+            FederatedMemoryError: this peer holds no key of the channel (yet).
+        """
+        epoch = self.current_epoch(admin, channel)
+        key = self.epoch_key(admin, channel, epoch)
+        if key is None:
+            raise FederatedMemoryError(
+                f"this peer holds no key of channel {channel!r} yet (its lockbox has not"
+                " arrived, or the admin has not sealed one to it)"
+            )
+        return {"epoch": epoch, "sealed": seal(key, document, value)}
+
+    def for_readers(
+        self, document: DocumentId, value: Mapping[str, Any], readers: Sequence[PeerId]
+    ) -> dict[str, Any]:
+        """``value`` sealed with a key of its own, wrapped to each reader and to us."""
+        key = os.urandom(32)
+        everyone = sorted({*readers, self.replica.peer_id}, key=lambda p: p.key)
+        return {
+            "boxes": [reader.seal(key) for reader in everyone],
+            "readers": [reader.key for reader in everyone],
+            "sealed": seal(key, document, value),
+        }
+
+    @staticmethod
+    def readers_of(stored: Any) -> list[PeerId]:
+        keys = stored.get("readers") if isinstance(stored, Mapping) else None
+        return [PeerId(bytes(k)) for k in keys or ()]
+
+    def open(
+        self, document: DocumentId, stored: Any, admin: PeerId | None, channel: str | None
+    ) -> dict[str, Any] | None:
+        """The record sealed in ``stored``, if this identity holds a key that opens it."""
+        if not isinstance(stored, Mapping):
+            return None
+        key: bytes | None = None
+        if admin is not None and channel is not None:
+            epoch = stored.get("epoch")
+            if isinstance(epoch, int | float) and not isinstance(epoch, bool):
+                key = self.epoch_key(admin, channel, int(epoch))
+        else:
+            key = self._open_any(stored.get("boxes"))
+        return unseal(key, document, stored.get("sealed")) if key is not None else None
