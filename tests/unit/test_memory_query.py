@@ -82,13 +82,12 @@ def test_text_queries_rank_by_bm25_and_leave_out_what_matches_nothing(
     board.store("User prefers morning meetings", "public", tags=["scheduling"])
     board.store("deploy failed on friday: disk full", "public", tags=["ops"])
     board.store("the deploy pipeline runs nightly", "private")
-    hits = board.query(text="deploy failures on friday")
+    hits = board.query(text="deploy failures on friday", mode="lexical")
     assert hits[0].memory.content == "deploy failed on friday: disk full"
     assert all(h.score > 0 for h in hits) and len(hits) == 2
-    assert [h.memory.content for h in board.query(text="morning", privacy="public")] == [
-        "User prefers morning meetings"
-    ]
-    assert board.query(text="the a of") == []  # stopwords only: nothing matches
+    public = board.query(text="morning", privacy="public", mode="lexical")
+    assert [h.memory.content for h in public] == ["User prefers morning meetings"]
+    assert board.query(text="the a of", mode="lexical") == []  # stopwords only: nothing matches
 
 
 @pytest.mark.parametrize(
@@ -118,3 +117,54 @@ def test_a_refused_call_names_what_is_wrong_and_writes_nothing(
         call(board)  # type: ignore[operator]
     assert replica.heads(include_local=True) == before
     assert MemoryPrivacyLevel.PUBLIC.value == "public"
+
+
+def test_semantic_and_hybrid_queries_find_meaning_the_words_miss(
+    make_replica: ReplicaFactory,
+) -> None:
+    board = MemoryBoard(make_replica(), clock=Clock())
+    board.store("User prefers morning meetings", "public", tags=["scheduling"])
+    board.store("deploy failed on friday: disk full", "public", tags=["ops"])
+    board.store("the cat sleeps on the keyboard", "private")
+    question = "when does the user like to meet?"
+    semantic = board.query(text=question, mode="semantic")
+    assert semantic[0].memory.content == "User prefers morning meetings"
+    hybrid = board.query(text=question)  # hybrid: the default with the model installed
+    assert hybrid[0].memory.content == "User prefers morning meetings"
+    assert len(board.query(text="deploy failures", mode="hybrid", limit=1)) == 1
+    with pytest.raises(FederatedMemoryError, match="mode"):
+        board.query(text=question, mode="fuzzy")
+
+
+def test_the_embedding_model_loads_from_its_wheel_without_the_network(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import socket
+
+    from crdt_mesh.services.memory import rules
+
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the embedding model tried to reach the network")
+
+    monkeypatch.setattr(rules, "_EMBEDDER", None)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    vectors = rules.embed(["morning meetings", "disk full"])
+    assert vectors.shape == (2, 256)
+
+
+def test_without_the_search_extra_a_semantic_query_names_it(
+    make_replica: ReplicaFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from crdt_mesh.services.memory import rules
+
+    monkeypatch.setattr(rules, "_EMBEDDER", None)
+    monkeypatch.setitem(sys.modules, "wordllama", None)  # as if not installed
+    board = MemoryBoard(make_replica(), clock=Clock())
+    board.store("User prefers morning meetings", "public")
+    with pytest.raises(FederatedMemoryError, match=r"crdt_mesh\[search\]"):
+        board.query(text="meet", mode="semantic")
+    hits = board.query(text="morning")  # the default falls back to lexical
+    assert [h.memory.content for h in hits] == ["User prefers morning meetings"]

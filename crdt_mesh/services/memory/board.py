@@ -33,7 +33,6 @@ from .rules import (
     check_tags,
     forget_document,
     group_of,
-    lexical_scores,
     memory_document,
     memory_of_forget,
     new_memory_id,
@@ -43,10 +42,10 @@ from .rules import (
     record,
     scope_of,
     seal,
-    searchable_text,
     tag_score,
     unseal,
 )
+from .search import Ranker
 
 _ROOT = "memory"
 #: An admin rotates a channel's key after this many encrypted memories in one epoch,
@@ -66,6 +65,8 @@ class MemoryBoard:
         self._groups = DocumentIndex(replica, group_of)
         #: the encrypted level's keys
         self.keys = Keyring(replica, clock)
+        #: ranks text queries (and keeps the embeddings it computed)
+        self.ranker = Ranker()
         self._remove_policy = replica.add_read_policy(self._may_read)
 
     @property
@@ -497,13 +498,16 @@ class MemoryBoard:
         since: float | None = None,
         until: float | None = None,
         limit: int = 10,
+        mode: str | None = None,
     ) -> list[MemoryHit]:
         """The memories this replica may show that pass every filter given, best first.
 
         Filters narrow together; within one, any value matches (``tags``: a memory with
-        any of them). Ranking: by BM25 over content and tags when ``text`` is given
-        (memories that match no word of it are left out), else by how many of ``tags``
-        a memory has; ties go to the newer, then to the name.
+        any of them). With ``text``, ``mode`` ranks: ``lexical`` (BM25 over content and
+        tags; memories that match no word are left out), ``semantic`` (cosine of local
+        embeddings), ``hybrid`` (the two fused by reciprocal rank; the default when the
+        embedding model is installed, else ``lexical``). Without text, by how many of
+        ``tags`` a memory has. Ties go to the newer, then to the name.
 
         Raises:
             FederatedMemoryError: a malformed filter, or ``text`` without the search extra.
@@ -523,8 +527,7 @@ class MemoryBoard:
         if text is not None:
             if not isinstance(text, str) or not text.strip():
                 raise FederatedMemoryError(f"text: a non-empty str, not {text!r}")
-            scores = lexical_scores([searchable_text(m) for m in kept], text)
-            scored = [(s, m) for s, m in zip(scores, kept, strict=True) if s > 0]
+            scored = self.ranker.rank(kept, text, mode)
         else:
             scored = [(tag_score(m, filters.tags), m) for m in kept]
         scored.sort(key=lambda pair: order_key(pair[0], pair[1]))

@@ -308,3 +308,58 @@ def lexical_scores(texts: Sequence[str], query: str) -> list[float]:
 
 def searchable_text(memory: Memory) -> str:
     return " ".join([memory.content, *memory.tags])
+
+
+# -- semantic ranking ----------------------------------------------------------------------
+
+_EMBEDDER: Any = None
+RRF_K = 60  # reciprocal rank fusion's constant (Cormack et al., 2009)
+
+
+def _embedder() -> Any:
+    """The local embedding model, loaded once from the weights inside its wheel.
+
+    Raises:
+        FederatedMemoryError: wordllama (the ``search`` extra) is not installed.
+    """
+    global _EMBEDDER
+    if _EMBEDDER is None:
+        try:
+            import wordllama
+        except ImportError:
+            raise FederatedMemoryError(
+                "semantic queries embed with wordllama: pip install 'crdt_mesh[search]'"
+            ) from None
+        from pathlib import Path
+
+        # its weights and tokenizer ship in the wheel: load them there, never download
+        folder = Path(wordllama.__file__).parent
+        _EMBEDDER = wordllama.WordLlama.load(cache_dir=folder, disable_download=True)
+    return _EMBEDDER
+
+
+def semantic_available() -> bool:
+    try:
+        _embedder()
+    except FederatedMemoryError:
+        return False
+    return True
+
+
+def embed(texts: Sequence[str]) -> Any:
+    """Unit-length embeddings (numpy, one row per text) from the local model."""
+    import numpy as np
+
+    vectors = np.asarray(_embedder().embed(list(texts)), dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.where(norms == 0, 1.0, norms)
+
+
+def fuse(rankings: Sequence[Sequence[int]], k: int = RRF_K) -> dict[int, float]:
+    """Reciprocal rank fusion: each item scores the sum of 1 / (k + rank) over the
+    rankings it appears in (rank from 1)."""
+    scores: dict[int, float] = {}
+    for ranking in rankings:
+        for rank, item in enumerate(ranking, start=1):
+            scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank)
+    return scores
