@@ -123,6 +123,7 @@ from .services.memory import MemoryEvents as MemoryEvents
 from .services.memory import MemoryHit as MemoryHit
 from .services.memory import MemoryPrivacyLevel as MemoryPrivacyLevel
 from .services.memory import MemoryRef as MemoryRef
+from .services.memory import MemoryRequest as MemoryRequest
 from .services.reputation import ReputationEvents as ReputationEvents
 from .services.reputation import ReputationScore as ReputationScore
 from .services.tasks import Announcement as Announcement
@@ -180,6 +181,7 @@ __all__ = [
     "MemoryHit",
     "MemoryPrivacyLevel",
     "MemoryRef",
+    "MemoryRequest",
     "Mesh",
     "MeshConfig",
     "MeshError",

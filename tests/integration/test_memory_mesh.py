@@ -52,3 +52,30 @@ async def test_every_memory_call_refuses_while_its_flag_is_off(tmp_path: Path) -
             await mesh.memory.store("x")
         with pytest.raises(FeatureDisabledError, match="P2P_FEDERATED_MEMORY"):
             await mesh.memory.query(tags=["x"])
+
+
+async def test_a_federated_query_reaches_peers_hops_away_and_leaks_nothing(
+    tmp_path: Path,
+) -> None:
+    """A line 0-1-2-3 where nothing syncs after the links come up (no push, rounds an
+    hour apart): what node 0 learns of node 3's memories, it learns by asking."""
+    from crdt_mesh import MemoryRequest
+    from crdt_mesh.testing.cluster import line
+
+    async with cluster(tmp_path, 4, peers=line, config=ON, interval=3600, push_fanout=0) as nodes:
+        asker, relay, _, holder = nodes.meshes
+        await wait_for(lambda: all(len(m.peers) >= 1 for m in nodes.meshes))
+        requested: list[MemoryRequest] = []
+        relay.events.on(P2PEvents.MEMORY_REQUESTED, requested.append)
+        public = await holder.memory.store("deploy failed: disk full", "public", tags=["ops"])
+        await holder.memory.create_channel("inner", members=[nodes.meshes[2].replica.peer_id])
+        secret = await holder.memory.store(
+            "team-only ops note", "team", channel="inner", tags=["ops"]
+        )
+        assert await asker.memory.query(tags=["ops"]) == []  # nothing synced
+        hits = await asker.memory.query(tags=["ops"], remote=True, hops=3, timeout=1.0)
+        assert [h.memory.ref for h in hits] == [public.ref]
+        assert not asker.replica.has_document(secret.ref.document)  # never sent to it
+        assert requested and requested[0].asker == asker.replica.peer_id
+        near = await asker.memory.query(tags=["ops"], remote=True, hops=1, timeout=0.3)
+        assert [h.memory.ref for h in near] == [public.ref]  # kept from the first answer

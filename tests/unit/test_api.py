@@ -45,13 +45,15 @@ def test_every_event_says_what_its_handlers_receive_and_the_types_are_public() -
     """A handler's author can name (and import from ``crdt_mesh``) what each event delivers."""
     from crdt_mesh.services import gossip, memory, reputation, tasks
 
-    firing = {gossip: crdt_mesh.GossipEvents, tasks: crdt_mesh.TaskEvents}
+    firing = {
+        gossip: crdt_mesh.GossipEvents,
+        tasks: crdt_mesh.TaskEvents,
+        memory: crdt_mesh.MemoryEvents,
+    }
     for service, events in firing.items():
         assert set(service.EVENT_PAYLOADS) == set(events), service.__name__
-    for service in (memory, reputation):  # vocabulary only until the service exists
-        assert set(service.EVENT_PAYLOADS) <= set(
-            memory.MemoryEvents if service is memory else reputation.ReputationEvents
-        )
+    # vocabulary only until the service exists
+    assert set(reputation.EVENT_PAYLOADS) <= set(reputation.ReputationEvents)
     for service in (gossip, tasks, memory, reputation):
         for event, payloads in service.EVENT_PAYLOADS.items():
             assert event.value in {e.value for e in crdt_mesh.P2PEvents}, event

@@ -14,6 +14,7 @@ from .model import MemoryEvents as MemoryEvents
 from .model import MemoryHit as MemoryHit
 from .model import MemoryPrivacyLevel as MemoryPrivacyLevel
 from .model import MemoryRef as MemoryRef
+from .model import MemoryRequest as MemoryRequest
 from .model import Organization as Organization
 from .service import MemoryService as MemoryService
 
@@ -27,6 +28,7 @@ __all__ = [
     "MemoryHit",
     "MemoryPrivacyLevel",
     "MemoryRef",
+    "MemoryRequest",
     "MemoryService",
     "Organization",
 ]

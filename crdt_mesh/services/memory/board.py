@@ -499,6 +499,7 @@ class MemoryBoard:
         until: float | None = None,
         limit: int = 10,
         mode: str | None = None,
+        reader: PeerId | None = None,
     ) -> list[MemoryHit]:
         """The memories this replica may show that pass every filter given, best first.
 
@@ -507,7 +508,8 @@ class MemoryBoard:
         tags; memories that match no word are left out), ``semantic`` (cosine of local
         embeddings), ``hybrid`` (the two fused by reciprocal rank; the default when the
         embedding model is installed, else ``lexical``). Without text, by how many of
-        ``tags`` a memory has. Ties go to the newer, then to the name.
+        ``tags`` a memory has. Ties go to the newer, then to the name. With ``reader``,
+        only the memories this replica would offer that peer (to answer its query).
 
         Raises:
             FederatedMemoryError: a malformed filter, or ``text`` without the search extra.
@@ -523,7 +525,11 @@ class MemoryBoard:
             since=_time(since, "since"),
             until=_time(until, "until"),
         )
-        kept = [m for m in self.memories() if filters.keeps(m)]
+        kept = [
+            m
+            for m in self.memories()
+            if filters.keeps(m) and (reader is None or self._may_read(m.ref.document, reader))
+        ]
         if text is not None:
             if not isinstance(text, str) or not text.strip():
                 raise FederatedMemoryError(f"text: a non-empty str, not {text!r}")

@@ -46,7 +46,7 @@ class MemoryEvents(enum.StrEnum):
     """The events federated memory fires."""
 
     SHARED = "p2p:memory:shared"  # payload: the Memory, where it becomes readable
-    REQUESTED = "p2p:memory:requested"
+    REQUESTED = "p2p:memory:requested"  # payload: the MemoryRequest, on the asked peer
 
 
 class FederatedMemoryError(LocalError, ValueError):
@@ -112,6 +112,18 @@ class Organization:
     members: frozenset[PeerId]
 
 
-#: What each event's handlers receive (one of these types); ``requested`` comes with
-#: the federated query, not built yet.
-EVENT_PAYLOADS: Mapping[MemoryEvents, tuple[type, ...]] = {MemoryEvents.SHARED: (Memory,)}
+@dataclass(frozen=True, slots=True)
+class MemoryRequest:
+    """A federated query this peer was asked (the payload of ``p2p:memory:requested``)."""
+
+    asker: PeerId
+    sender: PeerId
+    spec: Mapping[str, Any]
+    hops_left: int
+
+
+#: What each event's handlers receive (one of these types).
+EVENT_PAYLOADS: Mapping[MemoryEvents, tuple[type, ...]] = {
+    MemoryEvents.SHARED: (Memory,),
+    MemoryEvents.REQUESTED: (MemoryRequest,),
+}

@@ -9,16 +9,22 @@ from the store and the file compacted.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import anyio
+
 from ...config import Feature
 from ...identity import PeerId
-from ...ledger import Entry
+from ...ledger import Entry, Policy
 from ...runtime.host import Host
+from ...runtime.penalty import Offence
 from .board import MemoryBoard
+from .federation import MAX_HOPS, QueryRouter
 from .model import (
     Channel,
+    FederatedMemoryError,
     Memory,
     MemoryEvents,
     MemoryHit,
@@ -26,7 +32,10 @@ from .model import (
     MemoryRef,
     Organization,
 )
-from .rules import scope_of
+from .rules import check_group_name, lockbox_document, scope_of
+
+#: The ephemeral channel federated queries travel on.
+CHANNEL = b"M"
 
 
 class MemoryService:
@@ -40,6 +49,18 @@ class MemoryService:
         self._settling = False
         enabled = host.config is None or host.config.enables(Feature.FEDERATED_MEMORY)
         self._unsubscribe = host.replica.on_commit(self._on_commit) if enabled else _nothing
+        self.router = QueryRouter(
+            host.replica.peer_id,
+            send=lambda peer, frame: host.send_ephemeral(CHANNEL, peer, frame),
+            peers=lambda: host.peers,
+            answer=self._answer,
+            ingest=self._take,
+            may_read=lambda entry, asker: host.replica.readable_by(entry.document, asker),
+            penalise=lambda peer, offence, reason: host.penalise(peer, offence, reason),
+            clock=time.monotonic,
+            on_request=lambda request: host.events.emit(MemoryEvents.REQUESTED, request),
+        )
+        self._unroute = host.on_ephemeral(CHANNEL, self._receive) if enabled else _nothing
 
     def _require(self) -> None:
         if self._host.config is not None:
@@ -134,11 +155,53 @@ class MemoryService:
         self._require()
         return self.board.get(ref)
 
-    async def query(self, **filters: Any) -> list[MemoryHit]:
-        """See :meth:`MemoryBoard.query` (federated queries, ``remote=True``, are not
-        built yet)."""
+    async def query(
+        self, *, remote: bool = False, timeout: float = 2.0, hops: int = 2, **spec: Any
+    ) -> list[MemoryHit]:
+        """The memories this replica may show that match (see :meth:`MemoryBoard.query`).
+
+        With ``remote=True``, peers are asked first (``hops`` away at most): each answers
+        with the signed entries of its matching memories that this peer may read;
+        they are verified and kept like any entry, and the results are ranked here,
+        after ``timeout`` seconds.
+        """
         self._require()
-        return self.board.query(**filters)
+        self.board.query(**spec)  # a malformed spec fails here, before anyone is asked
+        if remote:
+            if isinstance(hops, bool) or not isinstance(hops, int) or not 1 <= hops <= MAX_HOPS:
+                raise FederatedMemoryError(f"hops: 1..{MAX_HOPS}, not {hops!r}")
+            query_id = self.router.ask(_to_wire(spec), hops)
+            try:
+                await anyio.sleep(timeout)
+            finally:
+                self.router.finish(query_id)
+        return self.board.query(**spec)
+
+    def _answer(self, asker: PeerId, spec: Mapping[str, Any]) -> list[bytes]:
+        hits = self.board.query(**_from_wire(spec), reader=asker)
+        replica = self._host.replica
+        out: list[bytes] = []
+        for hit in hits:
+            document = hit.memory.ref.document
+            if document.policy is Policy.LOCAL:
+                continue
+            scope = scope_of(document)
+            if scope is not None and scope.admin is not None and hit.memory.channel:
+                lockbox = lockbox_document(scope.admin, check_group_name(hit.memory.channel, "c"))
+                if replica.has_document(lockbox) and replica.readable_by(lockbox, asker):
+                    out.extend(e.encoded for e in replica.export(lockbox))
+            out.extend(e.encoded for e in replica.export(document))
+        return list(dict.fromkeys(out))
+
+    def _take(self, entries: list[bytes], source: PeerId) -> None:
+        """An answer to our query: verified and kept like any entry from ``source``."""
+        report = self._host.replica.ingest(entries, source=source)
+        if report.rejected:
+            reason = f"{len(report.rejected)} invalid entries in a memory answer"
+            self._host.penalise(source, Offence.INVALID_ENTRY, reason)
+
+    def _receive(self, sender: PeerId, frame: bytes) -> None:
+        self.router.receive(sender, frame)
 
     # -- events and forgetting ----------------------------------------------------------------
 
@@ -173,8 +236,29 @@ class MemoryService:
 
     def close(self) -> None:
         self._unsubscribe()
+        self._unroute()
         self.board.close()
 
 
 def _nothing() -> None:
     pass
+
+
+def _to_wire(spec: Mapping[str, Any]) -> dict[str, Any]:
+    wire = dict(spec)
+    if wire.get("authors") is not None:
+        wire["authors"] = [p.key for p in wire["authors"]]
+    for key in ("tags", "channels", "organizations"):
+        if wire.get(key) is not None and not isinstance(wire[key], str):
+            wire[key] = list(wire[key])
+    return wire
+
+
+def _from_wire(spec: Mapping[str, Any]) -> dict[str, Any]:
+    local = dict(spec)
+    authors = local.get("authors")
+    if authors is not None:
+        if not isinstance(authors, list):
+            raise FederatedMemoryError("authors: a list of peer keys")
+        local["authors"] = [PeerId(bytes(k)) if isinstance(k, bytes) else k for k in authors]
+    return local

@@ -1,0 +1,91 @@
+"""The federated query router, sans-IO: bounds, de-duplication, the way back, no leaks."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import cbor2
+
+from crdt_mesh import Identity, Offence, PeerId
+from crdt_mesh.services.memory.federation import QUERIES_PER_SECOND, QueryRouter
+
+A, B, C = (Identity.generate().peer_id for _ in range(3))
+
+
+class Wire:
+    def __init__(self, me: PeerId, answer: list[bytes], readable: bool = True) -> None:
+        self.sent: list[tuple[PeerId, list[Any]]] = []
+        self.offences: list[tuple[PeerId, Offence]] = []
+        self.ingested: list[tuple[list[bytes], PeerId]] = []
+        self.now = 0.0
+        self.asked = 0
+
+        def respond(asker: PeerId, spec: Mapping[str, Any]) -> list[bytes]:
+            self.asked += 1
+            return answer
+
+        self.router = QueryRouter(
+            me,
+            send=lambda peer, frame: self.sent.append((peer, cbor2.loads(frame))),
+            peers=lambda: [p for p in (A, B, C) if p != me],
+            answer=respond,
+            ingest=lambda entries, source: self.ingested.append((entries, source)),
+            may_read=lambda entry, asker: readable,
+            penalise=lambda peer, offence, reason: self.offences.append((peer, offence)),
+            clock=lambda: self.now,
+        )
+
+
+def _query(query_id: bytes, asker: PeerId, hops: int, spec: dict[str, Any]) -> bytes:
+    return cbor2.dumps(["q", query_id, asker.key, hops, spec])
+
+
+def _entry() -> bytes:
+    from tests.helpers import feed
+
+    return feed(Identity.generate(), 1)[0].encoded
+
+
+def test_a_query_is_answered_once_passed_on_once_and_answers_go_back_the_way_it_came() -> None:
+    wire = Wire(B, [b"x"])
+    frame = _query(b"q" * 16, A, 2, {"tags": ["ops"]})
+    wire.router.receive(A, frame)
+    wire.router.receive(C, frame)  # the same query by another way: ignored
+    assert wire.asked == 1
+    assert [(p, f[0]) for p, f in wire.sent] == [(A, "a"), (C, "q")]
+    assert wire.sent[1][1][3] == 1  # one hop less
+    entry = _entry()
+    wire.router.receive(C, cbor2.dumps(["a", b"q" * 16, [entry]]))
+    assert wire.sent[-1] == (A, ["a", b"q" * 16, [entry]])  # relayed upstream
+
+
+def test_a_relay_passes_on_only_what_the_asker_may_read() -> None:
+    wire = Wire(B, [], readable=False)
+    wire.router.receive(A, _query(b"r" * 16, A, 2, {}))
+    wire.router.receive(C, cbor2.dumps(["a", b"r" * 16, [_entry()]]))
+    assert wire.sent[-1] == (A, ["a", b"r" * 16, []])
+
+
+def test_answers_to_our_own_query_are_ingested_and_late_ones_dropped() -> None:
+    wire = Wire(A, [])
+    query_id = wire.router.ask({"tags": ["x"]}, 1)
+    entry = _entry()
+    wire.router.receive(B, cbor2.dumps(["a", query_id, [entry]]))
+    assert wire.ingested == [([entry], B)]
+    wire.router.finish(query_id)
+    wire.router.receive(C, cbor2.dumps(["a", query_id, [entry]]))
+    assert len(wire.ingested) == 1 and wire.offences == []  # late is not an offence
+
+
+def test_junk_and_floods_cost_the_sender() -> None:
+    wire = Wire(B, [])
+    wire.router.receive(A, b"\xff\x00")
+    wire.router.receive(A, cbor2.dumps(["q", b"short", A.key, 1, {}]))
+    wire.router.receive(A, _query(b"h" * 16, A, 9, {}))  # past the hop limit
+    wire.router.receive(A, _query(b"k" * 16, A, 1, {"sql": "drop"}))  # unknown key
+    assert [o for _, o in wire.offences] == [Offence.JUNK] * 4
+    for i in range(int(3 * QUERIES_PER_SECOND)):
+        wire.router.receive(C, _query(i.to_bytes(16, "big"), C, 1, {}))
+    assert wire.asked == int(2 * QUERIES_PER_SECOND)  # the burst, then refused
+    assert (C, Offence.BUDGET) in wire.offences
