@@ -149,8 +149,15 @@ def test_the_embedding_model_loads_from_its_wheel_without_the_network(
     monkeypatch.setattr(rules, "_EMBEDDER", None)
     monkeypatch.setattr(socket.socket, "connect", no_network)
     monkeypatch.setattr(socket, "create_connection", no_network)
+    import logging
+    import sys
+
+    root = logging.getLogger()
+    before = (root.level, list(root.handlers))
+    monkeypatch.delitem(sys.modules, "wordllama", raising=False)  # imported afresh
     vectors = rules.embed(["morning meetings", "disk full"])
     assert vectors.shape == (2, 256)
+    assert (root.level, list(root.handlers)) == before  # the app's logging untouched
 
 
 def test_without_the_search_extra_a_semantic_query_names_it(
@@ -168,3 +175,24 @@ def test_without_the_search_extra_a_semantic_query_names_it(
         board.query(text="meet", mode="semantic")
     hits = board.query(text="morning")  # the default falls back to lexical
     assert [h.memory.content for h in hits] == ["User prefers morning meetings"]
+
+
+def test_what_a_query_shows_follows_updates_forgets_and_arrivals(
+    make_replica: ReplicaFactory,
+) -> None:
+    """Views are kept between queries: every change must show in the next one."""
+    alice, bob = make_replica(), make_replica()
+    board, other = MemoryBoard(alice, clock=Clock()), MemoryBoard(bob, clock=Clock())
+    first = board.store("disk alert on node seven", "public", tags=["ops"])
+    assert [h.memory.ref for h in board.query(tags=["ops"])] == [first.ref]
+    assert board.query(text="disk alert", mode="lexical")[0].memory.ref == first.ref
+    board.update(first.ref, tags=["infra"])
+    assert board.query(tags=["ops"]) == []
+    assert [h.memory.tags for h in board.query(tags=["infra"])] == [("infra",)]
+    theirs = other.store("disk alert on node nine", "public", tags=["infra"])
+    alice.ingest(bob.missing_from(alice.heads())).raise_first()
+    assert {h.memory.ref for h in board.query(tags=["infra"])} == {first.ref, theirs.ref}
+    assert len(board.query(text="disk alert node", mode="lexical")) == 2
+    board.forget(first.ref)
+    assert [h.memory.ref for h in board.query(tags=["infra"])] == [theirs.ref]
+    assert [h.memory.ref for h in board.query(text="disk alert", mode="semantic")] == [theirs.ref]

@@ -29,10 +29,16 @@ from .rules import (
     channel_document,
     check_content,
     check_group_name,
+    check_level,
+    check_levels,
     check_metadata,
+    check_names,
+    check_peers,
     check_tags,
+    check_time,
     forget_document,
     group_of,
+    lockbox_of,
     memory_document,
     memory_of_forget,
     new_memory_id,
@@ -67,6 +73,11 @@ class MemoryBoard:
         self.keys = Keyring(replica, clock)
         #: ranks text queries (and keeps the embeddings it computed)
         self.ranker = Ranker()
+        #: what memories() found, per document, and the listing at a version
+        self._cache: dict[DocumentId, Memory | None] = {}
+        self._version = 0
+        self._listing: tuple[int, list[Memory]] | None = None
+        self._unsubscribe = replica.on_commit(self._invalidate)
         self._remove_policy = replica.add_read_policy(self._may_read)
 
     @property
@@ -74,6 +85,7 @@ class MemoryBoard:
         return self.replica.peer_id
 
     def close(self) -> None:
+        self._unsubscribe()
         self._remove_policy()
         self._memories.close()
         self._groups.close()
@@ -124,7 +136,7 @@ class MemoryBoard:
         check_group_name(name, kind)
         if organization is not None:
             check_group_name(organization, "organization")
-        peers = _peers(members, "members")
+        peers = check_peers(members, "members")
         make = channel_document if kind == "channel" else organization_document
         document = make(self.me, name)
         if self.replica.has_document(document):
@@ -165,7 +177,7 @@ class MemoryBoard:
             )
         make = channel_document if kind == "channel" else organization_document
         self.replica.set_members(
-            make(self.me, name), add=_peers(add, "peer"), remove=_peers(remove, "peer")
+            make(self.me, name), add=check_peers(add, "peer"), remove=check_peers(remove, "peer")
         )
         if kind == "channel":
             self.rotate(name)  # a removed member reads nothing written after; a new one
@@ -271,7 +283,7 @@ class MemoryBoard:
                 an organization it belongs to, an encrypted one with neither a channel
                 nor readers (or with both).
         """
-        level = _level(privacy)
+        level = check_level(privacy)
         content, tag_list = check_content(content), check_tags(tags)
         extra = check_metadata(metadata)
         if readers is not None and level is not MemoryPrivacyLevel.ENCRYPTED:
@@ -280,7 +292,7 @@ class MemoryBoard:
             raise FederatedMemoryError(
                 "an encrypted memory names a channel, or its readers (one of the two)"
             )
-        chosen = _peers(readers, "readers") if readers is not None else None
+        chosen = check_peers(readers, "readers") if readers is not None else None
         admin, group = self._target(level, channel, organization)
         document = memory_document(self.me, level, new_memory_id(), admin, group)
         now = self.clock()
@@ -290,9 +302,7 @@ class MemoryBoard:
         else:
             self._write(document, value)
 
-        memory = self.get(MemoryRef(document))
-        assert memory is not None
-        return memory
+        return self._as_written(document, value)
 
     def _target(
         self, level: MemoryPrivacyLevel, channel: str | None, organization: str | None
@@ -347,9 +357,20 @@ class MemoryBoard:
             self._write_encrypted(ref.document, value, scope.admin, scope.group, readers)
         else:
             self._write(ref.document, value)
-        updated = self.get(ref)
-        assert updated is not None
-        return updated
+        return self._as_written(ref.document, value)
+
+    def _as_written(self, document: DocumentId, value: dict[str, Any]) -> Memory:
+        """The memory just written (read back from the value: inside ``replica.batch()``
+        nothing is committed yet)."""
+        scope = scope_of(document)
+        assert scope is not None
+        organization = None
+        if scope.privacy is MemoryPrivacyLevel.TEAM and scope.admin is not None:
+            channel = self._group("channel", scope.group or "", scope.admin)
+            organization = channel.organization if isinstance(channel, Channel) else None
+        memory = parse_memory(MemoryRef(document), self.me, scope, value, organization)
+        assert memory is not None  # checked before it was written
+        return memory
 
     def forget(self, ref: MemoryRef) -> None:
         """Forget one's own memory everywhere: a signed forget record reaches whoever may
@@ -368,6 +389,7 @@ class MemoryBoard:
             with forget.transaction():
                 forget.map(_ROOT)["forget"] = {"seq": head.seq, "id": head.id.hex()}
         self.replica.purge(document, self.me, head.seq, head.id)
+        self._forget_cache(document)
         self.replica.compact()
 
     def settle(self) -> int:
@@ -389,6 +411,7 @@ class MemoryBoard:
                     continue
                 if seq >= 0 and len(entry_id) == 32:
                     purged += self.replica.purge(memory, author, seq, entry_id)
+                    self._forget_cache(memory)
         if purged:
             self.replica.compact()
         return purged
@@ -447,18 +470,47 @@ class MemoryBoard:
         return self._read(ref.document, scope)
 
     def memories(self) -> list[Memory]:
-        """Every memory this replica may show, newest first."""
+        """Every memory this replica may show, newest first.
+
+        Kept between calls: a commit of a memory drops that memory only; a change of a
+        group's members or keys drops them all (they decide who is shown what).
+        """
+        if self._listing is not None and self._listing[0] == self._version:
+            return list(self._listing[1])
         found = []
         for (_scope_id, forgotten), documents in self._memories.items():
             if forgotten:
                 continue
             for document in documents:
-                scope = scope_of(document)
-                assert scope is not None
-                memory = self._read(document, scope)
+                if document in self._cache:
+                    memory = self._cache[document]
+                else:
+                    scope = scope_of(document)
+                    assert scope is not None
+                    memory = self._cache[document] = self._read(document, scope)
                 if memory is not None:
                     found.append(memory)
-        return sorted(found, key=lambda m: order_key(0.0, m))
+        found.sort(key=lambda m: order_key(0.0, m))
+        self._listing = (self._version, found)
+        return list(found)
+
+    def _invalidate(self, entries: list[Any]) -> None:
+        for entry in entries:
+            document = entry.document
+            if group_of(document) is not None or lockbox_of(document) is not None:
+                self._forget_cache()
+                return
+            scope = scope_of(document)
+            if scope is not None:
+                self._cache.pop(memory_of_forget(document) if scope.forgotten else document, None)
+                self._version += 1
+
+    def _forget_cache(self, document: DocumentId | None = None) -> None:
+        if document is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(document, None)
+        self._version += 1
 
     def _read(self, document: DocumentId, scope: Scope) -> Memory | None:
         author = self.me if document.policy is Policy.LOCAL else document.owner
@@ -517,13 +569,13 @@ class MemoryBoard:
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
             raise FederatedMemoryError(f"limit: a whole number >= 1, not {limit!r}")
         filters = Filters(
-            privacy=_levels(privacy),
-            channels=_names(channels, "channels"),
-            organizations=_names(organizations, "organizations"),
-            authors=frozenset(_peers(authors, "authors")) if authors is not None else None,
+            privacy=check_levels(privacy),
+            channels=check_names(channels, "channels"),
+            organizations=check_names(organizations, "organizations"),
+            authors=frozenset(check_peers(authors, "authors")) if authors is not None else None,
             tags=frozenset(check_tags(tags)) if tags is not None else None,
-            since=_time(since, "since"),
-            until=_time(until, "until"),
+            since=check_time(since, "since"),
+            until=check_time(until, "until"),
         )
         kept = [
             m
@@ -533,7 +585,7 @@ class MemoryBoard:
         if text is not None:
             if not isinstance(text, str) or not text.strip():
                 raise FederatedMemoryError(f"text: a non-empty str, not {text!r}")
-            scored = self.ranker.rank(kept, text, mode)
+            scored = self.ranker.rank(self.memories(), self._version, kept, text, mode, limit)
         else:
             scored = [(tag_score(m, filters.tags), m) for m in kept]
         scored.sort(key=lambda pair: order_key(pair[0], pair[1]))
@@ -543,44 +595,3 @@ class MemoryBoard:
 def _memory_key(document: DocumentId) -> tuple[str, bool] | None:
     scope = scope_of(document)
     return (scope.id, scope.forgotten) if scope is not None else None
-
-
-def _level(privacy: Any) -> MemoryPrivacyLevel:
-    try:
-        return MemoryPrivacyLevel(privacy)
-    except ValueError:
-        known = [p.value for p in MemoryPrivacyLevel]
-        raise FederatedMemoryError(f"privacy: one of {known}, not {privacy!r}") from None
-
-
-def _levels(privacy: Any) -> frozenset[MemoryPrivacyLevel] | None:
-    if privacy is None:
-        return None
-    if isinstance(privacy, str):
-        return frozenset({_level(privacy)})
-    return frozenset(_level(p) for p in privacy)
-
-
-def _names(names: Iterable[str] | None, what: str) -> frozenset[str] | None:
-    if names is None:
-        return None
-    if isinstance(names, str):
-        raise FederatedMemoryError(f"{what}: a list of names, not the one str {names!r}")
-    return frozenset(check_group_name(n, what) for n in names)
-
-
-def _peers(peers: Iterable[PeerId], what: str) -> list[PeerId]:
-    if isinstance(peers, str | bytes) or not isinstance(peers, Iterable):
-        raise FederatedMemoryError(f"{what}: a list of PeerIds, not {peers!r}")
-    out = list(peers)
-    if not all(isinstance(p, PeerId) for p in out):
-        raise FederatedMemoryError(f"{what}: PeerIds only")
-    return out
-
-
-def _time(value: Any, what: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise FederatedMemoryError(f"{what}: a time in seconds, not {value!r}")
-    return float(value)

@@ -4,6 +4,7 @@ filters and ranking. No replica, no clock."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
 import re
@@ -283,27 +284,45 @@ def order_key(score: float, memory: Memory) -> tuple[float, float, str]:
     return (-score, -memory.updated_at, str(memory.ref))
 
 
-def lexical_scores(texts: Sequence[str], query: str) -> list[float]:
-    """BM25 scores of ``texts`` for ``query`` (bm25s, the ``search`` extra).
-
-    Raises:
-        FederatedMemoryError: bm25s is not installed.
-    """
+def _bm25s() -> Any:
     try:
         import bm25s
     except ImportError:
         raise FederatedMemoryError(
             "text queries rank with bm25s: pip install 'crdt_mesh[search]'"
         ) from None
-    if not texts:
-        return []
-    words = bm25s.tokenize([query], stopwords="en", return_ids=False, show_progress=False)[0]
-    if not words:
-        return [0.0] * len(texts)
-    corpus = bm25s.tokenize(list(texts), stopwords="en", show_progress=False)
-    retriever = bm25s.BM25()
-    retriever.index(corpus, show_progress=False)
-    return [float(s) for s in retriever.get_scores(list(words))]
+    return bm25s
+
+
+class LexicalIndex:
+    """A BM25 index over texts (bm25s, the ``search`` extra).
+
+    Raises:
+        FederatedMemoryError: bm25s is not installed.
+    """
+
+    def __init__(self, texts: Sequence[str]) -> None:
+        bm25s = _bm25s()
+        self._size = len(texts)
+        self._retriever = bm25s.BM25()
+        if texts:
+            corpus = bm25s.tokenize(list(texts), stopwords="en", show_progress=False)
+            self._retriever.index(corpus, show_progress=False)
+
+    def scores(self, query: str) -> Any:
+        """The BM25 score of every text for ``query`` (numpy, 0 where no word matches)."""
+        import numpy as np
+
+        bm25s = _bm25s()
+        words = bm25s.tokenize([query], stopwords="en", return_ids=False, show_progress=False)[0]
+        if not words or not self._size:
+            return np.zeros(self._size, dtype=np.float32)
+        return np.asarray(self._retriever.get_scores(list(words)), dtype=np.float32)
+
+
+def lexical_scores(texts: Sequence[str], query: str) -> list[float]:
+    """BM25 scores of ``texts`` for ``query``."""
+    return [float(s) for s in LexicalIndex(texts).scores(query)]
 
 
 def searchable_text(memory: Memory) -> str:
@@ -324,12 +343,17 @@ def _embedder() -> Any:
     """
     global _EMBEDDER
     if _EMBEDDER is None:
+        root = logging.getLogger()
+        level, handlers = root.level, list(root.handlers)
         try:
             import wordllama
         except ImportError:
             raise FederatedMemoryError(
                 "semantic queries embed with wordllama: pip install 'crdt_mesh[search]'"
             ) from None
+        finally:  # wordllama configures the root logger when imported: undo it
+            root.setLevel(level)
+            root.handlers[:] = handlers
         from pathlib import Path
 
         # its weights and tokenizer ship in the wheel: load them there, never download
@@ -363,3 +387,47 @@ def fuse(rankings: Sequence[Sequence[int]], k: int = RRF_K) -> dict[int, float]:
         for rank, item in enumerate(ranking, start=1):
             scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank)
     return scores
+
+
+# -- checks of arguments ---------------------------------------------------------------
+
+
+def check_level(privacy: Any) -> MemoryPrivacyLevel:
+    try:
+        return MemoryPrivacyLevel(privacy)
+    except ValueError:
+        known = [p.value for p in MemoryPrivacyLevel]
+        raise FederatedMemoryError(f"privacy: one of {known}, not {privacy!r}") from None
+
+
+def check_levels(privacy: Any) -> frozenset[MemoryPrivacyLevel] | None:
+    if privacy is None:
+        return None
+    if isinstance(privacy, str):
+        return frozenset({check_level(privacy)})
+    return frozenset(check_level(p) for p in privacy)
+
+
+def check_names(names: Iterable[str] | None, what: str) -> frozenset[str] | None:
+    if names is None:
+        return None
+    if isinstance(names, str):
+        raise FederatedMemoryError(f"{what}: a list of names, not the one str {names!r}")
+    return frozenset(check_group_name(n, what) for n in names)
+
+
+def check_peers(peers: Iterable[PeerId], what: str) -> list[PeerId]:
+    if isinstance(peers, str | bytes) or not isinstance(peers, Iterable):
+        raise FederatedMemoryError(f"{what}: a list of PeerIds, not {peers!r}")
+    out = list(peers)
+    if not all(isinstance(p, PeerId) for p in out):
+        raise FederatedMemoryError(f"{what}: PeerIds only")
+    return out
+
+
+def check_time(value: Any, what: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise FederatedMemoryError(f"{what}: a time in seconds, not {value!r}")
+    return float(value)
