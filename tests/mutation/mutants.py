@@ -203,6 +203,24 @@ MUTANTS = [
         "                await self._serve_one(stream, host, address, handler)",
         ("tests/integration/test_hostile.py::test_stalled_handshakes_hold_up_nobody",),
     ),
+    # -- issue 14: federated memory -----------------------------------------------------
+    Mutant(
+        "team-memory-offered-to-all",
+        "crdt_mesh/services/memory/board.py",
+        "        return peer in self._group_members(scope)",
+        "        return True",
+        ("tests/integration/test_memory_privacy.py::test_each_level_reaches_exactly_whom_it_may",),
+    ),
+    Mutant(
+        "forget-without-compaction",
+        "crdt_mesh/services/memory/board.py",
+        "        if purged:\n            self.replica.compact()\n",
+        "",
+        (
+            "tests/integration/test_memory_privacy.py::"
+            "test_forgetting_leaves_no_plaintext_in_any_store_that_held_it",
+        ),
+    ),
 ]
 
 
