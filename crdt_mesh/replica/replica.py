@@ -222,6 +222,16 @@ class Replica:
             self._open[doc_id] = document
         return document
 
+    def is_open(self, document: DocumentId) -> bool:
+        """Whether ``document`` is held in memory (opened by :meth:`document`)."""
+        return document in self._open
+
+    def release(self, document: DocumentId) -> None:
+        """Let an open document go from memory (its entries stay in the store; it loads
+        again when next asked for). A :class:`Document` object for it that someone
+        still holds stops following new entries: ask :meth:`document` again."""
+        self._open.pop(document, None)
+
     def _resolve_id(self, name: str | DocumentId, policy: Policy) -> DocumentId:
         if isinstance(name, DocumentId):
             return name

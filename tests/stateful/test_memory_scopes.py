@@ -1,4 +1,4 @@
-"""Stores, updates, forgets and membership changes across replicas: after they sync,
+"""Stores, updates, forgets, membership changes and partitions across replicas: after they sync,
 every replica sees exactly the memories it may, and forgotten content is in no store.
 
 Four real replicas on the simulated network; replica 0 administers the channel.
@@ -41,6 +41,7 @@ class MemoryScopes(RuleBasedStateMachine):
         self._sync()
 
     def _sync(self) -> None:
+        self.sim.heal()
         for _ in range(10):
             self.sim.step()
         for board in self.boards:
@@ -71,8 +72,15 @@ class MemoryScopes(RuleBasedStateMachine):
     @rule(data=st.data())
     def update(self, data: st.DataObject) -> None:
         ref = data.draw(st.sampled_from(sorted(self.alive, key=str)))
-        author = self.alive[ref][0]
+        author, level, written_for, content = self.alive[ref]
+        if level in ("team", "encrypted") and author not in self.members:
+            return  # a removed member's group memories left every view, its own too
+        if level == "encrypted":
+            if not self.synced or author not in self.members:
+                return  # re-sealed with the newest key its writer holds: once it knows it
+            written_for = frozenset(self.members)  # who holds that key
         self.boards[author].update(ref, tags=["t", "updated"])
+        self.alive[ref] = (author, level, written_for, content)
         self.synced = False
 
     @rule(peer=st.integers(1, N - 1))
@@ -92,6 +100,14 @@ class MemoryScopes(RuleBasedStateMachine):
     @rule()
     def sync(self) -> None:
         self._sync()
+
+    @rule(cut=st.integers(1, N - 1))
+    def partition(self, cut: int) -> None:
+        """Split the replicas in two; they go on writing and forgetting apart."""
+        self.sim.partition(list(range(cut)), list(range(cut, N)))
+        for _ in range(3):
+            self.sim.step()
+        self.synced = False
 
     def _may_see(self, reader: int, entry: tuple[int, str, frozenset[int], str]) -> bool:
         author, level, written_for, _ = entry

@@ -1,11 +1,8 @@
 """The memory board: federated memory's commands and views over one replica.
 
-Synchronous, with the clock injected. The board owns a read policy on the replica:
-a team memory is offered to the members of its channel only, an organization's to
-its members only, a private one to nobody (it is a ``local`` document, sealed at
-rest with a key derived from the identity), a public one to anyone. Views are pure
-functions of what the replica holds: every replica with the same entries shows the
-same memories to the same reader.
+Synchronous, clock injected. It owns the replica's read policy for memory (who is
+offered which memory: see :mod:`.model`). Views are pure functions of what the
+replica holds: replicas with the same entries show the same reader the same.
 """
 
 from __future__ import annotations
@@ -23,22 +20,19 @@ from .keys import Keyring
 from .model import Channel, FederatedMemoryError, Memory, MemoryHit, MemoryPrivacyLevel, MemoryRef
 from .model import Organization as Org
 from .rules import (
-    Filters,
     Scope,
     at_rest_key,
     channel_document,
     check_content,
     check_group_name,
     check_level,
-    check_levels,
     check_metadata,
-    check_names,
     check_peers,
     check_tags,
-    check_time,
     forget_document,
     group_of,
     lockbox_of,
+    make_filters,
     memory_document,
     memory_of_forget,
     new_memory_id,
@@ -54,10 +48,6 @@ from .rules import (
 from .search import Ranker
 
 _ROOT = "memory"
-#: An admin rotates a channel's key after this many encrypted memories in one epoch,
-#: or after this long (Megolm's defaults).
-ROTATE_AFTER_MEMORIES = 100
-ROTATE_AFTER_SECONDS = 7 * 24 * 3600
 
 
 class MemoryBoard:
@@ -78,6 +68,7 @@ class MemoryBoard:
         self._version = 0
         self._listing: tuple[int, list[Memory]] | None = None
         self._unsubscribe = replica.on_commit(self._invalidate)
+        self._counted: set[str] = set()  # channels whose sealed memories are counted
         self._remove_policy = replica.add_read_policy(self._may_read)
 
     @property
@@ -201,23 +192,25 @@ class MemoryBoard:
         return self.keys.rotate(channel, group.members)
 
     def _rotation_due(self, channel: str) -> bool:
-        epoch = self.keys.current_epoch(self.me, channel)
-        entry = self.keys.epochs(self.me, channel).get(str(epoch))
-        if not isinstance(entry, Mapping):
-            return True
-        if self.clock() - float(entry.get("at") or 0.0) > ROTATE_AFTER_SECONDS:
-            return True
-        written = 0
-        for (_id, forgotten), documents in self._memories.items():
-            for document in documents:
-                scope = scope_of(document)
-                if forgotten or scope is None or scope.group != channel:
-                    continue
-                if scope.privacy is MemoryPrivacyLevel.ENCRYPTED and scope.admin == self.me:
-                    stored = self.replica.document(document).map(_ROOT).get("encrypted")
-                    if isinstance(stored, Mapping) and stored.get("epoch") == epoch:
-                        written += 1
-        return written >= ROTATE_AFTER_MEMORIES
+        if channel not in self._counted:  # once: what was written before this board
+            self._counted.add(channel)
+            for (_id, forgotten), documents in self._memories.items():
+                for document in documents:
+                    if not forgotten:
+                        self._count_sealed(document)
+        return self.keys.rotation_due(channel)
+
+    def _count_sealed(self, document: DocumentId) -> None:
+        """Tell the keyring of an encrypted memory of a channel this peer administers."""
+        scope = scope_of(document)
+        if scope is None or scope.forgotten or scope.privacy is not MemoryPrivacyLevel.ENCRYPTED:
+            return
+        if scope.admin != self.me or scope.group is None:
+            return
+        stored = self._root(document).get("encrypted")
+        epoch = stored.get("epoch") if isinstance(stored, Mapping) else None
+        if isinstance(epoch, int | float) and not isinstance(epoch, bool):
+            self.keys.count(scope.group, int(epoch), document)
 
     def channels(self) -> list[Channel]:
 
@@ -364,11 +357,7 @@ class MemoryBoard:
         nothing is committed yet)."""
         scope = scope_of(document)
         assert scope is not None
-        organization = None
-        if scope.privacy is MemoryPrivacyLevel.TEAM and scope.admin is not None:
-            channel = self._group("channel", scope.group or "", scope.admin)
-            organization = channel.organization if isinstance(channel, Channel) else None
-        memory = parse_memory(MemoryRef(document), self.me, scope, value, organization)
+        memory = parse_memory(MemoryRef(document), self.me, scope, value, self._org_of(scope))
         assert memory is not None  # checked before it was written
         return memory
 
@@ -380,10 +369,14 @@ class MemoryBoard:
         Raises:
             FederatedMemoryError: unknown, or another author's memory.
         """
-        self._own(ref)
-        document = ref.document
+        if not isinstance(ref, MemoryRef) or scope_of(ref.document) is None:
+            raise FederatedMemoryError(f"ref: a MemoryRef, not {ref!r}")
+        document = ref.document  # (judged by its name: it may have left the view)
+        if document.policy is not Policy.LOCAL and document.owner != self.me:
+            raise FederatedMemoryError(f"only its author forgets {ref}")
         head = self.replica.heads(include_local=True).get((document, self.me))
-        assert head is not None
+        if head is None or self.replica.purged(document, self.me):
+            raise FederatedMemoryError(f"unknown or forgotten memory {ref}")
         if document.policy is not Policy.LOCAL:
             forget = self.replica.document(forget_document(document))
             with forget.transaction():
@@ -404,7 +397,7 @@ class MemoryBoard:
                 author = forget.owner
                 if author is None or self.replica.purged(memory, author):
                     continue
-                value: Any = self.replica.document(forget).map(_ROOT).get("forget")
+                value: Any = self._root(forget).get("forget")
                 try:
                     seq, entry_id = int(value["seq"]), bytes.fromhex(value["id"])
                 except (TypeError, KeyError, ValueError):
@@ -441,15 +434,27 @@ class MemoryBoard:
         else:
             assert readers is not None
             stored = self.keys.for_readers(document, value, readers)
+        held = self.replica.is_open(document)
         doc = self.replica.document(document)
         with doc.transaction():
             doc.map(_ROOT)["encrypted"] = stored
+        if not held:
+            self.replica.release(document)
 
     def _stored(self, document: DocumentId) -> Any:
-        return self.replica.document(document).map(_ROOT).get("encrypted")
+        return self._root(document).get("encrypted")
+
+    def _root(self, document: DocumentId) -> dict[str, Any]:
+        """A memory document's record as plain values, without keeping the document in
+        memory if it was not (a replica may hold a hundred thousand memories)."""
+        held = self.replica.is_open(document)
+        value = self.replica.document(document).map(_ROOT).to_py()
+        if not held:
+            self.replica.release(document)
+        return value if isinstance(value, dict) else {}
 
     def _write(self, document: DocumentId, value: dict[str, Any]) -> None:
-
+        held = self.replica.is_open(document)
         doc = self.replica.document(document)
         try:
             with doc.transaction():
@@ -459,6 +464,9 @@ class MemoryBoard:
                     doc.map(_ROOT)["record"] = value
         except NotWritable as exc:
             raise FederatedMemoryError(f"{document.text} cannot be written: {exc}") from None
+        finally:
+            if not held:
+                self.replica.release(document)  # a replica may hold very many memories
 
     # -- views -----------------------------------------------------------------------------
 
@@ -470,11 +478,8 @@ class MemoryBoard:
         return self._read(ref.document, scope)
 
     def memories(self) -> list[Memory]:
-        """Every memory this replica may show, newest first.
-
-        Kept between calls: a commit of a memory drops that memory only; a change of a
-        group's members or keys drops them all (they decide who is shown what).
-        """
+        """Every memory this replica may show, newest first (kept between calls: a
+        commit drops its memory; a group's member or key change drops all)."""
         if self._listing is not None and self._listing[0] == self._version:
             return list(self._listing[1])
         found = []
@@ -504,6 +509,8 @@ class MemoryBoard:
             if scope is not None:
                 self._cache.pop(memory_of_forget(document) if scope.forgotten else document, None)
                 self._version += 1
+                if scope.group in self._counted:
+                    self._count_sealed(document)
 
     def _forget_cache(self, document: DocumentId | None = None) -> None:
         if document is None:
@@ -524,7 +531,7 @@ class MemoryBoard:
         encrypted = scope.privacy is MemoryPrivacyLevel.ENCRYPTED
         if grouped and not encrypted and self.me not in self._group_members(scope):
             return None  # we are not (or no longer) a member
-        root = self.replica.document(document).map(_ROOT)
+        root = self._root(document)
         value: Any
         if document.policy is Policy.LOCAL:
             value = unseal(self._key, document, root.get("sealed"))
@@ -532,11 +539,14 @@ class MemoryBoard:
             value = self.keys.open(document, self._stored(document), scope.admin, scope.group)
         else:
             value = root.get("record")
-        organization = None
-        if scope.privacy is MemoryPrivacyLevel.TEAM and scope.admin is not None:
-            channel = self._group("channel", scope.group or "", scope.admin)
-            organization = channel.organization if isinstance(channel, Channel) else None
-        return parse_memory(MemoryRef(document), author, scope, value, organization)
+        return parse_memory(MemoryRef(document), author, scope, value, self._org_of(scope))
+
+    def _org_of(self, scope: Scope) -> str | None:
+        """The organization a team memory's channel belongs to (None: none, or not team)."""
+        if scope.privacy is not MemoryPrivacyLevel.TEAM or scope.admin is None:
+            return None
+        channel = self._group("channel", scope.group or "", scope.admin)
+        return channel.organization if isinstance(channel, Channel) else None
 
     def query(
         self,
@@ -568,15 +578,7 @@ class MemoryBoard:
         """
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
             raise FederatedMemoryError(f"limit: a whole number >= 1, not {limit!r}")
-        filters = Filters(
-            privacy=check_levels(privacy),
-            channels=check_names(channels, "channels"),
-            organizations=check_names(organizations, "organizations"),
-            authors=frozenset(check_peers(authors, "authors")) if authors is not None else None,
-            tags=frozenset(check_tags(tags)) if tags is not None else None,
-            since=check_time(since, "since"),
-            until=check_time(until, "until"),
-        )
+        filters = make_filters(privacy, channels, organizations, authors, tags, since, until)
         kept = [
             m
             for m in self.memories()

@@ -23,6 +23,10 @@ from .model import FederatedMemoryError
 from .rules import lockbox_document, seal, unseal
 
 _ROOT = "memory"
+#: An admin rotates a channel's key after this many encrypted memories in one epoch,
+#: or after this long (Megolm's defaults).
+ROTATE_AFTER_MEMORIES = 100
+ROTATE_AFTER_SECONDS = 7 * 24 * 3600
 
 
 class Keyring:
@@ -33,6 +37,8 @@ class Keyring:
         self.clock = clock
         #: epoch keys this identity could open: (admin, channel, epoch) -> key or None
         self._epoch_keys: dict[tuple[PeerId, str, int], bytes | None] = {}
+        #: memories sealed in each epoch of the channels this peer administers
+        self._sealed: dict[tuple[str, int], set[DocumentId]] = {}
 
     def rotate(self, channel: str, members: Iterable[PeerId]) -> int:
         """Seal a fresh key to each of ``members`` as the channel's next epoch (this peer
@@ -46,6 +52,22 @@ class Keyring:
             lockbox.map(_ROOT)[str(epoch)] = {"boxes": boxes, "at": self.clock()}
         self._epoch_keys[(me, channel, epoch)] = key
         return epoch
+
+    def count(self, channel: str, epoch: int, document: DocumentId) -> None:
+        """Note a memory sealed in an epoch of a channel this peer administers."""
+        self._sealed.setdefault((channel, epoch), set()).add(document)
+
+    def rotation_due(self, channel: str) -> bool:
+        """Whether this admin's channel needs a new epoch: none yet, or the current one
+        has sealed 100 memories or is a week old."""
+        me = self.replica.peer_id
+        epoch = self.current_epoch(me, channel)
+        entry = self.epochs(me, channel).get(str(epoch))
+        if not isinstance(entry, Mapping):
+            return True
+        if self.clock() - float(entry.get("at") or 0.0) > ROTATE_AFTER_SECONDS:
+            return True
+        return len(self._sealed.get((channel, epoch), ())) >= ROTATE_AFTER_MEMORIES
 
     def epochs(self, admin: PeerId, channel: str) -> dict[str, Any]:
         """The lockbox of a channel as this replica holds it: epoch -> entry."""

@@ -431,3 +431,24 @@ def check_time(value: Any, what: str) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise FederatedMemoryError(f"{what}: a time in seconds, not {value!r}")
     return float(value)
+
+
+def make_filters(
+    privacy: Any,
+    channels: Any,
+    organizations: Any,
+    authors: Any,
+    tags: Any,
+    since: Any,
+    until: Any,
+) -> Filters:
+    """The filters of a query, each argument checked (a FederatedMemoryError names it)."""
+    return Filters(
+        privacy=check_levels(privacy),
+        channels=check_names(channels, "channels"),
+        organizations=check_names(organizations, "organizations"),
+        authors=frozenset(check_peers(authors, "authors")) if authors is not None else None,
+        tags=frozenset(check_tags(tags)) if tags is not None else None,
+        since=check_time(since, "since"),
+        until=check_time(until, "until"),
+    )
