@@ -674,7 +674,13 @@ class Replica:
         doc_id = self._resolve_id(document, Policy.OPEN)
         if doc_id.policy is Policy.LOCAL:
             raise NotWritable(f"{doc_id.text} is local: its entries never leave this replica")
-        return [e for e in self.missing_from({}) if isinstance(e, Entry) and e.document == doc_id]
+        out: list[Entry] = []
+        with self._store.read() as txn:  # the document's own feeds, not the whole store
+            for author in self._state.heads.authors_of(doc_id):
+                if (doc_id, author) not in self._state.purged:
+                    head = self._state.heads[(doc_id, author)]
+                    out.extend(self._read_feed(txn, doc_id, author, 1, head.seq))
+        return out
 
     def on_commit(self, callback: Callable[[list[Entry]], None]) -> Callable[[], None]:
         """Call ``callback(entries)`` after each commit, local or ingested.

@@ -303,3 +303,29 @@ def test_observers_and_hooks_run_only_once_the_entry_is_durable(
     bob.ingest(alice.missing_from({}))
     assert len(seen) == 2 * (4 + 4)  # alice's four entries, twice; bob's four, twice
     assert all(ok for _, ok in seen), seen
+
+
+def test_export_reads_the_documents_own_feeds_only(make_replica: ReplicaFactory) -> None:
+    """One document's entries, in feed order, without reading the rest of the store."""
+    alice, bob = make_replica(), make_replica()
+    for name in ("a", "b"):
+        doc = alice.document(name)
+        for i in range(3):
+            with doc.transaction():
+                doc.map("m")[str(i)] = i
+    shared = bob.document("a")
+    with shared.transaction():
+        shared.map("m")["bob"] = 1
+    alice.ingest(bob.missing_from(alice.heads())).raise_first()
+    exported = alice.export("a")
+    assert {(e.author, e.seq) for e in exported} == {
+        (alice.peer_id, 1),
+        (alice.peer_id, 2),
+        (alice.peer_id, 3),
+        (bob.peer_id, 1),
+    }
+    calls: list[object] = []
+    original = alice.missing_from
+    alice.missing_from = lambda *a, **k: calls.append(a) or original(*a, **k)  # type: ignore[method-assign]
+    alice.export("b")
+    assert calls == []  # not a scan of everything this replica holds
