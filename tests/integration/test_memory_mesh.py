@@ -79,3 +79,16 @@ async def test_a_federated_query_reaches_peers_hops_away_and_leaks_nothing(
         assert requested and requested[0].asker == asker.replica.peer_id
         near = await asker.memory.query(tags=["ops"], remote=True, hops=1, timeout=0.3)
         assert [h.memory.ref for h in near] == [public.ref]  # kept from the first answer
+
+
+async def test_a_peers_query_is_answered_with_fifty_memories_at_most(tmp_path: Path) -> None:
+    from crdt_mesh.services.memory.service import MAX_REMOTE_HITS
+
+    with Replica.open(tmp_path / "r", Identity.generate()) as replica:
+        mesh = Mesh(replica, config=ON)
+        with replica.batch():
+            for i in range(MAX_REMOTE_HITS + 10):
+                mesh.memory.board.store(f"note {i}", "public", tags=["x"])
+        asker = Identity.generate().peer_id
+        entries = mesh.memory._answer(asker, {"tags": ["x"], "limit": 1000})
+        assert len(entries) == MAX_REMOTE_HITS  # one entry per memory, fifty memories

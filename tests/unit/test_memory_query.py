@@ -196,3 +196,26 @@ def test_what_a_query_shows_follows_updates_forgets_and_arrivals(
     board.forget(first.ref)
     assert [h.memory.ref for h in board.query(tags=["infra"])] == [theirs.ref]
     assert [h.memory.ref for h in board.query(text="disk alert", mode="semantic")] == [theirs.ref]
+
+
+def test_a_group_document_of_someone_else_does_not_drop_what_the_board_keeps(
+    make_replica: ReplicaFactory,
+) -> None:
+    """Anyone may make a group document of its own: it costs no re-reading here, while a
+    change to the group a memory is of does."""
+    from crdt_mesh.services.memory.rules import channel_document
+
+    alice, mallory = make_replica(), make_replica()
+    board, hostile = MemoryBoard(alice, clock=Clock()), MemoryBoard(mallory, clock=Clock())
+    board.create_channel("alpha")
+    board.store("a team note", "team", channel="alpha")
+    board.store("a public note", "public")
+    board.memories()
+    reads: list[object] = []
+    original = board._read
+    board._read = lambda *a: reads.append(a) or original(*a)  # type: ignore[method-assign]
+    hostile.create_channel("alpha")  # the same name, another admin
+    alice.ingest(mallory.missing_from(alice.heads())).raise_first()
+    assert len(board.memories()) == 2 and reads == []
+    alice.set_members(channel_document(alice.peer_id, "alpha"), add=[mallory.peer_id])
+    assert len(board.memories()) == 2 and len(reads) == 1  # only the team memory again

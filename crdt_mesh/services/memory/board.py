@@ -16,7 +16,7 @@ from ...identity import PeerId
 from ...ledger import DocumentId, Policy
 from ...replica.index import DocumentIndex
 from ...replica.replica import Replica
-from .keys import Keyring
+from .keys import Keyring, read_root
 from .model import Channel, FederatedMemoryError, Memory, MemoryHit, MemoryPrivacyLevel, MemoryRef
 from .model import Organization as Org
 from .rules import (
@@ -69,6 +69,8 @@ class MemoryBoard:
         self._listing: tuple[int, list[Memory]] | None = None
         self._unsubscribe = replica.on_commit(self._invalidate)
         self._counted: set[str] = set()  # channels whose sealed memories are counted
+        #: the cached memories of each group (admin, kind, name): what its changes drop
+        self._by_group: dict[tuple[PeerId, str, str], set[DocumentId]] = {}
         self._remove_policy = replica.add_read_policy(self._may_read)
 
     @property
@@ -98,11 +100,7 @@ class MemoryBoard:
 
     def _group_members(self, scope: Scope) -> frozenset[PeerId]:
         assert scope.admin is not None and scope.group is not None
-        make = (
-            organization_document
-            if scope.privacy is MemoryPrivacyLevel.ORGANIZATION
-            else channel_document
-        )
+        make = organization_document if scope.group_kind == "organization" else channel_document
         return self.replica.members(make(scope.admin, scope.group))
 
     # -- channels and organizations -----------------------------------------------------------
@@ -201,16 +199,7 @@ class MemoryBoard:
         return self.keys.rotation_due(channel)
 
     def _count_sealed(self, document: DocumentId) -> None:
-        """Tell the keyring of an encrypted memory of a channel this peer administers."""
-        scope = scope_of(document)
-        if scope is None or scope.forgotten or scope.privacy is not MemoryPrivacyLevel.ENCRYPTED:
-            return
-        if scope.admin != self.me or scope.group is None:
-            return
-        stored = self._root(document).get("encrypted")
-        epoch = stored.get("epoch") if isinstance(stored, Mapping) else None
-        if isinstance(epoch, int | float) and not isinstance(epoch, bool):
-            self.keys.count(scope.group, int(epoch), document)
+        self.keys.count(document, scope_of(document))
 
     def channels(self) -> list[Channel]:
 
@@ -445,13 +434,7 @@ class MemoryBoard:
         return self._root(document).get("encrypted")
 
     def _root(self, document: DocumentId) -> dict[str, Any]:
-        """A memory document's record as plain values, without keeping the document in
-        memory if it was not (a replica may hold a hundred thousand memories)."""
-        held = self.replica.is_open(document)
-        value = self.replica.document(document).map(_ROOT).to_py()
-        if not held:
-            self.replica.release(document)
-        return value if isinstance(value, dict) else {}
+        return read_root(self.replica, document)
 
     def _write(self, document: DocumentId, value: dict[str, Any]) -> None:
         held = self.replica.is_open(document)
@@ -493,6 +476,9 @@ class MemoryBoard:
                     scope = scope_of(document)
                     assert scope is not None
                     memory = self._cache[document] = self._read(document, scope)
+                    if scope.admin is not None and scope.group is not None:
+                        key = (scope.admin, scope.group_kind, scope.group)
+                        self._by_group.setdefault(key, set()).add(document)
                 if memory is not None:
                     found.append(memory)
         found.sort(key=lambda m: order_key(0.0, m))
@@ -502,9 +488,16 @@ class MemoryBoard:
     def _invalidate(self, entries: list[Any]) -> None:
         for entry in entries:
             document = entry.document
-            if group_of(document) is not None or lockbox_of(document) is not None:
-                self._forget_cache()
-                return
+            group = group_of(document)
+            channel = lockbox_of(document)
+            if group is None and channel is not None:
+                group = ("channel", channel)
+            if group is not None and document.owner is not None:
+                # its members or keys changed: the memories of that group only (anyone
+                # may make a group document of its own; it costs us nothing else)
+                for shown in self._by_group.pop((document.owner, *group), ()):
+                    self._forget_cache(shown)
+                continue
             scope = scope_of(document)
             if scope is not None:
                 self._cache.pop(memory_of_forget(document) if scope.forgotten else document, None)
@@ -512,11 +505,8 @@ class MemoryBoard:
                 if scope.group in self._counted:
                     self._count_sealed(document)
 
-    def _forget_cache(self, document: DocumentId | None = None) -> None:
-        if document is None:
-            self._cache.clear()
-        else:
-            self._cache.pop(document, None)
+    def _forget_cache(self, document: DocumentId) -> None:
+        self._cache.pop(document, None)
         self._version += 1
 
     def _read(self, document: DocumentId, scope: Scope) -> Memory | None:

@@ -19,14 +19,24 @@ from typing import Any
 from ...identity import PeerId
 from ...ledger import DocumentId
 from ...replica.replica import Replica
-from .model import FederatedMemoryError
-from .rules import lockbox_document, seal, unseal
+from .model import FederatedMemoryError, MemoryPrivacyLevel
+from .rules import Scope, lockbox_document, seal, unseal
 
 _ROOT = "memory"
 #: An admin rotates a channel's key after this many encrypted memories in one epoch,
 #: or after this long (Megolm's defaults).
 ROTATE_AFTER_MEMORIES = 100
 ROTATE_AFTER_SECONDS = 7 * 24 * 3600
+
+
+def read_root(replica: Replica, document: DocumentId) -> dict[str, Any]:
+    """A memory document's record as plain values, without keeping the document in
+    memory if it was not open (a replica may hold a hundred thousand memories)."""
+    held = replica.is_open(document)
+    value = replica.document(document).map(_ROOT).to_py()
+    if not held:
+        replica.release(document)
+    return value if isinstance(value, dict) else {}
 
 
 class Keyring:
@@ -53,9 +63,17 @@ class Keyring:
         self._epoch_keys[(me, channel, epoch)] = key
         return epoch
 
-    def count(self, channel: str, epoch: int, document: DocumentId) -> None:
-        """Note a memory sealed in an epoch of a channel this peer administers."""
-        self._sealed.setdefault((channel, epoch), set()).add(document)
+    def count(self, document: DocumentId, scope: Scope | None) -> None:
+        """Note an encrypted memory if it is of a channel this peer administers (its
+        admin rotates after 100 in one epoch)."""
+        if scope is None or scope.forgotten or scope.privacy is not MemoryPrivacyLevel.ENCRYPTED:
+            return
+        if scope.admin != self.replica.peer_id or scope.group is None:
+            return
+        stored = read_root(self.replica, document).get("encrypted")
+        epoch = stored.get("epoch") if isinstance(stored, Mapping) else None
+        if isinstance(epoch, int | float) and not isinstance(epoch, bool):
+            self._sealed.setdefault((scope.group, int(epoch)), set()).add(document)
 
     def rotation_due(self, channel: str) -> bool:
         """Whether this admin's channel needs a new epoch: none yet, or the current one
@@ -74,8 +92,7 @@ class Keyring:
         document = lockbox_document(admin, channel)
         if not self.replica.has_document(document):
             return {}
-        value = self.replica.document(document).map(_ROOT).to_py()
-        return value if isinstance(value, dict) else {}
+        return read_root(self.replica, document)
 
     def current_epoch(self, admin: PeerId, channel: str) -> int:
         return max((int(e) for e in self.epochs(admin, channel) if e.isdigit()), default=0)

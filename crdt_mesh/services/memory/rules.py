@@ -45,6 +45,11 @@ class Scope:
     id: str
     forgotten: bool
 
+    @property
+    def group_kind(self) -> str:
+        """``organization`` or ``channel``: the kind of group an ``admin``'s memory is of."""
+        return "organization" if self.privacy is MemoryPrivacyLevel.ORGANIZATION else "channel"
+
 
 def check_group_name(name: Any, what: str) -> str:
     """A channel's or organization's name: 1..64 of letters, digits, ``.``, ``_``, ``-``."""

@@ -36,6 +36,8 @@ from .rules import check_group_name, lockbox_document, scope_of
 
 #: The ephemeral channel federated queries travel on.
 CHANNEL = b"M"
+#: The most memories one peer's query is answered with.
+MAX_REMOTE_HITS = 50
 
 
 class MemoryService:
@@ -178,7 +180,11 @@ class MemoryService:
         return self.board.query(**spec)
 
     def _answer(self, asker: PeerId, spec: Mapping[str, Any]) -> list[bytes]:
-        hits = self.board.query(**_from_wire(spec), reader=asker)
+        local = _from_wire(spec)
+        limit = local.get("limit", 10)
+        if isinstance(limit, int) and limit > MAX_REMOTE_HITS:
+            local["limit"] = MAX_REMOTE_HITS  # what one peer's query may cost us
+        hits = self.board.query(**local, reader=asker)
         replica = self._host.replica
         out: list[bytes] = []
         for hit in hits:
