@@ -125,6 +125,8 @@ class _Staging:
         self.lowered: dict[FeedKey, Head | None] = {}
         self.rebuild: set[DocumentId] = set()
         self.touched: set[FeedKey] = set()
+        #: members documents whose owner's feed grew: their waiting members are judged again
+        self.owners_grew: set[DocumentId] = set()
         self.voided: dict[FeedKey, int] = {}
 
     @property
@@ -297,6 +299,9 @@ class _Staging:
         progress = True
         while progress:
             progress = False
+            for document in self.owners_grew:
+                self.touched.update(self.state.pending.feeds_of(document))
+            self.owners_grew.clear()
             for feed in list(self.touched):
                 while self._admit_next(feed, report):
                     progress = True
@@ -341,6 +346,10 @@ class _Staging:
         self.new_ids[(feed, entry.seq)] = entry.id
         if entry.kind is EntryKind.ACL:
             self._admit_acl(entry)
+        elif entry.document.policy is Policy.MEMBERS and entry.author == entry.document.owner:
+            # members' entries cite the owner's head, an update as well as an ACL entry:
+            # those waiting for it are judged again (in drain: once per document)
+            self.owners_grew.add(entry.document)
         return _ADMITTED
 
     def _authorized(self, entry: Entry) -> bool:

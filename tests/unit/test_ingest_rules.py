@@ -228,6 +228,30 @@ def test_member_entry_waits_for_the_acl_it_cites(make_replica: ReplicaFactory) -
     assert carol.document(team.id).map("map").to_py() == {"bob": 1.0}
 
 
+def test_member_entry_citing_an_owner_update_is_admitted_when_that_update_arrives(
+    make_replica: ReplicaFactory,
+) -> None:
+    """A member cites the owner's head, which may be an update after the ACL entry: when
+    the update arrives (in another ingest), the waiting entry goes in."""
+    alice, bob, carol = make_replica(ALICE), make_replica(BOB), make_replica()
+    team = alice.document("team", policy=Policy.MEMBERS)
+    alice.set_members(team.id, add=[BOB.peer_id])
+    acl_only = alice.missing_from({})
+    with team.transaction():
+        team.map("map")["owner"] = 1  # the owner's head is now an update
+    bob.ingest(alice.missing_from({})).raise_first()
+    with bob.document(team.id).transaction():
+        bob.document(team.id).map("map")["bob"] = 1
+    bob_entries = [e for e in bob.missing_from({}) if e.author == BOB.peer_id]
+    assert bob_entries[0].acl == 2  # it cites the owner's update, not its ACL entry
+    carol.ingest(acl_only).raise_first()
+    report = carol.ingest(bob_entries)
+    assert report.pending == 1 and not report.rejected
+    report = carol.ingest(alice.missing_from(carol.heads()))
+    assert {e.author for e in report.applied} == {ALICE.peer_id, BOB.peer_id}
+    assert carol.document(team.id).map("map").to_py() == {"owner": 1.0, "bob": 1.0}
+
+
 def test_removed_member_is_cut_on_every_replica(make_replica: ReplicaFactory) -> None:
     alice, bob, carol, team, bob_team = _team_where_bob_wrote(make_replica, "before")
     alice.ingest(bob.missing_from(alice.heads()))
