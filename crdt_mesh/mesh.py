@@ -125,6 +125,7 @@ class Mesh:
         await self.runtime.__aenter__()
         if self.runtime.config is not None and self.runtime.config.enables(Feature.GOSSIP):
             self.gossip.start()
+        self.memory.start()
         return self
 
     async def __aexit__(

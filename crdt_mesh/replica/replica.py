@@ -533,11 +533,22 @@ class Replica:
 
         return remove
 
+    def policy_changed(self) -> None:
+        """Say that a read policy's verdicts may have changed (what a peer follows, say):
+        what each peer is offered is worked out again."""
+        self._check_open()
+        self._state.version += 1
+
     @property
     def version(self) -> int:
         """Grows whenever what a peer may be offered can have changed (heads, forks,
         ACLs, read policies): caches of it compare versions."""
         return self._state.version
+
+    @property
+    def has_read_policies(self) -> bool:
+        """Whether a read policy was added (what a peer may read depends on it)."""
+        return bool(self._read_policies)
 
     @property
     def per_peer_reads(self) -> bool:

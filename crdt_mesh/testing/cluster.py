@@ -67,14 +67,24 @@ class Cluster:
         return [replica.heads() for replica in self.replicas]
 
     def in_step(self, among: Sequence[int] | None = None) -> bool:
-        """Whether the nodes ``among`` (default: all) hold the same, non-empty, heads."""
-        chosen = [
-            self.replicas[i].heads() for i in (among if among is not None else range(len(self)))
-        ]
-        return bool(chosen[0]) and all(h == chosen[0] for h in chosen)
+        """Whether the nodes ``among`` (default: all) hold heads, and each pair the same
+        heads of every feed each would offer the other (read policies decide: a team's
+        memories are compared between its members only)."""
+        chosen = [self.replicas[i] for i in (among if among is not None else range(len(self)))]
+        heads = [replica.heads() for replica in chosen]
+        if not heads[0]:
+            return False
+        for a, (ra, ha) in enumerate(zip(chosen, heads, strict=True)):
+            for rb, hb in zip(chosen[a + 1 :], heads[a + 1 :], strict=True):
+                for feed in ha.keys() | hb.keys():
+                    if ha.get(feed) != hb.get(feed) and (
+                        ra.readable_by(feed[0], rb.peer_id) and rb.readable_by(feed[0], ra.peer_id)
+                    ):
+                        return False
+        return True
 
     async def converged(self, timeout: float = 15.0, among: Sequence[int] | None = None) -> None:
-        """Wait until the nodes ``among`` (default: all) hold the same heads."""
+        """Wait until the nodes ``among`` (default: all) are in step (:meth:`in_step`)."""
         await self.wait(lambda: self.in_step(among), timeout)
 
 

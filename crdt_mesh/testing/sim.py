@@ -226,6 +226,8 @@ class SimulatedMesh:
             out.append((a, b, feed[0], feed[1], mine, theirs))
             return len(out) >= limit
 
+        if any(self.replica(i).has_read_policies for i in live):  # pair by pair, every feed
+            return self._pairwise(live, views, differ, out)
         public = [
             {f: h for f, h in views[i].items() if f[0].policy is not Policy.MEMBERS} for i in live
         ]
@@ -245,6 +247,27 @@ class SimulatedMesh:
                     ):
                         continue
                     if differ(a, b, feed):
+                        return out
+        return out
+
+    def _pairwise(
+        self,
+        live: list[int],
+        views: dict[int, dict[tuple[DocumentId, PeerId], Head]],
+        differ: Callable[[int, int, tuple[DocumentId, PeerId]], bool],
+        out: list[tuple[int, int, DocumentId, PeerId, Head | None, Head | None]],
+    ) -> list[tuple[int, int, DocumentId, PeerId, Head | None, Head | None]]:
+        """Every pair on every feed each would offer the other (read policies decide)."""
+        for a in live:
+            for b in live:
+                if b <= a:
+                    continue
+                ra, rb = self.replica(a), self.replica(b)
+                for feed in views[a].keys() | views[b].keys():
+                    both = ra.readable_by(feed[0], rb.peer_id) and rb.readable_by(
+                        feed[0], ra.peer_id
+                    )
+                    if both and differ(a, b, feed):
                         return out
         return out
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from crdt_mesh import FeatureDisabledError, Identity, Memory, Mesh, MeshConfig, P2PEvents, Replica
+from crdt_mesh.services.memory.rules import lockbox_document
 from crdt_mesh.testing.cluster import cluster, full
 from tests.helpers import wait_for
 
@@ -43,6 +44,52 @@ async def test_a_team_memory_is_shared_with_members_and_forgotten_by_each(
         await wait_for(lambda: not _on_disk(member_root, MARKER))
         assert not _on_disk(tmp_path / "node-0", MARKER)
         assert not _on_disk(tmp_path / "node-2", MARKER)  # it never went there
+
+
+async def test_public_memories_reach_the_peers_that_follow_them_only(tmp_path: Path) -> None:
+    async with cluster(tmp_path, 3, peers=full, config=ON) as nodes:
+        author, follower, other = nodes.meshes
+        follower.memory.follow(tags=["ops"])
+        first = await author.memory.store("disk full on node 7", "public", tags=["ops"])
+        await wait_for(lambda: follower.memory.get(first.ref) is not None)
+        follower.memory.unfollow(tags=["ops"])
+        other.memory.follow(channels=["weather"])
+        await wait_for(
+            lambda: author.memory.board.interests.of_peer(follower.replica.peer_id) == frozenset()
+        )
+        second = await author.memory.store("disk full again", "public", tags=["ops"])
+        topic = await author.memory.store("rain at noon", "public", channel="weather")
+        await wait_for(lambda: other.memory.get(topic.ref) is not None)
+        await nodes.converged()
+        assert other.replica.has_document(first.ref.document) is False  # never asked for
+        assert not follower.replica.has_document(second.ref.document)  # no longer follows
+        assert follower.memory.get(first.ref) is not None  # what it received, it keeps
+        hits = await other.memory.query(tags=["ops"], remote=True, timeout=0.5)
+        assert {h.memory.ref for h in hits} == {first.ref, second.ref}  # unless it asks
+
+
+async def test_an_admin_rotates_a_key_another_admin_left_sealed_to_old_members(
+    tmp_path: Path,
+) -> None:
+    async with cluster(tmp_path, 3, peers=full, config=ON) as nodes:
+        creator, second, member = nodes.meshes
+        await creator.memory.create_channel("alpha")
+        await creator.memory.set_admin("alpha", second.replica.peer_id)
+        lockbox = lockbox_document(creator.replica.peer_id, "alpha")
+        await wait_for(lambda: second.replica.peer_id in second.replica.members(lockbox))
+        # as a change made at the same time as a rotation elsewhere: no rotation with it
+        second.memory.board.groups.change("channel", "alpha", add=[member.replica.peer_id])
+        keys = creator.memory.board.keys
+
+        def sealed_to_all() -> bool:
+            channel = creator.memory.channels()[0]
+            return member.replica.peer_id in channel.members and keys.sealed_to(
+                channel.admin, "alpha", channel.members
+            )
+
+        await wait_for(sealed_to_all)  # the services reconciled on their own
+        memory = await creator.memory.store("key fits all", "encrypted", channel="alpha")
+        await wait_for(lambda: member.memory.get(memory.ref) is not None)
 
 
 async def test_every_memory_call_refuses_while_its_flag_is_off(tmp_path: Path) -> None:

@@ -221,6 +221,40 @@ MUTANTS = [
             "test_forgetting_leaves_no_plaintext_in_any_store_that_held_it",
         ),
     ),
+    Mutant(
+        "public-memory-offered-to-all",
+        "crdt_mesh/services/memory/board.py",
+        "        if verdict is False or self.interests.both_follow(document, peer) is False:",
+        "        if verdict is False:",
+        ("tests/integration/test_memory_privacy.py::test_each_level_reaches_exactly_whom_it_may",),
+    ),
+    Mutant(
+        "spam-memory-names-a-peer",
+        "crdt_mesh/services/memory/interests.py",
+        "isinstance(k, str) and k != EVERYTHING and _KEY.fullmatch(k)",
+        "isinstance(k, str)",
+        (
+            "tests/unit/test_memory_interests.py::"
+            "test_an_author_cannot_make_its_memory_reach_a_peer_that_follows_nothing_it_names",
+        ),
+    ),
+    Mutant(
+        "admins-never-reconcile",
+        "crdt_mesh/services/memory/groups.py",
+        "            if self.me in group.admins and not self.keys.sealed_to(",
+        "            if False and not self.keys.sealed_to(",
+        ("tests/property/test_memory_admins.py",),
+    ),
+    Mutant(
+        "member-entry-waits-for-an-acl-entry-only",
+        "crdt_mesh/replica/admission.py",
+        "            self.owners_grew.add(entry.document)",
+        "            pass",
+        (
+            "tests/unit/test_ingest_rules.py::"
+            "test_member_entry_citing_an_owner_update_is_admitted_when_that_update_arrives",
+        ),
+    ),
 ]
 
 

@@ -3,9 +3,11 @@ every replica sees exactly the memories it may, and forgotten content is in no s
 
 Four real replicas on the simulated network; replica 0 administers the channel.
 The model says who may see what: private memories their author; public ones
-everyone; team memories the current members, while their author is one;
-encrypted ones whoever was a member when they were written (the key of that
-epoch), while their author is a member.
+their author and the replicas following one of their tags (and may: those that
+followed one since it was written); team memories the current members, while
+their author is one; encrypted ones the current members that were members when
+they were written (the key of that epoch), while their author is a member (and
+may: a member removed since, which held the key).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from crdt_mesh.testing import SimulatedMesh
 
 N = 4
 LEVELS = ["private", "public", "team", "encrypted"]
+TAGS = ["t", "u"]
 
 
 class MemoryScopes(RuleBasedStateMachine):
@@ -33,6 +36,10 @@ class MemoryScopes(RuleBasedStateMachine):
         self.ids = [b.me for b in self.boards]
         self.boards[0].create_channel("alpha", members=[self.ids[1]])
         self.members = {0, 1}
+        self.follows: list[set[str]] = [set() for _ in range(N)]
+        #: public memory -> every tag of any version; replicas that followed one since
+        self.tags_ever: dict[MemoryRef, set[str]] = {}
+        self.followed_since: dict[MemoryRef, set[int]] = {}
         #: ref -> (author, level, members when written, content)
         self.alive: dict[MemoryRef, tuple[int, str, frozenset[int], str]] = {}
         self.forgotten: list[str] = []
@@ -40,23 +47,52 @@ class MemoryScopes(RuleBasedStateMachine):
         self.synced = False
         self._sync()
 
+    def _step(self) -> None:
+        for board in self.boards:  # what the service's announcements do over links
+            for other in self.boards:
+                if other is not board:
+                    board.interests.learn(other.me, other.announcement())
+        self.sim.step()
+
     def _sync(self) -> None:
         self.sim.heal()
         for _ in range(10):
-            self.sim.step()
+            self._step()
         for board in self.boards:
             board.settle()
         self.synced = True
 
-    @rule(author=st.integers(0, N - 1), level=st.sampled_from(LEVELS))
-    def store(self, author: int, level: str) -> None:
+    def _followers(self, tags: set[str]) -> set[int]:
+        return {r for r in range(N) if self.follows[r] & tags}
+
+    @rule(reader=st.integers(0, N - 1), tag=st.sampled_from(TAGS))
+    def follow(self, reader: int, tag: str) -> None:
+        self.boards[reader].follow(tags=[tag])
+        self.follows[reader].add(tag)
+        for ref, tags in self.tags_ever.items():
+            if tag in tags:
+                self.followed_since[ref].add(reader)
+        self.synced = False
+
+    @precondition(lambda self: self.synced)  # (what is held when it stops is then known)
+    @rule(reader=st.integers(0, N - 1), tag=st.sampled_from(TAGS))
+    def unfollow(self, reader: int, tag: str) -> None:
+        self.boards[reader].unfollow(tags=[tag])
+        self.follows[reader].discard(tag)
+        self.synced = False
+
+    @rule(author=st.integers(0, N - 1), level=st.sampled_from(LEVELS), tag=st.sampled_from(TAGS))
+    def store(self, author: int, level: str, tag: str) -> None:
         if level in ("team", "encrypted") and (author not in self.members or not self.synced):
             return  # a member writes for the group once it knows the group (and its key)
         self.counter += 1
         content = f"memory-{self.counter}-{level}-by-{author}"
         channel = "alpha" if level in ("team", "encrypted") else None
-        memory = self.boards[author].store(content, level, channel=channel, tags=["t"])
+        memory = self.boards[author].store(content, level, channel=channel, tags=[tag])
         self.alive[memory.ref] = (author, level, frozenset(self.members), content)
+        if level == "public":
+            self.tags_ever[memory.ref] = {tag}
+            self.followed_since[memory.ref] = self._followers({tag})
         self.synced = False
 
     @precondition(lambda self: self.alive)
@@ -80,6 +116,9 @@ class MemoryScopes(RuleBasedStateMachine):
                 return  # re-sealed with the newest key its writer holds: once it knows it
             written_for = frozenset(self.members)  # who holds that key
         self.boards[author].update(ref, tags=["t", "updated"])
+        if level == "public":
+            self.tags_ever[ref] |= {"t", "updated"}
+            self.followed_since[ref] |= self._followers({"t"})
         self.alive[ref] = (author, level, written_for, content)
         self.synced = False
 
@@ -106,20 +145,23 @@ class MemoryScopes(RuleBasedStateMachine):
         """Split the replicas in two; they go on writing and forgetting apart."""
         self.sim.partition(list(range(cut)), list(range(cut, N)))
         for _ in range(3):
-            self.sim.step()
+            self._step()
         self.synced = False
 
-    def _may_see(self, reader: int, entry: tuple[int, str, frozenset[int], str]) -> bool:
-        author, level, written_for, _ = entry
+    def _sees(self, reader: int, ref: MemoryRef) -> tuple[bool, bool]:
+        """(must see, may see) ``ref`` once synced."""
+        author, level, written_for, _ = self.alive[ref]
         if level == "private":
-            return reader == author
+            return reader == author, reader == author
         if level == "public":
-            return True
+            must = reader == author or reader in self._followers(self.tags_ever[ref])
+            return must, must or reader in self.followed_since[ref]
         if author not in self.members:
-            return False
+            return False, False
         if level == "team":
-            return reader in self.members
-        return reader in written_for or reader == author  # encrypted: held the key
+            return reader in self.members, reader in self.members
+        held_key = reader in written_for or reader == author  # encrypted: the epoch's key
+        return held_key and reader in self.members, held_key
 
     @invariant()
     def every_replica_sees_exactly_what_it_may(self) -> None:
@@ -127,8 +169,9 @@ class MemoryScopes(RuleBasedStateMachine):
             return
         for reader, board in enumerate(self.boards):
             shown = {m.ref for m in board.memories()}
-            expected = {ref for ref, e in self.alive.items() if self._may_see(reader, e)}
-            assert shown == expected, (reader, shown ^ expected)
+            must = {ref for ref in self.alive if self._sees(reader, ref)[0]}
+            may = {ref for ref in self.alive if self._sees(reader, ref)[1]}
+            assert must <= shown <= may, (reader, must - shown, shown - may)
 
     @invariant()
     def forgotten_content_is_in_no_store(self) -> None:

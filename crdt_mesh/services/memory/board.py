@@ -16,13 +16,14 @@ from ...identity import PeerId
 from ...ledger import DocumentId, Policy
 from ...replica.index import DocumentIndex
 from ...replica.replica import Replica
+from .groups import Groups
+from .interests import Interests, grown_interest
 from .keys import Keyring, read_root
 from .model import Channel, FederatedMemoryError, Memory, MemoryHit, MemoryPrivacyLevel, MemoryRef
 from .model import Organization as Org
 from .rules import (
     Scope,
     at_rest_key,
-    channel_document,
     check_content,
     check_group_name,
     check_level,
@@ -37,7 +38,6 @@ from .rules import (
     memory_of_forget,
     new_memory_id,
     order_key,
-    organization_document,
     parse_memory,
     record,
     scope_of,
@@ -48,6 +48,7 @@ from .rules import (
 from .search import Ranker
 
 _ROOT = "memory"
+PUBLIC = MemoryPrivacyLevel.PUBLIC
 
 
 class MemoryBoard:
@@ -58,9 +59,10 @@ class MemoryBoard:
         self.clock = clock
         self._key = at_rest_key(replica.identity.seed)
         self._memories = DocumentIndex(replica, _memory_key)
-        self._groups = DocumentIndex(replica, group_of)
+        #: channels and organizations (see :mod:`.groups`)
         #: the encrypted level's keys
         self.keys = Keyring(replica, clock)
+        self.groups = Groups(replica, self.keys, clock)
         #: ranks text queries (and keeps the embeddings it computed)
         self.ranker = Ranker()
         #: what memories() found, per document, and the listing at a version
@@ -71,7 +73,9 @@ class MemoryBoard:
         self._counted: set[str] = set()  # channels whose sealed memories are counted
         #: the cached memories of each group (admin, kind, name): what its changes drop
         self._by_group: dict[tuple[PeerId, str, str], set[DocumentId]] = {}
-        self._remove_policy = replica.add_read_policy(self._may_read)
+        #: what this replica and its peers follow (public memories, channels' ciphertext)
+        self.interests = Interests(replica, self._my_channels)
+        self._remove_policy = replica.add_read_policy(self._offered)
 
     @property
     def me(self) -> PeerId:
@@ -81,16 +85,32 @@ class MemoryBoard:
         self._unsubscribe()
         self._remove_policy()
         self._memories.close()
-        self._groups.close()
+        self.groups.close()
 
     # -- who may read what -------------------------------------------------------------------
 
+    def _offered(self, document: DocumentId, peer: PeerId) -> bool | None:
+        """The read policy: what ``peer`` may read *and* both ends follow (see
+        :mod:`.interests`); None for documents that are not memory's."""
+        verdict = self._may_read(document, peer)
+        if verdict is False or self.interests.both_follow(document, peer) is False:
+            return False
+        return verdict
+
+    def may_read(self, document: DocumentId, peer: PeerId) -> bool:
+        """Whether ``peer`` may read ``document`` (what it follows aside): what a query's
+        answers are filtered by."""
+        verdict = self._may_read(document, peer)
+        return self.replica.readable_by(document, peer) if verdict is None else verdict
+
     def _may_read(self, document: DocumentId, peer: PeerId) -> bool | None:
-        """The read policy: None for documents that are not memory's."""
+        """Who may read memory's documents: None for documents that are not memory's."""
         scope = scope_of(document)
         if scope is None:
-            if group_of(document) is not None:  # a group's member list: its removed
-                return peer in self.replica.acl(document).cuts or None  # learn they are
+            if group_of(document) is not None:  # members, and the removed: they learn it
+                return self.groups.may_read_record(document, peer)
+            if lockbox_of(document) is not None:
+                return True  # sealed boxes: anyone may carry them
             return None
         if scope.privacy in (MemoryPrivacyLevel.PUBLIC, MemoryPrivacyLevel.ENCRYPTED):
             return True  # public; or ciphertext that anyone may carry
@@ -100,145 +120,135 @@ class MemoryBoard:
 
     def _group_members(self, scope: Scope) -> frozenset[PeerId]:
         assert scope.admin is not None and scope.group is not None
-        make = organization_document if scope.group_kind == "organization" else channel_document
-        return self.replica.members(make(scope.admin, scope.group))
+        return self.groups.members(scope.group_kind, scope.admin, scope.group)
+
+    # -- interests ----------------------------------------------------------------------------
+
+    def follow(
+        self, tags: Iterable[str] = (), channels: Iterable[str] = (), everything: bool = False
+    ) -> frozenset[str]:
+        """Receive the public memories with any of ``tags`` or posted to one of
+        ``channels``, the ciphertext of ``channels``, or (``everything``) all of them.
+        Returns every key now followed (see :mod:`.interests`).
+
+        Raises:
+            FederatedMemoryError: a malformed tag or channel, or over 256 in all.
+        """
+        return self.interests.follow(tags, channels, everything)
+
+    def unfollow(
+        self, tags: Iterable[str] = (), channels: Iterable[str] = (), everything: bool = False
+    ) -> frozenset[str]:
+        """Stop following: what was received stays; what comes after is not offered."""
+        return self.interests.follow(tags, channels, everything, stop=True)
+
+    def announcement(self) -> frozenset[str]:
+        """What this replica follows, as it tells its peers (see :mod:`.interests`)."""
+        return self.interests.announcement()
+
+    def _my_channels(self) -> list[str]:
+        return self.groups.mine("channel")
 
     # -- channels and organizations -----------------------------------------------------------
 
     def create_channel(
         self, name: str, members: Iterable[PeerId] = (), organization: str | None = None
     ) -> Channel:
-        """Make a channel this peer administers, with ``members`` (and itself).
+        """Make a channel this peer creates (and administers), with ``members`` and itself.
 
         Raises:
             FederatedMemoryError: a malformed name, or this peer has a channel of that name.
         """
-        return self._create("channel", name, members, organization)  # type: ignore[return-value]
+        self.groups.create("channel", name, members, organization)
+        return self._found("channel", name)  # type: ignore[return-value]
 
     def create_organization(self, name: str, members: Iterable[PeerId] = ()) -> Org:
-        """Make an organization this peer administers, with ``members`` (and itself)."""
-        return self._create("organization", name, members, None)  # type: ignore[return-value]
-
-    def _create(
-        self, kind: str, name: str, members: Iterable[PeerId], organization: str | None
-    ) -> Channel | Org:
-        check_group_name(name, kind)
-        if organization is not None:
-            check_group_name(organization, "organization")
-        peers = check_peers(members, "members")
-        make = channel_document if kind == "channel" else organization_document
-        document = make(self.me, name)
-        if self.replica.has_document(document):
-            raise FederatedMemoryError(f"{kind} {name!r} exists already")
-        doc = self.replica.document(document)
-        self.replica.set_members(document, add=peers)
-        with doc.transaction():
-            doc.map(_ROOT)["info"] = {"organization": organization, "at": self.clock()}
-        if kind == "channel":
-            self.rotate(name)
-        group = self._group(kind, name, None)
-        assert group is not None
-        return group
+        """Make an organization this peer creates, with ``members`` (and itself)."""
+        self.groups.create("organization", name, members, None)
+        return self._found("organization", name)  # type: ignore[return-value]
 
     def add_member(self, kind: str, name: str, peer: PeerId) -> Channel | Org:
-        return self._change(kind, name, add=[peer])
+        """Add ``peer`` to a group this peer administers (a channel's key rotates: the new
+        member reads from now on)."""
+        self.groups.change(kind, name, add=[peer])
+        return self._changed(kind, name)
 
     def remove_member(self, kind: str, name: str, peer: PeerId) -> Channel | Org:
         """Remove ``peer``: nothing written after is offered to it; its own memories in the
         group leave every member's view (they stay, unread, in the ledger).
 
         Raises:
-            FederatedMemoryError: unknown group, not its admin, or removing the admin.
+            FederatedMemoryError: unknown group, not one of its admins, or removing an
+                admin (its creator takes that away first).
         """
-        if peer == self.me:
-            raise FederatedMemoryError("the admin stays a member of what it administers")
-        return self._change(kind, name, remove=[peer])
+        self.groups.change(kind, name, remove=[peer])
+        return self._changed(kind, name)
 
-    def _change(
-        self, kind: str, name: str, add: Sequence[PeerId] = (), remove: Sequence[PeerId] = ()
-    ) -> Channel | Org:
-        group = self._group(kind, name, None)
-        if group is None:
-            raise FederatedMemoryError(f"unknown {kind} {name!r}")
-        if group.admin != self.me:
-            raise FederatedMemoryError(
-                f"only {group.admin.short} changes the members of {kind} {name!r}"
-            )
-        make = channel_document if kind == "channel" else organization_document
-        self.replica.set_members(
-            make(self.me, name), add=check_peers(add, "peer"), remove=check_peers(remove, "peer")
-        )
+    def set_admin(self, kind: str, name: str, peer: PeerId, admin: bool = True) -> Channel | Org:
+        """Make ``peer`` an admin (and member) of a group this peer created, or no longer
+        one (it stays a member).
+
+        Raises:
+            FederatedMemoryError: unknown group, or this peer did not create it.
+        """
+        self.groups.set_admin(kind, name, peer, admin)
+        return self._changed(kind, name)
+
+    def add_channel(self, organization: str, channel: str, creator: PeerId | None = None) -> Org:
+        """Take every member of ``channel`` into ``organization`` (this peer administers it).
+
+        Raises:
+            FederatedMemoryError: unknown organization or channel, or not its admin.
+        """
+        return self.groups.include(organization, channel, creator, True)
+
+    def remove_channel(self, organization: str, channel: str, creator: PeerId | None = None) -> Org:
+        """Stop taking ``channel``'s members into ``organization``."""
+        return self.groups.include(organization, channel, creator, False)
+
+    def _changed(self, kind: str, name: str) -> Channel | Org:
         if kind == "channel":
-            self.rotate(name)  # a removed member reads nothing written after; a new one
-            # reads from now on
-        changed = self._group(kind, name, None)
-        assert changed is not None
-        return changed
+            self.rotate(name)  # a removed member reads nothing written after
+        return self._found(kind, name)
+
+    def _found(self, kind: str, name: str) -> Channel | Org:
+        group = self.groups.find(kind, name)
+        assert group is not None
+        return group
 
     # -- channel keys (the encrypted level) ----------------------------------------------------
 
-    def rotate(self, channel: str) -> int:
-        """Start a new key epoch for a channel this peer administers (see :mod:`.keys`);
-        returns its number.
+    def rotate(self, channel: str) -> str:
+        """Start a new key epoch of a channel this peer administers (see :mod:`.keys`);
+        returns its name.
 
         Raises:
-            FederatedMemoryError: unknown channel, or not its admin.
+            FederatedMemoryError: unknown channel, or not one of its admins.
         """
-        group = self._group("channel", check_group_name(channel, "channel"), self.me)
-        if group is None:
-            raise FederatedMemoryError(f"this peer administers no channel {channel!r}")
-        return self.keys.rotate(channel, group.members)
+        return self.groups.rotate(channel)
 
-    def _rotation_due(self, channel: str) -> bool:
+    def reconcile(self) -> int:
+        """Rotate each channel this peer administers whose key was sealed to other members
+        than it has now (see :mod:`.keys`). Returns how many rotated."""
+        return self.groups.reconcile()
+
+    def _rotation_due(self, creator: PeerId, channel: str) -> bool:
         if channel not in self._counted:  # once: what was written before this board
             self._counted.add(channel)
             for (_id, forgotten), documents in self._memories.items():
                 for document in documents:
                     if not forgotten:
                         self._count_sealed(document)
-        return self.keys.rotation_due(channel)
+        return self.keys.rotation_due(creator, channel)
 
     def _count_sealed(self, document: DocumentId) -> None:
         self.keys.count(document, scope_of(document))
 
     def channels(self) -> list[Channel]:
-
-        return [g for g in self._all_groups("channel") if isinstance(g, Channel)]
+        return [g for g in self.groups.all("channel") if isinstance(g, Channel)]
 
     def organizations(self) -> list[Org]:
-        return [g for g in self._all_groups("organization") if isinstance(g, Org)]
-
-    def _all_groups(self, kind: str) -> list[Channel | Org]:
-        out = []
-        for (found, name), documents in self._groups.items():
-            if found == kind:
-                for document in documents:
-                    assert document.owner is not None
-                    group = self._group(kind, name, document.owner)
-                    if group is not None:
-                        out.append(group)
-        return sorted(out, key=lambda g: (g.name, g.admin.key))
-
-    def _group(self, kind: str, name: str, admin: PeerId | None) -> Channel | Org | None:
-        """The group ``name`` of ``admin`` (default: this peer, else the one admin known)."""
-        documents = [d for d in self._groups.get((kind, name)) if admin in (None, d.owner)]
-        if admin is None and len(documents) > 1:
-            mine = [d for d in documents if d.owner == self.me]
-            if not mine:
-                raise FederatedMemoryError(
-                    f"{len(documents)} admins have a {kind} {name!r}: name one"
-                )
-            documents = mine
-        if not documents:
-            return None
-        document = documents[0]
-        assert document.owner is not None
-        members = self.replica.members(document)
-        if kind == "organization":
-            return Org(name, document.owner, members)
-        info = self.replica.document(document).map(_ROOT).get("info")
-        organization = info.get("organization") if isinstance(info, Mapping) else None
-        return Channel(name, document.owner, members, organization)
+        return [g for g in self.groups.all("organization") if isinstance(g, Org)]
 
     # -- memories ---------------------------------------------------------------------------
 
@@ -275,40 +285,20 @@ class MemoryBoard:
                 "an encrypted memory names a channel, or its readers (one of the two)"
             )
         chosen = check_peers(readers, "readers") if readers is not None else None
-        admin, group = self._target(level, channel, organization)
+        admin, group = self.groups.target(level, channel, organization)
         document = memory_document(self.me, level, new_memory_id(), admin, group)
         now = self.clock()
         value = record(content, tag_list, extra, now, now)
+        if level is PUBLIC:
+            if channel is not None:
+                value["channel"] = check_group_name(channel, "channel")
+            value["interest"] = grown_interest(value, ())
         if level is MemoryPrivacyLevel.ENCRYPTED:
             self._write_encrypted(document, value, admin, group, chosen)
         else:
             self._write(document, value)
 
         return self._as_written(document, value)
-
-    def _target(
-        self, level: MemoryPrivacyLevel, channel: str | None, organization: str | None
-    ) -> tuple[PeerId | None, str | None]:
-        if level is MemoryPrivacyLevel.ENCRYPTED and channel is None:
-            return None, None  # to chosen readers
-        if level in (MemoryPrivacyLevel.TEAM, MemoryPrivacyLevel.ENCRYPTED):
-            if channel is None:
-                raise FederatedMemoryError("channel: a team memory names its channel")
-            group = self._group("channel", check_group_name(channel, "channel"), None)
-        elif level is MemoryPrivacyLevel.ORGANIZATION:
-            if organization is None:
-                raise FederatedMemoryError("organization: an organization memory names it")
-            name = check_group_name(organization, "organization")
-            group = self._group("organization", name, None)
-        else:
-            if channel is not None or organization is not None:
-                raise FederatedMemoryError(f"a {level.value} memory has no channel or organization")
-            return None, None
-        if group is None:
-            raise FederatedMemoryError(f"unknown {'channel' if channel else 'organization'}")
-        if self.me not in group.members:
-            raise FederatedMemoryError(f"{self.me.short} is not a member of {group.name!r}")
-        return group.admin, group.name
 
     def update(
         self,
@@ -331,6 +321,12 @@ class MemoryBoard:
             current.created_at,
             self.clock(),
         )
+        if current.privacy is PUBLIC:
+            if current.channel is not None:
+                value["channel"] = current.channel
+            before: Any = self._root(ref.document).get("record")
+            held = before.get("interest") if isinstance(before, Mapping) else None
+            value["interest"] = grown_interest(value, held if isinstance(held, list) else ())
         scope = scope_of(ref.document)
         if scope is not None and scope.privacy is MemoryPrivacyLevel.ENCRYPTED:
             readers = (
@@ -346,7 +342,9 @@ class MemoryBoard:
         nothing is committed yet)."""
         scope = scope_of(document)
         assert scope is not None
-        memory = parse_memory(MemoryRef(document), self.me, scope, value, self._org_of(scope))
+        memory = parse_memory(
+            MemoryRef(document), self.me, scope, value, self.groups.organization_of(scope)
+        )
         assert memory is not None  # checked before it was written
         return memory
 
@@ -417,8 +415,9 @@ class MemoryBoard:
         readers: Sequence[PeerId] | None,
     ) -> None:
         if admin is not None and channel is not None:
-            if admin == self.me and self._rotation_due(channel):
-                self.rotate(channel)
+            state = self.groups.state("channel", admin, channel)
+            if state and self.me in state.admins and self._rotation_due(admin, channel):
+                self.keys.rotate(admin, channel, self.groups.members("channel", admin, channel))
             stored = self.keys.for_channel(document, value, admin, channel)
         else:
             assert readers is not None
@@ -497,9 +496,14 @@ class MemoryBoard:
                 # may make a group document of its own; it costs us nothing else)
                 for shown in self._by_group.pop((document.owner, *group), ()):
                     self._forget_cache(shown)
+                if group[0] == "channel":  # organizations take in channels' members
+                    for key in [k for k in self._by_group if k[1] == "organization"]:
+                        for shown in self._by_group.pop(key):
+                            self._forget_cache(shown)
                 continue
             scope = scope_of(document)
             if scope is not None:
+                self.interests.changed(document)
                 self._cache.pop(memory_of_forget(document) if scope.forgotten else document, None)
                 self._version += 1
                 if scope.group in self._counted:
@@ -507,6 +511,7 @@ class MemoryBoard:
 
     def _forget_cache(self, document: DocumentId) -> None:
         self._cache.pop(document, None)
+        self.interests.changed(document)
         self._version += 1
 
     def _read(self, document: DocumentId, scope: Scope) -> Memory | None:
@@ -529,14 +534,9 @@ class MemoryBoard:
             value = self.keys.open(document, self._stored(document), scope.admin, scope.group)
         else:
             value = root.get("record")
-        return parse_memory(MemoryRef(document), author, scope, value, self._org_of(scope))
-
-    def _org_of(self, scope: Scope) -> str | None:
-        """The organization a team memory's channel belongs to (None: none, or not team)."""
-        if scope.privacy is not MemoryPrivacyLevel.TEAM or scope.admin is None:
-            return None
-        channel = self._group("channel", scope.group or "", scope.admin)
-        return channel.organization if isinstance(channel, Channel) else None
+        return parse_memory(
+            MemoryRef(document), author, scope, value, self.groups.organization_of(scope)
+        )
 
     def query(
         self,

@@ -95,21 +95,29 @@ class MemoryHit:
 
 @dataclass(frozen=True, slots=True)
 class Channel:
-    """A team: its admin writes the member list; memories reach its members only."""
+    """A team: its admins change its members; memories reach its members only.
+
+    ``admin`` is the peer that created it (its name is part of every memory's
+    document); ``admins`` all who may change it, the creator among them.
+    """
 
     name: str
     admin: PeerId
     members: frozenset[PeerId]
     organization: str | None = None
+    admins: frozenset[PeerId] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
 class Organization:
-    """A signed set of members; its memories reach every member and nobody else."""
+    """A signed set of members and channels; its memories reach every member of it
+    (and of its channels) and nobody else. ``admin``: its creator."""
 
     name: str
     admin: PeerId
     members: frozenset[PeerId]
+    admins: frozenset[PeerId] = frozenset()
+    channels: frozenset[tuple[PeerId, str]] = frozenset()  # (creator, name)
 
 
 @dataclass(frozen=True, slots=True)

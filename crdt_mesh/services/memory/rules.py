@@ -105,14 +105,15 @@ def memory_document(
     return DocumentId(Policy.OWNER, f"{PREFIX}{kind}:{admin}:{group}:{memory_id}", author)
 
 
-def lockbox_document(admin: PeerId, channel: str) -> DocumentId:
-    """Where a channel's admin seals each epoch key to each member (anyone may carry it)."""
-    return DocumentId(Policy.OWNER, f"{PREFIX}lockbox:{channel}", admin)
+def lockbox_document(creator: PeerId, channel: str) -> DocumentId:
+    """Where a channel's admins seal each epoch key to each member (its ACL: the admins;
+    anyone may carry it)."""
+    return DocumentId(Policy.MEMBERS, f"{PREFIX}lockbox:{channel}", creator)
 
 
 def lockbox_of(document: DocumentId) -> str | None:
     """The channel a lockbox document is of (None: not a lockbox)."""
-    if document.policy is not Policy.OWNER or not document.name.startswith(f"{PREFIX}lockbox:"):
+    if document.policy is not Policy.MEMBERS or not document.name.startswith(f"{PREFIX}lockbox:"):
         return None
     name = document.name[len(f"{PREFIX}lockbox:") :]
     return name if _GROUP_NAME.fullmatch(name) else None
@@ -246,6 +247,9 @@ def parse_memory(
         return None
     grouped = (MemoryPrivacyLevel.TEAM, MemoryPrivacyLevel.ENCRYPTED)
     channel = scope.group if scope.privacy in grouped else None
+    topic = value.get("channel")
+    if scope.privacy is MemoryPrivacyLevel.PUBLIC and isinstance(topic, str):
+        channel = topic if _GROUP_NAME.fullmatch(topic) else None  # posted to a topic
     if scope.privacy is MemoryPrivacyLevel.ORGANIZATION:
         organization = scope.group
     return Memory(

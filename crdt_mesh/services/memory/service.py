@@ -9,19 +9,22 @@ from the store and the file compacted.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any
 
 import anyio
 
 from ...config import Feature
+from ...errors import LocalError
 from ...identity import PeerId
 from ...ledger import Entry, Policy
 from ...runtime.host import Host
 from ...runtime.penalty import Offence
 from .board import MemoryBoard
 from .federation import MAX_HOPS, QueryRouter
+from .interests import decode_announcement, encode_announcement
 from .model import (
     Channel,
     FederatedMemoryError,
@@ -32,10 +35,17 @@ from .model import (
     MemoryRef,
     Organization,
 )
-from .rules import check_group_name, lockbox_document, scope_of
+from .rules import check_group_name, group_of, lockbox_document, lockbox_of, scope_of
+
+log = logging.getLogger(__name__)
 
 #: The ephemeral channel federated queries travel on.
 CHANNEL = b"M"
+#: The ephemeral channel interest announcements travel on.
+INTERESTS = b"I"
+#: Announcements taken from one peer per second (and a burst).
+ANNOUNCEMENTS_PER_SECOND = 1.0
+ANNOUNCEMENT_BURST = 5.0
 #: The most memories one peer's query is answered with.
 MAX_REMOTE_HITS = 50
 
@@ -48,7 +58,7 @@ class MemoryService:
         host.events.register(*MemoryEvents)
         self.board = MemoryBoard(host.replica)
         self._shared: set[MemoryRef] = set()
-        self._settling = False
+        self._pending: set[str] = set()
         enabled = host.config is None or host.config.enables(Feature.FEDERATED_MEMORY)
         self._unsubscribe = host.replica.on_commit(self._on_commit) if enabled else _nothing
         self.router = QueryRouter(
@@ -57,12 +67,89 @@ class MemoryService:
             peers=lambda: host.peers,
             answer=self._answer,
             ingest=self._take,
-            may_read=lambda entry, asker: host.replica.readable_by(entry.document, asker),
+            may_read=lambda entry, asker: self.board.may_read(entry.document, asker),
             penalise=lambda peer, offence, reason: host.penalise(peer, offence, reason),
             clock=time.monotonic,
             on_request=lambda request: host.events.emit(MemoryEvents.REQUESTED, request),
         )
         self._unroute = host.on_ephemeral(CHANNEL, self._receive) if enabled else _nothing
+        self._unroute_interests = (
+            host.on_ephemeral(INTERESTS, self._receive_interests) if enabled else _nothing
+        )
+        self._enabled = enabled
+        self._running = False
+        #: what each linked peer was last told we follow
+        self._told: dict[PeerId, frozenset[str]] = {}
+        self._heard: dict[PeerId, tuple[float, float]] = {}  # announcement rate per peer
+
+    def start(self) -> None:
+        """Tell linked peers what this replica follows, now and whenever it changes or a
+        peer links (the root calls it as the mesh starts)."""
+        if self._running or not self._enabled or not self._host.running:
+            return
+        self._running = True
+        self._host.spawn(self._announce_loop)
+
+    async def _announce_loop(self) -> None:
+        while True:
+            self._announce()
+            await anyio.sleep(min(self._host.interval, 1.0))  # a new link hears soon
+
+    def _announce(self) -> None:
+        keys = self.board.announcement()
+        linked = self._host.peers
+        self._told = {p: k for p, k in self._told.items() if p in linked}
+        frame: bytes | None = None
+        for peer in linked:
+            if self._told.get(peer) != keys:
+                frame = frame or encode_announcement(keys)
+                self._host.send_ephemeral(INTERESTS, peer, frame)
+                self._told[peer] = keys
+
+    def _receive_interests(self, sender: PeerId, frame: bytes) -> None:
+        keys = decode_announcement(frame)
+        if keys is None:
+            self._host.penalise(sender, Offence.JUNK, "a malformed interest announcement")
+            return
+        now = time.monotonic()
+        tokens, then = self._heard.get(sender, (ANNOUNCEMENT_BURST, now))
+        tokens = min(ANNOUNCEMENT_BURST, tokens + (now - then) * ANNOUNCEMENTS_PER_SECOND)
+        if tokens < 1:
+            self._heard[sender] = (tokens, now)
+            self._host.penalise(sender, Offence.BUDGET, "interest announcements over the rate")
+            return
+        self._heard[sender] = (tokens - 1, now)
+        if len(self._heard) > 4096:
+            self._heard.pop(next(iter(self._heard)))
+        self.board.interests.learn(sender, keys)
+
+    # -- interests ---------------------------------------------------------------------------
+
+    def follow(
+        self, tags: Iterable[str] = (), channels: Iterable[str] = (), everything: bool = False
+    ) -> frozenset[str]:
+        """Receive the public memories with any of ``tags`` or posted to one of
+        ``channels`` (and those channels' ciphertext); ``everything``: all of them. Local
+        and cheap: linked peers are told. Returns every key now followed.
+
+        Raises:
+            FederatedMemoryError: a malformed tag or channel, or over 256 in all.
+        """
+        self._require()
+        followed = self.board.follow(tags, channels, everything)
+        if self._running:
+            self._announce()
+        return followed
+
+    def unfollow(
+        self, tags: Iterable[str] = (), channels: Iterable[str] = (), everything: bool = False
+    ) -> frozenset[str]:
+        """Stop following (what was received stays)."""
+        self._require()
+        followed = self.board.unfollow(tags, channels, everything)
+        if self._running:
+            self._announce()
+        return followed
 
     def _require(self) -> None:
         if self._host.config is not None:
@@ -97,7 +184,26 @@ class MemoryService:
         result = self.board.remove_member("organization", organization, peer)
         return result  # type: ignore[return-value]
 
-    async def rotate(self, channel: str) -> int:
+    async def set_admin(self, channel: str, peer: PeerId, admin: bool = True) -> Channel:
+        """Make ``peer`` an admin of a channel this peer created (or no longer one): it may
+        then add and remove members and rotate the key."""
+        self._require()
+        return self.board.set_admin("channel", channel, peer, admin)  # type: ignore[return-value]
+
+    async def add_channel_to_organization(
+        self, organization: str, channel: str, creator: PeerId | None = None
+    ) -> Organization:
+        """Take every member of ``channel`` into ``organization`` (its admin's call)."""
+        self._require()
+        return self.board.add_channel(organization, channel, creator)
+
+    async def remove_channel_from_organization(
+        self, organization: str, channel: str, creator: PeerId | None = None
+    ) -> Organization:
+        self._require()
+        return self.board.remove_channel(organization, channel, creator)
+
+    async def rotate(self, channel: str) -> str:
         """Start a new key epoch of a channel this peer administers (also done on every
         membership change, and after 100 encrypted memories or a week)."""
         self._require()
@@ -194,7 +300,7 @@ class MemoryService:
             scope = scope_of(document)
             if scope is not None and scope.admin is not None and hit.memory.channel:
                 lockbox = lockbox_document(scope.admin, check_group_name(hit.memory.channel, "c"))
-                if replica.has_document(lockbox) and replica.readable_by(lockbox, asker):
+                if replica.has_document(lockbox) and self.board.may_read(lockbox, asker):
                     out.extend(e.encoded for e in replica.export(lockbox))
             out.extend(e.encoded for e in replica.export(document))
         return list(dict.fromkeys(out))
@@ -212,11 +318,13 @@ class MemoryService:
     # -- events and forgetting ----------------------------------------------------------------
 
     def _on_commit(self, entries: list[Entry]) -> None:
+        if any(group_of(e.document) or lockbox_of(e.document) for e in entries):
+            self._schedule(self._reconcile)  # another admin's change: one key for all
         touched = {e.document for e in entries if scope_of(e.document) is not None}
         if not touched:
             return
         if any(scope.forgotten for d in touched if (scope := scope_of(d)) is not None):
-            self._schedule_settle()
+            self._schedule(self._settle)
         for document in sorted(touched, key=lambda d: d.text):
             ref = MemoryRef(document)
             if ref in self._shared:
@@ -226,23 +334,31 @@ class MemoryService:
                 self._shared.add(ref)
                 self._host.events.emit(MemoryEvents.SHARED, memory)
 
-    def _schedule_settle(self) -> None:
-        """Purge after the ingest that brought a forget record is over (never inside it:
-        the compaction reopens the store)."""
-        if self._settling or not self._host.running:
+    def _schedule(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``work`` once the ingest that called for it is over (never inside it: a
+        compaction reopens the store; a rotation writes); once while it is pending."""
+        if work.__name__ in self._pending or not self._host.running:
             return
-        self._settling = True
-        self._host.spawn(self._settle)
+        self._pending.add(work.__name__)
+        self._host.spawn(work)
 
     async def _settle(self) -> None:
+        """Purge what forget records that arrived name."""
+        self._pending.discard("_settle")
+        self.board.settle()
+
+    async def _reconcile(self) -> None:
+        """Rotate the keys of channels we administer that other admins changed."""
+        self._pending.discard("_reconcile")
         try:
-            self.board.settle()
-        finally:
-            self._settling = False
+            self.board.reconcile()
+        except LocalError as exc:  # (a replica closing under it): the next change retries
+            log.warning("channel keys not reconciled: %s", exc)
 
     def close(self) -> None:
         self._unsubscribe()
         self._unroute()
+        self._unroute_interests()
         self.board.close()
 
 
