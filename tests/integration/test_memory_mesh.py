@@ -129,7 +129,7 @@ async def test_a_federated_query_reaches_peers_hops_away_and_leaks_nothing(
 
 
 async def test_a_peers_query_is_answered_with_fifty_memories_at_most(tmp_path: Path) -> None:
-    from crdt_mesh.services.memory.service import MAX_REMOTE_HITS
+    from crdt_mesh.services.memory.federation import MAX_REMOTE_HITS, answer_from
 
     with Replica.open(tmp_path / "r", Identity.generate()) as replica:
         mesh = Mesh(replica, config=ON)
@@ -137,5 +137,5 @@ async def test_a_peers_query_is_answered_with_fifty_memories_at_most(tmp_path: P
             for i in range(MAX_REMOTE_HITS + 10):
                 mesh.memory.board.store(f"note {i}", "public", tags=["x"])
         asker = Identity.generate().peer_id
-        entries = mesh.memory._answer(asker, {"tags": ["x"], "limit": 1000})
+        entries = answer_from(mesh.memory.board, asker, {"tags": ["x"], "limit": 1000})
         assert len(entries) == MAX_REMOTE_HITS  # one entry per memory, fifty memories

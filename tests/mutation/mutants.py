@@ -246,6 +246,17 @@ MUTANTS = [
         ("tests/property/test_memory_admins.py",),
     ),
     Mutant(
+        "lost-query-frames-never-sent-again",
+        "crdt_mesh/services/memory/federation.py",
+        "            self.resent += 1\n            self._send(key[2], frame)\n",
+        "            self.resent += 1\n",
+        (
+            "tests/integration/test_memory_recall.py",
+            "tests/unit/test_memory_federation.py::"
+            "test_a_frame_is_sent_again_until_it_is_acknowledged_and_no_more_than_sends_times",
+        ),
+    ),
+    Mutant(
         "member-entry-waits-for-an-acl-entry-only",
         "crdt_mesh/replica/admission.py",
         "            self.owners_grew.add(entry.document)",

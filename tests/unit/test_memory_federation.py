@@ -8,7 +8,12 @@ from typing import Any
 import cbor2
 
 from crdt_mesh import Identity, Offence, PeerId
-from crdt_mesh.services.memory.federation import QUERIES_PER_SECOND, QueryRouter
+from crdt_mesh.services.memory.federation import (
+    QUERIES_PER_SECOND,
+    RESEND_AFTER,
+    SENDS,
+    QueryRouter,
+)
 
 A, B, C = (Identity.generate().peer_id for _ in range(3))
 
@@ -41,6 +46,10 @@ def _query(query_id: bytes, asker: PeerId, hops: int, spec: dict[str, Any]) -> b
     return cbor2.dumps(["q", query_id, asker.key, hops, spec])
 
 
+def _kinds(wire: Wire) -> list[tuple[PeerId, str]]:
+    return [(p, f[0]) for p, f in wire.sent]
+
+
 def _entry() -> bytes:
     from tests.helpers import feed
 
@@ -51,30 +60,63 @@ def test_a_query_is_answered_once_passed_on_once_and_answers_go_back_the_way_it_
     wire = Wire(B, [b"x"])
     frame = _query(b"q" * 16, A, 2, {"tags": ["ops"]})
     wire.router.receive(A, frame)
-    wire.router.receive(C, frame)  # the same query by another way: ignored
+    wire.router.receive(C, frame)  # the same query by another way: acknowledged, ignored
     assert wire.asked == 1
-    assert [(p, f[0]) for p, f in wire.sent] == [(A, "a"), (C, "q")]
-    assert wire.sent[1][1][3] == 1  # one hop less
+    assert _kinds(wire) == [(A, "k"), (A, "a"), (C, "q"), (C, "k")]
+    assert wire.sent[2][1][3] == 1  # one hop less
     entry = _entry()
-    wire.router.receive(C, cbor2.dumps(["a", b"q" * 16, [entry]]))
-    assert wire.sent[-1] == (A, ["a", b"q" * 16, [entry]])  # relayed upstream
+    wire.sent.clear()
+    wire.router.receive(C, cbor2.dumps(["a", b"q" * 16, C.key, [entry]]))
+    assert wire.sent == [(C, ["k", b"q" * 16, C.key]), (A, ["a", b"q" * 16, C.key, [entry]])]
+
+
+def test_a_query_that_comes_again_with_more_hops_left_is_passed_on_again_not_answered() -> None:
+    wire = Wire(B, [b"x"])
+    wire.router.receive(C, _query(b"m" * 16, A, 1, {}))  # the long way round: no hops left
+    assert _kinds(wire) == [(C, "k"), (C, "a")]
+    wire.router.receive(A, _query(b"m" * 16, A, 3, {}))  # then straight from the asker
+    assert wire.asked == 1
+    assert _kinds(wire)[2:] == [(A, "k"), (C, "q")]
+    assert wire.sent[-1][1][3] == 2
+
+
+def test_a_frame_is_sent_again_until_it_is_acknowledged_and_no_more_than_sends_times() -> None:
+    wire = Wire(B, [b"x"])
+    wire.router.receive(A, _query(b"t" * 16, A, 2, {}))
+    answers = lambda: [f for p, f in wire.sent if f[0] == "a"]  # noqa: E731
+    queries = lambda: [f for p, f in wire.sent if f[0] == "q"]  # noqa: E731
+    wire.router.tick()
+    assert len(answers()) == 1  # not yet
+    wire.now += RESEND_AFTER
+    wire.router.tick()
+    assert len(answers()) == 2 and len(queries()) == 2  # both went again
+    wire.router.receive(A, cbor2.dumps(["k", b"t" * 16, B.key]))  # the answer arrived
+    for _ in range(10):
+        wire.now += RESEND_AFTER
+        wire.router.tick()
+    assert len(answers()) == 2
+    assert len(queries()) == SENDS  # never acknowledged: given up after SENDS
+    assert wire.router.resent == 1 + SENDS - 1
 
 
 def test_a_relay_passes_on_only_what_the_asker_may_read() -> None:
     wire = Wire(B, [], readable=False)
     wire.router.receive(A, _query(b"r" * 16, A, 2, {}))
-    wire.router.receive(C, cbor2.dumps(["a", b"r" * 16, [_entry()]]))
-    assert wire.sent[-1] == (A, ["a", b"r" * 16, []])
+    wire.router.receive(C, cbor2.dumps(["a", b"r" * 16, C.key, [_entry()]]))
+    assert wire.sent[-1] == (A, ["a", b"r" * 16, C.key, []])
 
 
-def test_answers_to_our_own_query_are_ingested_and_late_ones_dropped() -> None:
+def test_answers_to_our_own_query_are_ingested_once_and_late_ones_dropped() -> None:
     wire = Wire(A, [])
     query_id = wire.router.ask({"tags": ["x"]}, 1)
     entry = _entry()
-    wire.router.receive(B, cbor2.dumps(["a", query_id, [entry]]))
+    answer = cbor2.dumps(["a", query_id, C.key, [entry]])
+    wire.router.receive(B, answer)
+    wire.router.receive(B, answer)  # sent again: our acknowledgement was lost
     assert wire.ingested == [([entry], B)]
+    assert wire.router.answerers(query_id) == {C.key}  # (C answered, through B)
     wire.router.finish(query_id)
-    wire.router.receive(C, cbor2.dumps(["a", query_id, [entry]]))
+    wire.router.receive(C, cbor2.dumps(["a", query_id, C.key, [entry]]))
     assert len(wire.ingested) == 1 and wire.offences == []  # late is not an offence
 
 

@@ -19,11 +19,11 @@ import anyio
 from ...config import Feature
 from ...errors import LocalError
 from ...identity import PeerId
-from ...ledger import Entry, Policy
+from ...ledger import Entry
 from ...runtime.host import Host
 from ...runtime.penalty import Offence
 from .board import MemoryBoard
-from .federation import MAX_HOPS, QueryRouter
+from .federation import MAX_HOPS, RESEND_AFTER, QueryRouter, answer_from, to_wire
 from .interests import decode_announcement, encode_announcement
 from .model import (
     Channel,
@@ -35,7 +35,7 @@ from .model import (
     MemoryRef,
     Organization,
 )
-from .rules import check_group_name, group_of, lockbox_document, lockbox_of, scope_of
+from .rules import group_of, lockbox_of, scope_of
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,6 @@ INTERESTS = b"I"
 #: Announcements taken from one peer per second (and a burst).
 ANNOUNCEMENTS_PER_SECOND = 1.0
 ANNOUNCEMENT_BURST = 5.0
-#: The most memories one peer's query is answered with.
-MAX_REMOTE_HITS = 50
 
 
 class MemoryService:
@@ -65,7 +63,7 @@ class MemoryService:
             host.replica.peer_id,
             send=lambda peer, frame: host.send_ephemeral(CHANNEL, peer, frame),
             peers=lambda: host.peers,
-            answer=self._answer,
+            answer=lambda asker, spec: answer_from(self.board, asker, spec),
             ingest=self._take,
             may_read=lambda entry, asker: self.board.may_read(entry.document, asker),
             penalise=lambda peer, offence, reason: host.penalise(peer, offence, reason),
@@ -89,11 +87,18 @@ class MemoryService:
             return
         self._running = True
         self._host.spawn(self._announce_loop)
+        self._host.spawn(self._resend_loop)
 
     async def _announce_loop(self) -> None:
         while True:
             self._announce()
             await anyio.sleep(min(self._host.interval, 1.0))  # a new link hears soon
+
+    async def _resend_loop(self) -> None:
+        """Federated queries' frames not acknowledged are sent again (see federation)."""
+        while True:
+            await anyio.sleep(RESEND_AFTER)
+            self.router.tick()
 
     def _announce(self) -> None:
         keys = self.board.announcement()
@@ -278,32 +283,15 @@ class MemoryService:
         if remote:
             if isinstance(hops, bool) or not isinstance(hops, int) or not 1 <= hops <= MAX_HOPS:
                 raise FederatedMemoryError(f"hops: 1..{MAX_HOPS}, not {hops!r}")
-            query_id = self.router.ask(_to_wire(spec), hops)
-            try:
-                await anyio.sleep(timeout)
-            finally:
-                self.router.finish(query_id)
+            await self._ask(to_wire(spec), hops, timeout)
         return self.board.query(**spec)
 
-    def _answer(self, asker: PeerId, spec: Mapping[str, Any]) -> list[bytes]:
-        local = _from_wire(spec)
-        limit = local.get("limit", 10)
-        if isinstance(limit, int) and limit > MAX_REMOTE_HITS:
-            local["limit"] = MAX_REMOTE_HITS  # what one peer's query may cost us
-        hits = self.board.query(**local, reader=asker)
-        replica = self._host.replica
-        out: list[bytes] = []
-        for hit in hits:
-            document = hit.memory.ref.document
-            if document.policy is Policy.LOCAL:
-                continue
-            scope = scope_of(document)
-            if scope is not None and scope.admin is not None and hit.memory.channel:
-                lockbox = lockbox_document(scope.admin, check_group_name(hit.memory.channel, "c"))
-                if replica.has_document(lockbox) and self.board.may_read(lockbox, asker):
-                    out.extend(e.encoded for e in replica.export(lockbox))
-            out.extend(e.encoded for e in replica.export(document))
-        return list(dict.fromkeys(out))
+    async def _ask(self, spec: dict[str, Any], hops: int, timeout: float) -> None:
+        query_id = self.router.ask(spec, hops)
+        try:
+            await anyio.sleep(timeout)
+        finally:
+            self.router.finish(query_id)
 
     def _take(self, entries: list[bytes], source: PeerId) -> None:
         """An answer to our query: verified and kept like any entry from ``source``."""
@@ -364,23 +352,3 @@ class MemoryService:
 
 def _nothing() -> None:
     pass
-
-
-def _to_wire(spec: Mapping[str, Any]) -> dict[str, Any]:
-    wire = dict(spec)
-    if wire.get("authors") is not None:
-        wire["authors"] = [p.key for p in wire["authors"]]
-    for key in ("tags", "channels", "organizations"):
-        if wire.get(key) is not None and not isinstance(wire[key], str):
-            wire[key] = list(wire[key])
-    return wire
-
-
-def _from_wire(spec: Mapping[str, Any]) -> dict[str, Any]:
-    local = dict(spec)
-    authors = local.get("authors")
-    if authors is not None:
-        if not isinstance(authors, list):
-            raise FederatedMemoryError("authors: a list of peer keys")
-        local["authors"] = [PeerId(bytes(k)) if isinstance(k, bytes) else k for k in authors]
-    return local
