@@ -45,7 +45,7 @@ from .rules import (
     tag_score,
     unseal,
 )
-from .search import Ranker
+from .search import FilterIndex, Ranker
 
 _ROOT = "memory"
 PUBLIC = MemoryPrivacyLevel.PUBLIC
@@ -69,6 +69,7 @@ class MemoryBoard:
         self._cache: dict[DocumentId, Memory | None] = {}
         self._version = 0
         self._listing: tuple[int, list[Memory]] | None = None
+        self._filter_index: tuple[int, FilterIndex] | None = None
         self._unsubscribe = replica.on_commit(self._invalidate)
         self._counted: set[str] = set()  # channels whose sealed memories are counted
         #: the cached memories of each group (admin, kind, name): what its changes drop
@@ -238,11 +239,8 @@ class MemoryBoard:
             for (_id, forgotten), documents in self._memories.items():
                 for document in documents:
                     if not forgotten:
-                        self._count_sealed(document)
+                        self.keys.count(document, scope_of(document))
         return self.keys.rotation_due(creator, channel)
-
-    def _count_sealed(self, document: DocumentId) -> None:
-        self.keys.count(document, scope_of(document))
 
     def channels(self) -> list[Channel]:
         return [g for g in self.groups.all("channel") if isinstance(g, Channel)]
@@ -462,8 +460,12 @@ class MemoryBoard:
     def memories(self) -> list[Memory]:
         """Every memory this replica may show, newest first (kept between calls: a
         commit drops its memory; a group's member or key change drops all)."""
+        return list(self._shown())
+
+    def _shown(self) -> list[Memory]:
+        """:meth:`memories`, the list kept (not a copy: never change it)."""
         if self._listing is not None and self._listing[0] == self._version:
-            return list(self._listing[1])
+            return self._listing[1]
         found = []
         for (_scope_id, forgotten), documents in self._memories.items():
             if forgotten:
@@ -482,7 +484,7 @@ class MemoryBoard:
                     found.append(memory)
         found.sort(key=lambda m: order_key(0.0, m))
         self._listing = (self._version, found)
-        return list(found)
+        return found
 
     def _invalidate(self, entries: list[Any]) -> None:
         for entry in entries:
@@ -507,7 +509,7 @@ class MemoryBoard:
                 self._cache.pop(memory_of_forget(document) if scope.forgotten else document, None)
                 self._version += 1
                 if scope.group in self._counted:
-                    self._count_sealed(document)
+                    self.keys.count(document, scope_of(document))
 
     def _forget_cache(self, document: DocumentId) -> None:
         self._cache.pop(document, None)
@@ -569,16 +571,24 @@ class MemoryBoard:
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
             raise FederatedMemoryError(f"limit: a whole number >= 1, not {limit!r}")
         filters = make_filters(privacy, channels, organizations, authors, tags, since, until)
-        kept = [
-            m
-            for m in self.memories()
-            if filters.keeps(m) and (reader is None or self._may_read(m.ref.document, reader))
-        ]
+        if text is not None and (not isinstance(text, str) or not text.strip()):
+            raise FederatedMemoryError(f"text: a non-empty str, not {text!r}")
+        corpus = self._shown()
+        rows: list[int] | None = None  # None: every memory shown (no filter to pass)
+        if filters.narrows or reader is not None:
+            if self._filter_index is None or self._filter_index[0] != self._version:
+                self._filter_index = (self._version, FilterIndex(corpus))
+            indexed = self._filter_index[1].rows(filters)
+            rows = [
+                i
+                for i in (range(len(corpus)) if indexed is None else sorted(indexed))
+                if filters.keeps(corpus[i])
+                and (reader is None or self._may_read(corpus[i].ref.document, reader))
+            ]
         if text is not None:
-            if not isinstance(text, str) or not text.strip():
-                raise FederatedMemoryError(f"text: a non-empty str, not {text!r}")
-            scored = self.ranker.rank(self.memories(), self._version, kept, text, mode, limit)
+            scored = self.ranker.rank(corpus, self._version, rows, text, mode, limit)
         else:
+            kept = corpus if rows is None else [corpus[i] for i in rows]
             scored = [(tag_score(m, filters.tags), m) for m in kept]
         scored.sort(key=lambda pair: order_key(pair[0], pair[1]))
         return [MemoryHit(m, s) for s, m in scored[:limit]]

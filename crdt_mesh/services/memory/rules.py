@@ -272,6 +272,22 @@ class Filters:
     since: float | None = None
     until: float | None = None
 
+    @property
+    def narrows(self) -> bool:
+        """Whether any filter is given (else every memory is kept)."""
+        return any(
+            value is not None
+            for value in (
+                self.privacy,
+                self.channels,
+                self.organizations,
+                self.authors,
+                self.tags,
+                self.since,
+                self.until,
+            )
+        )
+
     def keeps(self, memory: Memory) -> bool:
         return (
             (self.privacy is None or memory.privacy in self.privacy)
