@@ -257,6 +257,16 @@ MUTANTS = [
         ),
     ),
     Mutant(
+        "semantic-shortlist-of-the-worst",
+        "crdt_mesh/services/memory/search.py",
+        "        picked = np.argpartition(-coarse, shortlist - 1)[:shortlist]",
+        "        picked = np.argpartition(coarse, shortlist - 1)[:shortlist]",
+        (
+            "tests/unit/test_memory_query.py::"
+            "test_the_two_stage_semantic_ranking_of_large_corpora_finds_what_exact_cosine_finds",
+        ),
+    ),
+    Mutant(
         "member-entry-waits-for-an-acl-entry-only",
         "crdt_mesh/replica/admission.py",
         "            self.owners_grew.add(entry.document)",

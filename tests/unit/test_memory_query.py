@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -161,6 +163,48 @@ def test_the_embedding_model_loads_from_its_wheel_without_the_network(
     vectors = rules.embed(["morning meetings", "disk full"])
     assert vectors.shape == (2, 256)
     assert (root.level, list(root.handlers)) == before  # the app's logging untouched
+
+
+def test_the_two_stage_semantic_ranking_of_large_corpora_finds_what_exact_cosine_finds(
+    make_replica: ReplicaFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from crdt_mesh.services.memory import search
+    from crdt_mesh.services.memory.rules import embed, searchable_text
+
+    words = [
+        "deploy",
+        "build",
+        "disk",
+        "memory",
+        "network",
+        "latency",
+        "invoice",
+        "budget",
+        "meeting",
+        "user",
+    ]
+    rng = random.Random(5)
+    board = MemoryBoard(make_replica(), clock=Clock())
+    for _ in range(400):
+        board.store(" ".join(rng.choice(words) for _ in range(6)), "public", tags=["x"])
+    exact = {}
+    shown = board.memories()
+    matrix = embed([searchable_text(m) for m in shown])
+    questions = ["disk latency", "the budget meeting", "a user of the network"]
+    for question in questions:
+        order = matrix @ embed([question])[0]
+        exact[question] = {
+            shown[i].ref for i in sorted(range(len(shown)), key=lambda i: -order[i])[:5]
+        }
+    monkeypatch.setattr(search, "TWO_STAGE_FROM", 100)  # two stages from 100 memories
+    monkeypatch.setattr(search, "_SHORTLIST", 1)  # (the depth: 205 of the 400)
+    monkeypatch.setattr(search, "_SHORTLIST_AT_LEAST", 100)
+    board.ranker = search.Ranker()
+    for question in questions:
+        found = {h.memory.ref for h in board.query(text=question, mode="semantic", limit=5)}
+        assert len(found & exact[question]) >= 4, question
+    filtered = board.query(text="disk latency", mode="semantic", limit=5, tags=["x"])
+    assert len(filtered) == 5  # the shortlist of chosen rows, too
 
 
 def test_without_the_search_extra_a_semantic_query_names_it(

@@ -42,10 +42,9 @@ from .rules import (
     record,
     scope_of,
     seal,
-    tag_score,
     unseal,
 )
-from .search import FilterIndex, Ranker
+from .search import FilterIndex, Ranker, by_tags
 
 _ROOT = "memory"
 PUBLIC = MemoryPrivacyLevel.PUBLIC
@@ -579,17 +578,18 @@ class MemoryBoard:
             if self._filter_index is None or self._filter_index[0] != self._version:
                 self._filter_index = (self._version, FilterIndex(corpus))
             indexed = self._filter_index[1].rows(filters)
-            rows = [
-                i
-                for i in (range(len(corpus)) if indexed is None else sorted(indexed))
-                if filters.keeps(corpus[i])
-                and (reader is None or self._may_read(corpus[i].ref.document, reader))
-            ]
-        if text is not None:
-            scored = self.ranker.rank(corpus, self._version, rows, text, mode, limit)
-        else:
+            rows = list(range(len(corpus))) if indexed is None else sorted(indexed)
+            if filters.since is not None or filters.until is not None or reader is not None:
+                rows = [
+                    i
+                    for i in rows
+                    if filters.keeps(corpus[i])
+                    and (reader is None or self._may_read(corpus[i].ref.document, reader))
+                ]
+        if text is None:
             kept = corpus if rows is None else [corpus[i] for i in rows]
-            scored = [(tag_score(m, filters.tags), m) for m in kept]
+            return [MemoryHit(m, s) for s, m in by_tags(kept, filters.tags, limit)]
+        scored = self.ranker.rank(corpus, self._version, rows, text, mode, limit)
         scored.sort(key=lambda pair: order_key(pair[0], pair[1]))
         return [MemoryHit(m, s) for s, m in scored[:limit]]
 

@@ -12,10 +12,27 @@ from __future__ import annotations
 from typing import Any
 
 from .model import FederatedMemoryError, Memory, MemoryRef
-from .rules import Filters, LexicalIndex, embed, fuse, searchable_text, semantic_available
+from .rules import (
+    Filters,
+    LexicalIndex,
+    embed,
+    fuse,
+    searchable_text,
+    semantic_available,
+    tag_score,
+)
 
 #: Candidates taken from each ranking before fusion (beyond the results asked for).
 _DEPTH = 200
+#: From this many memories on, semantic ranking runs in two stages: cosine over the
+#: first ``_PREFIX`` dimensions of every embedding picks ``_SHORTLIST`` times the
+#: candidates wanted (at least 2,000), and the full embedding orders those. The
+#: model is trained so that a prefix is an embedding too (Matryoshka); the benchmark
+#: measures how much of the exact top the shortlist holds.
+TWO_STAGE_FROM = 20_000
+_PREFIX = 64
+_SHORTLIST = 10
+_SHORTLIST_AT_LEAST = 2000
 
 
 class Ranker:
@@ -27,6 +44,7 @@ class Ranker:
         self._corpus: list[Memory] = []
         self._lexical: LexicalIndex | None = None
         self._matrix: Any = None
+        self._prefix: Any = None
 
     def rank(
         self,
@@ -45,7 +63,7 @@ class Ranker:
         mode = _mode(mode)
         if version != self._version:
             self._corpus, self._version = corpus, version
-            self._lexical, self._matrix = None, None
+            self._lexical, self._matrix, self._prefix = None, None, None
         if not corpus or (rows is not None and not rows):
             return []
         chosen = None if rows is None else np.asarray(rows, dtype=np.int64)
@@ -63,14 +81,38 @@ class Ranker:
             if mode == "lexical":
                 return [(float(scores[i]), of(i)) for i in _top(scores, depth) if scores[i] > 0]
             lexical = [i for i in _top(scores, depth) if scores[i] > 0]
-        if self._matrix is None:
-            self._matrix = self._embeddings(self._corpus)
-        similarity = self._matrix @ embed([text])[0]
-        similarity = similarity if chosen is None else similarity[chosen]
+        similarity = self._similarity(embed([text])[0], chosen, depth)
         semantic = _top(similarity, depth)
         if mode == "semantic":
             return [(float(similarity[i]), of(i)) for i in semantic]
         return [(score, of(i)) for i, score in fuse([lexical, semantic]).items()]
+
+    def _similarity(self, vector: Any, chosen: Any, depth: int) -> Any:
+        """Cosine of ``vector`` with each memory (of ``chosen`` rows, if given); in two
+        stages from ``TWO_STAGE_FROM`` memories on, where those not shortlisted score
+        -inf."""
+        import numpy as np
+
+        if self._matrix is None:
+            self._matrix = self._embeddings(self._corpus)
+        matrix = self._matrix
+        size = len(matrix) if chosen is None else len(chosen)
+        shortlist = max(_SHORTLIST * depth, _SHORTLIST_AT_LEAST)
+        if size < TWO_STAGE_FROM or shortlist >= size:
+            similarity = matrix @ vector
+            return similarity if chosen is None else similarity[chosen]
+        if self._prefix is None:
+            prefix = np.ascontiguousarray(matrix[:, :_PREFIX])
+            norms = np.linalg.norm(prefix, axis=1, keepdims=True)
+            self._prefix = prefix / np.where(norms == 0, 1.0, norms)
+        head = vector[:_PREFIX] / max(float(np.linalg.norm(vector[:_PREFIX])), 1e-12)
+        coarse = self._prefix @ head
+        coarse = coarse if chosen is None else coarse[chosen]
+        picked = np.argpartition(-coarse, shortlist - 1)[:shortlist]
+        rows = picked if chosen is None else chosen[picked]
+        similarity = np.full(size, -np.inf, dtype=np.float32)
+        similarity[picked] = matrix[rows] @ vector
+        return similarity
 
     def _embeddings(self, memories: list[Memory]) -> Any:
         import numpy as np
@@ -119,6 +161,18 @@ class FilterIndex:
             if not found:
                 return set()
         return found
+
+
+def by_tags(
+    listing: list[Memory], tags: frozenset[str] | None, limit: int
+) -> list[tuple[float, Memory]]:
+    """The best ``limit`` of ``listing`` (in the board's order: newer first, then by
+    name) by how many of ``tags`` each has; ties keep the listing's order."""
+    if not tags:
+        return [(0.0, m) for m in listing[:limit]]
+    counted = [(tag_score(m, tags), m) for m in listing]
+    counted.sort(key=lambda pair: -pair[0])  # stable: ties stay in order
+    return counted[:limit]
 
 
 def _top(scores: Any, depth: int) -> list[int]:
