@@ -24,6 +24,7 @@ import cbor2
 from ...arguments import number, of_type, strings
 from ...errors import ArgumentTypeError
 from ...identity import PeerId
+from ...ledger import DocumentId
 from ...replica.index import DocumentIndex
 from .model import (
     FINAL,
@@ -31,6 +32,7 @@ from .model import (
     Bid,
     NegotiationConfig,
     NegotiationError,
+    Parties,
     RejectedBid,
     ReputationProvider,
     TaskCoordinationMode,
@@ -386,6 +388,49 @@ class TaskBoard:
         with document.transaction():
             document.map(_ROOT)[key] = value
         return self._require_view(ref)
+
+    # -- records other services keep on a task (reputation's outcomes and ratings) -----------
+
+    #: Keys of a section that other services write (task negotiation never reads them).
+    ANNOTATIONS = frozenset({"outcome", "ratings"})
+
+    def annotate(self, ref: TaskRef, key: str, value: Any) -> None:
+        """Write ``value`` under ``key`` (one of :data:`ANNOTATIONS`) in this peer's
+        section of ``ref``: records about a task live beside it, signed by their author.
+
+        Raises:
+            NegotiationError: not one of the keys other services may write.
+        """
+        if key not in self.ANNOTATIONS:
+            raise NegotiationError(f"{key!r} is not a key other services write on a task")
+        document = self.replica.document(ref.section(self.me))
+        with document.transaction():
+            document.map(_ROOT)[key] = value
+
+    def parties(self, ref: TaskRef) -> Parties | None:
+        """Who ``ref`` involved, as this replica's view says (None: unknown task)."""
+        if not isinstance(ref, TaskRef):
+            return None
+        view = self.view(ref)
+        if view is None:
+            return None
+        ann = view.announcement
+        return Parties(ref.document_name, ref.announcer, ann.decider, view.award, ann.capabilities)
+
+    @staticmethod
+    def concerns(document: DocumentId) -> bool:
+        """Whether ``document`` is a section of a task."""
+        return TaskRef.from_document(document) is not None
+
+    def annotations(self, ref: TaskRef, key: str) -> dict[PeerId, Any]:
+        """What each participant of ``ref`` wrote under ``key`` (one of
+        :data:`ANNOTATIONS`), as this replica holds it."""
+        out = {}
+        for author in self._participants(ref):
+            section = self._section(ref, author)
+            if key in section:
+                out[author] = section[key]
+        return out
 
     # -- views -------------------------------------------------------------------------------
 

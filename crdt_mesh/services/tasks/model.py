@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from ...arguments import integer, number, strings
 from ...errors import LocalError
@@ -103,6 +103,16 @@ class TaskRef:
 
     def __str__(self) -> str:
         return f"{self.announcer.short}/{self.name}"
+
+
+class Parties(NamedTuple):
+    """Who a task involved, for services that keep records on tasks (reputation)."""
+
+    task: str  # the task's document name: unique
+    announcer: PeerId
+    decider: PeerId
+    winner: PeerId | None  # None: not awarded
+    capabilities: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
