@@ -22,6 +22,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 from crdt_mesh import Durability, Identity, Replica
 from crdt_mesh.services.memory import MemoryBoard
@@ -170,7 +171,7 @@ def federated(queries: int, rng: random.Random) -> None:
             for q in range(queries):
                 progress(f"federated: {loss:.0%} loss: query {q + 1} of {queries}")
                 asker = rng.randrange(50)
-                spec = {"tags": [rng.choice(TAGS[:10])], "limit": 20}
+                spec: dict[str, Any] = {"tags": [rng.choice(TAGS[:10])], "limit": 20}
                 expected = net.central(asker, within=3, **spec)
                 run = net.ask(asker, hops=3, **spec)
                 recalls.append(recall([hit.memory.ref for hit in run.hits], expected))

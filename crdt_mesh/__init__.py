@@ -124,8 +124,12 @@ from .services.memory import MemoryHit as MemoryHit
 from .services.memory import MemoryPrivacyLevel as MemoryPrivacyLevel
 from .services.memory import MemoryRef as MemoryRef
 from .services.memory import MemoryRequest as MemoryRequest
+from .services.reputation import Outcome as Outcome
+from .services.reputation import ReputationError as ReputationError
 from .services.reputation import ReputationEvents as ReputationEvents
 from .services.reputation import ReputationScore as ReputationScore
+from .services.reputation import ReputationSettings as ReputationSettings
+from .services.reputation import ReputationUpdate as ReputationUpdate
 from .services.tasks import Announcement as Announcement
 from .services.tasks import Bid as Bid
 from .services.tasks import NegotiationConfig as NegotiationConfig
@@ -189,6 +193,7 @@ __all__ = [
     "NegotiationError",
     "NotWritable",
     "Offence",
+    "Outcome",
     "P2PEvents",
     "PeerId",
     "PeerRecord",
@@ -203,8 +208,11 @@ __all__ = [
     "RemoteError",
     "Replica",
     "ReplicaSummary",
+    "ReputationError",
     "ReputationEvents",
     "ReputationScore",
+    "ReputationSettings",
+    "ReputationUpdate",
     "StoreError",
     "SwimSettings",
     "TaskConfig",

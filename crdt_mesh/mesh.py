@@ -31,8 +31,10 @@ from .runtime.penalty import Offence, Penalties
 from .runtime.runtime import Runtime
 from .runtime.transport import Transport
 from .services.gossip import GossipEvents, GossipService, SwimSettings
+from .services.gossip.swim import Status
 from .services.memory import MemoryEvents, MemoryService
-from .services.reputation import ReputationEvents
+from .services.reputation import ReputationEvents, ReputationSettings
+from .services.reputation.service import ReputationService
 from .services.tasks import TaskEvents, TaskService
 
 
@@ -70,6 +72,7 @@ class Mesh:
             all: no listener, no dialling, no timers. Its flags say which services
             run (without a config, all of them).
         swim: failure-detection timings (default: the gossip interval as the period).
+        reputation: how reputation scores (half-life, pre-trusted peers).
         penalties: the table of misbehaviour (default: a fresh one); share one
             between meshes of one process to refuse a peer everywhere at once.
         rounds_per_second: rounds a peer may open on one link per second (a burst of
@@ -92,6 +95,7 @@ class Mesh:
         swim: SwimSettings | None = None,
         penalties: Penalties | None = None,
         rounds_per_second: float | None = None,
+        reputation: ReputationSettings | None = None,
     ) -> None:
         self.runtime = Runtime(
             replica,
@@ -114,6 +118,22 @@ class Mesh:
         self.tasks = TaskService(self.runtime, capabilities=self._capabilities_of)
         #: federated memory (see :mod:`crdt_mesh.services.memory`)
         self.memory = MemoryService(self.runtime)
+        #: reputation (see :mod:`crdt_mesh.services.reputation`): records on the tasks
+        self.reputation = ReputationService(
+            self.runtime,
+            self.tasks.board,
+            capabilities=self._capabilities_of,
+            peers=lambda: [r.peer for r in self.gossip.board.peers()],
+            alive=self._alive,
+            settings=reputation,
+        )
+        if self.runtime.config is None or self.runtime.config.enables(Feature.REPUTATION):
+            # task selection's reputation criterion reads it (the close pins the scores)
+            self.tasks.set_reputation(self.reputation.overall)
+
+    def _alive(self, peer: PeerId) -> bool | None:
+        status = self.gossip.status(peer)
+        return None if status is None else status is Status.ALIVE
 
     def _capabilities_of(self, peer: PeerId) -> tuple[str, ...]:
         record = self.gossip.record(peer)
@@ -126,6 +146,7 @@ class Mesh:
         if self.runtime.config is not None and self.runtime.config.enables(Feature.GOSSIP):
             self.gossip.start()
         self.memory.start()
+        self.reputation.start()
         return self
 
     async def __aexit__(
@@ -137,6 +158,7 @@ class Mesh:
         self.gossip.close()
         self.tasks.close()
         self.memory.close()
+        self.reputation.close()
         return await self.runtime.__aexit__(exc_type, exc, tb)
 
     # -- the runtime, as users see it --------------------------------------------------------

@@ -1,7 +1,25 @@
-"""Reputation (issue 15): so far its vocabulary only."""
+"""Reputation: outcomes and ratings recorded on the tasks they are about, Beta scores
+with forgetting that every replica computes alike, EigenTrust weighting of raters
+from pre-trusted peers. See docs/reputation.md (challenges are not built yet)."""
 
+from .board import ReputationBoard as ReputationBoard
 from .model import EVENT_PAYLOADS as EVENT_PAYLOADS
+from .model import Outcome as Outcome
+from .model import Record as Record
+from .model import ReputationError as ReputationError
 from .model import ReputationEvents as ReputationEvents
 from .model import ReputationScore as ReputationScore
+from .model import ReputationSettings as ReputationSettings
+from .model import ReputationUpdate as ReputationUpdate
 
-__all__ = ["EVENT_PAYLOADS", "ReputationEvents", "ReputationScore"]
+__all__ = [
+    "EVENT_PAYLOADS",
+    "Outcome",
+    "Record",
+    "ReputationBoard",
+    "ReputationError",
+    "ReputationEvents",
+    "ReputationScore",
+    "ReputationSettings",
+    "ReputationUpdate",
+]

@@ -1,4 +1,11 @@
-"""Reputation's vocabulary (the service itself is issue 15's work)."""
+"""Reputation's vocabulary: records, scores, settings, events.
+
+Records live on the tasks they are about, in their author's section of the task
+(``task:<announcer>:<name>``, policy ``owner``): the decider's ``outcome`` (about
+the winner it awarded) and each party's ``ratings`` (about the other parties).
+So a record is signed by its author, one per task by construction, and tied to
+a real interaction that every replica can check.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +15,36 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from ...errors import LocalError
+from ...identity import PeerId
+
+#: Who a task involved: (task's document name, announcer, decider, winner or None,
+#: the capabilities it asked for).
+Parties = tuple[str, PeerId, PeerId, PeerId | None, tuple[str, ...]]
+
 
 class ReputationEvents(enum.StrEnum):
     """The events reputation fires."""
 
-    UPDATED = "p2p:reputation:updated"
-    CHALLENGED = "p2p:reputation:challenged"
+    UPDATED = "p2p:reputation:updated"  # payload: ReputationUpdate
+    CHALLENGED = "p2p:reputation:challenged"  # (challenges are not built yet)
+
+
+class Outcome(enum.StrEnum):
+    """How an awarded task went, as its decider records it."""
+
+    SUCCESS = "success"
+    PARTIAL = "partial"
+    FAILURE = "failure"
+
+    @property
+    def value_in_unit(self) -> float:
+        return {"success": 1.0, "partial": 0.5, "failure": 0.0}[self.value]
+
+
+class ReputationError(LocalError, ValueError):
+    """A reputation call the rules refuse (not the decider, not a party ...); nothing
+    was written."""
 
 
 _COMPONENTS = (
@@ -28,18 +59,29 @@ _COMPONENTS = (
 
 @dataclass(frozen=True, slots=True)
 class ReputationScore:
-    """A peer's reputation: each component, and each domain's expertise, in [0, 1]."""
+    """A peer's reputation: each component, and each domain's expertise, in [0, 1].
 
-    overall: float = 0.0
-    task_completion: float = 0.0
-    response_quality: float = 0.0
-    timeliness: float = 0.0
-    collaboration: float = 0.0
-    uptime: float = 0.0
+    Every component but ``uptime`` is a pure function of the records and a time
+    (the same on every replica that holds the same records); ``uptime`` is what
+    this replica's failure detector saw (0.5: it has not watched the peer).
+    ``confidence`` grows with the weight of the evidence (0: none). A peer proven
+    to have equivocated (a fork proof) has ``overall`` 0 and ``equivocated`` set.
+    """
+
+    overall: float = 0.5
+    task_completion: float = 0.5
+    response_quality: float = 0.5
+    timeliness: float = 0.5
+    collaboration: float = 0.5
+    uptime: float = 0.5
     expertise: Mapping[str, float] = field(default_factory=dict)
+    tasks: int = 0
+    success_rate: float = 0.0
+    confidence: float = 0.0
+    equivocated: bool = False
 
     def __post_init__(self) -> None:
-        for name in _COMPONENTS:
+        for name in (*_COMPONENTS, "success_rate", "confidence"):
             _check_unit(name, getattr(self, name))
         for domain, value in self.expertise.items():
             if not isinstance(domain, str) or not domain:
@@ -55,5 +97,68 @@ def _check_unit(name: str, value: object) -> None:
         raise ValueError(f"{name} must be in [0, 1], not {value!r}")
 
 
-#: What each event's handlers receive: declared with the service itself (not built yet).
-EVENT_PAYLOADS: Mapping[ReputationEvents, tuple[type, ...]] = {}
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One record about ``subject``, by ``rater``, on ``task`` (a task's document name),
+    as the rules read it. ``kind`` is ``outcome`` or ``rating``; the values that do
+    not apply are None."""
+
+    kind: str
+    task: str
+    rater: PeerId
+    subject: PeerId
+    at: float
+    outcome: Outcome | None = None
+    quality: float | None = None
+    timeliness: float | None = None
+    collaboration: float | None = None
+    domains: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> tuple[str, str, bytes, bytes]:
+        """Orders records alike on every replica (sums in one order: equal floats)."""
+        return (self.task, self.kind, self.rater.key, self.subject.key)
+
+
+@dataclass(frozen=True, slots=True)
+class ReputationSettings:
+    """How scores are computed (the same on every replica that should agree).
+
+    Args:
+        half_life: seconds after which a record weighs half.
+        pretrusted: the peers trust flows from (an organization's roots), each with a
+            weight (e.g. a stake it signed); empty: every rater weighs the same
+            (no Sybil resistance: see docs/reputation.md).
+        teleport: EigenTrust's ``a``: the share of trust that returns to the
+            pre-trusted peers at each step.
+    """
+
+    half_life: float = 30 * 24 * 3600.0
+    pretrusted: Mapping[PeerId, float] = field(default_factory=dict)
+    teleport: float = 0.15
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.half_life, int | float) and self.half_life > 0):
+            raise ReputationError(f"half_life: seconds > 0, not {self.half_life!r}")
+        if not (isinstance(self.teleport, int | float) and 0.0 < self.teleport <= 1.0):
+            raise ReputationError(f"teleport: in (0, 1], not {self.teleport!r}")
+        for peer, weight in self.pretrusted.items():
+            if not isinstance(peer, PeerId):
+                raise ReputationError(f"pretrusted: PeerIds, not {peer!r}")
+            if not (isinstance(weight, int | float) and math.isfinite(weight) and weight > 0):
+                raise ReputationError(f"pretrusted: weights > 0, not {weight!r}")
+        object.__setattr__(self, "pretrusted", MappingProxyType(dict(self.pretrusted)))
+
+
+@dataclass(frozen=True, slots=True)
+class ReputationUpdate:
+    """A peer's score changed on this replica (the payload of ``p2p:reputation:updated``)."""
+
+    peer: PeerId
+    score: ReputationScore
+
+
+#: What each event's handlers receive (challenges are not built yet).
+EVENT_PAYLOADS: Mapping[ReputationEvents, tuple[type, ...]] = {
+    ReputationEvents.UPDATED: (ReputationUpdate,),
+}

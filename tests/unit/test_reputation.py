@@ -1,0 +1,255 @@
+"""Reputation: records tied to real awards, scores every replica computes alike,
+EigenTrust against a Sybil ring, equivocators at zero."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from crdt_mesh import Identity, PeerId, Replica
+from crdt_mesh.services.reputation import (
+    Outcome,
+    Record,
+    ReputationBoard,
+    ReputationError,
+    ReputationSettings,
+)
+from crdt_mesh.services.reputation.rules import local_trust, scores
+from crdt_mesh.services.reputation.trust import eigentrust, rater_weights
+from crdt_mesh.services.tasks import TaskBoard
+from crdt_mesh.services.tasks.model import TaskRef
+
+CAN = ["code-review"]
+DAY = 24 * 3600.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def sync(*replicas: Replica) -> None:
+    for _ in range(2):
+        for a in replicas:
+            for b in replicas:
+                if a is not b:
+                    b.ingest(a.missing_from(b.heads())).raise_first()
+
+
+class Market:
+    """Five replicas with task and reputation boards; 0 announces, others bid."""
+
+    def __init__(self, root: Path, stack: ExitStack) -> None:
+        self.clock = Clock()
+        self.replicas = [
+            stack.enter_context(Replica.open(root / f"r{i}", Identity.generate())) for i in range(5)
+        ]
+        self.tasks = [TaskBoard(r, clock=self.clock) for r in self.replicas]
+        self.boards = [ReputationBoard(t, clock=self.clock) for t in self.tasks]
+        self.ids = [r.peer_id for r in self.replicas]
+
+    def sync(self) -> None:
+        sync(*self.replicas)
+
+    def awarded(self, name: str, winner: int, announcer: int = 0) -> TaskRef:
+        """A task ``announcer`` announced and awarded to ``winner`` (the only bidder)."""
+        ann = self.tasks[announcer].announce(
+            name,
+            {"capabilities": CAN},
+            deadline=self.clock.now + 7200,
+            negotiation={"bid_timeout": 30, "selection_criteria": ["price"]},
+        )
+        self.sync()
+        self.tasks[winner].bid(ann.ref, price=1.0, capabilities=CAN)
+        self.sync()
+        self.tasks[announcer].close(ann.ref)
+        self.sync()
+        return ann.ref
+
+
+@pytest.fixture
+def market(tmp_path: Path) -> Iterator[Market]:
+    with ExitStack() as stack:
+        yield Market(tmp_path, stack)
+
+
+def test_an_outcome_moves_the_winners_score_and_fades_with_time(market: Market) -> None:
+    good = market.awarded("t1", winner=1)
+    bad = market.awarded("t2", winner=2)
+    market.boards[0].record_outcome(good, "success", quality=0.9, timeliness=1.0)
+    market.boards[0].record_outcome(bad, Outcome.FAILURE, quality=0.1)
+    market.sync()
+    for board in market.boards:  # every replica computes the same
+        one, two = board.get(market.ids[1]), board.get(market.ids[2])
+        assert one.task_completion == pytest.approx(2 / 3) and one.tasks == 1
+        assert one.success_rate == 1.0 and one.expertise == {"code-review": pytest.approx(2 / 3)}
+        assert two.task_completion == pytest.approx(1 / 3) and two.success_rate == 0.0
+        assert one.overall > 0.5 > two.overall
+    fresh = market.boards[3].get(market.ids[1])
+    later = market.boards[3].get(market.ids[1], now=market.clock.now + 30 * DAY)  # a half-life
+    assert later.task_completion == pytest.approx((0.5 + 1) / (0.5 + 2))
+    assert later.confidence < fresh.confidence
+    assert market.boards[3].get(market.ids[4]).confidence == 0.0  # nothing recorded: neutral
+
+
+def test_records_not_tied_to_a_real_award_are_refused_or_ignored_with_reasons(
+    market: Market,
+) -> None:
+    task = market.awarded("t1", winner=1)
+    with pytest.raises(ReputationError, match="only"):
+        market.boards[1].record_outcome(task, "success")  # not the decider
+    market.boards[0].record_outcome(task, "success")
+    with pytest.raises(ReputationError, match="once per task"):
+        market.boards[0].record_outcome(task, "failure")
+    with pytest.raises(ReputationError, match="parties"):
+        market.boards[3].rate(market.ids[1], task, collaboration=0.1)  # a stranger
+    with pytest.raises(ReputationError, match="parties"):
+        market.boards[0].rate(market.ids[0], task, collaboration=1.0)  # itself
+    with pytest.raises(ReputationError, match="in \\[0, 1\\]"):
+        market.boards[0].rate(market.ids[1], task, collaboration=1.5)
+    unawarded = market.tasks[0].announce(
+        "t2", {"capabilities": CAN}, deadline=market.clock.now + 7200
+    )
+    with pytest.raises(ReputationError, match="not awarded"):
+        market.boards[0].record_outcome(unawarded.ref, "success")
+    # what a hostile replica writes anyway (past the checks) counts for nothing
+    market.tasks[1].annotate(task, "outcome", {"outcome": "success", "at": 0.0})
+    market.tasks[3].annotate(task, "ratings", {str(market.ids[1]): {"collaboration": 0.0, "at": 1}})
+    market.tasks[0].annotate(unawarded.ref, "outcome", {"outcome": "success", "at": 0.0})
+    market.tasks[1].annotate(task, "ratings", {str(market.ids[1]): {"collaboration": 1, "at": 1}})
+    market.sync()
+    board = market.boards[4]
+    reasons = board.ignored()
+    assert any("only" in r and market.ids[1].short in r for r in reasons)  # not the decider
+    assert any("not a party" in r and market.ids[3].short in r for r in reasons)
+    assert any("never awarded" in r for r in reasons)
+    assert any("not another party" in r for r in reasons)  # rating itself
+    assert [(r.kind, r.rater) for r in board.records()] == [("outcome", market.ids[0])]
+
+
+def _record(rater: PeerId, subject: PeerId, task: int, value: float, at: float) -> Record:
+    return Record(
+        "outcome",
+        f"task:{rater}:{task}",
+        rater,
+        subject,
+        at,
+        outcome=Outcome.SUCCESS if value > 0.5 else Outcome.FAILURE,
+        quality=value,
+        timeliness=value,
+        domains=("d",),
+    )
+
+
+PEERS = [Identity.from_seed(bytes([i + 1]) * 32).peer_id for i in range(6)]
+
+
+@settings(max_examples=50)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 5),
+            st.integers(0, 5),
+            st.integers(0, 30),
+            st.floats(0, 1),
+            st.floats(0, 90 * DAY),
+        ),
+        max_size=40,
+        unique_by=lambda t: (t[0], t[2]),
+    ),
+    st.randoms(use_true_random=False),
+)
+def test_the_same_records_in_any_order_give_the_same_scores(
+    raw: list[tuple[int, int, int, float, float]], rng: random.Random
+) -> None:
+    records = [_record(PEERS[a], PEERS[b], t, v, at) for a, b, t, v, at in raw]
+    shuffled = list(records)
+    rng.shuffle(shuffled)
+    now = 100 * DAY
+    assert scores(records, now, 30 * DAY) == scores(shuffled, now, 30 * DAY)
+    roots = {PEERS[0]: 1.0}
+    assert eigentrust(local_trust(records), roots, 0.15) == eigentrust(
+        local_trust(shuffled), roots, 0.15
+    )
+
+
+def test_a_sybil_ring_gains_nothing_without_trust_from_the_pretrusted() -> None:
+    rng = random.Random(7)
+    honest = [Identity.generate().peer_id for _ in range(20)]
+    sybils = [Identity.generate().peer_id for _ in range(30)]
+    target = sybils[0]
+    records = []
+    task = 0
+    for _ in range(200):  # honest peers trade among themselves, mostly well
+        a, b = rng.sample(honest, 2)
+        task += 1
+        records.append(_record(a, b, task, 0.9 if rng.random() < 0.9 else 0.1, 50 * DAY))
+    for sybil in sybils:  # the ring praises itself, and its target above all
+        for other in rng.sample(sybils, 5):
+            if other != sybil:
+                task += 1
+                records.append(_record(sybil, other, task, 1.0, 50 * DAY))
+        task += 1
+        records.append(_record(sybil, honest[0], task, 0.0, 50 * DAY))  # and smears
+    trust = eigentrust(local_trust(records), {honest[0]: 1.0, honest[1]: 1.0}, 0.15)
+    weights = rater_weights(trust)
+    assert max(weights.get(s, 0.0) for s in sybils) == 0.0
+    plain = scores(records, 60 * DAY, 30 * DAY)
+    weighed = scores(records, 60 * DAY, 30 * DAY, weights)
+    assert plain[target].overall > 0.7  # unweighted, the ring's praise works ...
+    assert weighed[target].overall == pytest.approx(0.5)  # ... weighed, it counts for nothing
+    assert weighed[honest[0]].overall > plain[honest[0]].overall  # and the smear neither
+
+
+def test_a_replica_with_pretrusted_peers_weighs_raters_by_eigentrust(market: Market) -> None:
+    task = market.awarded("t1", winner=1)
+    market.boards[0].record_outcome(task, "success", quality=1.0)
+    market.sync()
+    rooted = ReputationBoard(
+        market.tasks[4], ReputationSettings(pretrusted={market.ids[3]: 1.0}), clock=market.clock
+    )
+    assert rooted.get(market.ids[1]).task_completion == pytest.approx(0.5)  # 0 is not trusted
+    trusting = ReputationBoard(
+        market.tasks[4], ReputationSettings(pretrusted={market.ids[0]: 1.0}), clock=market.clock
+    )
+    assert trusting.get(market.ids[1]).task_completion == pytest.approx(2 / 3)
+
+
+def test_an_equivocator_is_at_zero_on_every_replica_holding_the_proof(market: Market) -> None:
+    from crdt_mesh import Entry
+    from tests.helpers import NOTES, client_id_for, feed, update_as
+
+    liar = Identity.generate()
+    entries = feed(liar, 2)
+    other = Entry.create(
+        liar,
+        NOTES,
+        2,
+        entries[0].id,
+        update_as(client_id_for(NOTES, liar.peer_id), "other", 1, base=entries[0].payload),
+        timestamp=99,
+    )
+    market.replicas[2].ingest(entries)
+    market.replicas[2].ingest([other])
+    assert market.replicas[2].fork_proofs()
+    assert market.boards[2].get(liar.peer_id).overall == 0.0
+    assert market.boards[2].get(liar.peer_id).equivocated
+    assert not market.boards[3].get(liar.peer_id).equivocated  # no proof there (yet)
+
+
+def test_settings_refuse_what_makes_no_sense() -> None:
+    with pytest.raises(ReputationError, match="half_life"):
+        ReputationSettings(half_life=0)
+    with pytest.raises(ReputationError, match="teleport"):
+        ReputationSettings(teleport=1.5)
+    with pytest.raises(ReputationError, match="pretrusted"):
+        ReputationSettings(pretrusted={"root": 1.0})  # type: ignore[dict-item]
