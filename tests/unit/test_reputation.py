@@ -20,7 +20,7 @@ from crdt_mesh.services.reputation import (
     ReputationError,
     ReputationSettings,
 )
-from crdt_mesh.services.reputation.rules import local_trust, scores
+from crdt_mesh.services.reputation.rules import RecordTable, local_trust, scores
 from crdt_mesh.services.reputation.trust import eigentrust, rater_weights
 from crdt_mesh.services.tasks import TaskBoard
 from crdt_mesh.services.tasks.model import TaskRef
@@ -180,6 +180,11 @@ def test_the_same_records_in_any_order_give_the_same_scores(
     assert eigentrust(local_trust(records), roots, 0.15) == eigentrust(
         local_trust(shuffled), roots, 0.15
     )
+    grown = RecordTable()  # records arriving one by one, scored as they come
+    for record in shuffled:
+        grown.add([record])
+        grown.scores(now, 30 * DAY)
+    assert grown.scores(now, 30 * DAY) == RecordTable(records).scores(now, 30 * DAY)
 
 
 def test_a_sybil_ring_gains_nothing_without_trust_from_the_pretrusted() -> None:

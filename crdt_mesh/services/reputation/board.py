@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from ...identity import PeerId
@@ -23,8 +23,8 @@ from .model import (
     ReputationScore,
     ReputationSettings,
 )
-from .rules import local_trust, scores, task_records
-from .trust import eigentrust, rater_weights
+from .rules import RecordTable, task_records
+from .trust import eigentrust_edges, rater_weights
 
 
 class TaskLedger(Protocol):
@@ -69,6 +69,7 @@ class ReputationBoard:
         self.settings = settings or ReputationSettings()
         self.clock = clock
         self._records: tuple[int, list[Record], list[str]] | None = None
+        self._derived: tuple[int, RecordTable, dict[PeerId, float] | None] | None = None
 
     @property
     def me(self) -> PeerId:
@@ -189,21 +190,31 @@ class ReputationBoard:
         self._records = (version, records, ignored)
         return records, ignored
 
-    def weights(self, records: Iterable[Record] | None = None) -> dict[PeerId, float] | None:
+    def _table(self) -> tuple[RecordTable, dict[PeerId, float] | None]:
+        """The records as columns, and the raters' weights (both kept per version)."""
+        version = self.replica.version
+        if self._derived is None or self._derived[0] != version:
+            table = RecordTable(self.records())
+            weights = None
+            if self.settings.pretrusted:
+                trust = eigentrust_edges(
+                    *table.trust_edges(), self.settings.pretrusted, self.settings.teleport
+                )
+                weights = rater_weights(trust)
+            self._derived = (version, table, weights)
+        return self._derived[1], self._derived[2]
+
+    def weights(self) -> dict[PeerId, float] | None:
         """Each rater's weight (EigenTrust from the pre-trusted peers); None: every rater
         weighs the same (no pre-trusted peers set)."""
-        if not self.settings.pretrusted:
-            return None
-        found = self.records() if records is None else list(records)
-        trust = eigentrust(local_trust(found), self.settings.pretrusted, self.settings.teleport)
-        return rater_weights(trust)
+        return self._table()[1]
 
     def scores(self, now: float | None = None) -> dict[PeerId, ReputationScore]:
         """Every rated peer's score at ``now`` (default: the clock)."""
-        records = self.records()
+        table, weights = self._table()
         equivocators = {proof.first.author for proof in self.replica.fork_proofs()}
         when = self.clock() if now is None else now
-        return scores(records, when, self.settings.half_life, self.weights(records), equivocators)
+        return table.scores(when, self.settings.half_life, weights, equivocators)
 
     def get(self, peer: PeerId, now: float | None = None) -> ReputationScore:
         """``peer``'s score (neutral, with confidence 0, when nothing is recorded)."""

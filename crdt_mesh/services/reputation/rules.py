@@ -15,8 +15,8 @@ outcome gives evidence for ``task_completion`` (success 1, partial 0.5, failure
 0), and, when given, ``response_quality`` and ``timeliness`` (a value ``q`` adds
 ``q`` to ``r`` and ``1 - q`` to ``s``); a rating gives ``collaboration``; each
 capability the task asked for gets the outcome as ``expertise`` in that domain.
-Records are summed in one order (their key), so equal records give equal floats
-on every replica, whatever order they arrived in.
+Evidence is summed in fixed point (:class:`RecordTable`), so equal records give
+equal floats on every replica, whatever order they arrived in.
 """
 
 from __future__ import annotations
@@ -140,25 +140,226 @@ def _outcome(
 # -- scores ---------------------------------------------------------------------------------
 
 
-class _Evidence:
-    __slots__ = ("r", "s")
-
-    def __init__(self) -> None:
-        self.r = 0.0
-        self.s = 0.0
-
-    def add(self, value: float, weight: float) -> None:
-        self.r += weight * value
-        self.s += weight * (1.0 - value)
-
-    @property
-    def expectation(self) -> float:
-        return (self.r + 1.0) / (self.r + self.s + 2.0)
+#: Evidence is summed in fixed point (units of 2**-32): integer sums do not depend on
+#: the order they are made in, so every replica gets the same floats from the same
+#: records, in any order, with no sort.
+_ONE = float(1 << 32)
+_COLUMNS = ("completion", "quality", "timeliness", "collaboration")
+_COLUMN_OF = {
+    "task_completion": "completion",
+    "response_quality": "quality",
+    "timeliness": "timeliness",
+    "collaboration": "collaboration",
+}
 
 
-def decay(age: float, half_life: float) -> float:
-    """The weight of a record ``age`` seconds old (1 when new, 0.5 after a half-life)."""
-    return float(0.5 ** (max(age, 0.0) / half_life))
+class RecordTable:
+    """Records as columns (numpy), added as they arrive; scores from them at any time.
+
+    Each record's evidence ``w * v`` and ``w * (1 - v)`` is rounded to a multiple of
+    2**-32 and summed as integers, so the sums are exact whatever the order.
+    """
+
+    def __init__(self, records: Iterable[Record] = ()) -> None:
+        self.peers: list[PeerId] = []
+        self._index: dict[PeerId, int] = {}
+        self.domains: list[str] = []
+        self._domain_index: dict[str, int] = {}
+        self._rows: dict[str, list[Any]] = {
+            "outcome": [],
+            "rater": [],
+            "subject": [],
+            "at": [],
+            "success": [],
+            **{name: [] for name in _COLUMNS},
+        }
+        self._domain_rows: list[int] = []
+        self._domain_of: list[int] = []
+        self._arrays: dict[str, Any] | None = None  # the rows converted so far
+        self._converted = (0, 0)  # (rows, domain rows) in the arrays
+        self.add(records)
+        if len(self):
+            self._columns()  # the first batch, converted at once
+
+    def __len__(self) -> int:
+        return len(self._rows["at"])
+
+    def _peer(self, peer: PeerId) -> int:
+        found = self._index.get(peer)
+        if found is None:
+            found = self._index[peer] = len(self.peers)
+            self.peers.append(peer)
+        return found
+
+    def add(self, records: Iterable[Record]) -> None:
+        rows = self._rows
+        nan = math.nan
+        for record in records:
+            row = len(rows["at"])
+            outcome = record.kind == "outcome"
+            rows["outcome"].append(outcome)
+            rows["rater"].append(self._peer(record.rater))
+            rows["subject"].append(self._peer(record.subject))
+            rows["at"].append(record.at)
+            rows["success"].append(record.outcome is Outcome.SUCCESS)
+            done = record.outcome.value_in_unit if record.outcome is not None else nan
+            rows["completion"].append(done)
+            rows["quality"].append(nan if record.quality is None else record.quality)
+            rows["timeliness"].append(nan if record.timeliness is None else record.timeliness)
+            given = record.collaboration
+            rows["collaboration"].append(nan if given is None else given)
+            for domain in record.domains:
+                index = self._domain_index.get(domain)
+                if index is None:
+                    index = self._domain_index[domain] = len(self.domains)
+                    self.domains.append(domain)
+                self._domain_rows.append(row)
+                self._domain_of.append(index)
+
+    def _columns(self) -> dict[str, Any]:
+        """The rows as numpy arrays; the rows added since the last call are converted
+        and appended (a new record costs its own conversion, not the table's)."""
+        import numpy as np
+
+        done, done_domains = self._converted
+        if self._arrays is not None and (done, done_domains) == (
+            len(self),
+            len(self._domain_rows),
+        ):
+            return self._arrays
+        rows = self._rows
+        types = {"outcome": bool, "success": bool, "rater": np.int64, "subject": np.int64}
+        fresh = {
+            name: np.asarray(rows[name][done:], dtype=types.get(name, np.float64)) for name in rows
+        }
+        fresh["domain_rows"] = np.asarray(self._domain_rows[done_domains:], dtype=np.int64)
+        fresh["domain_of"] = np.asarray(self._domain_of[done_domains:], dtype=np.int64)
+        if self._arrays is not None:
+            fresh = {name: np.concatenate([self._arrays[name], fresh[name]]) for name in fresh}
+        self._arrays = fresh
+        self._converted = (len(self), len(self._domain_rows))
+        return fresh
+
+    def scores(
+        self,
+        now: float,
+        half_life: float,
+        weights: Mapping[PeerId, float] | None = None,
+        equivocators: Iterable[PeerId] = (),
+    ) -> dict[PeerId, ReputationScore]:
+        """Each subject's score at ``now`` (see :func:`scores`)."""
+        import numpy as np
+
+        forked = set(equivocators)
+        if not len(self):
+            return {peer: ReputationScore(overall=0.0, equivocated=True) for peer in forked}
+        c = self._columns()
+        n = len(self.peers)
+        trust = np.ones(n)
+        if weights is not None:
+            trust = np.array([weights.get(peer, 0.0) for peer in self.peers], dtype=np.float64)
+        counted = c["at"] <= now + FUTURE_SKEW
+        weight = np.exp2(-np.maximum(now - c["at"], 0.0) / half_life) * trust[c["rater"]]
+        weight = np.where(counted, weight, 0.0)
+        subject = c["subject"]
+        rated = np.zeros(n, dtype=bool)
+        rated[subject[counted]] = True
+        expectation: dict[str, Any] = {}
+        for name in _COLUMNS:
+            value = c[name]
+            given = counted & ~np.isnan(value)
+            r, s = _sums(subject[given], weight[given], value[given], n)
+            expectation[name] = (r + 1.0) / (r + s + 2.0)
+        outcomes = counted & c["outcome"]
+        tasks = np.bincount(subject[outcomes], minlength=n)
+        successes = np.bincount(subject[outcomes & c["success"]], minlength=n)
+        evidence = np.zeros(n, dtype=np.int64)
+        np.add.at(evidence, subject[outcomes], np.rint(weight[outcomes] * _ONE).astype(np.int64))
+        evidence_weight = evidence / _ONE
+        expertise = self._expertise(c, counted, weight, n)
+        overall = sum(
+            OVERALL_WEIGHTS[name] * expectation[_COLUMN_OF[name]] for name in OVERALL_WEIGHTS
+        )
+        out: dict[PeerId, ReputationScore] = {}
+        for i in np.flatnonzero(rated).tolist():
+            peer = self.peers[i]
+            out[peer] = ReputationScore(
+                overall=0.0 if peer in forked else min(1.0, float(overall[i])),
+                task_completion=float(expectation["completion"][i]),
+                response_quality=float(expectation["quality"][i]),
+                timeliness=float(expectation["timeliness"][i]),
+                collaboration=float(expectation["collaboration"][i]),
+                expertise=expertise.get(i, {}),
+                tasks=int(tasks[i]),
+                success_rate=float(successes[i] / tasks[i]) if tasks[i] else 0.0,
+                confidence=float(evidence_weight[i] / (evidence_weight[i] + _EVIDENCE)),
+                equivocated=peer in forked,
+            )
+        for peer in forked - set(out):
+            out[peer] = ReputationScore(overall=0.0, equivocated=True)
+        return out
+
+    def trust_edges(self) -> tuple[list[PeerId], Any, Any, Any]:
+        """EigenTrust's local trust as arrays: (peers in key order, raters, subjects,
+        values), raters and subjects indexing those peers; each pair once, its value
+        positive (see :func:`local_trust`)."""
+        import numpy as np
+
+        ordered = sorted(self.peers, key=lambda p: p.key)
+        if not len(self):
+            empty = np.zeros(0, dtype=np.int64)
+            return ordered, empty, empty, np.zeros(0)
+        rank = np.empty(len(self.peers), dtype=np.int64)
+        rank[[self._index[p] for p in ordered]] = np.arange(len(ordered))
+        c = self._columns()
+        value = np.where(c["outcome"], c["completion"], c["collaboration"])
+        n = len(self.peers)
+        pairs = rank[c["rater"]] * n + rank[c["subject"]]
+        cells, where = np.unique(pairs, return_inverse=True)  # (sorted: one order)
+        sums = np.zeros(len(cells), dtype=np.int64)
+        np.add.at(sums, where, np.rint((2.0 * value - 1.0) * _ONE).astype(np.int64))
+        keep = sums > 0
+        raters, subjects = np.divmod(cells[keep], n)
+        return ordered, raters, subjects, sums[keep] / _ONE
+
+    def local_trust(self) -> dict[tuple[PeerId, PeerId], float]:
+        """EigenTrust's local trust (see :func:`local_trust`), from the columns."""
+        peers, raters, subjects, values = self.trust_edges()
+        return {
+            (peers[i], peers[j]): v
+            for i, j, v in zip(raters.tolist(), subjects.tolist(), values.tolist(), strict=True)
+        }
+
+    def _expertise(
+        self, c: Mapping[str, Any], counted: Any, weight: Any, n: int
+    ) -> dict[int, dict[str, float]]:
+        import numpy as np
+
+        rows = c["domain_rows"]
+        if not len(rows):
+            return {}
+        keep = counted[rows]
+        rows, domains = rows[keep], c["domain_of"][keep]
+        cells = c["subject"][rows] * len(self.domains) + domains
+        r, s = _sums(cells, weight[rows], c["completion"][rows], n * len(self.domains))
+        out: dict[int, dict[str, float]] = {}
+        for cell in np.unique(cells).tolist():
+            subject, domain = divmod(cell, len(self.domains))
+            out.setdefault(subject, {})[self.domains[domain]] = float(
+                (r[cell] + 1.0) / (r[cell] + s[cell] + 2.0)
+            )
+        return {i: dict(sorted(d.items())) for i, d in out.items()}
+
+
+def _sums(index: Any, weight: Any, value: Any, size: int) -> tuple[Any, Any]:
+    """Positive and negative evidence per index, summed exactly in fixed point."""
+    import numpy as np
+
+    r = np.zeros(size, dtype=np.int64)
+    s = np.zeros(size, dtype=np.int64)
+    np.add.at(r, index, np.rint(weight * value * _ONE).astype(np.int64))
+    np.add.at(s, index, np.rint(weight * (1.0 - value) * _ONE).astype(np.int64))
+    return r / _ONE, s / _ONE
 
 
 def scores(
@@ -171,65 +372,11 @@ def scores(
     """Each subject's score at time ``now`` from ``records`` (each weighted by its
     rater's entry in ``weights``, 1 if none given; a rater absent from it weighs 0).
     ``equivocators``: peers proven to have forked a feed (overall 0)."""
-    by_subject: dict[PeerId, dict[str, _Evidence]] = {}
-    domains: dict[PeerId, dict[str, _Evidence]] = {}
-    counts: dict[PeerId, list[float]] = {}  # tasks, successes, evidence weight
-    for record in sorted(records, key=lambda r: r.key):
-        if record.at > now + FUTURE_SKEW:
-            continue  # not yet
-        trust = 1.0 if weights is None else weights.get(record.rater, 0.0)
-        weight = decay(now - record.at, half_life) * trust
-        evidence = by_subject.setdefault(record.subject, {})
-        if record.kind == "rating":
-            assert record.collaboration is not None
-            evidence.setdefault("collaboration", _Evidence()).add(record.collaboration, weight)
-            continue
-        assert record.outcome is not None
-        done = record.outcome.value_in_unit
-        evidence.setdefault("task_completion", _Evidence()).add(done, weight)
-        if record.quality is not None:
-            evidence.setdefault("response_quality", _Evidence()).add(record.quality, weight)
-        if record.timeliness is not None:
-            evidence.setdefault("timeliness", _Evidence()).add(record.timeliness, weight)
-        for domain in record.domains:
-            domains.setdefault(record.subject, {}).setdefault(domain, _Evidence()).add(done, weight)
-        count = counts.setdefault(record.subject, [0.0, 0.0, 0.0])
-        count[0] += 1
-        count[1] += record.outcome is Outcome.SUCCESS
-        count[2] += weight
-    forked = set(equivocators)
-    out = {}
-    for subject, evidence in by_subject.items():
-        values = {name: e.expectation for name, e in evidence.items()}
-        components = {name: values.get(name, 0.5) for name in OVERALL_WEIGHTS}
-        overall = sum(OVERALL_WEIGHTS[name] * v for name, v in components.items())
-        tasks, successes, weight = counts.get(subject, [0.0, 0.0, 0.0])
-        out[subject] = ReputationScore(
-            overall=0.0 if subject in forked else min(1.0, overall),
-            expertise={d: e.expectation for d, e in sorted(domains.get(subject, {}).items())},
-            tasks=int(tasks),
-            success_rate=successes / tasks if tasks else 0.0,
-            confidence=weight / (weight + _EVIDENCE),
-            equivocated=subject in forked,
-            **components,
-        )
-    for subject in forked - set(out):
-        out[subject] = ReputationScore(overall=0.0, equivocated=True)
-    return out
+    return RecordTable(records).scores(now, half_life, weights, equivocators)
 
 
 def local_trust(records: Iterable[Record]) -> dict[tuple[PeerId, PeerId], float]:
     """EigenTrust's local trust ``s_ij``: what rater ``i``'s records say of ``j`` (each
     record counts its value less its shortfall: 1 for a full success, -1 for a
     failure), kept when positive."""
-    sums: dict[tuple[PeerId, PeerId], float] = {}
-    for record in sorted(records, key=lambda r: r.key):
-        if record.kind == "rating":
-            assert record.collaboration is not None
-            value = record.collaboration
-        else:
-            assert record.outcome is not None
-            value = record.outcome.value_in_unit
-        pair = (record.rater, record.subject)
-        sums[pair] = sums.get(pair, 0.0) + 2.0 * value - 1.0
-    return {pair: value for pair, value in sums.items() if value > 0}
+    return RecordTable(records).local_trust()

@@ -12,7 +12,7 @@ on scipy's sparse matrices (the ``reputation`` extra).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ...identity import PeerId
@@ -43,22 +43,45 @@ def eigentrust(
     Raises:
         ReputationError: no pre-trusted peer, or numpy/scipy missing.
     """
+    np, _ = _scipy()
+    peers = sorted({p for pair in local for p in pair} | set(pretrusted), key=lambda p: p.key)
+    index = {peer: i for i, peer in enumerate(peers)}
+    pairs = sorted(local.items(), key=lambda item: (item[0][0].key, item[0][1].key))
+    raters = np.fromiter((index[i] for (i, _), _ in pairs), dtype=np.int64, count=len(pairs))
+    subjects = np.fromiter((index[j] for (_, j), _ in pairs), dtype=np.int64, count=len(pairs))
+    values = np.fromiter((v for _, v in pairs), dtype=np.float64, count=len(pairs))
+    return eigentrust_edges(peers, raters, subjects, values, pretrusted, teleport)
+
+
+def eigentrust_edges(
+    peers: Sequence[PeerId],
+    raters: Any,
+    subjects: Any,
+    values: Any,
+    pretrusted: Mapping[PeerId, float],
+    teleport: float,
+) -> dict[PeerId, float]:
+    """:func:`eigentrust` over arrays: ``raters[k]`` trusts ``subjects[k]`` by
+    ``values[k] > 0`` (indexes into ``peers``, in key order, each pair once: the
+    order the sums are made in, so every replica gets the same floats).
+
+    Raises:
+        ReputationError: no pre-trusted peer, or numpy/scipy missing.
+    """
     if not pretrusted:
         raise ReputationError("EigenTrust needs at least one pre-trusted peer")
     np, sparse = _scipy()
-    peers = sorted({p for pair in local for p in pair} | set(pretrusted), key=lambda p: p.key)
+    extra = sorted(set(pretrusted) - set(peers), key=lambda p: p.key)
+    peers = [*peers, *extra]
     index = {peer: i for i, peer in enumerate(peers)}
     n = len(peers)
-    pairs = sorted(local.items(), key=lambda item: (item[0][0].key, item[0][1].key))
-    rows = np.fromiter((index[i] for (i, _), _ in pairs), dtype=np.int64, count=len(pairs))
-    cols = np.fromiter((index[j] for (_, j), _ in pairs), dtype=np.int64, count=len(pairs))
-    values = np.fromiter((v for _, v in pairs), dtype=np.float64, count=len(pairs))
-    out_sum = np.bincount(rows, weights=values, minlength=n)
-    normalised = values / out_sum[rows]
-    # C^T as CSR: trust flows from rater i to subject j
-    flow = sparse.csr_matrix((normalised, (cols, rows)), shape=(n, n))
+    out_sum = np.bincount(raters, weights=values, minlength=n)
+    normalised = values / out_sum[raters] if len(values) else values
+    # C^T: trust flows from rater i to subject j
+    flow = sparse.csr_matrix((normalised, (subjects, raters)), shape=(n, n))
+    flow.sort_indices()
     p = np.zeros(n)
-    for peer, weight in pretrusted.items():
+    for peer, weight in sorted(pretrusted.items(), key=lambda item: item[0].key):
         p[index[peer]] = weight
     p /= p.sum()
     dangling = out_sum == 0
