@@ -129,7 +129,7 @@ class Mesh:
         )
         if self.runtime.config is None or self.runtime.config.enables(Feature.REPUTATION):
             # task selection's reputation criterion reads it (the close pins the scores)
-            self.tasks.set_reputation(self.reputation.overall)
+            self.tasks.set_reputation(self.reputation)
 
     def _alive(self, peer: PeerId) -> bool | None:
         status = self.gossip.status(peer)

@@ -267,6 +267,26 @@ MUTANTS = [
         ),
     ),
     Mutant(
+        "misstated-reputation-passes-the-audit",
+        "crdt_mesh/services/reputation/board.py",
+        "        if expected != score:",
+        "        if False:",
+        (
+            "tests/unit/test_reputation.py::"
+            "test_a_close_pins_the_evidence_of_its_scores_and_a_misstated_score_is_flagged",
+        ),
+    ),
+    Mutant(
+        "outcome-by-anyone-counts",
+        "crdt_mesh/services/reputation/rules.py",
+        "        if author != decider:",
+        "        if False:",
+        (
+            "tests/unit/test_reputation.py::"
+            "test_records_not_tied_to_a_real_award_are_refused_or_ignored_with_reasons",
+        ),
+    ),
+    Mutant(
         "member-entry-waits-for-an-acl-entry-only",
         "crdt_mesh/replica/admission.py",
         "            self.owners_grew.add(entry.document)",

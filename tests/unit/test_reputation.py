@@ -258,3 +258,98 @@ def test_settings_refuse_what_makes_no_sense() -> None:
         ReputationSettings(teleport=1.5)
     with pytest.raises(ReputationError, match="pretrusted"):
         ReputationSettings(pretrusted={"root": 1.0})  # type: ignore[dict-item]
+
+
+def test_a_close_pins_the_evidence_of_its_scores_and_a_misstated_score_is_flagged(
+    market: Market,
+) -> None:
+    for tasks, board in zip(market.tasks, market.boards, strict=True):
+        tasks.reputation = board  # the reputation criterion reads (and audits) it
+    first = market.awarded("t1", winner=1)
+    market.boards[0].record_outcome(first, "success", quality=1.0, timeliness=1.0)
+    market.sync()
+    by_reputation = {"bid_timeout": 30, "min_bidders": 2, "selection_criteria": ["reputation"]}
+    ann = market.tasks[0].announce(
+        "t2", {"capabilities": CAN}, deadline=market.clock.now + 7200, negotiation=by_reputation
+    )
+    market.sync()
+    market.tasks[1].bid(ann.ref, price=1.0, capabilities=CAN)
+    market.tasks[2].bid(ann.ref, price=1.0, capabilities=CAN)
+    market.sync()
+    view = market.tasks[0].close(ann.ref)
+    assert view.award == market.ids[1]  # the better reputation
+    market.sync()
+    for tasks in market.tasks:
+        seen = tasks.view(ann.ref)
+        assert seen is not None and seen.audit_ok, seen.problems if seen else None
+    section = market.replicas[0].document(ann.ref.section(market.ids[0])).map("task").to_py()
+    pinned = section["close"]["evidence"]["about"][str(market.ids[1])]
+    assert pinned == [[first.document_name, "outcome", str(market.ids[0])]]
+
+    # a decider that misstates a score (and awards by it) is flagged on every replica
+    liar = market.tasks[0].announce(
+        "t3", {"capabilities": CAN}, deadline=market.clock.now + 7200, negotiation=by_reputation
+    )
+    market.sync()
+    market.tasks[1].bid(liar.ref, price=1.0, capabilities=CAN)
+    market.tasks[2].bid(liar.ref, price=1.0, capabilities=CAN)
+    market.sync()
+    market.tasks[0].close(liar.ref)
+    document = market.replicas[0].document(liar.ref.section(market.ids[0]))
+    written = document.map("task").to_py()
+    forged = dict(written["close"])
+    forged["scores"] = {**forged["scores"], str(market.ids[2]): 0.99}
+    with document.transaction():
+        document.map("task")["close"] = forged
+        document.map("task")["award"] = {"winner": str(market.ids[2]), "at": market.clock.now}
+    market.sync()
+    for tasks in market.tasks[1:]:
+        seen = tasks.view(liar.ref)
+        assert seen is not None and not seen.audit_ok
+        assert any("its pinned records give" in p for p in seen.problems), seen.problems
+
+
+def test_awards_by_reputation_audit_clean_on_every_replica_of_a_lossy_mesh() -> None:
+    """Five replicas on a simulated network that loses, duplicates and reorders frames:
+    outcomes recorded, then tasks closed by reputation; every replica computes the
+    same scores and audits every award clean, evidence and all."""
+    from crdt_mesh.testing import Faults, SimulatedMesh
+
+    faults = Faults(loss=0.1, duplication=0.05, reorder=0.1)
+    with SimulatedMesh(5, seed=21, faults=faults) as sim:
+        clock = Clock()
+        tasks = [TaskBoard(sim.replica(i), clock=clock) for i in range(5)]
+        boards = [ReputationBoard(t, clock=clock) for t in tasks]
+        for t, b in zip(tasks, boards, strict=True):
+            t.reputation = b
+        ids = [t.me for t in tasks]
+        by_reputation = {"bid_timeout": 30, "min_bidders": 2, "selection_criteria": ["reputation"]}
+        awarded = []
+        for round_ in range(6):
+            decider = round_ % 2
+            bidders = [2, 3] if round_ % 3 else [3, 4]
+            ann = tasks[decider].announce(
+                f"t{round_}",
+                {"capabilities": CAN},
+                deadline=clock.now + 7200,
+                negotiation=by_reputation,
+            )
+            sim.run_until_converged()
+            for i in bidders:
+                tasks[i].bid(ann.ref, price=1.0, capabilities=CAN)
+            sim.run_until_converged()
+            view = tasks[decider].close(ann.ref)
+            assert view.award is not None
+            outcome = "success" if view.award != ids[4] else "failure"
+            boards[decider].record_outcome(ann.ref, outcome, quality=0.8)
+            sim.run_until_converged()
+            awarded.append(ann.ref)
+            clock.now += 60
+        for ref in awarded:
+            for t in tasks:
+                seen = t.view(ref)
+                assert seen is not None and seen.audit_ok, (ref, seen.problems if seen else None)
+        at = clock.now
+        everywhere = [b.scores(at) for b in boards]
+        assert all(scores == everywhere[0] for scores in everywhere)
+        assert boards[0].get(ids[4], at).overall < boards[0].get(ids[3], at).overall

@@ -23,7 +23,7 @@ from .model import (
     ReputationScore,
     ReputationSettings,
 )
-from .rules import RecordTable, task_records
+from .rules import FUTURE_SKEW, RecordTable, task_records
 from .trust import eigentrust_edges, rater_weights
 
 
@@ -53,6 +53,11 @@ class TaskLedger(Protocol):
     def concerns(self, document: DocumentId) -> bool:
         """Whether ``document`` is a section of a task."""
         ...
+
+
+#: The most records about one peer a task's close pins (the most recent: forgetting
+#: makes older ones weigh little).
+PINNED = 100
 
 
 class ReputationBoard:
@@ -212,9 +217,88 @@ class ReputationBoard:
     def scores(self, now: float | None = None) -> dict[PeerId, ReputationScore]:
         """Every rated peer's score at ``now`` (default: the clock)."""
         table, weights = self._table()
-        equivocators = {proof.first.author for proof in self.replica.fork_proofs()}
+        equivocators = self._equivocators()
         when = self.clock() if now is None else now
         return table.scores(when, self.settings.half_life, weights, equivocators)
+
+    # -- the evidence a task's close pins (task selection's reputation criterion) -------
+
+    def score(self, peer: PeerId, at: float) -> float:
+        """``peer``'s overall score at ``at`` as the reputation criterion uses it: from
+        the :data:`PINNED` most recent records about it (what a close can pin)."""
+        return self._score_from(self._evidence_of(peer, at), peer, at, self.weights())
+
+    def evidence(self, peers: Sequence[PeerId], at: float) -> dict[str, Any]:
+        """What :meth:`score` computed each of ``peers`` from at ``at``: the records'
+        names, the raters' weights, the half-life, and who was proven to equivocate."""
+        weights = self.weights()
+        about = {}
+        raters: set[PeerId] = set()
+        for peer in peers:
+            records = self._evidence_of(peer, at)
+            about[str(peer)] = [[r.task, r.kind, str(r.rater)] for r in records]
+            raters.update(r.rater for r in records)
+        forked = self._equivocators() & set(peers)
+        return {
+            "at": at,
+            "half_life": self.settings.half_life,
+            "about": about,
+            "weights": None
+            if weights is None
+            else {str(p): weights.get(p, 0.0) for p in sorted(raters, key=lambda p: p.key)},
+            "forked": sorted(str(p) for p in forked),
+        }
+
+    def check(self, evidence: Any, peer: PeerId, score: float) -> str | None:
+        """A problem if the pinned ``score`` of ``peer`` does not follow from the pinned
+        evidence; None if it does, or if this replica lacks some of the evidence yet."""
+        try:
+            at, half_life = float(evidence["at"]), float(evidence["half_life"])
+            names = [
+                (str(t), str(k), PeerId.parse(str(r))) for t, k, r in evidence["about"][str(peer)]
+            ]
+            given = evidence.get("weights")
+            weights = (
+                None
+                if given is None
+                else {PeerId.parse(str(p)): float(w) for p, w in dict(given).items()}
+            )
+            forked = {PeerId.parse(str(p)) for p in evidence.get("forked") or ()}
+        except (KeyError, TypeError, ValueError):
+            return f"the close pins malformed reputation evidence for {peer.short}"
+        held = {(r.task, r.kind, r.rater): r for r in self.records() if r.subject == peer}
+        if any(name not in held for name in names):
+            return None  # some of it has not reached this replica yet
+        if peer in forked and peer not in self._equivocators():
+            return None  # the proof has not reached this replica yet
+        table = RecordTable(held[name] for name in names)
+        found = table.scores(at, half_life, weights, forked & {peer}).get(peer)
+        expected = found.overall if found is not None else (0.0 if peer in forked else 0.5)
+        if expected != score:
+            return (
+                f"the close pins reputation {score:.6f} for {peer.short}, but its pinned"
+                f" records give {expected:.6f}"
+            )
+        return None
+
+    def _evidence_of(self, peer: PeerId, at: float) -> list[Record]:
+        about = [r for r in self.records() if r.subject == peer and r.at <= at + FUTURE_SKEW]
+        about.sort(key=lambda r: (-r.at, r.key))
+        return about[:PINNED]
+
+    def _score_from(
+        self,
+        records: list[Record],
+        peer: PeerId,
+        at: float,
+        weights: dict[PeerId, float] | None,
+    ) -> float:
+        forked = self._equivocators() & {peer}
+        found = RecordTable(records).scores(at, self.settings.half_life, weights, forked).get(peer)
+        return found.overall if found is not None else (0.0 if forked else 0.5)
+
+    def _equivocators(self) -> set[PeerId]:
+        return {proof.first.author for proof in self.replica.fork_proofs()}
 
     def get(self, peer: PeerId, now: float | None = None) -> ReputationScore:
         """``peer``'s score (neutral, with confidence 0, when nothing is recorded)."""

@@ -122,6 +122,18 @@ class ReputationService:
         self._require()
         return self._with_uptime(peer, self.board.get(peer))
 
+    def score(self, peer: PeerId, at: float) -> float:
+        """See :meth:`ReputationBoard.score` (task selection pins what it used)."""
+        return self.board.score(peer, at)
+
+    def evidence(self, peers: Sequence[PeerId], at: float) -> dict[str, Any]:
+        """See :meth:`ReputationBoard.evidence`."""
+        return self.board.evidence(peers, at)
+
+    def check(self, evidence: Any, peer: PeerId, score: float) -> str | None:
+        """See :meth:`ReputationBoard.check`."""
+        return self.board.check(evidence, peer, score)
+
     def overall(self, peer: PeerId) -> float:
         """``peer``'s overall score: what task selection's ``reputation`` criterion uses."""
         return self.board.get(peer).overall

@@ -35,6 +35,7 @@ from .model import (
     Parties,
     RejectedBid,
     ReputationProvider,
+    ReputationSource,
     TaskCoordinationMode,
     TaskRef,
     TaskState,
@@ -75,11 +76,12 @@ class TaskBoard:
         self,
         replica: Replica,
         *,
-        reputation: ReputationProvider | None = None,
+        reputation: ReputationProvider | ReputationSource | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.replica = replica
         self.reputation = reputation or neutral_reputation
+        self._checking = False  # checking a close's reputation evidence
         self.clock = clock
         # the task sections this replica holds, kept up to date as entries commit
         self._documents = DocumentIndex(replica, TaskRef.from_document)
@@ -226,18 +228,26 @@ class TaskBoard:
                     refused[str(bid.bidder)] = LEFT_OUT
             bids = [b for b in bids if b.bidder in chosen]
         criteria = ann.negotiation.selection_criteria
-        scores = (
-            {str(b.bidder): clamp_score(self.reputation(b.bidder)) for b in bids}
-            if "reputation" in criteria
-            else {}
-        )
-        close = {
+        at = self.clock()
+        source = self.reputation if isinstance(self.reputation, ReputationSource) else None
+        scores: dict[str, float] = {}
+        if "reputation" in criteria:
+            for b in bids:
+                if source is not None:
+                    given = source.score(b.bidder, at)
+                else:
+                    assert callable(self.reputation)
+                    given = self.reputation(b.bidder)
+                scores[str(b.bidder)] = clamp_score(given)
+        close: dict[str, Any] = {
             "bidders": {str(b.bidder): b.digest for b in bids},
             "opened": opened,
             "refused": refused,
             "scores": scores,
-            "at": self.clock(),
+            "at": at,
         }
+        if source is not None and "reputation" in criteria:
+            close["evidence"] = dict(source.evidence([b.bidder for b in bids], at))
         winner = select(bids, criteria, lambda peer: scores[str(peer)])
         document = self.replica.document(ref.section(self.me))
         with document.transaction():
@@ -415,7 +425,8 @@ class TaskBoard:
         if view is None:
             return None
         ann = view.announcement
-        return Parties(ref.document_name, ref.announcer, ann.decider, view.award, ann.capabilities)
+        winner = view.award if view.audit_ok else None  # an award the rules account for
+        return Parties(ref.document_name, ref.announcer, ann.decider, winner, ann.capabilities)
 
     @staticmethod
     def concerns(document: DocumentId) -> bool:
@@ -546,6 +557,8 @@ class TaskBoard:
         expected: PeerId | None = None
         enough = len(candidates) + left_out >= ann.negotiation.min_bidders
         scores = self._pinned_scores(close, ann, candidates, problems)
+        if scores is not None and close is not None and "evidence" in close:
+            problems += self._check_evidence(close, candidates, scores)
         if close is not None and not missing_bids and enough and scores is not None:
             chosen = select(candidates, ann.negotiation.selection_criteria, scores)
             expected = chosen.bidder if chosen is not None else None
@@ -596,6 +609,26 @@ class TaskBoard:
                 return None
             scores[bid.bidder] = float(score)
         return lambda peer: scores[peer]
+
+    def _check_evidence(
+        self, close: Mapping[str, Any], candidates: list[Bid], scores: ReputationProvider
+    ) -> list[str]:
+        """Whether each pinned score follows from the evidence the close pinned, as this
+        replica's reputation source judges (no source here: nothing to say)."""
+        source = self.reputation if isinstance(self.reputation, ReputationSource) else None
+        evidence = close.get("evidence")
+        if source is None or not isinstance(evidence, Mapping) or self._checking:
+            return []  # (the source reads task views to check: those skip the check)
+        found = []
+        self._checking = True
+        try:
+            for bid in candidates:
+                problem = source.check(evidence, bid.bidder, scores(bid.bidder))
+                if problem is not None:
+                    found.append(problem)
+        finally:
+            self._checking = False
+        return found
 
     def _ignored(self, ref: TaskRef, ann: Announcement) -> list[str]:
         """Writes outside a participant's role: never read, but reported."""

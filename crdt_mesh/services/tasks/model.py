@@ -8,9 +8,9 @@ participant, each of policy ``owner``: the participant's *section*
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from ...arguments import integer, number, strings
 from ...errors import LocalError
@@ -22,6 +22,29 @@ CRITERIA = ("reputation", "price", "availability", "eta")
 
 #: Where the ``reputation`` criterion gets a peer's score, in [0, 1].
 ReputationProvider = Callable[[PeerId], float]
+
+
+@runtime_checkable
+class ReputationSource(Protocol):
+    """A reputation the close can pin the evidence of, and every replica audit.
+
+    The decider scores each bidder at the close's time and pins the evidence
+    (:meth:`evidence`: plain values); each replica asks :meth:`check` whether the
+    pinned score follows from that evidence.
+    """
+
+    def score(self, peer: PeerId, at: float) -> float:
+        """``peer``'s score in [0, 1] at time ``at``."""
+        ...
+
+    def evidence(self, peers: Sequence[PeerId], at: float) -> Mapping[str, Any]:
+        """What the scores of ``peers`` at ``at`` were computed from."""
+        ...
+
+    def check(self, evidence: Mapping[str, Any], peer: PeerId, score: float) -> str | None:
+        """A problem if ``score`` does not follow from ``evidence`` (None: it does, or
+        this replica cannot tell yet: it lacks some of the evidence)."""
+        ...
 
 
 class NegotiationError(LocalError, ValueError):

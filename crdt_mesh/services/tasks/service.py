@@ -41,6 +41,7 @@ from .model import (
     NegotiationConfig,
     NegotiationError,
     ReputationProvider,
+    ReputationSource,
     TaskConfig,
     TaskCoordinationMode,
     TaskEvents,
@@ -90,8 +91,10 @@ class TaskService:
         if self._host.config is not None:
             self._host.config.require(Feature.TASK_NEGOTIATION)
 
-    def set_reputation(self, provider: ReputationProvider) -> None:
-        """Where the ``reputation`` criterion gets its scores (default: neutral 0.5)."""
+    def set_reputation(self, provider: ReputationProvider | ReputationSource) -> None:
+        """Where the ``reputation`` criterion gets its scores (default: neutral 0.5): a
+        function of the peer, or a source whose evidence the close pins and every
+        replica audits (``mesh.reputation`` is one)."""
         self.board.reputation = provider
 
     async def announce(
