@@ -59,8 +59,8 @@ MUTANTS = [
     Mutant(
         "fsync-off",
         "crdt_mesh/store.py",
-        "                sync=durability is Durability.FULL,\n"
-        "                metasync=durability is Durability.FULL,",
+        "                sync=self.durability is Durability.FULL,\n"
+        "                metasync=self.durability is Durability.FULL,",
         "                sync=False,\n                metasync=False,",
         ("tests/integration/test_durability.py",),
     ),
@@ -241,8 +241,8 @@ MUTANTS = [
     Mutant(
         "admins-never-reconcile",
         "crdt_mesh/services/memory/groups.py",
-        "            if self.me in group.admins and not self.keys.sealed_to(",
-        "            if False and not self.keys.sealed_to(",
+        "                self.me in group.admins\n                and self._can_seal(",
+        "                False\n                and self._can_seal(",
         ("tests/property/test_memory_admins.py",),
     ),
     Mutant(
