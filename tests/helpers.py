@@ -1,4 +1,5 @@
-"""Crafting entries by hand, the way a misbehaving peer would."""
+"""Crafting entries by hand, the way a misbehaving peer would; a still clock; a sync
+that needs no network."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 import anyio
 import pycrdt
 
-from crdt_mesh import DocumentId, Entry, Identity, Policy, client_id_for
+from crdt_mesh import DocumentId, Entry, Identity, Policy, Replica, client_id_for
 from crdt_mesh.ledger import ZERO_HASH
 
 NOTES = DocumentId(Policy.OPEN, "notes")
@@ -42,3 +43,36 @@ async def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None
     with anyio.fail_after(timeout):
         while not condition():
             await anyio.sleep(0.01)
+
+
+def forked(identity: Identity, document: DocumentId = NOTES) -> tuple[list[Entry], Entry]:
+    """Three chained entries by ``identity``, and a second, different entry 2."""
+    entries = feed(identity, 3, document)
+    other = Entry.create(
+        identity,
+        document,
+        2,
+        entries[0].id,
+        update_as(client_id_for(document, identity.peer_id), "other", 1, base=entries[0].payload),
+        timestamp=99,
+    )
+    return entries, other
+
+
+class Clock:
+    """A clock that moves only when a test moves it (``clock.now += 60``)."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def sync(*replicas: Replica) -> None:
+    """Every replica gets every entry the others hold."""
+    for _ in range(2):
+        for a in replicas:
+            for b in replicas:
+                if a is not b:
+                    b.ingest(a.missing_from(b.heads())).raise_first()

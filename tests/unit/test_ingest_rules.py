@@ -28,7 +28,7 @@ from crdt_mesh import (
 )
 from crdt_mesh.ledger import ZERO_HASH
 from tests.conftest import ReplicaFactory
-from tests.helpers import NOTES, feed, update_as
+from tests.helpers import NOTES, feed, forked, update_as
 
 ALICE = Identity.from_seed(b"a" * 32)
 BOB = Identity.from_seed(b"b" * 32)
@@ -305,16 +305,7 @@ def test_acl_entries_in_an_open_document_are_refused(make_replica: ReplicaFactor
 
 
 def _forked_pair() -> tuple[list[Entry], Entry]:
-    entries = feed(ALICE, 3)
-    other = Entry.create(
-        ALICE,
-        NOTES,
-        2,
-        entries[0].id,
-        update_as(client_id_for(NOTES, ALICE.peer_id), "other", 1, base=entries[0].payload),
-        timestamp=99,
-    )
-    return entries, other
+    return forked(ALICE)
 
 
 def test_fork_yields_a_proof_that_verifies_alone(make_replica: ReplicaFactory) -> None:

@@ -24,25 +24,10 @@ from crdt_mesh.services.reputation.rules import RecordTable, local_trust, scores
 from crdt_mesh.services.reputation.trust import eigentrust, rater_weights
 from crdt_mesh.services.tasks import TaskBoard
 from crdt_mesh.services.tasks.model import TaskRef
+from tests.helpers import Clock, forked, sync
 
 CAN = ["code-review"]
 DAY = 24 * 3600.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def sync(*replicas: Replica) -> None:
-    for _ in range(2):
-        for a in replicas:
-            for b in replicas:
-                if a is not b:
-                    b.ingest(a.missing_from(b.heads())).raise_first()
 
 
 class Market:
@@ -230,19 +215,8 @@ def test_a_replica_with_pretrusted_peers_weighs_raters_by_eigentrust(market: Mar
 
 
 def test_an_equivocator_is_at_zero_on_every_replica_holding_the_proof(market: Market) -> None:
-    from crdt_mesh import Entry
-    from tests.helpers import NOTES, client_id_for, feed, update_as
-
     liar = Identity.generate()
-    entries = feed(liar, 2)
-    other = Entry.create(
-        liar,
-        NOTES,
-        2,
-        entries[0].id,
-        update_as(client_id_for(NOTES, liar.peer_id), "other", 1, base=entries[0].payload),
-        timestamp=99,
-    )
+    entries, other = forked(liar)
     market.replicas[2].ingest(entries)
     market.replicas[2].ingest([other])
     assert market.replicas[2].fork_proofs()

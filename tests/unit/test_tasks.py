@@ -21,26 +21,10 @@ from crdt_mesh.services.tasks import (
     TaskState,
     select,
 )
+from tests.helpers import Clock, sync
 
 NEEDS = {"capabilities": ["code-review", "typescript"], "estimated_duration": 3600}
 CAN = ["code-review", "typescript", "python"]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def sync(*replicas: Replica) -> None:
-    """Every replica gets every entry the others hold."""
-    for _ in range(2):
-        for a in replicas:
-            for b in replicas:
-                if a is not b:
-                    b.ingest(a.missing_from(b.heads())).raise_first()
 
 
 @pytest.fixture
