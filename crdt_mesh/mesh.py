@@ -33,8 +33,7 @@ from .runtime.transport import Transport
 from .services.gossip import GossipEvents, GossipService, SwimSettings
 from .services.gossip.swim import Status
 from .services.memory import MemoryEvents, MemoryService
-from .services.reputation import ReputationEvents, ReputationSettings
-from .services.reputation.service import ReputationService
+from .services.reputation import ReputationEvents, ReputationService, ReputationSettings
 from .services.tasks import TaskEvents, TaskService
 
 

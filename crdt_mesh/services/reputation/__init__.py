@@ -11,15 +11,19 @@ from .model import ReputationEvents as ReputationEvents
 from .model import ReputationScore as ReputationScore
 from .model import ReputationSettings as ReputationSettings
 from .model import ReputationUpdate as ReputationUpdate
+from .service import Recommendation as Recommendation
+from .service import ReputationService as ReputationService
 
 __all__ = [
     "EVENT_PAYLOADS",
     "Outcome",
+    "Recommendation",
     "Record",
     "ReputationBoard",
     "ReputationError",
     "ReputationEvents",
     "ReputationScore",
+    "ReputationService",
     "ReputationSettings",
     "ReputationUpdate",
 ]
