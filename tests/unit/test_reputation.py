@@ -327,3 +327,20 @@ def test_awards_by_reputation_audit_clean_on_every_replica_of_a_lossy_mesh() -> 
         everywhere = [b.scores(at) for b in boards]
         assert all(scores == everywhere[0] for scores in everywhere)
         assert boards[0].get(ids[4], at).overall < boards[0].get(ids[3], at).overall
+
+
+def test_a_flood_of_ratings_in_one_section_costs_one_reason() -> None:
+    """A party's ratings name at most the two other parties: a section naming more is
+    ignored whole, with one reason, not one per name (what a hostile writer cannot
+    make every replica keep)."""
+    from crdt_mesh.services.reputation.rules import task_records
+
+    a, d, w = PEERS[0], PEERS[1], PEERS[2]
+    flood = {
+        str(Identity.generate().peer_id): {"collaboration": 1.0, "at": 1.0} for _ in range(500)
+    }
+    flood[str(w)] = {"collaboration": 1.0, "at": 1.0}
+    records, ignored = task_records(
+        "task:x", announcer=a, decider=d, winner=w, capabilities=(), outcomes={}, ratings={a: flood}
+    )
+    assert records == [] and len(ignored) == 1 and "more ratings than" in ignored[0]

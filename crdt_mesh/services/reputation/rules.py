@@ -89,6 +89,12 @@ def task_records(
         if not isinstance(given, Mapping):
             ignored.append(f"ratings by {author.short} on {task}: malformed")
             continue
+        if len(given) > len(parties) - 1:
+            ignored.append(
+                f"ratings by {author.short} on {task}: more ratings than other parties"
+                f" ({len(given)})"
+            )
+            continue
         for subject_text, value in sorted(given.items(), key=lambda item: str(item[0])):
             try:
                 subject = PeerId.parse(str(subject_text))
