@@ -18,6 +18,7 @@ from crdt_mesh.services.reputation import (
     Record,
     ReputationBoard,
     ReputationError,
+    ReputationScore,
     ReputationSettings,
 )
 from crdt_mesh.services.reputation.rules import RecordTable, local_trust, scores
@@ -344,3 +345,26 @@ def test_a_flood_of_ratings_in_one_section_costs_one_reason() -> None:
         "task:x", announcer=a, decider=d, winner=w, capabilities=(), outcomes={}, ratings={a: flood}
     )
     assert records == [] and len(ignored) == 1 and "more ratings than" in ignored[0]
+
+
+def test_updated_fires_once_per_noticeable_change_not_as_time_passes(market: Market) -> None:
+    import time
+    from dataclasses import replace
+
+    from crdt_mesh import Mesh, P2PEvents
+    from crdt_mesh.services.reputation.service import NOTICEABLE, _moved
+
+    market.clock.now = time.time()  # records of now: each moment weighs them a bit less
+    task = market.awarded("t1", winner=1)
+    market.boards[0].record_outcome(task, "success", quality=0.9)
+    market.sync()
+    mesh = Mesh(market.replicas[3])
+    fired: list[object] = []
+    mesh.events.on(P2PEvents.REPUTATION_UPDATED, fired.append)
+    mesh.reputation._refresh()
+    mesh.reputation._refresh()  # nothing new: nothing fires
+    assert [u.peer for u in fired] == [market.ids[1]]  # type: ignore[attr-defined]
+    score = ReputationScore(overall=0.6)
+    assert not _moved(score, replace(score, overall=0.6 + NOTICEABLE / 2))
+    assert _moved(score, replace(score, overall=0.6 + NOTICEABLE))
+    assert _moved(score, replace(score, tasks=1))

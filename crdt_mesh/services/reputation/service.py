@@ -184,15 +184,42 @@ class ReputationService:
         self._refresh()
 
     def _refresh(self) -> None:
-        """Fire ``p2p:reputation:updated`` for each peer whose score changed."""
+        """Fire ``p2p:reputation:updated`` for each peer whose score changed by at least
+        :data:`NOTICEABLE` in some component since it last fired (time alone moves every
+        score a little: that is not news)."""
         current = self.board.scores()
         for peer in sorted(current.keys() | self._last.keys(), key=lambda p: p.key):
             score = current.get(peer, ReputationScore())
-            if self._last.get(peer) != score:
+            before = self._last.get(peer)
+            if before is None or _moved(before, score):
                 update = ReputationUpdate(peer, self._with_uptime(peer, score))
                 self._host.events.emit(ReputationEvents.UPDATED, update)
-        self._last = current
+                self._last[peer] = score
+        for peer in self._last.keys() - current.keys():
+            del self._last[peer]
 
     def close(self) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()
+
+
+#: How much a component must move for ``p2p:reputation:updated`` to fire again.
+NOTICEABLE = 0.005
+
+
+def _moved(before: ReputationScore, after: ReputationScore) -> bool:
+    if (before.tasks, before.equivocated, before.expertise.keys()) != (
+        after.tasks,
+        after.equivocated,
+        after.expertise.keys(),
+    ):
+        return True
+    pairs = [
+        (before.overall, after.overall),
+        (before.task_completion, after.task_completion),
+        (before.response_quality, after.response_quality),
+        (before.timeliness, after.timeliness),
+        (before.collaboration, after.collaboration),
+        *((before.expertise[d], after.expertise[d]) for d in before.expertise),
+    ]
+    return any(abs(a - b) >= NOTICEABLE for a, b in pairs)
