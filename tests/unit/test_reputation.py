@@ -368,3 +368,16 @@ def test_updated_fires_once_per_noticeable_change_not_as_time_passes(market: Mar
     assert not _moved(score, replace(score, overall=0.6 + NOTICEABLE / 2))
     assert _moved(score, replace(score, overall=0.6 + NOTICEABLE))
     assert _moved(score, replace(score, tasks=1))
+
+
+def test_evidence_that_is_malformed_or_too_long_is_a_problem_not_work(market: Market) -> None:
+    from crdt_mesh.services.reputation.board import PINNED
+
+    board, peer = market.boards[0], market.ids[1]
+    name = ["task:x", "outcome", str(market.ids[0])]
+    base = {"at": 0.0, "half_life": 1.0, "weights": None, "forked": []}
+    too_long = {**base, "about": {str(peer): [name] * (PINNED + 1)}}
+    assert "more than" in (board.check(too_long, peer, 0.5) or "")
+    assert "malformed" in (board.check({**base, "about": 3}, peer, 0.5) or "")
+    missing = {**base, "about": {str(peer): [name]}}
+    assert board.check(missing, peer, 0.5) is None  # not here yet: nothing to say

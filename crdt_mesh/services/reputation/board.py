@@ -74,6 +74,7 @@ class ReputationBoard:
         self.settings = settings or ReputationSettings()
         self.clock = clock
         self._records: tuple[int, list[Record], list[str]] | None = None
+        self._about: tuple[int, dict[PeerId, list[Record]]] | None = None
         self._derived: tuple[int, RecordTable, dict[PeerId, float] | None] | None = None
 
     @property
@@ -266,7 +267,9 @@ class ReputationBoard:
             forked = {PeerId.parse(str(p)) for p in evidence.get("forked") or ()}
         except (KeyError, TypeError, ValueError):
             return f"the close pins malformed reputation evidence for {peer.short}"
-        held = {(r.task, r.kind, r.rater): r for r in self.records() if r.subject == peer}
+        if len(names) > PINNED:
+            return f"the close pins more than {PINNED} records about {peer.short}"
+        held = {(r.task, r.kind, r.rater): r for r in self._records_about(peer)}
         if any(name not in held for name in names):
             return None  # some of it has not reached this replica yet
         if peer in forked and peer not in self._equivocators():
@@ -282,9 +285,20 @@ class ReputationBoard:
         return None
 
     def _evidence_of(self, peer: PeerId, at: float) -> list[Record]:
-        about = [r for r in self.records() if r.subject == peer and r.at <= at + FUTURE_SKEW]
+        about = [r for r in self._records_about(peer) if r.at <= at + FUTURE_SKEW]
         about.sort(key=lambda r: (-r.at, r.key))
         return about[:PINNED]
+
+    def _records_about(self, peer: PeerId) -> list[Record]:
+        """The records about ``peer`` (an index kept per version: every task view with
+        pinned evidence asks, once per bidder)."""
+        version = self.replica.version
+        if self._about is None or self._about[0] != version:
+            index: dict[PeerId, list[Record]] = {}
+            for record in self.records():
+                index.setdefault(record.subject, []).append(record)
+            self._about = (version, index)
+        return self._about[1].get(peer, [])
 
     def _score_from(
         self,
