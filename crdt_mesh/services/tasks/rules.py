@@ -15,6 +15,8 @@ from typing import Any
 
 import cbor2
 
+from ...commitment import Purpose, commitment, pad, unpad
+from ...commitment import opening_matches as matches
 from ...identity import PeerId
 from .model import Bid, NegotiationError, ReputationProvider, TaskPriority, TaskRef
 
@@ -144,35 +146,21 @@ def encode_value(value: Any) -> bytes:
     return cbor2.dumps(plain_value(value), canonical=True)
 
 
-_SEALED_BID_DOMAIN = b"crdt_mesh/sealed-bid/v2\x00"
-#: Sealed boxes are padded to the smallest of these sizes that fits (then to a
-#: multiple of the largest), so their length says nothing of what they hold.
-_PAD_BUCKETS = (256, 512, 1024, 2048, 4096)
-
-
 def sealed_commitment(ref: TaskRef, bidder: PeerId, plain: bytes, nonce: bytes) -> str:
-    """The hash a sealed bid commits to: its offer, nonce, bidder and task. Binding the
-    bidder and the task is what makes a copied commitment worthless to the copier."""
-    bound = cbor2.dumps([ref.document_name, bidder.key, plain, nonce], canonical=True)
-    return hashlib.blake2b(_SEALED_BID_DOMAIN + bound, digest_size=32).hexdigest()
+    """The hash a sealed bid commits to: its offer, nonce, bidder and task."""
+    return commitment(Purpose.SEALED_BID, ref.document_name, bidder, plain, nonce)
 
 
 def seal_content(ref: TaskRef, bidder: PeerId, plain: bytes, nonce: bytes) -> bytes:
     """What goes in the sealed box: the task, the bidder, the offer and its nonce, padded."""
-    content = cbor2.dumps([2, ref.document_name, bidder.key, plain, nonce], canonical=True)
-    framed = len(content).to_bytes(4, "big") + content
-    size = next((b for b in _PAD_BUCKETS if b >= len(framed)), None)
-    if size is None:
-        largest = _PAD_BUCKETS[-1]
-        size = -(-len(framed) // largest) * largest
-    return framed.ljust(size, b"\x00")
+    return pad(cbor2.dumps([2, ref.document_name, bidder.key, plain, nonce], canonical=True))
 
 
 def open_content(box: bytes) -> tuple[str, bytes, bytes, bytes] | None:
     """(task, bidder key, offer, nonce) of an opened box, or None if malformed."""
+    content = unpad(box)
     try:
-        length = int.from_bytes(box[:4], "big")
-        version, task, bidder, plain, nonce = cbor2.loads(box[4 : 4 + length])
+        version, task, bidder, plain, nonce = cbor2.loads(content or b"")
     except (ValueError, TypeError, cbor2.CBORDecodeError):
         return None
     if version != 2 or not isinstance(task, str):
@@ -182,12 +170,8 @@ def open_content(box: bytes) -> tuple[str, bytes, bytes, bytes] | None:
     return task, bidder, plain, nonce
 
 
-def opening_matches(ref: TaskRef, bidder: PeerId, opening: Any, commitment: str) -> bool:
-    try:
-        plain, nonce = bytes.fromhex(opening[0]), bytes.fromhex(opening[1])
-    except (ValueError, TypeError, IndexError, KeyError):
-        return False
-    return sealed_commitment(ref, bidder, plain, nonce) == commitment
+def opening_matches(ref: TaskRef, bidder: PeerId, opening: Any, committed: str) -> bool:
+    return matches(Purpose.SEALED_BID, ref.document_name, bidder, opening, committed)
 
 
 def peer_of_key(key: Any) -> PeerId | None:
