@@ -124,6 +124,8 @@ from .services.memory import MemoryHit as MemoryHit
 from .services.memory import MemoryPrivacyLevel as MemoryPrivacyLevel
 from .services.memory import MemoryRef as MemoryRef
 from .services.memory import MemoryRequest as MemoryRequest
+from .services.reputation import Challenge as Challenge
+from .services.reputation import ChallengeStatus as ChallengeStatus
 from .services.reputation import Outcome as Outcome
 from .services.reputation import ReputationError as ReputationError
 from .services.reputation import ReputationEvents as ReputationEvents
@@ -150,6 +152,8 @@ __all__ = [
     "AuthenticationError",
     "Bid",
     "ChainError",
+    "Challenge",
+    "ChallengeStatus",
     "ClientIdViolation",
     "ClosedError",
     "ConfigError",

@@ -6,15 +6,20 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import anyio
 import pytest
 
 from crdt_mesh import (
+    Challenge,
+    ChallengeStatus,
     FeatureDisabledError,
     Identity,
     Mesh,
     MeshConfig,
     P2PEvents,
     Replica,
+    ReputationEvents,
+    ReputationSettings,
     ReputationUpdate,
 )
 from crdt_mesh.testing.cluster import cluster, full
@@ -26,6 +31,7 @@ ON = MeshConfig(
     enabled=True, gossip=True, task_negotiation=True, reputation=True, gossip_interval_ms=200
 )
 NEEDS = {"capabilities": ["code-review"]}
+BY_PRICE = {"bid_timeout": 30, "selection_criteria": ["price"]}
 BY_REPUTATION = {"bid_timeout": 30, "min_bidders": 2, "selection_criteria": ["reputation"]}
 
 
@@ -78,3 +84,46 @@ async def test_every_reputation_call_refuses_while_its_flag_is_off(tmp_path: Pat
             mesh.reputation.get(replica.peer_id)
         with pytest.raises(FeatureDisabledError, match="P2P_REPUTATION"):
             mesh.reputation.recommend()
+
+
+async def test_a_challenge_is_heard_and_decided_on_every_running_replica(tmp_path: Path) -> None:
+    """Carol did well and may sit on juries; Bob challenges the failure Alice recorded
+    about him; every replica hears of it, Carol commits a vote, her service reveals it
+    when the reveal period opens, and every replica decides alike."""
+    quick = ReputationSettings(
+        jury_size=1, juror_min=0.55, commit_period=1.0, reveal_period=1.0, jury_cut=0.5
+    )
+    async with cluster(tmp_path, 4, peers=full, config=ON, reputation=quick) as nodes:
+        alice, bob, carol, _ = nodes.meshes
+        heard: dict[int, list[Challenge]] = {i: [] for i in range(4)}
+        decided: dict[int, list[Challenge]] = {i: [] for i in range(4)}
+        for i, mesh in enumerate(nodes.meshes):
+            mesh.events.on(P2PEvents.REPUTATION_CHALLENGED, heard[i].append)
+            mesh.events.on(ReputationEvents.DECIDED, decided[i].append)
+
+        async def award(name: str, winner: Mesh) -> object:
+            ann = await alice.tasks.announce(
+                name, requirements=NEEDS, deadline=time.time() + 3600, negotiation=BY_PRICE
+            )
+            await wait_for(lambda: winner.tasks.board.view(ann.ref) is not None)
+            await winner.tasks.bid(name, price=1.0, capabilities=NEEDS["capabilities"])
+            bids = await alice.tasks.collect_bids(ann.ref)
+            assert await alice.tasks.select_bid(bids) is not None
+            await wait_for(lambda: all(m.tasks.board.view(ann.ref).award for m in nodes.meshes))
+            return ann.ref
+
+        await alice.reputation.record_outcome(await award("done", carol), "success", quality=0.9)
+        failed = await award("disputed", bob)
+        await alice.reputation.record_outcome(failed, "failure", quality=0.1)
+        await wait_for(lambda: all(len(m.reputation.records()) == 2 for m in nodes.meshes))
+        await anyio.sleep(1.0)  # Carol's record now lies before the cut of a new challenge
+        record = next(r for r in bob.reputation.records() if r.subject == bob.replica.peer_id)
+        challenge = await bob.reputation.challenge(record, "the review passed")
+        assert challenge.jury == (carol.replica.peer_id,)
+        await wait_for(lambda: all(heard[i] for i in range(4)))
+        assert all([c.id for c in heard[i]] == [challenge.id] for i in range(4))
+        await wait_for(lambda: bool(carol.reputation.challenges()))
+        await carol.reputation.vote(challenge, uphold=True)
+        await wait_for(lambda: all(decided[i] for i in range(4)), timeout=20)
+        verdicts = {(c.status, c.uphold, c.reject) for i in range(4) for c in decided[i]}
+        assert verdicts == {(ChallengeStatus.UPHELD, 1, 0)}

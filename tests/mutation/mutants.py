@@ -160,14 +160,18 @@ MUTANTS = [
     ),
     Mutant(
         "sealed-bid-unbound",
-        "crdt_mesh/services/tasks/rules.py",
-        "    bound = cbor2.dumps([ref.document_name, bidder.key, plain, nonce], canonical=True)",
-        "    bound = cbor2.dumps([ref.document_name, plain, nonce], canonical=True)",
-        ("tests/unit/test_tasks.py::test_a_decider_cannot_pass_off_a_copied_bid_as_the_copiers",),
+        "crdt_mesh/commitment.py",
+        "    bound = cbor2.dumps([about, committer.key, value, nonce], canonical=True)",
+        "    bound = cbor2.dumps([about, value, nonce], canonical=True)",
+        (
+            "tests/unit/test_tasks.py::test_a_decider_cannot_pass_off_a_copied_bid_as_the_copiers",
+            "tests/unit/test_reputation_disputes.py::"
+            "test_votes_count_only_from_jurors_committed_and_revealed_in_time",
+        ),
     ),
     Mutant(
         "sealed-bid-unpadded",
-        "crdt_mesh/services/tasks/rules.py",
+        "crdt_mesh/commitment.py",
         '    return framed.ljust(size, b"\\x00")',
         "    return framed",
         ("tests/unit/test_tasks.py::test_a_sealed_box_says_nothing_of_the_price_by_its_length",),
@@ -294,6 +298,50 @@ MUTANTS = [
         (
             "tests/unit/test_ingest_rules.py::"
             "test_member_entry_citing_an_owner_update_is_admitted_when_that_update_arrives",
+        ),
+    ),
+    # -- issue 15: challenges and disputes --------------------------------------------------
+    Mutant(
+        "open-challenge-does-not-suspend",
+        "crdt_mesh/services/reputation/board.py",
+        "            if found.status in (ChallengeStatus.OPEN, ChallengeStatus.UPHELD):",
+        "            if found.status is ChallengeStatus.UPHELD:",
+        ("tests/unit/test_reputation_disputes.py::test_an_open_challenge_suspends_the_record",),
+    ),
+    Mutant(
+        "parties-sit-on-the-jury",
+        "crdt_mesh/services/reputation/board.py",
+        "                if p not in read.parties[task]\n",
+        "",
+        (
+            "tests/unit/test_reputation_disputes.py::test_a_challenge_draws_a_jury_from_eligible_peers_not_party_to_the_task",
+        ),
+    ),
+    Mutant(
+        "early-reveal-counts",
+        "crdt_mesh/services/reputation/disputes.py",
+        "    if not challenge.reveal_from <= revealed <= challenge.deadline",
+        "    if not challenge.filed <= revealed <= challenge.deadline",
+        (
+            "tests/unit/test_reputation_disputes.py::test_votes_count_only_from_jurors_committed_and_revealed_in_time",
+        ),
+    ),
+    Mutant(
+        "copied-vote-counts",
+        "crdt_mesh/services/reputation/disputes.py",
+        "    if not opening_matches(Purpose.JURY_VOTE, challenge.id, juror, opening,",
+        "    if False and (Purpose.JURY_VOTE, challenge.id, juror, opening,",
+        (
+            "tests/unit/test_reputation_disputes.py::test_votes_count_only_from_jurors_committed_and_revealed_in_time",
+        ),
+    ),
+    Mutant(
+        "rejected-challenge-costs-nothing",
+        "crdt_mesh/services/reputation/disputes.py",
+        "        penalised = challenge.challenger",
+        "        return []",
+        (
+            "tests/unit/test_reputation_disputes.py::test_a_rejected_challenge_keeps_the_record_and_penalises_the_challenger",
         ),
     ),
 ]

@@ -25,6 +25,8 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from ...identity import PeerId
 from .model import Outcome, Record, ReputationScore
 
@@ -177,6 +179,9 @@ class RecordTable:
             "subject": [],
             "at": [],
             "success": [],
+            "penalty": [],
+            "strength": [],
+            "digest": [],
             **{name: [] for name in _COLUMNS},
         }
         self._domain_rows: list[int] = []
@@ -203,11 +208,19 @@ class RecordTable:
         for record in records:
             row = len(rows["at"])
             outcome = record.kind == "outcome"
+            penalty = record.kind == "penalty"
             rows["outcome"].append(outcome)
+            rows["penalty"].append(penalty)
+            rows["strength"].append(record.strength)
+            rows["digest"].append(hash(record))
             rows["rater"].append(self._peer(record.rater))
             rows["subject"].append(self._peer(record.subject))
             rows["at"].append(record.at)
             rows["success"].append(record.outcome is Outcome.SUCCESS)
+            if penalty:  # a failure in every component
+                for name in _COLUMNS:
+                    rows[name].append(0.0)
+                continue
             done = record.outcome.value_in_unit if record.outcome is not None else nan
             rows["completion"].append(done)
             rows["quality"].append(nan if record.quality is None else record.quality)
@@ -225,8 +238,6 @@ class RecordTable:
     def _columns(self) -> dict[str, Any]:
         """The rows as numpy arrays; the rows added since the last call are converted
         and appended (a new record costs its own conversion, not the table's)."""
-        import numpy as np
-
         done, done_domains = self._converted
         if self._arrays is not None and (done, done_domains) == (
             len(self),
@@ -234,7 +245,14 @@ class RecordTable:
         ):
             return self._arrays
         rows = self._rows
-        types = {"outcome": bool, "success": bool, "rater": np.int64, "subject": np.int64}
+        types = {
+            "outcome": bool,
+            "success": bool,
+            "penalty": bool,
+            "rater": np.int64,
+            "subject": np.int64,
+            "digest": np.int64,
+        }
         fresh = {
             name: np.asarray(rows[name][done:], dtype=types.get(name, np.float64)) for name in rows
         }
@@ -252,10 +270,10 @@ class RecordTable:
         half_life: float,
         weights: Mapping[PeerId, float] | None = None,
         equivocators: Iterable[PeerId] = (),
+        until: float | None = None,
     ) -> dict[PeerId, ReputationScore]:
-        """Each subject's score at ``now`` (see :func:`scores`)."""
-        import numpy as np
-
+        """Each subject's score at ``now`` (see :func:`scores`), from the records stamped
+        at most ``until`` (default: ``now`` plus :data:`FUTURE_SKEW`)."""
         forked = set(equivocators)
         if not len(self):
             return {peer: ReputationScore(overall=0.0, equivocated=True) for peer in forked}
@@ -264,8 +282,9 @@ class RecordTable:
         trust = np.ones(n)
         if weights is not None:
             trust = np.array([weights.get(peer, 0.0) for peer in self.peers], dtype=np.float64)
-        counted = c["at"] <= now + FUTURE_SKEW
-        weight = np.exp2(-np.maximum(now - c["at"], 0.0) / half_life) * trust[c["rater"]]
+        counted = c["at"] <= (now + FUTURE_SKEW if until is None else until)
+        trusted = np.where(c["penalty"], 1.0, trust[c["rater"]]) * c["strength"]
+        weight = np.exp2(-np.maximum(now - c["at"], 0.0) / half_life) * trusted
         weight = np.where(counted, weight, 0.0)
         subject = c["subject"]
         rated = np.zeros(n, dtype=bool)
@@ -305,12 +324,19 @@ class RecordTable:
             out[peer] = ReputationScore(overall=0.0, equivocated=True)
         return out
 
-    def trust_edges(self) -> tuple[list[PeerId], Any, Any, Any]:
+    def digest(self, until: float) -> int:
+        """A local fingerprint of the records stamped at most ``until`` (this process's
+        hashes: it tells whether they changed, for a cache, nothing more)."""
+        if not len(self):
+            return 0
+        c = self._columns()
+        return int(c["digest"][c["at"] <= until].view(np.uint64).sum())
+
+    def trust_edges(self, until: float | None = None) -> tuple[list[PeerId], Any, Any, Any]:
         """EigenTrust's local trust as arrays: (peers in key order, raters, subjects,
         values), raters and subjects indexing those peers; each pair once, its value
-        positive (see :func:`local_trust`)."""
-        import numpy as np
-
+        positive (see :func:`local_trust`); from the records stamped at most ``until``
+        (default: all). Penalties are not a rater's word: they do not count."""
         ordered = sorted(self.peers, key=lambda p: p.key)
         if not len(self):
             empty = np.zeros(0, dtype=np.int64)
@@ -318,9 +344,10 @@ class RecordTable:
         rank = np.empty(len(self.peers), dtype=np.int64)
         rank[[self._index[p] for p in ordered]] = np.arange(len(ordered))
         c = self._columns()
-        value = np.where(c["outcome"], c["completion"], c["collaboration"])
+        said = ~c["penalty"] if until is None else ~c["penalty"] & (c["at"] <= until)
+        value = np.where(c["outcome"], c["completion"], c["collaboration"])[said]
         n = len(self.peers)
-        pairs = rank[c["rater"]] * n + rank[c["subject"]]
+        pairs = rank[c["rater"][said]] * n + rank[c["subject"][said]]
         cells, where = np.unique(pairs, return_inverse=True)  # (sorted: one order)
         sums = np.zeros(len(cells), dtype=np.int64)
         np.add.at(sums, where, np.rint((2.0 * value - 1.0) * _ONE).astype(np.int64))
@@ -339,8 +366,6 @@ class RecordTable:
     def _expertise(
         self, c: Mapping[str, Any], counted: Any, weight: Any, n: int
     ) -> dict[int, dict[str, float]]:
-        import numpy as np
-
         rows = c["domain_rows"]
         if not len(rows):
             return {}
@@ -359,8 +384,6 @@ class RecordTable:
 
 def _sums(index: Any, weight: Any, value: Any, size: int) -> tuple[Any, Any]:
     """Positive and negative evidence per index, summed exactly in fixed point."""
-    import numpy as np
-
     r = np.zeros(size, dtype=np.int64)
     s = np.zeros(size, dtype=np.int64)
     np.add.at(r, index, np.rint(weight * value * _ONE).astype(np.int64))

@@ -2,8 +2,11 @@
 
 Off unless ``P2P_ENABLED`` and ``P2P_REPUTATION`` are on (or the mesh has no
 config). ``p2p:reputation:updated`` fires on each replica where a peer's score
-changes (records arriving, or the clock: a record's weight fades). Uptime is
-sampled from this replica's failure detector, every interval.
+changes (records arriving, or the clock: a record's weight fades);
+``p2p:reputation:challenged`` when a challenge first reaches it, and
+``p2p:reputation:decided`` when one is decided or lapses. Every interval, uptime
+is sampled from this replica's failure detector, and this peer reveals the jury
+votes it committed once their reveal period opens.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from ...ledger import Entry
 from ...runtime.host import Host
 from .board import ReputationBoard, TaskLedger
 from .model import (
+    Challenge,
     Outcome,
     Record,
     ReputationError,
@@ -71,6 +75,7 @@ class ReputationService:
         self._capabilities, self._peers, self._alive = capabilities, peers, alive
         self._uptime: dict[PeerId, float] = {}
         self._last: dict[PeerId, ReputationScore] = {}
+        self._heard: dict[str, bool] = {}  # challenge id -> decided, as last announced
         self._pending = False
         self._running = False
         self._enabled = host.config is None or host.config.enables(Feature.REPUTATION)
@@ -95,6 +100,8 @@ class ReputationService:
                 if seen is not None:
                     before = self._uptime.get(peer, 0.5)
                     self._uptime[peer] = before + UPTIME_STEP * (float(seen) - before)
+            for due in self.board.reveals_due():
+                self.board.reveal(due)
             self._refresh()
 
     # -- commands ----------------------------------------------------------------------------
@@ -115,7 +122,28 @@ class ReputationService:
         self._require()
         return self.board.rate(peer, task, collaboration)
 
+    async def challenge(self, record: Record, reason: str, evidence: Any = None) -> Challenge:
+        """See :meth:`ReputationBoard.challenge`."""
+        self._require()
+        return self.board.challenge(record, reason, evidence)
+
+    async def vote(self, challenge: Challenge | str, uphold: bool) -> None:
+        """Commit this juror's vote (see :meth:`ReputationBoard.vote`); the service
+        reveals it once the reveal period opens."""
+        self._require()
+        self.board.vote(challenge, uphold)
+
     # -- views -------------------------------------------------------------------------------
+
+    def challenges(self) -> list[Challenge]:
+        """Every challenge this replica holds, with its jury, votes and status now."""
+        self._require()
+        return self.board.challenges()
+
+    def records(self) -> list[Record]:
+        """Every record this replica holds that counts (challenges aside)."""
+        self._require()
+        return self.board.records()
 
     def get(self, peer: PeerId) -> ReputationScore:
         """``peer``'s score now, with the uptime this replica observed."""
@@ -197,6 +225,13 @@ class ReputationService:
                 self._last[peer] = score
         for peer in self._last.keys() - current.keys():
             del self._last[peer]
+        for challenge in self.board.challenges():
+            heard = self._heard.get(challenge.id)
+            if heard is None:
+                self._host.events.emit(ReputationEvents.CHALLENGED, challenge)
+            if challenge.decided and not heard:
+                self._host.events.emit(ReputationEvents.DECIDED, challenge)
+            self._heard[challenge.id] = challenge.decided
 
     def close(self) -> None:
         if self._unsubscribe is not None:

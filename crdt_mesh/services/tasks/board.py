@@ -402,7 +402,7 @@ class TaskBoard:
     # -- records other services keep on a task (reputation's outcomes and ratings) -----------
 
     #: Keys of a section that other services write (task negotiation never reads them).
-    ANNOTATIONS = frozenset({"outcome", "ratings"})
+    ANNOTATIONS = frozenset({"outcome", "ratings", "challenges", "votes"})
 
     def annotate(self, ref: TaskRef, key: str, value: Any) -> None:
         """Write ``value`` under ``key`` (one of :data:`ANNOTATIONS`) in this peer's
