@@ -7,7 +7,8 @@ Run: ``python -m benchmarks.reputation`` (10,000 peers, 1,000,000 records;
    one domain), at one time: putting them into columns (done once, as records
    arrive), the Beta scores from the columns, the local trust graph and
    EigenTrust from two pre-trusted peers, and the scores again after one new
-   record. Target: scores under 1 s for 1,000,000 records.
+   record; and a challenge's jury (eligible peers at a cut, EigenTrust-weighted,
+   then the draw). Target: scores under 1 s for 1,000,000 records.
 2. A Sybil ring: honest peers trade (90 % good outcomes); a ring of fresh
    identities praises its own and smears honest ones. The ring's best overall
    score with plain Beta and with EigenTrust weighting, side by side.
@@ -25,7 +26,8 @@ import sys
 import time
 
 from crdt_mesh import Identity, PeerId
-from crdt_mesh.services.reputation import Outcome, Record
+from crdt_mesh.services.reputation import Outcome, Record, ReputationSettings
+from crdt_mesh.services.reputation.disputes import cut_of, draw, eligible
 from crdt_mesh.services.reputation.rules import RecordTable, local_trust, scores
 from crdt_mesh.services.reputation.trust import eigentrust, eigentrust_edges, rater_weights
 
@@ -90,6 +92,22 @@ def cost(peers: int, records: int, rng: random.Random) -> None:
     table.scores(now, HALF_LIFE)
     took = time.perf_counter() - start
     row("one new record: added, all scores again", f"{took:,.2f} s", "", None, "(lower is better)")
+    progress(f"{records:,} records: a jury")
+    settings = ReputationSettings(pretrusted=roots)
+    start = time.perf_counter()
+    cut = cut_of(now, settings.jury_cut)
+    edges = table.trust_edges(until=cut)
+    weights = rater_weights(eigentrust_edges(*edges, roots, settings.teleport))
+    pool = eligible(table.scores(cut, HALF_LIFE, weights, until=cut), settings)
+    jury = draw("00" * 16, pool, settings.jury_size)
+    took = time.perf_counter() - start
+    row(
+        "a challenge's jury: eligible at its cut, drawn",
+        f"{took:,.2f} s",
+        f"{len(jury)} of {len(pool):,}",
+        None,
+        "(lower is better)",
+    )
     progress_done()
 
 

@@ -50,6 +50,7 @@ class P2PEvents(enum.StrEnum):
     MEMORY_REQUESTED = MemoryEvents.REQUESTED.value
     REPUTATION_UPDATED = ReputationEvents.UPDATED.value
     REPUTATION_CHALLENGED = ReputationEvents.CHALLENGED.value
+    REPUTATION_DECIDED = ReputationEvents.DECIDED.value  # (a verdict: the seed lacks it)
 
 
 class Mesh:

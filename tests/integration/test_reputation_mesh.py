@@ -18,7 +18,6 @@ from crdt_mesh import (
     MeshConfig,
     P2PEvents,
     Replica,
-    ReputationEvents,
     ReputationSettings,
     ReputationUpdate,
 )
@@ -99,7 +98,7 @@ async def test_a_challenge_is_heard_and_decided_on_every_running_replica(tmp_pat
         decided: dict[int, list[Challenge]] = {i: [] for i in range(4)}
         for i, mesh in enumerate(nodes.meshes):
             mesh.events.on(P2PEvents.REPUTATION_CHALLENGED, heard[i].append)
-            mesh.events.on(ReputationEvents.DECIDED, decided[i].append)
+            mesh.events.on(P2PEvents.REPUTATION_DECIDED, decided[i].append)
 
         async def award(name: str, winner: Mesh) -> object:
             ann = await alice.tasks.announce(

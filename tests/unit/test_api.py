@@ -49,11 +49,10 @@ def test_every_event_says_what_its_handlers_receive_and_the_types_are_public() -
         gossip: crdt_mesh.GossipEvents,
         tasks: crdt_mesh.TaskEvents,
         memory: crdt_mesh.MemoryEvents,
+        reputation: crdt_mesh.ReputationEvents,
     }
     for service, events in firing.items():
         assert set(service.EVENT_PAYLOADS) == set(events), service.__name__
-    # vocabulary only until the service exists
-    assert set(reputation.EVENT_PAYLOADS) <= set(reputation.ReputationEvents)
     for service in (gossip, tasks, memory, reputation):
         for event, payloads in service.EVENT_PAYLOADS.items():
             assert event.value in {e.value for e in crdt_mesh.P2PEvents}, event

@@ -170,6 +170,7 @@ def test_an_unknown_event_name_is_an_error_and_a_registered_one_works(tmp_path: 
 
 
 def test_event_names_are_the_missions() -> None:
+    """The seed's names, and one it lacks: a challenge's verdict (issue 15)."""
     assert {e.value for e in P2PEvents} == {
         "p2p:task:announced",
         "p2p:task:bid:received",
@@ -181,6 +182,7 @@ def test_event_names_are_the_missions() -> None:
         "p2p:memory:requested",
         "p2p:reputation:updated",
         "p2p:reputation:challenged",
+        "p2p:reputation:decided",
     }
     assert P2PEvents.TASK_ANNOUNCED == "p2p:task:announced"
 

@@ -381,3 +381,54 @@ def test_evidence_that_is_malformed_or_too_long_is_a_problem_not_work(market: Ma
     assert "malformed" in (board.check({**base, "about": 3}, peer, 0.5) or "")
     missing = {**base, "about": {str(peer): [name]}}
     assert board.check(missing, peer, 0.5) is None  # not here yet: nothing to say
+
+
+def test_a_malicious_collective_on_a_lossy_mesh_is_held_off_by_eigentrust() -> None:
+    """Ten replicas on a simulated network with loss: four (6..9) form a collective that
+    does bad work, praises its members and smears the honest whose work it awards;
+    0 and 1 are pre-trusted. Plain Beta scores let the praise lift the collective above
+    the honest it smeared; with EigenTrust every honest peer scores above every member
+    of the collective, on every replica alike."""
+    from crdt_mesh.testing import Faults, SimulatedMesh
+
+    honest, collective = range(6), range(6, 10)
+    trades = [(i, (i + 2) % 6, "success") for i in honest]  # honest trade well: 0->2->4->0 ...
+    trades += [(c, 6 + (c - 6 + k) % 4, "success") for c in collective for k in (1, 2)]  # praise
+    trades += [(c, (c + k) % 6, "failure") for c in collective for k in (0, 3)]  # smears
+    trades += [(i, 6 + i % 4, "failure") for i in (2, 3, 4, 5)]  # the collective's bad work
+    with SimulatedMesh(10, seed=3, faults=Faults(loss=0.1, reorder=0.1)) as sim:
+        clock = Clock()
+        tasks = [TaskBoard(sim.replica(i), clock=clock) for i in range(10)]
+        ids = [t.me for t in tasks]
+        negotiation = {"bid_timeout": 30, "selection_criteria": ["price"]}
+        deadline = clock.now + 7200
+        refs = [
+            tasks[a]
+            .announce(f"t{n}", {"capabilities": CAN}, deadline=deadline, negotiation=negotiation)
+            .ref
+            for n, (a, _, _) in enumerate(trades)
+        ]
+        sim.run_until_converged()
+        for ref, (_, winner, _) in zip(refs, trades, strict=True):
+            tasks[winner].bid(ref, price=1.0, capabilities=CAN)
+        sim.run_until_converged()
+        for ref, (announcer, _, _) in zip(refs, trades, strict=True):
+            tasks[announcer].close(ref)
+        sim.run_until_converged()
+        for ref, (announcer, _, outcome) in zip(refs, trades, strict=True):
+            ReputationBoard(tasks[announcer], clock=clock).record_outcome(ref, outcome, 0.9)
+        sim.run_until_converged()
+        roots = ReputationSettings(pretrusted={ids[0]: 1.0, ids[1]: 1.0})
+        weighed = [ReputationBoard(t, roots, clock=clock).scores() for t in tasks]
+        plain = ReputationBoard(tasks[0], clock=clock).scores()
+    assert all(s == weighed[0] for s in weighed)  # alike on every replica
+
+    def overall(scores: dict[PeerId, ReputationScore], i: int) -> float:
+        return scores[ids[i]].overall if ids[i] in scores else 0.5
+
+    # plain scores: the praise lifts the collective above the honest it smeared ...
+    assert max(overall(plain, c) for c in collective) > min(overall(plain, h) for h in honest)
+    # ... weighed by trust from the pre-trusted, it counts for nothing
+    assert min(overall(weighed[0], h) for h in honest) > max(
+        overall(weighed[0], c) for c in collective
+    )

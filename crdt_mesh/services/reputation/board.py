@@ -123,7 +123,8 @@ class ReputationBoard:
         self._about: tuple[int, dict[PeerId, list[Record]]] | None = None
         self._raw: tuple[int, RecordTable] | None = None
         self._adjusted: tuple[Any, RecordTable, dict[PeerId, float] | None] | None = None
-        self._pools: dict[float, tuple[Any, list[PeerId]]] = {}  # cut -> (key, eligible)
+        # cut -> (version, records' key, eligible peers)
+        self._pools: dict[float, tuple[int, Any, list[PeerId]]] = {}
         self._adjusting: tuple[int, float, _Adjustment] | None = None
 
     @property
@@ -403,13 +404,17 @@ class ReputationBoard:
 
     def _pool(self, cut: float) -> list[PeerId]:
         """The peers eligible for juries at ``cut`` (kept while the records stamped
-        before it, and the fork proofs, stay the same)."""
+        before it, and the fork proofs, stay the same: one computation per cut)."""
+        version = self.replica.version
+        known = self._pools.get(cut)
+        if known is not None and known[0] == version:
+            return known[2]
         table = self._raw_table()
         equivocators = self._equivocators()
         key = (table.digest(cut), frozenset(equivocators))
-        known = self._pools.get(cut)
-        if known is not None and known[0] == key:
-            return known[1]
+        if known is not None and known[1] == key:
+            self._pools[cut] = (version, key, known[2])
+            return known[2]
         weights = None
         if self.settings.pretrusted:
             edges = table.trust_edges(until=cut)
@@ -418,7 +423,7 @@ class ReputationBoard:
             )
         found = table.scores(cut, self.settings.half_life, weights, equivocators, until=cut)
         pool = eligible(found, self.settings)
-        self._pools[cut] = (key, pool)
+        self._pools[cut] = (version, key, pool)
         return pool
 
     def _adjustment(self, now: float) -> _Adjustment:
