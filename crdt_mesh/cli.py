@@ -38,6 +38,7 @@ from .config import Feature, MeshConfig
 from .errors import LocalError, MeshError
 from .identity import Identity, PeerId
 from .mesh import Mesh
+from .replica.document import Document
 from .replica.replica import Replica
 from .runtime.penalty import Penalties
 from .runtime.registry import Transports
@@ -156,7 +157,7 @@ def cmd_node(args: argparse.Namespace, env: dict[str, str] | None = None) -> int
                     with demo.transaction():
                         demo.map("writes")[f"{identity.peer_id.short}-{i}"] = i
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(_report, mesh, args.status_interval, gossip)
+                    tg.start_soon(_report, mesh, args.status_interval, gossip, demo)
                     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                         async for signum in signals:
                             log.info("stopping on %s", signal.Signals(signum).name)
@@ -177,14 +178,18 @@ def _emit(record: dict[str, Any]) -> None:
     print(json.dumps(record), flush=True)
 
 
-async def _report(mesh: Mesh, interval: float, gossip: bool) -> None:
+async def _report(mesh: Mesh, interval: float, gossip: bool, watched: Document) -> None:
     while True:
-        _emit(status_record(mesh, gossip))
+        _emit(status_record(mesh, gossip, watched))
         await anyio.sleep(interval)
 
 
-def status_record(mesh: Mesh, gossip: bool = False) -> dict[str, Any]:
-    """The node's status line: what it holds, its links, and what peers cost it."""
+def status_record(
+    mesh: Mesh, gossip: bool = False, watched: Document | None = None
+) -> dict[str, Any]:
+    """The node's status line: what it holds, its links, and what peers cost it
+    (``writes``: the keys of the ``writes`` map of ``watched``, the document
+    ``--writes`` writes to, from every node that reached this one)."""
     summary = mesh.replica.summary()
     penalties = mesh.penalties
     now = anyio.current_time()
@@ -204,6 +209,7 @@ def status_record(mesh: Mesh, gossip: bool = False) -> dict[str, Any]:
         "offences": {o.value: n for o, n in penalties.offences.items() if n},
         # peers present in the mesh by their records (gossip on), this one included
         "known": len(mesh.gossip.present()) if gossip else None,
+        "writes": len(watched.map("writes")) if watched is not None else None,
     }
 
 

@@ -1,0 +1,217 @@
+"""Scale benchmark: N ``crdt-mesh node`` processes on loopback, gossip on.
+
+Run: ``python -m benchmarks.scale`` (10, 20 and 40 nodes; ``--nodes 10 80`` for
+others; ``--quick``: 5 nodes, the smoke run CI makes).
+
+Each node writes W entries at start (``--writes``), bootstraps from three seeds
+and runs anti-entropy every second with gossip every 500 ms, as issue 16
+measured it. Printed per N: the time until every node holds every node's writes
+(each node's status line counts them), the CPU all processes spent until then
+per delivered entry, divided by the cost of ingesting one entry measured in the
+same run (a fresh replica ingesting the same number of entries, each signed on
+its own; a node's CPU counts from its ``ready`` line: starting Python is not the
+mesh's cost), and then, idle, each node's CPU share and links. Targets on 2 cores
+(issue 16): 40 nodes converge in at most 5 s; CPU per delivered entry at most 2x
+ingest; idle CPU per node at most 1 %. Linux only for the CPU figures (they
+read ``/proc``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from crdt_mesh import Identity, Replica
+
+from ._common import Target, progress, progress_done, row, scratch, summary
+
+SEEDS = 3
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+class Node:
+    """One node process and the last status line it printed."""
+
+    def __init__(self, root: Path, index: int, port: int, seeds: list[int], writes: int) -> None:
+        key = root / f"n{index}.key"
+        Identity.generate().save(key)
+        env = {
+            **os.environ,
+            "P2P_ENABLED": "1",
+            "P2P_GOSSIP": "1",
+            "P2P_GOSSIP_INTERVAL": "500",
+        }
+        command = [
+            sys.executable,
+            "-m",
+            "crdt_mesh",
+            "node",
+            "--store",
+            str(root / f"n{index}"),
+            "--key",
+            str(key),
+            "--listen",
+            f"tcp://127.0.0.1:{port}",
+            "--interval",
+            "1",
+            "--writes",
+            str(writes),
+            "--status-interval",
+            "0.2",
+            *(arg for seed in seeds if seed != port for arg in ("--peer", f"127.0.0.1:{seed}")),
+        ]
+        self.process = subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
+        self.status: dict[str, Any] = {}
+        self.cpu_at_ready: float | None = None  # (starting Python is not the mesh's cost)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if record.get("event") == "ready":
+                self.cpu_at_ready = self.cpu()
+            elif record.get("event") == "status":
+                self.status = record
+
+    def cpu(self) -> float:
+        """Seconds of CPU this process has used (0 where /proc is missing)."""
+        try:
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / _TICK
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def ingest_cost(root: Path, entries: int) -> float:
+    """Seconds to ingest one entry, each signed on its own (a fresh replica)."""
+    with Replica.open(root / "writer", Identity.generate()) as writer:
+        document = writer.document("demo")
+        for i in range(entries):
+            with document.transaction():
+                document.map("writes")[str(i)] = i
+        made = writer.export("demo")
+    with Replica.open(root / "reader", Identity.generate()) as reader:
+        start = time.perf_counter()
+        reader.ingest(made)
+        took = time.perf_counter() - start
+    return took / len(made)
+
+
+def run(nodes: int, writes: int, timeout: float, idle_for: float) -> None:
+    with scratch("scale") as root:
+        progress(f"{nodes} nodes: the ingest floor")
+        per_entry = ingest_cost(root, nodes * writes)
+        ports = _free_ports(nodes)
+        seeds = ports[:SEEDS]
+        progress(f"{nodes} nodes: starting")
+        fleet: list[Node] = []
+        try:
+            fleet = [Node(root, i, port, seeds, writes) for i, port in enumerate(ports)]
+            started = time.perf_counter()
+            want = nodes * writes
+            while True:
+                held = [n.status.get("writes") or 0 for n in fleet]
+                if all(h >= want for h in held):
+                    break
+                elapsed = time.perf_counter() - started
+                if elapsed > timeout:
+                    break
+                progress(f"{nodes} nodes: {sum(held):,} of {want * nodes:,} delivered")
+                time.sleep(0.05)
+            converged = time.perf_counter() - started
+            done = all((n.status.get("writes") or 0) >= want for n in fleet)
+            cpu_converged = sum(n.cpu() - (n.cpu_at_ready or 0.0) for n in fleet)
+            progress(f"{nodes} nodes: idle for {idle_for:.0f} s")
+            before = [n.cpu() for n in fleet]
+            time.sleep(idle_for)
+            idle = [(n.cpu() - b) / idle_for for n, b in zip(fleet, before, strict=True)]
+            links = [n.status.get("peers") or 0 for n in fleet]
+        finally:
+            for node in fleet:
+                node.stop()
+        progress_done()
+        delivered = nodes * (nodes - 1) * writes
+        print(f"{nodes} nodes, {writes} writes each ({delivered:,} entries delivered)")
+        row(
+            "converged after",
+            f"{converged:,.1f} s" if done else f"not in {timeout:.0f} s",
+            "",
+            None,
+            Target("<=", 5.0) if nodes == 40 else "(lower is better)",
+            measured=converged if done else float("inf"),
+        )
+        if cpu_converged:
+            spent = cpu_converged / delivered
+            row(
+                "CPU per delivered entry / ingest of one",
+                f"{spent * 1000:,.2f} ms",
+                f"{per_entry * 1000:,.3f} ms",
+                spent / per_entry,
+                Target("<=", 2.0),
+                measured=spent / per_entry,
+            )
+            row(
+                "idle CPU per node, mean / max",
+                f"{sum(idle) / nodes:.1%} / {max(idle):.1%}",
+                "",
+                None,
+                Target("<=", 0.01),
+                measured=max(idle),
+            )
+        row("links per node, mean / max", f"{sum(links) / nodes:.1f} / {max(links)}", "", None, "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, nargs="+", default=[10, 20, 40])
+    parser.add_argument("--writes", type=int, default=50)
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait per N")
+    parser.add_argument("--idle", type=float, default=5.0, help="seconds of idle measured")
+    parser.add_argument("--quick", action="store_true", help="5 nodes, 10 writes: a smoke run")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.nodes, args.writes, args.timeout, args.idle = [5], 10, 60.0, 2.0
+    print("scale benchmark: node processes on loopback, gossip on")
+    print(f"{'':55}{'measured':>10}  {'compared with':>15}  {'ratio':>6}  target")
+    for nodes in args.nodes:
+        run(nodes, args.writes, args.timeout, args.idle)
+    summary()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
