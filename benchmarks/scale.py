@@ -117,18 +117,21 @@ def _free_ports(count: int) -> list[int]:
 
 
 def ingest_cost(root: Path, entries: int) -> float:
-    """Seconds to ingest one entry, each signed on its own (a fresh replica)."""
+    """Seconds to ingest one entry, each signed on its own, into a fresh replica (the
+    best of three: the run least disturbed by the rest of the machine)."""
     with Replica.open(root / "writer", Identity.generate()) as writer:
         document = writer.document("demo")
         for i in range(entries):
             with document.transaction():
                 document.map("writes")[str(i)] = i
         made = writer.export("demo")
-    with Replica.open(root / "reader", Identity.generate()) as reader:
-        start = time.perf_counter()
-        reader.ingest(made)
-        took = time.perf_counter() - start
-    return took / len(made)
+    best = float("inf")
+    for attempt in range(3):
+        with Replica.open(root / f"reader{attempt}", Identity.generate()) as reader:
+            start = time.perf_counter()
+            reader.ingest(made)
+            best = min(best, time.perf_counter() - start)
+    return best / len(made)
 
 
 def run(nodes: int, writes: int, timeout: float, idle_for: float) -> None:
@@ -153,7 +156,8 @@ def run(nodes: int, writes: int, timeout: float, idle_for: float) -> None:
                 progress(f"{nodes} nodes: {sum(held):,} of {want * nodes:,} delivered")
                 time.sleep(0.05)
             converged = time.perf_counter() - started
-            done = all((n.status.get("writes") or 0) >= want for n in fleet)
+            held = [n.status.get("writes") or 0 for n in fleet]
+            done = all(h >= want for h in held)
             cpu_converged = sum(n.cpu() - (n.cpu_at_ready or 0.0) for n in fleet)
             progress(f"{nodes} nodes: idle for {idle_for:.0f} s")
             before = [n.cpu() for n in fleet]
@@ -164,7 +168,7 @@ def run(nodes: int, writes: int, timeout: float, idle_for: float) -> None:
             for node in fleet:
                 node.stop()
         progress_done()
-        delivered = nodes * (nodes - 1) * writes
+        delivered = sum(max(0, h - writes) for h in held)  # (what reached each from others)
         print(f"{nodes} nodes, {writes} writes each ({delivered:,} entries delivered)")
         row(
             "converged after",
@@ -174,7 +178,7 @@ def run(nodes: int, writes: int, timeout: float, idle_for: float) -> None:
             Target("<=", 5.0) if nodes == 40 else "(lower is better)",
             measured=converged if done else float("inf"),
         )
-        if cpu_converged:
+        if cpu_converged and delivered:
             spent = cpu_converged / delivered
             row(
                 "CPU per delivered entry / ingest of one",

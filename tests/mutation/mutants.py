@@ -336,6 +336,16 @@ MUTANTS = [
         ),
     ),
     Mutant(
+        "jury-cache-never-refreshed",
+        "crdt_mesh/services/reputation/rules.py",
+        "            return int(mixed.sum())",
+        "            return 0",
+        (
+            "tests/unit/test_reputation_disputes.py::"
+            "test_a_record_backdated_before_the_cut_moves_the_jury_alike_everywhere",
+        ),
+    ),
+    Mutant(
         "rejected-challenge-costs-nothing",
         "crdt_mesh/services/reputation/disputes.py",
         "        penalised = challenge.challenger",

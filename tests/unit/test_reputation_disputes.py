@@ -19,7 +19,7 @@ from crdt_mesh.services.reputation import (
     ReputationError,
     ReputationSettings,
 )
-from crdt_mesh.services.reputation.disputes import draw
+from crdt_mesh.services.reputation.disputes import cut_of, draw
 from crdt_mesh.services.tasks import TaskBoard
 from crdt_mesh.services.tasks.model import TaskRef
 from tests.helpers import Clock, sync
@@ -282,3 +282,21 @@ def test_a_challenge_from_filing_to_verdict_on_a_lossy_mesh_is_decided_alike_eve
         scores = [board.scores(at) for board in court.boards]
         assert all(s == scores[0] for s in scores)
         assert court.boards[0].get(court.ids[WINNER], at).task_completion == 0.5
+
+
+def test_a_record_backdated_before_the_cut_moves_the_jury_alike_everywhere(court: Court) -> None:
+    """The documented limit, and the cache it must not fool: a record stamped before a
+    challenge's cut but written after the draw changes who is eligible; every replica
+    that holds it draws the new jury."""
+    challenge = court.file()
+    juror = court.jurors(challenge)[0]
+    now = court.clock.now
+    court.clock.now = cut_of(challenge.filed, SETTINGS.jury_cut) - 600  # backdated
+    late = court.awarded("backdated", juror)
+    court.boards[DECIDER].record_outcome(late, "failure", quality=0.0, timeliness=0.0)
+    court.clock.now = now
+    court.settle()
+    for board in court.boards:
+        (moved,) = board.challenges()
+        assert court.ids[juror] not in moved.jury  # no longer eligible at the cut
+        assert moved.jury == court.seen(challenge).jury

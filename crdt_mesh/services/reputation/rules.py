@@ -181,9 +181,9 @@ class RecordTable:
             "success": [],
             "penalty": [],
             "strength": [],
-            "digest": [],
             **{name: [] for name in _COLUMNS},
         }
+        self._special = 0  # rows that are penalties or weigh other than 1
         self._domain_rows: list[int] = []
         self._domain_of: list[int] = []
         self._arrays: dict[str, Any] | None = None  # the rows converted so far
@@ -212,7 +212,7 @@ class RecordTable:
             rows["outcome"].append(outcome)
             rows["penalty"].append(penalty)
             rows["strength"].append(record.strength)
-            rows["digest"].append(hash(record))
+            self._special += penalty or record.strength != 1.0
             rows["rater"].append(self._peer(record.rater))
             rows["subject"].append(self._peer(record.subject))
             rows["at"].append(record.at)
@@ -251,7 +251,6 @@ class RecordTable:
             "penalty": bool,
             "rater": np.int64,
             "subject": np.int64,
-            "digest": np.int64,
         }
         fresh = {
             name: np.asarray(rows[name][done:], dtype=types.get(name, np.float64)) for name in rows
@@ -283,7 +282,9 @@ class RecordTable:
         if weights is not None:
             trust = np.array([weights.get(peer, 0.0) for peer in self.peers], dtype=np.float64)
         counted = c["at"] <= (now + FUTURE_SKEW if until is None else until)
-        trusted = np.where(c["penalty"], 1.0, trust[c["rater"]]) * c["strength"]
+        trusted = trust[c["rater"]]
+        if self._special:  # penalties weigh their strength, whoever's trust
+            trusted = np.where(c["penalty"], 1.0, trusted) * c["strength"]
         weight = np.exp2(-np.maximum(now - c["at"], 0.0) / half_life) * trusted
         weight = np.where(counted, weight, 0.0)
         subject = c["subject"]
@@ -325,12 +326,32 @@ class RecordTable:
         return out
 
     def digest(self, until: float) -> int:
-        """A local fingerprint of the records stamped at most ``until`` (this process's
-        hashes: it tells whether they changed, for a cache, nothing more)."""
+        """A fingerprint of the records stamped at most ``until``: of what scores read of
+        them (times, raters, subjects, values, strengths), summed over rows so that
+        it does not depend on their order. For a cache: it tells whether they
+        changed, nothing more."""
         if not len(self):
             return 0
         c = self._columns()
-        return int(c["digest"][c["at"] <= until].view(np.uint64).sum())
+        keys = np.fromiter(
+            (int.from_bytes(p.key[:8], "little") for p in self.peers),
+            dtype=np.uint64,
+            count=len(self.peers),
+        )
+        rows = c["at"] <= until
+        mixed = np.zeros(int(rows.sum()), dtype=np.uint64)
+        parts = [
+            c["at"][rows].view(np.uint64),
+            keys[c["rater"][rows]],
+            keys[c["subject"][rows]],
+            c["strength"][rows].view(np.uint64),
+            c["penalty"][rows].astype(np.uint64),
+            *(c[name][rows].view(np.uint64) for name in _COLUMNS),
+        ]
+        with np.errstate(over="ignore"):
+            for salt, part in enumerate(parts, start=1):
+                mixed = _fmix(mixed * np.uint64(31) + part + np.uint64(salt))
+            return int(mixed.sum())
 
     def trust_edges(self, until: float | None = None) -> tuple[list[PeerId], Any, Any, Any]:
         """EigenTrust's local trust as arrays: (peers in key order, raters, subjects,
@@ -380,6 +401,15 @@ class RecordTable:
                 (r[cell] + 1.0) / (r[cell] + s[cell] + 2.0)
             )
         return {i: dict(sorted(d.items())) for i, d in out.items()}
+
+
+def _fmix(h: Any) -> Any:
+    """MurmurHash3's 64-bit finaliser, on a numpy array (wrapping)."""
+    h = h ^ (h >> np.uint64(33))
+    h = h * np.uint64(0xFF51AFD7ED558CCD)
+    h = h ^ (h >> np.uint64(33))
+    h = h * np.uint64(0xC4CEB9FE1A85EC53)
+    return h ^ (h >> np.uint64(33))
 
 
 def _sums(index: Any, weight: Any, value: Any, size: int) -> tuple[Any, Any]:
