@@ -16,10 +16,11 @@ delegations.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import os
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -82,6 +83,15 @@ SNAPSHOT_MIN_DEBT = 64 * 1024
 #: Entries per request to a verifier process, and the batch size worth one.
 _VERIFY_CHUNK = 64
 _POOL_MIN_BATCH = 512
+#: Digests of the entries committed last that are kept, to know a copy without decoding
+#: it (16 bytes each: about 2 MiB with the dict's own cost).
+_RECENT_ENTRIES = 16384
+
+
+def _digest(encoded: bytes | bytearray | memoryview) -> bytes:
+    return hashlib.blake2b(encoded, digest_size=16).digest()
+
+
 #: Admitted entries per LMDB transaction during one ingest.
 _GROUP_COMMIT = 256
 
@@ -151,6 +161,7 @@ class Replica:
         self._commit_hooks: list[Callable[[list[Entry]], None]] = []
         self._read_policies: list[ReadPolicy] = []
         self._pool: VerifierPool | None = None
+        self._recent: OrderedDict[bytes, None] = OrderedDict()  # digests of entries committed
         self._verify_processes = verify_processes
         self._closed = False
         self._document_hooks = DocumentHooks(
@@ -740,6 +751,7 @@ class Replica:
         report = IngestReport()
         proofs: list[ForkProof] = []
         entries: list[Entry | bytes] = []
+        recent = self._recent
         for item in items:  # fork proofs first: they freeze feeds before entries are judged
             if isinstance(item, ForkProof) or (
                 isinstance(item, bytes | bytearray | memoryview) and bytes(item[:1]) == b"\x83"
@@ -748,6 +760,8 @@ class Replica:
                     proofs.append(_checked_proof(item))
                 except MeshError as exc:
                     report.rejected.append(Rejection(item, exc))
+            elif not isinstance(item, Entry) and _digest(item) in recent:
+                report.duplicates += 1  # the very bytes of an entry committed lately
             else:
                 entries.append(item)
         chunks = self._checked_chunks(entries, report)
@@ -785,7 +799,7 @@ class Replica:
         admits the chunks already checked; a small batch is checked here.
         """
         if len(items) < _POOL_MIN_BATCH or self._verify_processes == 0:
-            yield _check_chunk(_decode_chunk(items, report))
+            yield _check_chunk(self._unknown(_decode_chunk(items, report), report))
             return
         Message = tuple[bytes, bytes]
         handed: deque[tuple[list[Entry], list[Message], list[Message]]] = deque()
@@ -793,6 +807,7 @@ class Replica:
         def requests() -> Iterator[list[Message]]:
             for start in range(0, len(items), _VERIFY_CHUNK):
                 chunk = _decode_chunk(items[start : start + _VERIFY_CHUNK], report)
+                chunk = self._unknown(chunk, report)
                 messages = [entry.signed_message() for entry in chunk]
                 unique = list(dict.fromkeys(messages))  # a signed group: one check
                 handed.append((chunk, messages, unique))
@@ -807,6 +822,50 @@ class Replica:
                 else Rejection(entry, _bad_signature(entry))
                 for entry, message in zip(chunk, messages, strict=True)
             ]
+
+    def _remember(self, committed: list[Entry]) -> None:
+        """Keep the digests of the entries last committed (a bounded window): a copy
+        of the same bytes, which a mesh sends often, is then known without decoding."""
+        recent = self._recent
+        for entry in committed:
+            recent[_digest(entry.encoded)] = None
+        while len(recent) > _RECENT_ENTRIES:
+            recent.popitem(last=False)
+
+    def _unknown(self, entries: list[Entry], report: IngestReport) -> list[Entry]:
+        """``entries`` less those this replica holds already (the same id at the same
+        place, committed or waiting): counted as duplicates, never verified again. A
+        mesh hears most entries from several peers; checking a signature is what an
+        entry costs, so a copy must not cost it twice."""
+        heads, pending = self._state.heads, self._state.pending
+        fresh: list[Entry] = []
+        older: list[tuple[Entry, FeedKey]] = []
+        for entry in entries:
+            feed = (entry.document, entry.author)
+            head = heads.get(feed)
+            if head is not None and entry.seq <= head.seq:
+                if entry.seq == head.seq:
+                    if head.id == entry.id:
+                        report.duplicates += 1
+                    else:
+                        fresh.append(entry)
+                else:
+                    older.append((entry, feed))
+                continue
+            waiting = pending.get(feed, entry.seq)
+            if waiting is not None and waiting.id == entry.id:
+                report.duplicates += 1
+                continue
+            fresh.append(entry)
+        if older:
+            with self._store.read() as txn:
+                for entry, feed in older:
+                    value = txn.entry(feed_key(*feed), entry.seq)
+                    if value is not None and Entry.decode(value, verify=False).id == entry.id:
+                        report.duplicates += 1
+                    else:
+                        fresh.append(entry)
+        return fresh
 
     def _verifier(self) -> VerifierPool:
         if self._verify_processes is None:
@@ -850,6 +909,7 @@ class Replica:
         self._store.write(staging.write)
         staging.publish()
         admitted = staging.admitted
+        self._remember(admitted)
         self._state.docs.update({e.document.key: e.document for e in admitted})
         report.applied.extend(admitted)
         by_doc: dict[DocumentId, list[Entry]] = {}

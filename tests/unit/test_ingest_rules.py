@@ -358,3 +358,35 @@ def test_forged_fork_proof_is_rejected(make_replica: ReplicaFactory) -> None:
     bogus = cbor2.dumps(["fork", a1.encoded, m1.encoded], canonical=True)
     report = make_replica().ingest([bogus])
     assert len(report.rejected) == 1 and report.forks == []
+
+
+def test_an_entry_held_already_is_not_verified_again(
+    make_replica: ReplicaFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mesh hears most entries from several peers: a copy of one held (committed, or
+    waiting for a gap) is a duplicate without a second signature check, and a copy of
+    the very bytes committed lately is not even decoded; anything else at a held place
+    (a fork) is still checked."""
+    author = Identity.generate()
+    entries = feed(author, 6)
+    replica = make_replica()
+    replica.ingest(entries[:4])
+    replica.ingest([entries[5]])  # waits for entry 5
+    checked: list[int] = []
+    verify = Entry.verify
+    monkeypatch.setattr(Entry, "verify", lambda self: checked.append(self.seq) or verify(self))
+    report = replica.ingest([entries[0], entries[3], entries[5]])  # (decoded already)
+    assert (report.duplicates, checked) == (3, [])
+    decoded: list[bytes] = []
+    decode = Entry.decode
+
+    def counting(data: bytes, *, verify: bool = True) -> Entry:
+        decoded.append(data)
+        return decode(data, verify=verify)
+
+    monkeypatch.setattr(Entry, "decode", staticmethod(counting))
+    report = replica.ingest([entries[1].encoded, entries[3].encoded])  # the bytes committed
+    assert (report.duplicates, decoded, checked) == (2, [], [])
+    _, other = forked(author)
+    report = replica.ingest([other.encoded])  # a different entry 2: verified, a fork
+    assert checked == [2] and replica.fork_proofs()
