@@ -25,10 +25,12 @@ one deadline for the whole handshake (a peer that trickles a byte at a time runs
 into it), at most ``max_handshakes_per_host`` from one host and
 ``handshakes_per_second`` begun per host, and at most ``max_handshakes`` at once:
 when full, the oldest handshake of the host holding the most makes room, so a host
-with few is never starved by hosts with many. A failed or
+with few is never starved by hosts with many. A failed (malformed, wrong key) or
 timed-out handshake counts against its host in a
 :class:`~crdt_mesh.penalty.Penalties` table; a refused host's connections are
-closed before any handshake work.
+closed before any handshake work. One the dialler abandons (it closes the
+connection) does not count: honest peers behind one address do that under load,
+and the work it costs is bounded by the rate of handshakes a host may begin.
 
 Why one module (~600 lines): dialling, listening (with its per-host
 admission limits) and the framed, encrypted link share the handshake and the
@@ -97,6 +99,10 @@ class TcpLimits:
             raise ValueError("max_frame, max_handshakes and max_handshakes_per_host are >= 1")
         if min(self.frames_per_second, self.bytes_per_second, self.handshakes_per_second) <= 0:
             raise ValueError("rates are positive")
+
+
+class HandshakeAbandoned(HandshakeError):
+    """The other side closed the connection during the handshake."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,7 +300,7 @@ async def _read_handshake(stream: SocketStream, buffer: bytearray) -> bytes:
             try:
                 chunk = await stream.receive()
             except (anyio.EndOfStream, anyio.BrokenResourceError, OSError) as exc:
-                raise HandshakeError("connection closed during the handshake") from exc
+                raise HandshakeAbandoned("connection closed during the handshake") from exc
             buffer.extend(chunk)
         data = bytes(buffer[:size])
         del buffer[:size]
@@ -497,11 +503,17 @@ class TcpListener:
         try:
             with anyio.fail_after(self._limits.handshake_timeout):
                 peer, send, receive, rest = await handshake(stream, self._identity, initiator=False)
+        except (HandshakeAbandoned, OSError, anyio.BrokenResourceError) as exc:
+            # The dialler gave up (its deadline, a full peer, a shutdown): honest peers
+            # do, under load. Not an offence: the work it cost is bounded by the
+            # per-host rate of handshakes begun.
+            self.refused += 1
+            log.debug("connection from %s: %s", host, exc or "closed during the handshake")
+            await _close(stream)
+            return None
         except (
             HandshakeError,
             TimeoutError,
-            OSError,
-            anyio.BrokenResourceError,
             MeshError,
         ) as exc:
             self.refused += 1

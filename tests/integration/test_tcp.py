@@ -247,3 +247,33 @@ async def test_garbage_after_the_handshake_kills_the_link(keep: Callable[[Any], 
         await server.recv()
     await link.aclose()
     await listener.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_dialler_that_gives_up_mid_handshake_does_not_get_its_host_refused(
+    keep: Callable[[Any], Any],
+) -> None:
+    """Agents behind one address (a NAT, one machine) abandon dials under load; a
+    connection closed during the handshake costs the listener a little work, bounded
+    by the per-host rate: it is not an offence, so the host stays welcome. A handshake
+    that times out (a trickle) still is."""
+    from crdt_mesh.runtime.penalty import Penalties
+
+    alice = Identity.generate()
+    penalties = Penalties()
+    transport = TcpTransport(TcpLimits(handshake_timeout=0.5), penalties=penalties)
+    listener = keep(await transport.listen("tcp://127.0.0.1:0", alice))
+    parsed = TcpAddress.parse(listener.address)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_accept_quietly, listener)
+        for attempt in range(12):
+            stream = await anyio.connect_tcp(parsed.host, parsed.port)
+            await stream.send(b"\x00\x20" + b"\x01" * 10)  # part of a first message
+            await stream.aclose()  # and gives up
+            await wait_for(lambda attempt=attempt: listener.refused == attempt + 1, timeout=5)
+            await anyio.sleep(0.06)  # (within the per-host rate of handshakes)
+        assert not penalties.refused(("tcp-host", parsed.host), anyio.current_time())
+        tg.cancel_scope.cancel()
+    link, accepted = await _connect(transport, listener, listener.address, Identity.generate())
+    await link.aclose()
+    await accepted.aclose()
