@@ -67,6 +67,10 @@ class Host(Protocol):
         """The most links kept at once."""
         ...
 
+    def want_links(self, count: int) -> None:
+        """Aim the active view at ``count`` links (at most ``max_peers``)."""
+        ...
+
     @property
     def running(self) -> bool:
         """Whether the runtime is up (its tasks can be spawned)."""

@@ -275,6 +275,9 @@ class Runtime:
         self.interval = interval
         self.push_fanout = push_fanout
         self.max_peers = max_peers if max_peers is not None else 50
+        #: links the active view aims at (a service sets it: see :meth:`want_links`);
+        #: None: as many as ``max_peers`` allows
+        self.active_target: int | None = None
         self.events = EventBus()
         self._channels: dict[bytes, EphemeralHandler] = {}
         #: ephemeral frames of channels nobody here owns
@@ -419,7 +422,7 @@ class Runtime:
         if link.remote != peer:
             await link.aclose()  # someone else answers at that address now
             return
-        await self._serve_link(link, True, frames)
+        await self._serve_link(link, True, frames, keep=False)
 
     # -- misbehaviour -----------------------------------------------------------------------
 
@@ -515,6 +518,22 @@ class Runtime:
         """Peers with a live link."""
         return list(self._connections)
 
+    def want_links(self, count: int) -> None:
+        """Aim the active view at ``count`` links (at most ``max_peers``): bootstrap
+        peers are dialled only while there are fewer, and links past twice as many are
+        served one round and closed, as at ``max_peers`` (membership sets it, in the
+        manner of HyParView: a few links, not a full mesh)."""
+        self.active_target = max(1, min(int(count), self.max_peers))
+
+    def _link_limit(self) -> int:
+        """Links kept at once: ``max_peers``, or twice the active view's target."""
+        if self.active_target is None:
+            return self.max_peers
+        return min(self.max_peers, 2 * self.active_target)
+
+    def _links_wanted(self) -> bool:
+        return self.active_target is None or len(self._connections) < self.active_target
+
     @property
     def links(self) -> dict[PeerId, Link]:
         """The live links, by peer (a copy: for statistics such as bytes sent)."""
@@ -552,6 +571,9 @@ class Runtime:
         backoff = 0.05
         failures = 0  # in a row: an episode of failures, warned about once
         while True:
+            if not self._links_wanted():  # the active view is full: the seed is not needed
+                await anyio.sleep(max(self.interval, 1.0) * (0.5 + self.rng.random()))
+                continue
             try:
                 link = await self.transport.dial(address, self.replica.identity)
             except MeshError as exc:  # unreachable, refused, or failed authentication
@@ -570,14 +592,17 @@ class Runtime:
                 if failures >= _WARN_AFTER_FAILED_DIALS:
                     log.info("reached %s again after %d failed dials", address, failures)
                 failures = 0
-                backoff = 0.05
+                opened = anyio.current_time()
                 await self._serve_link(link, True)
+                if anyio.current_time() - opened > 4 * self.interval:
+                    backoff = 0.05  # a link that lasted: redial at once if it drops
+                # (one closed soon, by a full peer, backs off as a failure does)
             # jittered exponential backoff before redialling
             await anyio.sleep(backoff * (0.5 + self.rng.random()))
             backoff = min(backoff * 2, max(self.interval, 1.0))
 
     async def _serve_link(
-        self, link: Link, initiator: bool, ephemeral: Sequence[bytes] = ()
+        self, link: Link, initiator: bool, ephemeral: Sequence[bytes] = (), *, keep: bool = True
     ) -> None:
         remote = link.remote
         if remote == self.replica.peer_id:
@@ -589,16 +614,18 @@ class Runtime:
             return
         existing = self._connections.get(remote)
         if existing is not None:
-            if not self._replaces(existing, initiator):
+            if not keep or not self._replaces(existing, initiator):
                 await link.aclose()
                 return
             del self._connections[remote]
             await existing.link.aclose()
-        # At max_peers a link is not kept, but it is served for one round first: the
-        # newcomer learns the peer records (HyParView's passive view) and can dial
+        # At the link limit a link is not kept, but it is served for one round first:
+        # the newcomer learns the peer records (HyParView's passive view) and can dial
         # others; then it is closed. A full node so refuses links without becoming
-        # a dead end for peers that only know its address.
-        transient = len(self._connections) >= self.max_peers
+        # a dead end for peers that only know its address. A link dialled only to
+        # carry ephemeral frames (``keep=False``: a probe relayed for another) is
+        # served the same way: it never joins the active view.
+        transient = not keep or len(self._connections) >= self._link_limit()
         if transient and (len(self._transient) >= _MAX_TRANSIENT or remote in self._transient):
             self.refused_links += 1
             await link.aclose()
@@ -620,8 +647,10 @@ class Runtime:
             refused_resends=history.refused,
         )
         if transient:
-            self.refused_links += 1
-            log.info("at %d peers: one round with %s, then closing", self.max_peers, remote.short)
+            if keep:
+                self.refused_links += 1
+                limit = self._link_limit()
+                log.info("at %d peers: one round with %s, then closing", limit, remote.short)
             self._transient[remote] = connection
         else:
             self._connections[remote] = connection

@@ -14,6 +14,7 @@ from anyio.abc import TaskStatus
 from crdt_mesh import FeatureDisabledError, Identity, Mesh, MeshConfig, P2PEvents, Replica
 from crdt_mesh.identity import Domain
 from crdt_mesh.services.gossip import PeerRecord, record_document
+from crdt_mesh.services.gossip.service import active_size
 from crdt_mesh.services.gossip.swim import Status, SwimSettings
 from crdt_mesh.testing.cluster import cluster, star
 from tests.helpers import wait_for
@@ -98,6 +99,33 @@ async def test_peers_joining_through_one_bootstrap_discover_each_other(tmp_path:
         await wait_for(lambda: all(len(m.gossip.peers()) == count - 1 for m in meshes), timeout=30)
         await wait_for(lambda: [r.peer for r in lost] == [meshes[5].replica.peer_id])
         assert meshes[0].gossip.record(meshes[5].replica.peer_id).left  # type: ignore[union-attr]
+
+
+async def test_active_views_stay_small_and_the_bootstrap_peer_is_not_a_hub(
+    tmp_path: Path,
+) -> None:
+    """Twenty peers know only node 0 (max_peers 50): each links to about log2(20) + 1
+    others, never past twice that, node 0 included; every entry still reaches every
+    peer over the sparse overlay."""
+    network = MemoryNetwork(seed=4)
+    count = 20
+    config = MeshConfig(enabled=True, gossip=True, gossip_interval_ms=100, max_peers=50)
+    size = active_size(count, config.max_peers)
+    async with _star(tmp_path, network, count, config) as nodes:
+        meshes = nodes.meshes
+        for i, mesh in enumerate(meshes):
+            mesh.gossip.join()
+            with mesh.replica.document("notes").transaction() as doc:
+                doc.map("writes")[str(i)] = i
+        await wait_for(lambda: all(len(m.gossip.present()) == count for m in meshes), 30)
+        await wait_for(
+            lambda: all(len(m.replica.document("notes").map("writes")) == count for m in meshes),
+            30,
+        )
+        await wait_for(lambda: max(len(m.peers) for m in meshes) <= 2 * size, 30)
+        links = [len(m.peers) for m in meshes]
+        assert min(links) >= 1 and sum(links) / count <= 1.5 * size, links
+        assert len(meshes[0].peers) <= 2 * size  # the bootstrap peer is not everyone's
 
 
 async def test_only_the_owner_writes_its_record(tmp_path: Path) -> None:

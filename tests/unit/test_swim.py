@@ -193,3 +193,48 @@ def test_a_stale_suspicion_never_wins_over_a_newer_incarnation() -> None:
     assert a.status(b.me) is Status.ALIVE and a._member(b.me).incarnation == 3
     a._apply([Status.SUSPECT.value, b.me.key, 2, c.me.key], now=0.2)
     assert a.status(b.me) is Status.ALIVE
+
+
+def test_over_an_overlay_a_member_probes_only_its_neighbours_and_news_still_spreads() -> None:
+    """Ten members on a ring (each linked to the next and the one before): while all
+    answer, every frame goes to a neighbour (no probe needs a link of its own); when
+    one falls silent, only the indirect probes of it go further, and every other
+    member declares it dead, the news riding on the ring."""
+    identities = [Identity.from_seed(bytes([40 + i]) * 32) for i in range(10)]
+    ids = [i.peer_id for i in identities]
+    ring = {ids[i]: {ids[(i - 1) % 10], ids[(i + 1) % 10]} for i in range(10)}
+    group = [
+        FailureDetector(
+            identity,
+            settings=SETTINGS,
+            rng=random.Random(i),
+            neighbours=lambda me=identity.peer_id: ring[me],
+        )
+        for i, identity in enumerate(identities)
+    ]
+    seed_members(group)
+    by_id = {d.me: d for d in group}
+    silent = ids[4]
+
+    def run(start: float, until: float, down: set[PeerId]) -> list[tuple[PeerId, bytes]]:
+        """Frames sent to a member that is not a neighbour: (to, frame)."""
+        far, now = [], start
+        while now <= until:
+            for detector in group:
+                if detector.me not in down:
+                    detector.tick(now)
+            while batch := [(d.me, to, f) for d in group for to, f in d.outbox()]:
+                for sender, to, frame in batch:
+                    if to not in ring[sender]:
+                        far.append((to, frame))
+                    if not down & {sender, to}:
+                        by_id[to].receive(sender, frame, now)
+            now += 0.1
+        return far
+
+    assert run(0.0, 30.0, set()) == []
+    far = run(30.1, 150.0, {silent})
+    assert far and {to for to, _ in far} == {silent}  # the indirect probes of it alone
+    for detector in group:
+        if detector.me != silent:
+            assert detector.status(silent) is Status.DEAD, detector.me

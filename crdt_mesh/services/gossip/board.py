@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from ...identity import PeerId
+from ...ledger import Entry
 from ...replica.index import DocumentIndex
 from .model import PeerRecord, record_document, record_owner
 from .rules import strings
@@ -23,12 +24,24 @@ _ROOT = "record"
 
 
 class MembershipBoard:
-    """The peer records one replica holds (found through an index of their documents)."""
+    """The peer records one replica holds (found through an index of their documents),
+    each read once per change of its document: the peer set is read every gossip
+    interval and on every probe, and records change rarely."""
 
     def __init__(self, replica: Replica, *, clock: Callable[[], float] = time.time) -> None:
         self.replica = replica
         self.clock = clock
         self._records = DocumentIndex(replica, record_owner)
+        self._read: dict[PeerId, PeerRecord | None] = {}
+        self._peers: list[PeerRecord] | None = None  # the peer set, left ones included
+        self._unsubscribe = replica.on_commit(self._on_commit)
+
+    def _on_commit(self, entries: list[Entry]) -> None:
+        for entry in entries:
+            owner = record_owner(entry.document)
+            if owner is not None:
+                self._read.pop(owner, None)
+                self._peers = None
 
     def write(
         self, capabilities: Iterable[str], addresses: Iterable[str], *, left: bool = False
@@ -38,17 +51,19 @@ class MembershipBoard:
 
     def record(self, peer: PeerId) -> PeerRecord | None:
         """The record ``peer`` published, as this replica holds it."""
-        return read_record(self.replica, peer)
+        if peer not in self._read:
+            self._read[peer] = read_record(self.replica, peer)
+        return self._read[peer]
 
     def peers(self, *, include_left: bool = False) -> list[PeerRecord]:
         """The peer set, in peer id order (a pure view of replicated state)."""
-        records = [read_record(self.replica, peer) for peer in self._records.known_keys()]
-        return sorted(
-            (r for r in records if r is not None and (include_left or not r.left)),
-            key=lambda r: str(r.peer),
-        )
+        if self._peers is None:
+            records = [self.record(peer) for peer in self._records.known_keys()]
+            self._peers = sorted((r for r in records if r is not None), key=lambda r: str(r.peer))
+        return [r for r in self._peers if include_left or not r.left]
 
     def close(self) -> None:
+        self._unsubscribe()
         self._records.close()
 
 

@@ -7,15 +7,20 @@ whether it left on purpose. The peer set is a pure view over those records
 the same peers. Records spread like any other document: anti-entropy plus eager push.
 
 Discovery in the manner of HyParView (Leitão, Pereira, Rodrigues, DSN 2007):
-the links a mesh keeps are its *active view* (bounded by ``P2P_MAX_PEERS``);
-the records it knows but is not linked to are its *passive view*. Every gossip
-interval the mesh dials a random passive peer while the active view has room;
-a full active view is left alone, but for a rare swap of one active peer for a
-passive one (a shuffle), so that the overlay does not set in stone.
+the links a mesh keeps are its *active view*, a few: ``log2(N) + 1`` for N peers
+present (:func:`active_size`), never more than ``P2P_MAX_PEERS``; the records it
+knows but is not linked to are its *passive view*. Every gossip interval the
+mesh dials a random passive peer while the active view is short of its size
+(links are symmetric: a peer it dials counts it too; the runtime serves links
+past twice the size one round and closes them); a full active view is left
+alone, but for a rare swap of one active peer for a passive one (a shuffle), so
+that the overlay does not set in stone. Anti-entropy and eager push run over
+the active view, so a peer's idle cost follows its links, not the mesh's size.
 
 Failure detection (:mod:`crdt_mesh.services.gossip.swim`): SWIM probes with the Lifeguard
-refinements, over ephemeral signed frames. Every peer whose record says it is
-in the mesh is probed, over its link or over a link dialled for the purpose.
+refinements, over ephemeral signed frames, on the overlay: a peer probes its
+linked peers (and asks them for indirect probes), and what it learns of the
+others rides on those frames; no probe dials a link of its own.
 A peer is *present* while its record says it is in the mesh and the detector
 has not declared it dead; ``p2p:peer:discovered`` and ``p2p:peer:lost`` fire
 as that changes, so a crashed peer is lost and, restarted, discovered again.
@@ -31,6 +36,7 @@ converges even where a broadcast is lost.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Collection, Iterable
@@ -54,6 +60,22 @@ log = logging.getLogger(__name__)
 
 #: Chance, per gossip interval, that a full active view swaps one peer for a passive one.
 SHUFFLE_PROBABILITY = 0.1
+#: The fewest links an active view aims at (three: a ring of two is fragile).
+MIN_ACTIVE = 3
+#: Gossip intervals a peer whose link closed (or that did not answer a dial) is still
+#: probed, over a link dialled for the probe: a crashed neighbour is so suspected
+#: and declared dead, where nothing else would probe it.
+FORMER_WATCH = 30
+
+
+def active_size(present: int, max_peers: int) -> int:
+    """Links an active view aims at with ``present`` peers in the mesh (this one
+    included): ``ceil(log2 N) + 1``, at least :data:`MIN_ACTIVE`, at most
+    ``max_peers`` (HyParView keeps 5 for 10,000; push gossip needs about log N)."""
+    wanted = math.ceil(math.log2(max(present, 2))) + 1
+    return max(1, min(max_peers, max(MIN_ACTIVE, wanted)))
+
+
 #: The ephemeral channels gossip owns: broadcasts, and the failure detector's frames.
 _BROADCAST, _SWIM = b"B", b"S"
 
@@ -72,12 +94,15 @@ class GossipService:
         self._records: dict[PeerId, PeerRecord] = {}
         self._present: dict[PeerId, bool] = {}  # what the events last said of each peer
         self._dialling: set[PeerId] = set()
+        self._linked: set[PeerId] = set()  # the active view at the last maintain()
+        self._former: dict[PeerId, float] = {}  # peers still probed since their link closed
         self._unsubscribe = host.replica.on_commit(self._on_commit)
         self.shuffles = 0
         rng = random.Random(host.rng.random())
         # Refuses what was created before it started: a restart never delivers twice.
         self._broadcaster = Broadcaster(host.replica.identity, now=_now_ms())
         self._detector: FailureDetector | None = None
+        self._swim_woken: anyio.Event | None = None
         self._detector_rng = rng
         self._handlers: list[Callable[[GossipMessage], Any]] = []
         self._running = False
@@ -267,6 +292,8 @@ class GossipService:
         if self._detector.dropped > dropped:
             self._host.penalise(sender, Offence.JUNK, "a malformed or forged SWIM frame")
         self._after_swim()
+        if self._swim_woken is not None:
+            self._swim_woken.set()  # its deadlines may have moved
 
     def _receive_broadcast(self, sender: PeerId, frame: bytes) -> None:
         """A broadcast frame from ``sender``: delivered once if genuine and within bounds."""
@@ -323,6 +350,7 @@ class GossipService:
             incarnation=int(time.time() * 1000),  # a restart starts above any before it
             settings=self.swim_settings,
             rng=self._detector_rng,
+            neighbours=self._probed,
         )
         for record in self.peers(include_left=True):
             self._records[record.peer] = record
@@ -340,9 +368,10 @@ class GossipService:
                     log.exception("gossip maintenance failed")
 
     async def _probe_loop(self) -> None:
+        """Tick the detector at its next deadline, or sooner when a frame arrives (a
+        frame can bring an earlier deadline: no polling in between)."""
         detector = self._detector
         assert detector is not None
-        granularity = self.swim_settings.probe_timeout / 5
         while True:
             now = anyio.current_time()
             try:
@@ -350,13 +379,33 @@ class GossipService:
                 self._after_swim()
             except Exception:
                 log.exception("failure detection step failed")
-            await anyio.sleep(max(0.0, min(detector.next_deadline() - now, granularity)))
+            self._swim_woken = anyio.Event()
+            with anyio.move_on_after(max(0.0, detector.next_deadline() - now)):
+                await self._swim_woken.wait()
+
+    def _probed(self) -> list[PeerId]:
+        """Whom failure detection probes: the active view, and peers whose link
+        closed lately (or that a dial did not reach) until they are dead or back."""
+        linked = self._host.peers
+        return linked + [p for p in self._former if p not in linked]
+
+    def _watch_former(self, active: set[PeerId], now: float) -> None:
+        for peer in self._linked - active:
+            self._former.setdefault(peer, now)
+        self._linked = active
+        interval = self._host.config.gossip_interval if self._host.config else self._host.interval
+        for peer, since in list(self._former.items()):
+            status = self.status(peer)
+            settled = status in (Status.DEAD, Status.LEFT, None) or peer in active
+            if settled or (status is Status.ALIVE and now - since > FORMER_WATCH * interval):
+                del self._former[peer]
 
     async def maintain(self) -> None:
         """One HyParView-style step: fill the active view; shuffle when it is full."""
         host = self._host
         me = host.replica.peer_id
         active = set(host.peers)
+        self._watch_former(active, anyio.current_time())
         passive = [
             r
             for r in self.present()
@@ -365,10 +414,18 @@ class GossipService:
             and r.peer not in self._dialling
             and r.addresses
         ]
+        size = active_size(len(self.present()), host.max_peers)
+        host.want_links(size)
+        if len(active) > size and host.rng.random() < SHUFFLE_PROBABILITY:
+            # links others dialled past the size: one is let go now and then, so the
+            # view shrinks back to it (the other end, if short, dials someone else)
+            await host.disconnect(host.rng.choice(sorted(active, key=str)))
+            self.shuffles += 1
+            return
         if not passive:
             return
         candidate = host.rng.choice(passive)
-        if len(active) >= host.max_peers:
+        if len(active) >= size:
             # A full active view is left alone most of the time (links that carry
             # traffic should be stable); now and then one active peer is swapped for
             # a passive one, so the overlay does not set in stone.
@@ -385,6 +442,8 @@ class GossipService:
                     break
                 except MeshError as exc:
                     log.info("dial %s at %s failed: %s", candidate.peer.short, address, exc)
+            else:  # unreachable: probe it, so that it is suspected if it is gone
+                self._former.setdefault(candidate.peer, anyio.current_time())
         finally:
             self._dialling.discard(candidate.peer)
 

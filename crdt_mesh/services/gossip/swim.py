@@ -22,6 +22,12 @@ signed ack, so nobody can vouch for a member that is not answering; an
 *alive* update carries the member's own signature over its incarnation, so
 nobody can refute a suspicion on another's behalf.
 
+Over an overlay (``neighbours``): a member probes, and asks for indirect probes,
+only the members it is linked to (its active view), so no probe needs a link of
+its own; what a member learns of the others rides on those frames, and spreads
+through the overlay as any piggybacked update does (each member is probed by
+its neighbours). Without ``neighbours``, every member is probed (plain SWIM).
+
 The core owns no clock, socket or task: the shell calls :meth:`tick` with the
 time, hands it frames with :meth:`receive`, sends what :meth:`outbox` returns
 and reads :meth:`changes`. :meth:`next_deadline` says when to tick next.
@@ -38,7 +44,7 @@ import hashlib
 import logging
 import math
 import random
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
@@ -157,6 +163,8 @@ class FailureDetector:
             starts above any it had before (the shell uses the wall clock in ms).
         settings: timings and counts.
         rng: every random choice (pass a seeded one for a replayable run).
+        neighbours: the members this one is linked to, if it probes only those (an
+            overlay); None: it probes every member.
     """
 
     def __init__(
@@ -166,8 +174,11 @@ class FailureDetector:
         incarnation: int = 0,
         settings: SwimSettings | None = None,
         rng: random.Random | None = None,
+        neighbours: Callable[[], Collection[PeerId]] | None = None,
     ) -> None:
         self.identity = identity
+        self._neighbours = neighbours
+        self._ring: list[PeerId] = []  # neighbours still to probe this round
         self.me = identity.peer_id
         self.settings = settings or SwimSettings()
         self.rng = rng or random.Random()
@@ -296,7 +307,7 @@ class FailureDetector:
             Domain.SWIM_ALIVE, _alive_body(self.me, self.incarnation, left=True)
         )
         self._queue(_Update(Status.LEFT, self.me, self.incarnation, signature))
-        for peer in self.sample(3):
+        for peer in self._helpers(3):
             self._send(peer, {"k": "ping", "seq": self._next_seq(), "to": peer.key})
         self._probe = None
 
@@ -392,7 +403,10 @@ class FailureDetector:
         self._send(target, {"k": "ping", "seq": seq, "to": target.key})
 
     def _next_target(self) -> PeerId | None:
-        """SWIM's round-robin: every member once per round, in a fresh random order."""
+        """SWIM's round-robin: every member (or neighbour) once per round, in a fresh
+        random order."""
+        if self._neighbours is not None:
+            return self._next_neighbour()
         size = self.size()
         for _ in range(size + 1):
             if self._round_step >= self._round_size:
@@ -414,8 +428,31 @@ class FailureDetector:
                 return peer
         return None
 
+    def _next_neighbour(self) -> PeerId | None:
+        assert self._neighbours is not None
+        linked = set(self._neighbours())
+        for _ in range(2):
+            while self._ring:
+                peer = self._ring.pop()
+                if peer in linked and peer != self.me and self._is_live(peer):
+                    return peer
+            self._ring = sorted(linked, key=lambda p: p.key)
+            self.rng.shuffle(self._ring)
+        return None
+
+    def _helpers(self, count: int, exclude: Iterable[PeerId] = ()) -> list[PeerId]:
+        """Members to ask for an indirect probe (neighbours, over an overlay)."""
+        if self._neighbours is None:
+            return self.sample(count, exclude)
+        excluded = {*exclude, self.me}
+        pool = sorted(
+            (p for p in self._neighbours() if p not in excluded and self._is_live(p)),
+            key=lambda p: p.key,
+        )
+        return sample_distinct(self.rng, pool, count)
+
     def _probe_indirectly(self, probe: _Probe) -> None:
-        chosen = self.sample(self.settings.indirect_probes, exclude=[probe.target])
+        chosen = self._helpers(self.settings.indirect_probes, exclude=[probe.target])
         for helper in chosen:
             self._send(helper, {"k": "ping-req", "seq": probe.seq, "to": probe.target.key})
         probe.indirect_done = True
