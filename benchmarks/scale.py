@@ -164,6 +164,11 @@ def run(nodes: int, writes: int, timeout: float, idle_for: float) -> None:
             time.sleep(idle_for)
             idle = [(n.cpu() - b) / idle_for for n, b in zip(fleet, before, strict=True)]
             links = [n.status.get("peers") or 0 for n in fleet]
+            kinds: dict[str, int] = {}
+            for node in fleet:
+                for kind, count in (node.status.get("offences") or {}).items():
+                    kinds[kind] = kinds.get(kind, 0) + count
+            offences = sum(kinds.values())
         finally:
             for node in fleet:
                 node.stop()
@@ -197,6 +202,14 @@ def run(nodes: int, writes: int, timeout: float, idle_for: float) -> None:
                 measured=max(idle),
             )
         row("links per node, mean / max", f"{sum(links) / nodes:.1f} / {max(links)}", "", None, "")
+        row(
+            "offences counted (every node honest)",
+            f"{offences}",
+            ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())),
+            None,
+            Target("<=", 0),
+            measured=offences,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
