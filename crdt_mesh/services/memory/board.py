@@ -2,8 +2,7 @@
 
 Synchronous, clock injected. It owns the replica's read policy for memory (who is
 offered which memory: see :mod:`.model`). Views are pure functions of what the
-replica holds: replicas with the same entries show the same reader the same.
-"""
+replica holds: the same entries show the same reader the same."""
 
 from __future__ import annotations
 
@@ -32,6 +31,7 @@ from .rules import (
     check_tags,
     forget_document,
     group_of,
+    is_memorys,
     lockbox_of,
     make_filters,
     memory_document,
@@ -91,15 +91,16 @@ class MemoryBoard:
 
     def _offered(self, document: DocumentId, peer: PeerId) -> bool | None:
         """The read policy: what ``peer`` may read *and* both ends follow (see
-        :mod:`.interests`); None for documents that are not memory's."""
+        :mod:`.interests`); None, at once, for documents that are not memory's."""
+        if not is_memorys(document):
+            return None
         verdict = self._may_read(document, peer)
         if verdict is False or self.interests.both_follow(document, peer) is False:
             return False
         return verdict
 
     def may_read(self, document: DocumentId, peer: PeerId) -> bool:
-        """Whether ``peer`` may read ``document`` (what it follows aside): what a query's
-        answers are filtered by."""
+        """Whether ``peer`` may read ``document`` (interests aside): what answers obey."""
         verdict = self._may_read(document, peer)
         return self.replica.readable_by(document, peer) if verdict is None else verdict
 

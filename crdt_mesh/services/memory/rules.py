@@ -69,6 +69,11 @@ def organization_document(admin: PeerId, name: str) -> DocumentId:
     return DocumentId(Policy.MEMBERS, f"{PREFIX}organization:{name}", admin)
 
 
+def is_memorys(document: DocumentId) -> bool:
+    """Whether ``document`` may be one of memory's (memories, groups, lockboxes)."""
+    return document.name.startswith(PREFIX)
+
+
 def group_of(document: DocumentId) -> tuple[str, str] | None:
     """(``channel`` or ``organization``, name) of a group's members document."""
     if document.policy is not Policy.MEMBERS or not document.name.startswith(PREFIX):
