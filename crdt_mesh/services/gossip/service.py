@@ -63,8 +63,8 @@ SHUFFLE_PROBABILITY = 0.1
 #: The fewest links an active view aims at (three: a ring of two is fragile).
 MIN_ACTIVE = 3
 #: Gossip intervals a peer whose link closed (or that did not answer a dial) is still
-#: probed, over a link dialled for the probe: a crashed neighbour is so suspected
-#: and declared dead, where nothing else would probe it.
+#: probed, over a link dialled for the probe, until it answers one: a crashed
+#: neighbour is so suspected and declared dead, where nothing else would probe it.
 FORMER_WATCH = 30
 
 
@@ -394,9 +394,11 @@ class GossipService:
             self._former.setdefault(peer, now)
         self._linked = active
         interval = self._host.config.gossip_interval if self._host.config else self._host.interval
+        answered = self._detector.answered if self._detector is not None else {}
         for peer, since in list(self._former.items()):
             status = self.status(peer)
             settled = status in (Status.DEAD, Status.LEFT, None) or peer in active
+            settled = settled or answered.get(peer, -math.inf) >= since  # up, after all
             if settled or (status is Status.ALIVE and now - since > FORMER_WATCH * interval):
                 del self._former[peer]
 

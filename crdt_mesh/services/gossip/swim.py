@@ -179,6 +179,8 @@ class FailureDetector:
         self.identity = identity
         self._neighbours = neighbours
         self._ring: list[PeerId] = []  # neighbours still to probe this round
+        #: when the last probe each member answered was sent (the shell's clock)
+        self.answered: dict[PeerId, float] = {}
         self.me = identity.peer_id
         self.settings = settings or SwimSettings()
         self.rng = rng or random.Random()
@@ -481,6 +483,7 @@ class FailureDetector:
         direct = on_behalf is None and sender == author and seq == probe.seq
         if direct or on_behalf == [self.me.key, probe.seq]:
             probe.acked = True
+            self.answered[author] = probe.started
             self._adjust_health(-1)
 
     def _expire_relays(self, now: float) -> None:
