@@ -25,7 +25,6 @@ record, caught by the audit (tests/unit/test_tasks.py, tests/integration/test_ho
 from __future__ import annotations
 
 import argparse
-import json
 import queue
 import statistics
 import subprocess
@@ -38,6 +37,7 @@ from typing import Any
 import anyio
 
 from crdt_mesh import Durability, Identity, Mesh, Replica
+from crdt_mesh.cli import records
 from crdt_mesh.testing import attacks
 from transports.tcp import TcpTransport
 
@@ -69,11 +69,7 @@ class Node:
 
     def _read(self) -> None:
         assert self.process.stdout is not None
-        for line in self.process.stdout:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
+        for record in records(self.process.stdout):
             if record.get("event") == "status":
                 self.last = record
             self.lines.put(record)

@@ -21,7 +21,6 @@ read ``/proc``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import subprocess
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from crdt_mesh import Identity, Replica
+from crdt_mesh.cli import records
 
 from ._common import Target, progress, progress_done, row, scratch, summary
 
@@ -89,11 +89,7 @@ class Node:
 
     def _read(self) -> None:
         assert self.process.stdout is not None
-        for line in self.process.stdout:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
+        for record in records(self.process.stdout):
             if record.get("event") == "ready":
                 self.cpu_at_ready = self.cpu()
             elif record.get("event") == "status":

@@ -28,7 +28,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +176,18 @@ def _with_scheme(address: str, scheme: str) -> str:
 
 def _emit(record: dict[str, Any]) -> None:
     print(json.dumps(record), flush=True)
+
+
+def records(lines: Iterable[str | bytes]) -> Iterator[dict[str, Any]]:
+    """What ``node`` prints on stdout, read back: one JSON record a line (a line that
+    is not one, such as a stray print, is skipped)."""
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            yield record
 
 
 async def _report(mesh: Mesh, interval: float, gossip: bool, watched: Document) -> None:

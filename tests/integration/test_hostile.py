@@ -11,7 +11,6 @@ The node is a process of its own (``victim_node.py``) so that its memory is its 
 
 from __future__ import annotations
 
-import json
 import queue
 import statistics
 import subprocess
@@ -28,6 +27,7 @@ import anyio
 import pytest
 
 from crdt_mesh import Durability, Identity, PeerId, Replica
+from crdt_mesh.cli import records
 from crdt_mesh.mesh import Mesh
 from crdt_mesh.services.tasks import TaskBoard, TaskRef
 from crdt_mesh.testing import attacks
@@ -69,11 +69,7 @@ class Victim:
 
     def _read(self) -> None:
         assert self.process.stdout is not None
-        for line in self.process.stdout:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
+        for record in records(self.process.stdout):
             if record.get("event") == "status":
                 self.last = record
                 self.max_rss = max(self.max_rss, record["rss"])
