@@ -20,7 +20,9 @@ the active view, so a peer's idle cost follows its links, not the mesh's size.
 Failure detection (:mod:`crdt_mesh.services.gossip.swim`): SWIM probes with the Lifeguard
 refinements, over ephemeral signed frames, on the overlay: a peer probes its
 linked peers (and asks them for indirect probes), and what it learns of the
-others rides on those frames; no probe dials a link of its own.
+others rides on those frames. Only an indirect probe (a helper that is not linked
+to the silent peer) and the probe of a peer whose link closed dial a link, served
+one round: never a link per probe of a live neighbour.
 A peer is *present* while its record says it is in the mesh and the detector
 has not declared it dead; ``p2p:peer:discovered`` and ``p2p:peer:lost`` fire
 as that changes, so a crashed peer is lost and, restarted, discovered again.
