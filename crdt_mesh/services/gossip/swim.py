@@ -32,7 +32,7 @@ The core owns no clock, socket or task: the shell calls :meth:`tick` with the
 time, hands it frames with :meth:`receive`, sends what :meth:`outbox` returns
 and reads :meth:`changes`. :meth:`next_deadline` says when to tick next.
 
-Why one module (~670 lines): SWIM's probe, suspicion and dissemination and
+Why one module (~710 lines): SWIM's probe, suspicion and dissemination and
 Lifeguard's three refinements act on one member table in one period; the
 frame codec is the only part that stands alone, and it is short.
 """
