@@ -6,7 +6,7 @@ entries go through verify -> chain -> policy -> client-id binding -> commit ->
 apply (invariants 1-5 of docs/architecture.md); local transactions become one signed
 entry each.
 
-Why one module (~780 lines): this is where a store transaction, the ledger
+Why one module (~980 lines): this is where a store transaction, the ledger
 state and the open documents change together, and nowhere else. The rules it
 applies live in their own modules (admission, state, pending, document,
 verifier); what remains here is the transaction boundaries and short

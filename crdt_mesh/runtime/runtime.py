@@ -20,7 +20,7 @@ as the link drains), so a slow or silent peer holds up its own link and nothing
 else. Misbehaviour is counted in a :class:`~crdt_mesh.runtime.penalty.Penalties` table:
 a peer over its threshold has its links closed and is refused for a back-off.
 
-Why one module (~750 lines): a link's life (dial, replace a duplicate, read
+Why one module (~830 lines): a link's life (dial, replace a duplicate, read
 ahead, handle, write, budgets, penalties, close) is one state machine over
 tables the runtime shares between links; cut in two, each half would reach
 into the other's privates. The protocol itself lives in :mod:`..sync` and
