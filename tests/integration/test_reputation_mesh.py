@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import anyio
 import pytest
@@ -18,6 +19,7 @@ from crdt_mesh import (
     MeshConfig,
     P2PEvents,
     Replica,
+    ReputationError,
     ReputationSettings,
     ReputationUpdate,
 )
@@ -126,3 +128,22 @@ async def test_a_challenge_is_heard_and_decided_on_every_running_replica(tmp_pat
         await wait_for(lambda: all(decided[i] for i in range(4)), timeout=20)
         verdicts = {(c.status, c.uphold, c.reject) for i in range(4) for c in decided[i]}
         assert verdicts == {(ChallengeStatus.UPHELD, 1, 0)}
+
+
+async def test_a_reveal_that_fails_does_not_stop_the_service(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reveal period can end between finding a vote due and revealing it: the
+    service logs it and goes on (its loop runs in the mesh's task group)."""
+    async with cluster(tmp_path, 2, peers=full, config=ON) as nodes:
+        service = nodes.meshes[0].reputation
+        due = [SimpleNamespace(id="0" * 32)]  # (a challenge, as far as the loop looks)
+        refreshed: list[int] = []
+
+        def too_late(challenge: object) -> None:
+            raise ReputationError("outside the reveal period of this challenge")
+
+        monkeypatch.setattr(service.board, "reveals_due", lambda: list(due))
+        monkeypatch.setattr(service.board, "reveal", too_late)
+        monkeypatch.setattr(service, "_refresh", lambda: refreshed.append(1))
+        await wait_for(lambda: len(refreshed) >= 2, timeout=10)  # the loop goes on

@@ -11,6 +11,7 @@ votes it committed once their reveal period opens.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,8 @@ from .model import (
     ReputationSettings,
     ReputationUpdate,
 )
+
+log = logging.getLogger(__name__)
 
 #: How much one sample of the failure detector moves a peer's observed uptime.
 UPTIME_STEP = 0.05
@@ -101,7 +104,10 @@ class ReputationService:
                     before = self._uptime.get(peer, 0.5)
                     self._uptime[peer] = before + UPTIME_STEP * (float(seen) - before)
             for due in self.board.reveals_due():
-                self.board.reveal(due)
+                try:
+                    self.board.reveal(due)
+                except ReputationError as exc:  # (the period ended meanwhile): not fatal
+                    log.warning("could not reveal the vote on %s: %s", due.id, exc)
             self._refresh()
 
     # -- commands ----------------------------------------------------------------------------
