@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import cbor2
@@ -220,20 +221,7 @@ def tally(
             status = ChallengeStatus.LAPSED
         else:
             status = ChallengeStatus.UPHELD if uphold > reject else ChallengeStatus.REJECTED
-    return Challenge(
-        id=challenge.id,
-        record=challenge.record,
-        challenger=challenge.challenger,
-        reason=challenge.reason,
-        evidence=challenge.evidence,
-        filed=challenge.filed,
-        reveal_from=challenge.reveal_from,
-        deadline=challenge.deadline,
-        jury=jury,
-        status=status,
-        uphold=uphold,
-        reject=reject,
-    )
+    return replace(challenge, jury=jury, status=status, uphold=uphold, reject=reject)
 
 
 def _counted_vote(challenge: Challenge, juror: PeerId, entry: Any, now: float) -> Vote | None:
