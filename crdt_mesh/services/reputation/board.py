@@ -103,7 +103,7 @@ class _Read:
     challenges: list[Challenge] = field(default_factory=list)
     votes: dict[str, dict[PeerId, Any]] = field(default_factory=dict)
     parties: dict[str, frozenset[PeerId]] = field(default_factory=dict)
-    refs: dict[str, Any] = field(default_factory=dict)
+    refs: dict[str, Any] = field(default_factory=dict)  # tasks with records, by name
 
 
 class ReputationBoard:
@@ -233,6 +233,7 @@ class ReputationBoard:
             if parties is None:
                 continue
             name, announcer, decider, winner, capabilities = parties
+            read.refs[name] = ref
             found, reasons = task_records(
                 name,
                 announcer=announcer,
@@ -253,7 +254,7 @@ class ReputationBoard:
             if not challenges:
                 continue
             read.challenges += challenges
-            read.parties[name], read.refs[name] = involved, ref
+            read.parties[name] = involved
             votes = {}
             for juror, value in self.tasks.annotations(ref, "votes").items():
                 if isinstance(value, dict) and len(value) <= len(challenges):
@@ -297,9 +298,8 @@ class ReputationBoard:
         """
         if not isinstance(record, Record) or record not in self.records():
             raise ReputationError(f"not a record that counts here: {record!r}")
-        read = self._read()
-        parties = self._parties(read.refs.get(record.task) or self._ref_of(record.task))
-        if self.me not in parties[1:4]:
+        ref = self._ref_of(record.task)
+        if self.me not in self._parties(ref)[1:4]:
             raise ReputationError(f"only a party of {record.task} may challenge its records")
         if record.rater == self.me:
             raise ReputationError("a peer cannot challenge its own record")
@@ -310,7 +310,6 @@ class ReputationBoard:
             raise ReputationError(f"reason: a text of 1 to {MAX_REASON} characters")
         if evidence_size(evidence) is None:
             raise ReputationError("evidence: plain values (str, numbers, lists, maps), <= 4 KiB")
-        ref = self._ref_of(record.task)
         given = self.tasks.annotations(ref, "challenges").get(self.me)
         filed = dict(given) if isinstance(given, dict) else {}
         if slot(record) in filed:
@@ -396,11 +395,12 @@ class ReputationBoard:
         raise ReputationError(f"unknown challenge {wanted!r}")
 
     def _ref_of(self, task: str) -> Any:
-        for ref in self.tasks.tasks():
-            parties = self.tasks.parties(ref)
-            if parties is not None and parties[0] == task:
-                return ref
-        raise ReputationError(f"unknown task {task!r}")
+        """The task a record is on (every task with records is indexed as it is read:
+        no view of every task per command)."""
+        ref = self._read().refs.get(task)
+        if ref is None:
+            raise ReputationError(f"unknown task {task!r}")
+        return ref
 
     def _pool(self, cut: float) -> list[PeerId]:
         """The peers eligible for juries at ``cut`` (kept while the records stamped
