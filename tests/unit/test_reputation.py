@@ -24,7 +24,7 @@ from crdt_mesh.services.reputation import (
 from crdt_mesh.services.reputation.rules import RecordTable, local_trust, scores
 from crdt_mesh.services.reputation.trust import eigentrust, rater_weights
 from crdt_mesh.services.tasks import TaskBoard
-from crdt_mesh.services.tasks.model import TaskRef
+from crdt_mesh.services.tasks.model import Announcement, TaskRef
 from tests.helpers import Clock, forked, sync
 
 CAN = ["code-review"]
@@ -60,6 +60,18 @@ class Market:
         self.tasks[announcer].close(ann.ref)
         self.sync()
         return ann.ref
+
+    def contested(self, name: str) -> Announcement:
+        """A task 0 announced, selected by reputation, that 1 and 2 bid on (not closed)."""
+        by_reputation = {"bid_timeout": 30, "min_bidders": 2, "selection_criteria": ["reputation"]}
+        ann = self.tasks[0].announce(
+            name, {"capabilities": CAN}, deadline=self.clock.now + 7200, negotiation=by_reputation
+        )
+        self.sync()
+        for bidder in (1, 2):
+            self.tasks[bidder].bid(ann.ref, price=1.0, capabilities=CAN)
+        self.sync()
+        return ann
 
 
 @pytest.fixture
@@ -243,14 +255,7 @@ def test_a_close_pins_the_evidence_of_its_scores_and_a_misstated_score_is_flagge
     first = market.awarded("t1", winner=1)
     market.boards[0].record_outcome(first, "success", quality=1.0, timeliness=1.0)
     market.sync()
-    by_reputation = {"bid_timeout": 30, "min_bidders": 2, "selection_criteria": ["reputation"]}
-    ann = market.tasks[0].announce(
-        "t2", {"capabilities": CAN}, deadline=market.clock.now + 7200, negotiation=by_reputation
-    )
-    market.sync()
-    market.tasks[1].bid(ann.ref, price=1.0, capabilities=CAN)
-    market.tasks[2].bid(ann.ref, price=1.0, capabilities=CAN)
-    market.sync()
+    ann = market.contested("t2")
     view = market.tasks[0].close(ann.ref)
     assert view.award == market.ids[1]  # the better reputation
     market.sync()
@@ -262,13 +267,7 @@ def test_a_close_pins_the_evidence_of_its_scores_and_a_misstated_score_is_flagge
     assert pinned == [[first.document_name, "outcome", str(market.ids[0])]]
 
     # a decider that misstates a score (and awards by it) is flagged on every replica
-    liar = market.tasks[0].announce(
-        "t3", {"capabilities": CAN}, deadline=market.clock.now + 7200, negotiation=by_reputation
-    )
-    market.sync()
-    market.tasks[1].bid(liar.ref, price=1.0, capabilities=CAN)
-    market.tasks[2].bid(liar.ref, price=1.0, capabilities=CAN)
-    market.sync()
+    liar = market.contested("t3")
     market.tasks[0].close(liar.ref)
     document = market.replicas[0].document(liar.ref.section(market.ids[0]))
     written = document.map("task").to_py()
