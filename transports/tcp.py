@@ -41,14 +41,11 @@ from __future__ import annotations
 
 import logging
 import socket
-import time
 from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass
 
 import anyio
-import cbor2
-import nacl.bindings
 from anyio.abc import SocketAttribute, SocketListener, SocketStream
 
 from crdt_mesh.errors import (
@@ -58,7 +55,7 @@ from crdt_mesh.errors import (
     RateLimitExceeded,
     TransportError,
 )
-from crdt_mesh.identity import Domain, Identity, PeerId
+from crdt_mesh.identity import Identity, PeerId
 from crdt_mesh.runtime.penalty import Offence, Penalties
 from crdt_mesh.runtime.transport import FramesUntilClosed, LinkHandler
 from crdt_mesh.sync import MAX_FRAME
@@ -68,8 +65,8 @@ from transports.noise import (
     CipherState,
     DecryptError,
     HandshakeError,
-    XXHandshake,
 )
+from transports.secure import TokenBucket, bound_handshake, static_key
 
 log = logging.getLogger(__name__)
 
@@ -148,48 +145,6 @@ class TcpAddress:
         return f"tcp://{peer}{host}:{self.port}"
 
 
-def static_key(identity: Identity) -> bytes:
-    """The node's X25519 static key, derived from its Ed25519 key (stable across runs)."""
-    secret = identity.seed + identity.peer_id.key
-    return bytes(nacl.bindings.crypto_sign_ed25519_sk_to_curve25519(secret))
-
-
-def _binding(identity: Identity, static_public: bytes) -> bytes:
-    signature = identity.sign(Domain.NOISE_STATIC, static_public)
-    return cbor2.dumps([1, identity.peer_id.key, signature])
-
-
-def _check_binding(payload: bytes, remote_static: bytes | None) -> PeerId:
-    try:
-        version, key, signature = cbor2.loads(payload)
-        if version != 1 or not isinstance(signature, bytes) or remote_static is None:
-            raise ValueError("bad binding")
-        peer = PeerId(key)
-        if not peer.verify(Domain.NOISE_STATIC, remote_static, signature):
-            raise ValueError("the binding's signature does not verify")
-    except Exception as exc:  # any failure: the peer did not prove an identity
-        raise HandshakeError(f"peer did not prove its identity: {exc}") from None
-    return peer
-
-
-class _TokenBucket:
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self.tokens = rate
-        self.stamp = time.monotonic()
-
-    def take(self, amount: float) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        self.tokens -= amount
-        return self.tokens >= -self.rate  # allow a burst of one second's worth
-
-    def full(self) -> bool:
-        """Whether the bucket refilled completely (nothing to remember)."""
-        return self.tokens + (time.monotonic() - self.stamp) * self.rate >= self.rate
-
-
 class TcpLink(FramesUntilClosed):
     """An authenticated, encrypted link over one TCP connection."""
 
@@ -210,8 +165,8 @@ class TcpLink(FramesUntilClosed):
         self._buffer = bytearray()
         self._send_lock = anyio.Lock()
         self._closed = False
-        self._frames = _TokenBucket(limits.frames_per_second)
-        self._bytes = _TokenBucket(limits.bytes_per_second)
+        self._frames = TokenBucket(limits.frames_per_second)
+        self._bytes = TokenBucket(limits.bytes_per_second)
         self.remote_address = remote_address
         self.bytes_sent = 0
         self.bytes_received = 0
@@ -323,29 +278,17 @@ async def handshake(
         HandshakeError: the peer failed to complete it, or to prove its identity,
             or proved one other than ``expected``.
     """
-    noise = XXHandshake(initiator=initiator, static=static_key(identity), prologue=_PROLOGUE)
     buffer = bytearray()
-    binding = _binding(identity, noise.static_public)
 
-    async def write(payload: bytes = b"") -> None:
-        message = noise.write_message(payload)
+    async def read() -> bytes:
+        return await _read_handshake(stream, buffer)
+
+    async def write(message: bytes) -> None:
         await stream.send(len(message).to_bytes(2, "big") + message)
 
-    if initiator:
-        await write()
-        peer = _check_binding(
-            noise.read_message(await _read_handshake(stream, buffer)), noise.remote_static
-        )
-        if expected is not None and peer != expected:
-            raise HandshakeError(f"dialled {expected.short} but reached {peer.short}")
-        await write(binding)
-    else:
-        noise.read_message(await _read_handshake(stream, buffer))
-        await write(binding)
-        peer = _check_binding(
-            noise.read_message(await _read_handshake(stream, buffer)), noise.remote_static
-        )
-    send, receive = noise.split()
+    peer, send, receive = await bound_handshake(
+        read, write, identity, initiator=initiator, prologue=_PROLOGUE, expected=expected
+    )
     return peer, send, receive, bytes(buffer)
 
 
@@ -395,7 +338,7 @@ class TcpListener:
         self._per_host: dict[str, int] = {}
         # the handshakes in flight of each host, oldest first (to cancel when full)
         self._scopes: dict[str, deque[anyio.CancelScope]] = {}
-        self._rates: dict[str, _TokenBucket] = {}
+        self._rates: dict[str, TokenBucket] = {}
 
     @property
     def address(self) -> str:
@@ -481,7 +424,7 @@ class TcpListener:
         if bucket is None:
             if len(self._rates) > 10_000:  # forget hosts that have been quiet
                 self._rates = {h: b for h, b in self._rates.items() if not b.full()}
-            bucket = self._rates[host] = _TokenBucket(limits.handshakes_per_second)
+            bucket = self._rates[host] = TokenBucket(limits.handshakes_per_second)
         reason = None
         if self.penalties.refused(_host_key(host), now):
             reason = "refused"

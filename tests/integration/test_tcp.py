@@ -25,9 +25,8 @@ from transports.tcp import (
     TcpLink,
     TcpListener,
     TcpTransport,
-    _check_binding,
-    static_key,
 )
+from transports.secure import _check_binding, static_key
 
 R = TypeVar("R")
 
