@@ -19,6 +19,7 @@ from crdt_mesh.identity import Domain
 from crdt_mesh.mesh import Mesh
 from tests.helpers import wait_for
 from transports.noise import HandshakeError, public_key
+from transports.secure import _check_binding, static_key
 from transports.tcp import (
     TcpAddress,
     TcpLimits,
@@ -26,7 +27,6 @@ from transports.tcp import (
     TcpListener,
     TcpTransport,
 )
-from transports.secure import _check_binding, static_key
 
 R = TypeVar("R")
 

@@ -15,7 +15,9 @@ import pytest
 
 from crdt_mesh.runtime.transport import Transport
 from crdt_mesh.testing.conformance import TransportConformance
+from tests.integration.natsd import NatsServer
 from transports.memory import MemoryNetwork
+from transports.nats import NatsTransport
 from transports.tcp import TcpTransport
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,6 +47,27 @@ class TestTcpTransport(TransportConformance):
 
     def unreachable_address(self) -> str:
         return "tcp://127.0.0.1:1"  # port 1: nothing listens there
+
+
+class TestNatsTransport(TransportConformance):
+    """Through a real nats-server (the session's, started by the fixture)."""
+
+    @pytest.fixture(params=["asyncio"])  # nats-py, the client, is asyncio's only
+    def anyio_backend(self, request: pytest.FixtureRequest) -> str:
+        return str(request.param)
+
+    @pytest.fixture(autouse=True)
+    def _server(self, nats_server: NatsServer) -> None:
+        self.server = nats_server
+
+    def make_transport(self) -> Transport:
+        return NatsTransport()
+
+    def listen_address(self) -> str:
+        return f"{self.server.url}/conformance-{next(_counter)}"
+
+    def unreachable_address(self) -> str:
+        return f"{self.server.url}/nobody-listens-here"
 
 
 def _load_example() -> type:

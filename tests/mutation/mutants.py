@@ -354,6 +354,36 @@ MUTANTS = [
             "tests/unit/test_reputation_disputes.py::test_a_rejected_challenge_keeps_the_record_and_penalises_the_challenger",
         ),
     ),
+    # -- issue 16: the nats:// transport ---------------------------------------------------
+    Mutant(
+        "nats-forgery-ends-the-link",
+        "transports/nats.py",
+        "            self.forged += 1\n            return\n",
+        "            self.forged += 1\n            self._end('forged')\n            return\n",
+        (
+            "tests/integration/test_nats.py::"
+            "test_a_forged_or_replayed_message_is_dropped_and_the_link_lives",
+        ),
+    ),
+    Mutant(
+        "nats-no-keepalive",
+        "transports/nats.py",
+        "            elif now - self._sent >= keepalive and not self._closed:",
+        "            elif False:",
+        (
+            "tests/integration/test_nats.py::"
+            "test_an_idle_link_lives_on_its_pings_and_a_silent_peer_ends_it",
+        ),
+    ),
+    Mutant(
+        "nats-unread-unbounded",
+        "transports/nats.py",
+        "            if self._unread > self._limits.max_unread:",
+        "            if False:",
+        (
+            "tests/integration/test_nats.py::test_a_peer_that_sends_more_than_is_read_loses_the_link",
+        ),
+    ),
 ]
 
 
