@@ -1,7 +1,8 @@
 """Scale benchmark: N ``crdt-mesh node`` processes on loopback, gossip on.
 
-Run: ``python -m benchmarks.scale`` (10, 20 and 40 nodes; ``--nodes 10 80`` for
-others; ``--quick``: 5 nodes, the smoke run CI makes).
+Run: ``python -m benchmarks.scale`` (10, 20 and 40 nodes, over TCP and then through
+one nats-server; ``--nodes 10 80`` for others, ``--transport tcp`` for one;
+``--quick``: 5 nodes, the smoke run CI makes).
 
 Each node writes W entries at start (``--writes``), bootstraps from three seeds
 and runs anti-entropy every second with gossip every 500 ms, as issue 16
@@ -32,6 +33,7 @@ from typing import Any
 
 from crdt_mesh import Identity, Replica
 from crdt_mesh.cli import records
+from crdt_mesh.testing.natsd import NatsServer
 
 from ._common import Target, progress, progress_done, row, scratch, summary
 
@@ -46,14 +48,13 @@ class Node:
         self,
         root: Path,
         index: int,
-        port: int,
-        seeds: list[int],
+        listen: str,
+        seeds: list[str],
         writes: int,
         *,
         defaults: bool = False,
     ) -> None:
         key = root / f"n{index}.key"
-        Identity.generate().save(key)
         env = {
             **os.environ,
             "P2P_ENABLED": "1",
@@ -71,13 +72,13 @@ class Node:
             "--key",
             str(key),
             "--listen",
-            f"tcp://127.0.0.1:{port}",
+            listen,
             *(() if defaults else ("--interval", "1")),
             "--writes",
             str(writes),
             "--status-interval",
             "1" if defaults else "0.2",
-            *(arg for seed in seeds if seed != port for arg in ("--peer", f"127.0.0.1:{seed}")),
+            *(arg for seed in seeds for arg in ("--peer", seed)),
         ]
         self.process = subprocess.Popen(
             command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
@@ -125,6 +126,27 @@ def _idle_row(idle: list[float]) -> None:
     )
 
 
+def plan(root: Path, nodes: int, server: NatsServer | None) -> list[tuple[str, list[str]]]:
+    """Each node's key (written under ``root``), listen address and seeds: the first
+    three nodes, itself left out; through ``server`` if one is given, else over TCP."""
+    peers = []
+    for index in range(nodes):
+        identity = Identity.generate()
+        identity.save(root / f"n{index}.key")
+        peers.append(identity.peer_id)
+    if server is not None:
+        listens = [server.url] * nodes
+        addresses = [f"nats://{peer}@127.0.0.1:{server.port}" for peer in peers]
+    else:
+        ports = _free_ports(nodes)
+        listens = [f"tcp://127.0.0.1:{port}" for port in ports]
+        addresses = [
+            f"tcp://{peer}@127.0.0.1:{port}" for peer, port in zip(peers, ports, strict=True)
+        ]
+    seeds = addresses[:SEEDS]
+    return [(listens[i], [s for s in seeds if s != addresses[i]]) for i in range(nodes)]
+
+
 def _free_ports(count: int) -> list[int]:
     sockets = [socket.socket() for _ in range(count)]
     try:
@@ -154,16 +176,18 @@ def ingest_cost(root: Path, entries: int) -> float:
     return best / len(made)
 
 
-def run(nodes: int, writes: int, timeout: float, idle_for: float) -> None:
+def run(
+    nodes: int, writes: int, timeout: float, idle_for: float, server: NatsServer | None
+) -> None:
     with scratch("scale") as root:
         progress(f"{nodes} nodes: the ingest floor")
         per_entry = ingest_cost(root, nodes * writes)
-        ports = _free_ports(nodes)
-        seeds = ports[:SEEDS]
         progress(f"{nodes} nodes: starting")
         fleet: list[Node] = []
         try:
-            fleet = [Node(root, i, port, seeds, writes) for i, port in enumerate(ports)]
+            nodes_plan = plan(root, nodes, server)
+            fleet = [Node(root, i, at, seeds, writes) for i, (at, seeds) in enumerate(nodes_plan)]
+            server_cpu = server.cpu() if server is not None else 0.0
             started = time.perf_counter()
             want = nodes * writes
             while True:
@@ -179,6 +203,8 @@ def run(nodes: int, writes: int, timeout: float, idle_for: float) -> None:
             held = [n.status.get("writes") or 0 for n in fleet]
             done = all(h >= want for h in held)
             cpu_converged = sum(n.cpu() - (n.cpu_at_ready or 0.0) for n in fleet)
+            if server is not None:  # the broker's work is the mesh's too
+                cpu_converged += server.cpu() - server_cpu
             progress(f"{nodes} nodes: idle for {idle_for:.0f} s")
             before = [n.cpu() for n in fleet]
             time.sleep(idle_for)
@@ -194,7 +220,8 @@ def run(nodes: int, writes: int, timeout: float, idle_for: float) -> None:
                 node.stop()
         progress_done()
         delivered = sum(max(0, h - writes) for h in held)  # (what reached each from others)
-        print(f"{nodes} nodes, {writes} writes each ({delivered:,} entries delivered)")
+        over = "through one nats-server (its CPU counted)" if server is not None else "over TCP"
+        print(f"{nodes} nodes {over}, {writes} writes each ({delivered:,} entries delivered)")
         row(
             "converged after",
             f"{converged:,.1f} s" if done else f"not in {timeout:.0f} s",
@@ -229,10 +256,12 @@ def idle_at_defaults(nodes: int, idle_for: float, timeout: float) -> None:
     """N nodes at the node's default intervals (5 s anti-entropy, 5 s gossip), no
     writes: once every node knows every other, each node's CPU share at idle."""
     with scratch("scale-idle") as root:
-        ports = _free_ports(nodes)
         fleet: list[Node] = []
         try:
-            fleet = [Node(root, i, p, ports[:SEEDS], 0, defaults=True) for i, p in enumerate(ports)]
+            fleet = [
+                Node(root, i, at, seeds, 0, defaults=True)
+                for i, (at, seeds) in enumerate(plan(root, nodes, None))
+            ]
             started = time.perf_counter()
             while time.perf_counter() - started < timeout:
                 if all((n.status.get("known") or 0) >= nodes for n in fleet):
@@ -258,14 +287,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--writes", type=int, default=50)
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait per N")
     parser.add_argument("--idle", type=float, default=5.0, help="seconds of idle measured")
+    parser.add_argument("--transport", nargs="+", choices=["tcp", "nats"], default=["tcp", "nats"])
     parser.add_argument("--quick", action="store_true", help="5 nodes, 10 writes: a smoke run")
     args = parser.parse_args(argv)
     if args.quick:
         args.nodes, args.writes, args.timeout, args.idle = [5], 10, 60.0, 2.0
     print("scale benchmark: node processes on loopback, gossip on")
     print(f"{'':55}{'measured':>10}  {'compared with':>15}  {'ratio':>6}  target")
-    for nodes in args.nodes:
-        run(nodes, args.writes, args.timeout, args.idle)
+    if "tcp" in args.transport:
+        for nodes in args.nodes:
+            run(nodes, args.writes, args.timeout, args.idle, None)
+    if "nats" in args.transport:
+        server = NatsServer()
+        server.start()
+        try:
+            for nodes in args.nodes:
+                run(nodes, args.writes, args.timeout, args.idle, server)
+        finally:
+            server.stop()
     idle_at_defaults(max(args.nodes), max(args.idle, 10.0 if not args.quick else 2.0), 120.0)
     summary()
     return 0

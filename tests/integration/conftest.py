@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.natsd import NatsServer
+from crdt_mesh.testing.natsd import NatsServer
 
 
 @pytest.fixture(params=["asyncio", "trio"])

@@ -16,8 +16,8 @@ import pytest
 
 from crdt_mesh import Durability, Identity, Mesh, Replica
 from crdt_mesh.errors import AuthenticationError, LinkClosed, RateLimitExceeded, TransportError
+from crdt_mesh.testing.natsd import NatsServer
 from tests.helpers import wait_for
-from tests.integration.natsd import NatsServer
 from tests.integration.test_node_processes import Node
 from transports.nats import NatsAddress, NatsLimits, NatsLink, NatsTransport
 from transports.noise import XXHandshake

@@ -15,7 +15,7 @@ import pytest
 
 from crdt_mesh.runtime.transport import Transport
 from crdt_mesh.testing.conformance import TransportConformance
-from tests.integration.natsd import NatsServer
+from crdt_mesh.testing.natsd import NatsServer
 from transports.memory import MemoryNetwork
 from transports.nats import NatsTransport
 from transports.tcp import TcpTransport
