@@ -285,6 +285,8 @@ class Runtime:
         self.refused_links = 0
         #: dials of the bootstrap peers that failed (each episode is warned about once)
         self.failed_dials = 0
+        #: links dialled to carry ephemeral frames (a probe of a peer not linked)
+        self.ephemeral_dials = 0
         self.rng = random.Random(seed)
         self._connections: dict[PeerId, _Connection] = {}
         self._transient: dict[PeerId, _Connection] = {}  # served one round, then closed
@@ -407,6 +409,7 @@ class Runtime:
 
     async def _dial_for(self, peer: PeerId, addresses: list[str]) -> None:
         link: Link | None = None
+        self.ephemeral_dials += 1
         try:
             with anyio.move_on_after(max(self.interval, 1.0)):
                 for address in addresses:
