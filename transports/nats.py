@@ -2,7 +2,7 @@
 links, each holding one connection to the broker.
 
 Addresses are ``nats://[peer@]host:port[/name]``. A listener answers on the subject
-``crdt_mesh.listen.<name>``, its name being its peer id unless one is given;
+``crdt-mesh.listen.<name>``, its name being its peer id unless one is given;
 :attr:`NatsListener.address` is ``nats://<peer id>@host:port`` (``/name`` added when
 named), which is what a peer dials. A dialler that names a peer is refused by any
 other, as over TCP.
@@ -16,7 +16,7 @@ On the wire (NATS messages):
 * handshake: the first Noise message is a request to the listen subject (so a dial
   that nobody answers fails at once: "no responders"); the listener answers the
   second with the reply subject set to its end's inbox,
-  ``crdt_mesh.link.<connection>.<link>``; the dialler sends the third there, with its
+  ``crdt-mesh.link.<connection>.<link>``; the dialler sends the third there, with its
   own end's inbox as the reply subject. Each end's inbox is random.
 * transport: each NATS message is one Noise transport message whose plaintext
   starts with a kind: DATA (the bytes of the frame stream: each frame's 4-byte
@@ -33,7 +33,7 @@ buckets), and the bytes received and not yet read (a peer cannot make a node hol
 more: the link closes). Per listener: handshakes in flight and begun per second;
 past either an opening is dropped (the dialler's request times out).
 
-What the broker (or a client it lets subscribe to ``crdt_mesh.>``) can do: drop or
+What the broker (or a client it lets subscribe to ``crdt-mesh.>``) can do: drop or
 delay messages, so end links; learn who talks to whom. Give agents NATS permissions
 that let them subscribe only to their own subjects. nats-py is an asyncio client:
 this transport runs on asyncio, not trio.
@@ -79,7 +79,7 @@ from transports.secure import TokenBucket, bound_handshake
 log = logging.getLogger(__name__)
 
 _PROLOGUE = b"crdt_mesh/nats/v1"
-PREFIX = "crdt_mesh"
+PREFIX = "crdt-mesh"
 _DATA, _PING, _CLOSE = 0, 1, 2
 _CHUNK = MAX_MESSAGE - TAGLEN - 1  # frame-stream bytes per Noise message (after the kind)
 #: messages a link holds before its handshake completes (the dialler may send at once)

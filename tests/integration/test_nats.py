@@ -58,14 +58,14 @@ async def linked(
 
 @asynccontextmanager
 async def spy(url: str) -> AsyncIterator[list[Any]]:
-    """Every message any client publishes under crdt_mesh.>, as another client sees it."""
+    """Every message any client publishes under crdt-mesh.>, as another client sees it."""
     seen: list[Any] = []
     client = await nats.connect(url)
 
     async def record(msg: Any) -> None:
         seen.append(msg)
 
-    await client.subscribe("crdt_mesh.>", cb=record)
+    await client.subscribe("crdt-mesh.>", cb=record)
     await client.subscribe("_INBOX.>", cb=record)
     try:
         yield seen
@@ -77,7 +77,7 @@ def test_addresses_parse_and_print_back() -> None:
     peer = Identity.generate().peer_id
     for text in (f"nats://{peer}@127.0.0.1:4222", "nats://h:1/name-1", f"nats://{peer}@[::1]:9/x"):
         assert str(NatsAddress.parse(text)) == text
-    assert NatsAddress.parse(f"nats://{peer}@h:1").subject == f"crdt_mesh.listen.{peer}"
+    assert NatsAddress.parse(f"nats://{peer}@h:1").subject == f"crdt-mesh.listen.{peer}"
     for bad in ("tcp://h:1", "nats://h", "nats://h:0/x", "nats://h:1/a.b", "nats://zz@h:1"):
         with pytest.raises(TransportError):
             NatsAddress.parse(bad)
@@ -203,13 +203,13 @@ async def test_a_listener_answers_no_more_openings_than_its_limit(
             async def answered(msg: Any) -> None:
                 answers.append(msg)
 
-            await client.subscribe("crdt_mesh.link.attacker.*", cb=answered)
+            await client.subscribe("crdt-mesh.link.attacker.*", cb=answered)
             for i in range(20):
                 opening = XXHandshake(
                     initiator=True, static=static_key(Identity.generate()), prologue=b"x"
                 ).write_message()
                 await client.publish(
-                    "crdt_mesh.listen.busy", opening, reply=f"crdt_mesh.link.attacker.{i}"
+                    "crdt-mesh.listen.busy", opening, reply=f"crdt-mesh.link.attacker.{i}"
                 )
             await client.flush()
             await wait_for(lambda: listener.refused >= 16)
