@@ -233,12 +233,12 @@ async def flood_pending(
 
 
 def copy_sealed_bid(replica: Replica, task: TaskRef, rival: PeerId) -> None:
-    """Copy ``rival``'s sealed bid on ``task`` into the section of ``replica``'s
+    """Copy ``rival``'s sealed bid on ``task`` into the offers of ``replica``'s
     identity, unread (the board's view then lists it among the rejected)."""
-    theirs = replica.document(task.section(rival)).array("bids").to_py()
+    theirs = replica.document(task.offers(rival)).array("bids").to_py()
     if not theirs:
         raise ValueError("no sealed bid of the rival here yet")
-    mine = replica.document(task.section(replica.peer_id))
+    mine = replica.document(task.offers(replica.peer_id))
     with mine.transaction():
         mine.array("bids").append(dict(theirs[0]))
 

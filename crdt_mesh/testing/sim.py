@@ -290,6 +290,11 @@ class SimulatedMesh:
         mine, theirs = na.links[b], nb.links[a]
         return (mine, theirs) if mine.session.initiator else (theirs, mine)
 
+    def exchange(self, a: int, b: int) -> None:
+        """One anti-entropy exchange between ``a`` and ``b`` now, outside the rounds: what
+        a link dialled for a purpose does (a private bid carried to its announcer)."""
+        self._exchange(a, b)
+
     def _exchange(self, a: int, b: int) -> None:
         """One anti-entropy exchange, run until no frame is left in flight."""
         if self.groups.get(a, 0) != self.groups.get(b, 0):

@@ -300,7 +300,7 @@ async def test_a_copied_sealed_bid_is_refused_and_the_copier_penalised(tmp_path:
             mallory = await stack.enter_async_context(
                 Mesh(replica, attacker_transport(), peers=[here.victim.address], interval=0.2)
             )
-            await wait_for(lambda: replica.has_document(ref.section(a.me)), 30)
+            await wait_for(lambda: replica.has_document(ref.offers(a.me)), 30)
 
             async def attack() -> None:
                 attacks.copy_sealed_bid(replica, ref, a.me)

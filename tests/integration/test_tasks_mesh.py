@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,51 @@ async def test_select_bid_selects_among_the_bids_it_is_given_and_a_deciders_prov
             assert view.audit_ok, view.problems
             assert [r.bidder for r in view.rejected] == [c.replica.peer_id]
         await b.tasks.accept("pick")  # b's replica (no provider) audits the award as sound
+
+
+def _behind_a_relay(index: int, addresses: Sequence[str]) -> list[str]:
+    """0 (the announcer) - 1 (a relay) - 2, 3 (bidders): no bidder is linked to 0."""
+    return [[], [addresses[0]], [addresses[1]], [addresses[1]]][index]
+
+
+async def test_private_bids_go_to_the_announcer_and_to_no_peer_on_the_way(
+    tmp_path: Path,
+) -> None:
+    """Without discovery, bidders reach the announcer only through a relay; the relay
+    may not read their bids, so each bid is carried on a link dialled to the announcer
+    for it. The relay and the other bidder never hold it; the award reaches all."""
+    network = MemoryNetwork(seed=5)
+    quiet = MeshConfig(enabled=True, gossip=False, task_negotiation=True)
+    async with cluster(
+        tmp_path,
+        4,
+        address=lambda i: f"mem://p{i}",
+        transport=lambda i: network.transport(f"mem://p{i}"),
+        peers=_behind_a_relay,
+        config=quiet,
+    ) as nodes:
+        meshes = nodes.meshes
+        await wait_for(lambda: len(meshes[1].peers) == 3, timeout=20)
+        ann = await meshes[0].tasks.announce(
+            "quiet",
+            requirements={"capabilities": []},
+            negotiation={"min_bidders": 2, "selection_criteria": ["price"], "private_bids": True},
+        )
+        assert ann.reach == ("mem://p0",)
+        await wait_for(lambda: all(m.replica.has_document(ann.ref.section(ann.ref.announcer))
+                                   for m in meshes), timeout=20)  # fmt: skip
+        for i, price in ((2, 20.0), (3, 10.0)):
+            assert meshes[0].replica.peer_id not in meshes[i].peers
+            await meshes[i].tasks.bid(ann.ref, price=price, capabilities=[])
+        bids = await meshes[0].tasks.collect_bids(ann.ref, timeout=20)
+        bidders = {meshes[i].replica.peer_id for i in (2, 3)}
+        assert {b.bidder for b in bids} == bidders
+        winner = await meshes[0].tasks.select_bid(bids, criteria=["price"])
+        assert winner is not None and winner.bidder == meshes[3].replica.peer_id
+        await wait_for(lambda: all(m.tasks.view(ann.ref).award == winner.bidder
+                                   for m in meshes), timeout=20)  # fmt: skip
+        for i in (1, 2, 3):
+            held = {p for p in bidders if meshes[i].replica.has_document(ann.ref.offers(p))}
+            assert held <= {meshes[i].replica.peer_id}, f"node {i} holds another's bid"
+        assert not meshes[2].tasks.view(ann.ref).audited
+        assert meshes[0].tasks.view(ann.ref).audited

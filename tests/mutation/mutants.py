@@ -384,6 +384,34 @@ MUTANTS = [
             "tests/integration/test_nats.py::test_a_peer_that_sends_more_than_is_read_loses_the_link",
         ),
     ),
+    # -- issue 16: private bids ----------------------------------------------------------------
+    Mutant(
+        "private-bids-readable-by-all",
+        "crdt_mesh/services/tasks/rules.py",
+        "    if not negotiation.private_bids:\n        return True",
+        "    if True:\n        return True",
+        (
+            "tests/unit/test_tasks.py::"
+            "test_private_bids_reach_the_decider_and_auditors_and_no_other_bidder",
+        ),
+    ),
+    Mutant(
+        "private-bid-without-courier",
+        "crdt_mesh/services/tasks/service.py",
+        '            self._host.send_ephemeral(COURIER, ref.announcer, b"", ann.reach)',
+        "            pass",
+        (
+            "tests/integration/test_tasks_mesh.py::"
+            "test_private_bids_go_to_the_announcer_and_to_no_peer_on_the_way",
+        ),
+    ),
+    Mutant(
+        "private-close-digest-unchecked",
+        "crdt_mesh/services/tasks/board.py",
+        '        if close_digest(details) != close.get("digest"):',
+        "        if False:",
+        ("tests/unit/test_tasks.py::test_a_private_close_that_lies_is_caught_by_the_auditor",),
+    ),
 ]
 
 

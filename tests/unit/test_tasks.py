@@ -21,7 +21,7 @@ from crdt_mesh.services.tasks import (
     TaskState,
     select,
 )
-from tests.helpers import Clock, sync
+from tests.helpers import Clock, sync, sync_as_peers
 
 NEEDS = {"capabilities": ["code-review", "typescript"], "estimated_duration": 3600}
 CAN = ["code-review", "typescript", "python"]
@@ -101,7 +101,7 @@ def test_a_malicious_peer_cannot_forge_alter_or_award(net: tuple[list[TaskBoard]
     _sync(boards)
 
     # 1. overwrite a rival's bid: the rival's section is the rival's alone
-    rival = mallory.replica.document(ann.ref.section(b.me))
+    rival = mallory.replica.document(ann.ref.offers(b.me))
     with pytest.raises(NotWritable), rival.transaction():
         rival.array("bids").append({"price": 999.0})
 
@@ -117,7 +117,9 @@ def test_a_malicious_peer_cannot_forge_alter_or_award(net: tuple[list[TaskBoard]
 
     # 3. bid after the close, bypassing the API
     a.close(ann.ref)
-    own.array("bids").append({"price": 1.0, "availability": 1.0, "eta": 0.0, "capabilities": CAN})
+    mallory.replica.document(ann.ref.offers(mallory.me)).array("bids").append(
+        {"price": 1.0, "availability": 1.0, "eta": 0.0, "capabilities": CAN}
+    )
     _sync(boards)
     view = observer.view(ann.ref)
     assert view is not None and view.award == b.me and view.audit_ok
@@ -137,7 +139,7 @@ def test_a_late_bid_is_rejected_with_its_reason(net: tuple[list[TaskBoard], Cloc
     _sync(boards)
     a.close(ann.ref)
     # c never heard of the close: its replica lets it bid; everyone else rejects the bid
-    c_section = c.replica.document(ann.ref.section(c.me))
+    c_section = c.replica.document(ann.ref.offers(c.me))
     with c_section.transaction():
         c_section.array("bids").append(
             {"price": 1.0, "availability": 1.0, "eta": 0.0, "capabilities": CAN, "at": 0.0}
@@ -301,7 +303,7 @@ def test_sealed_bids_are_secret_until_the_close_then_auditable(
     _sync(boards)
     before = observer.view(ann.ref)
     assert before is not None and before.bids == () and before.sealed == 2
-    sealed = observer.replica.document(ann.ref.section(b.me)).array("bids").to_py()[0]
+    sealed = observer.replica.document(ann.ref.offers(b.me)).array("bids").to_py()[0]
     assert set(sealed) == {"sealed", "commitment", "capabilities", "at"}  # no price in sight
     with pytest.raises(ValueError):
         observer.replica.identity.unseal(bytes.fromhex(sealed["sealed"]))
@@ -311,7 +313,7 @@ def test_sealed_bids_are_secret_until_the_close_then_auditable(
 
     a.close(ann.ref)
     late = boards[4]  # bids sealed, around the API, after the close: rejected as late
-    late_section = late.replica.document(ann.ref.section(late.me))
+    late_section = late.replica.document(ann.ref.offers(late.me))
     with late_section.transaction():
         late_section.array("bids").append(
             {"sealed": a.me.seal(b"x").hex(), "commitment": "00", "capabilities": CAN, "at": 0.0}
@@ -506,8 +508,8 @@ def test_a_copied_sealed_bid_is_refused_and_flagged_on_every_replica(
     _sync(boards)
     b.bid(ref, price=30.0, capabilities=CAN)
     _sync(boards)
-    rival = copier.replica.document(ref.section(b.me)).array("bids").to_py()[0]
-    mine = copier.replica.document(ref.section(copier.me))
+    rival = copier.replica.document(ref.offers(b.me)).array("bids").to_py()[0]
+    mine = copier.replica.document(ref.offers(copier.me))
     with mine.transaction():
         mine.array("bids").append(dict(rival))  # the same box and commitment, unread
     _sync(boards)
@@ -530,8 +532,8 @@ def test_a_decider_cannot_pass_off_a_copied_bid_as_the_copiers(
     _sync(boards)
     b.bid(ref, price=30.0, capabilities=CAN)
     _sync(boards)
-    rival = copier.replica.document(ref.section(b.me)).array("bids").to_py()[0]
-    mine = copier.replica.document(ref.section(copier.me))
+    rival = copier.replica.document(ref.offers(b.me)).array("bids").to_py()[0]
+    mine = copier.replica.document(ref.offers(copier.me))
     with mine.transaction():
         mine.array("bids").append(dict(rival))
     _sync(boards)
@@ -560,7 +562,97 @@ def test_a_sealed_box_says_nothing_of_the_price_by_its_length(
     b.bid(ref, price=prices[0], capabilities=CAN)
     c.bid(ref, price=prices[1], capabilities=CAN)
     lengths = {
-        len(bidder.replica.document(ref.section(bidder.me)).array("bids").to_py()[0]["sealed"])
+        len(bidder.replica.document(ref.offers(bidder.me)).array("bids").to_py()[0]["sealed"])
         for bidder in (b, c)
     }
     assert len(lengths) == 1
+
+
+def _private(a: TaskBoard, auditors: list[TaskBoard], **extra: object) -> TaskRef:
+    return a.announce(
+        "quiet",
+        NEEDS,
+        negotiation={
+            "selection_criteria": ["price"],
+            "private_bids": True,
+            "auditors": [str(b.me) for b in auditors],
+            **extra,
+        },
+    ).ref
+
+
+def test_private_bids_reach_the_decider_and_auditors_and_no_other_bidder(
+    net: tuple[list[TaskBoard], Clock],
+) -> None:
+    """Every bidder gets the announcement, a close of fixed size and the award, not the
+    others' bids; the announcer and the auditor get every bid and audit the award."""
+    (a, b, c, d, auditor), _clock = net
+    boards = net[0]
+    ref = _private(a, [auditor])
+    sync_as_peers(*(x.replica for x in boards))
+    for bidder, price in ((b, 30.0), (c, 20.0), (d, 25.0)):
+        bidder.bid(ref, price=price, capabilities=CAN)
+    sync_as_peers(*(x.replica for x in boards))
+    for bidder in (b, c, d):
+        held = {x.me for x in (b, c, d) if bidder.replica.has_document(ref.offers(x.me))}
+        assert held == {bidder.me}, "a bidder holds another's bid"
+        view = bidder.view(ref)
+        assert view is not None and [x.bidder for x in view.bids] == [bidder.me]
+    for reader in (a, auditor):
+        assert {x.bidder for x in reader.view(ref).bids} == {b.me, c.me, d.me}  # type: ignore[union-attr]
+
+    a.close(ref)
+    sync_as_peers(*(x.replica for x in boards))
+    close = a.replica.document(ref.section(a.me)).map("task").to_py()["close"]
+    assert set(close) == {"private", "count", "digest", "at"} and close["count"] == 3
+    for board in boards:
+        view = board.view(ref)
+        assert view is not None and view.closed and view.award == c.me and not view.problems
+        assert view.audited is (board in (a, auditor))
+        assert view.expected_winner == (c.me if view.audited else None)
+    assert c.accept(ref).state is TaskState.ACCEPTED
+    sync_as_peers(*(x.replica for x in boards))
+    assert {board.view(ref).state for board in boards} == {TaskState.ACCEPTED}  # type: ignore[union-attr]
+
+
+def test_a_private_close_that_lies_is_caught_by_the_auditor(
+    net: tuple[list[TaskBoard], Clock],
+) -> None:
+    """The decider awards against its own details, or publishes a digest of other
+    details: an auditor's view says so (bidders cannot tell, and say they cannot)."""
+    (a, b, c, _, auditor), clock = net
+    boards = net[0]
+    ref = _private(a, [auditor])
+    sync_as_peers(*(x.replica for x in boards))
+    b.bid(ref, price=30.0, capabilities=CAN)
+    c.bid(ref, price=20.0, capabilities=CAN)
+    sync_as_peers(*(x.replica for x in boards))
+    a.close(ref)
+    section = a.replica.document(ref.section(a.me))
+    with section.transaction():  # the award moved to the dearer bid
+        section.map("task")["award"] = {"winner": str(b.me), "at": clock.now}
+    sync_as_peers(*(x.replica for x in boards))
+    assert any("does not follow" in p for p in auditor.view(ref).problems)  # type: ignore[union-attr]
+    assert b.view(ref).problems == () and not b.view(ref).audited  # type: ignore[union-attr]
+
+    kept = a.replica.document(ref.offers(a.me))
+    with kept.transaction():  # details changed after the digest was published
+        kept.map("task")["close"] = {**kept.map("task").to_py()["close"], "refused": {"x": "y"}}
+    sync_as_peers(*(x.replica for x in boards))
+    assert any("digest" in p for p in auditor.view(ref).problems)  # type: ignore[union-attr]
+
+
+def test_auditors_are_for_private_tasks_and_are_peer_ids(
+    net: tuple[list[TaskBoard], Clock],
+) -> None:
+    (a, *_), _clock = net
+    for negotiation, match in (
+        ({"auditors": [str(a.me)]}, "only a task with private_bids"),
+        ({"private_bids": True, "auditors": ["nobody"]}, "auditors: a list of peer ids"),
+        ({"private_bids": True, "auditors": "x"}, "auditors: a list of peer ids"),
+        ({"private_bids": "yes"}, "private_bids: True or False"),
+        ({"private_bids": True, "auditors": [str(a.me)] * 17}, "at most 16"),
+    ):
+        with pytest.raises(NegotiationError, match=match):
+            a.announce("t", NEEDS, negotiation=negotiation)
+    assert a.tasks() == []  # nothing written

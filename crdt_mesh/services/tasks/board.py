@@ -28,6 +28,8 @@ from ...ledger import DocumentId
 from ...replica.index import DocumentIndex
 from .model import (
     FINAL,
+    MAX_REACH,
+    OFFERS_PREFIX,
     Announcement,
     Bid,
     NegotiationConfig,
@@ -45,7 +47,9 @@ from .rules import (
     LEFT_OUT,
     check_requirements,
     clamp_score,
+    close_digest,
     encode_value,
+    may_read_offers,
     neutral_reputation,
     offer_digest,
     open_content,
@@ -88,14 +92,38 @@ class TaskBoard:
         self._indexed_at = -1  # the index version the sections below were built from
         self._sections: dict[TaskRef, list[PeerId]] = {}
         self._parents_at = -1
-        self._memo: dict[tuple[TaskRef, PeerId], dict[str, Any]] | None = None
+        self._memo: dict[DocumentId, dict[str, Any]] | None = None
         self._children: dict[TaskRef, list[TaskRef]] = {}
+        # announcements read by the read policy, per replica version
+        self._policy_cache: tuple[int, dict[TaskRef, Announcement | None]] = (-1, {})
+        self._remove_policy = replica.add_read_policy(self._offered)
+
+    def detach(self) -> None:
+        """Stop reading the replica: the index of sections and the read policy go."""
+        self._remove_policy()
+        self._documents.close()
+
+    def _offered(self, document: DocumentId, peer: PeerId) -> bool | None:
+        """The read policy of offers documents (:func:`may_read_offers`); None, at
+        once, for any other document."""
+        if not document.name.startswith(OFFERS_PREFIX):
+            return None
+        ref = TaskRef.from_offers(document)
+        if ref is None:
+            return None
+        version, announcements = self._policy_cache
+        if version != self.replica.version:
+            announcements = {}
+            self._policy_cache = (self.replica.version, announcements)
+        if ref not in announcements:
+            announcements[ref] = self._announcement(ref)
+        return may_read_offers(document, peer, announcements[ref])
 
     def _index(self) -> dict[TaskRef, list[PeerId]]:
         """Task -> the authors of its sections (rebuilt only when sections appear)."""
         if self._documents.version != self._indexed_at:
             sections = {
-                ref: sorted((d.owner for d in docs if d.owner is not None), key=lambda p: p.key)
+                ref: sorted({d.owner for d in docs if d.owner is not None}, key=lambda p: p.key)
                 for ref, docs in self._documents.items()
             }
             self._sections, self._indexed_at = sections, self._documents.version
@@ -117,8 +145,11 @@ class TaskBoard:
         mode: TaskCoordinationMode = TaskCoordinationMode.P2P_NEGOTIATED,
         coordinator: PeerId | None = None,
         parent: TaskRef | None = None,
+        reach: Iterable[str] = (),
     ) -> Announcement:
         """Announce a task (a call for proposals); returns the announcement.
+
+        ``reach``: addresses this peer listens on, where bidders carry private bids.
 
         Raises:
             NegotiationError (a ValueError): the name is taken or malformed, the
@@ -157,6 +188,9 @@ class TaskBoard:
         if self._announcement(ref) is not None:
             raise NegotiationError(f"task {name!r} was announced already")
         requirements = check_requirements(requirements)
+        addresses = strings("reach", reach)
+        if len(addresses) > MAX_REACH or any(len(a) > 256 for a in addresses):
+            raise NegotiationError(f"reach: at most {MAX_REACH} addresses of 256 characters")
         now = self.clock()
         deadline = now + config.announcement_ttl if deadline is None else deadline
         if deadline <= now:
@@ -176,11 +210,14 @@ class TaskBoard:
                 "min_bidders": config.min_bidders,
                 "selection_criteria": list(config.selection_criteria),
                 "announcement_ttl": config.announcement_ttl,
+                "private_bids": config.private_bids,
+                "auditors": [str(a) for a in config.auditors],
             },
             "mode": mode.value,
             "coordinator": str(coordinator) if coordinator is not None else None,
             "parent": [str(parent.announcer), parent.name] if parent is not None else None,
             "announced_at": now,
+            "reach": list(addresses),
         }
         document = self.replica.document(ref.section(self.me))
         with document.transaction():
@@ -249,6 +286,14 @@ class TaskBoard:
         if source is not None and "reputation" in criteria:
             close["evidence"] = dict(source.evidence([b.bidder for b in bids], at))
         winner = select(bids, criteria, lambda peer: scores[str(peer)])
+        if ann.negotiation.private_bids:
+            # the details go where only parties and auditors read; everyone gets a
+            # close of fixed size that binds them
+            kept = self.replica.document(ref.offers(self.me))
+            with kept.transaction():
+                kept.map(_ROOT)["close"] = close
+            stored = dict(kept.map(_ROOT).to_py() or {})["close"]
+            close = {"private": True, "count": len(bids), "digest": close_digest(stored), "at": at}
         document = self.replica.document(ref.section(self.me))
         with document.transaction():
             root = document.map(_ROOT)
@@ -323,9 +368,9 @@ class TaskBoard:
         missing = sorted(set(ann.capabilities) - set(caps))
         if missing:
             raise NegotiationError(f"missing capabilities: {', '.join(missing)}")
-        section = self.replica.document(ref.section(self.me))
+        section = self.replica.document(ref.offers(self.me))
         existing = section.array(_BIDS).to_py() or []
-        if existing and not self._section(ref, self.me).get("withdrawn"):
+        if existing and not self._offers_root(ref, self.me).get("withdrawn"):
             raise NegotiationError(f"a bid on {ref} was made already")
         if existing:
             raise NegotiationError(f"a withdrawn bid on {ref} is final")
@@ -357,7 +402,7 @@ class TaskBoard:
         view = self._require_view(ref)
         if view.closed:
             raise NegotiationError(f"bidding on {ref} is closed")
-        document = self.replica.document(ref.section(self.me))
+        document = self.replica.document(ref.offers(self.me))
         if not document.array(_BIDS).to_py():
             raise NegotiationError(f"no bid on {ref} to withdraw")
         with document.transaction():
@@ -487,13 +532,14 @@ class TaskBoard:
         rejected: list[RejectedBid] = []
         decider = self._section(ref, ann.decider)
         close = decider.get("close") if isinstance(decider.get("close"), dict) else None
+        details = self._close_details(ref, ann, close, problems)  # None: not ours to check
         pinned: dict[str, str] = {}
         opened: dict[str, Any] = {}
         refused: dict[str, Any] = {}
-        if close is not None:
-            pinned = {str(k): str(v) for k, v in dict(close.get("bidders") or {}).items()}
-            opened = dict(close.get("opened") or {})
-            refused = dict(close.get("refused") or {})
+        if details is not None:
+            pinned = {str(k): str(v) for k, v in dict(details.get("bidders") or {}).items()}
+            opened = dict(details.get("opened") or {})
+            refused = dict(details.get("refused") or {})
         copies = self._copies(ref, opened) if opened else {}
         candidates: list[Bid] = []
         left_out = 0
@@ -501,7 +547,6 @@ class TaskBoard:
         for bidder in self._participants(ref):
             if bidder in (ref.announcer,):
                 continue
-            section = self._section(ref, bidder)
             offers = self._offers(ref, bidder)
             if not offers:
                 continue
@@ -516,6 +561,8 @@ class TaskBoard:
                         rejected.append(RejectedBid(bidder, f"copies the sealed bid of {original}"))
                     elif close is None:
                         sealed_waiting += 1
+                    elif details is None:
+                        pass  # closed in private: this replica cannot check it
                     elif str(bidder) in refused and str(bidder) not in pinned:
                         reason = str(refused[str(bidder)])[:200]
                         rejected.append(RejectedBid(bidder, f"refused by the decider: {reason}"))
@@ -533,8 +580,8 @@ class TaskBoard:
             if missing:
                 rejected.append(RejectedBid(bidder, f"missing capabilities: {', '.join(missing)}"))
                 continue
-            withdrawn = section.get("withdrawn")
-            if close is not None:
+            withdrawn = self._offers_root(ref, bidder).get("withdrawn")
+            if details is not None:
                 if str(bidder) in refused and str(bidder) not in pinned:
                     reason = str(refused[str(bidder)])[:200]
                     rejected.append(RejectedBid(bidder, f"refused by the decider: {reason}"))
@@ -556,17 +603,17 @@ class TaskBoard:
             problems.append(f"closed on a bid of {bidder_text[:12]} that this replica lacks")
         expected: PeerId | None = None
         enough = len(candidates) + left_out >= ann.negotiation.min_bidders
-        scores = self._pinned_scores(close, ann, candidates, problems)
-        if scores is not None and close is not None and "evidence" in close:
-            problems += self._check_evidence(close, candidates, scores)
-        if close is not None and not missing_bids and enough and scores is not None:
+        scores = self._pinned_scores(details, ann, candidates, problems)
+        if scores is not None and details is not None and "evidence" in details:
+            problems += self._check_evidence(details, candidates, scores)
+        if details is not None and not missing_bids and enough and scores is not None:
             chosen = select(candidates, ann.negotiation.selection_criteria, scores)
             expected = chosen.bidder if chosen is not None else None
         award = parse_peer(dict(decider.get("award") or {}).get("winner"))
         if award is not None:
             if close is None:
                 problems.append("an award without a close")
-            elif not missing_bids and award != expected:
+            elif details is not None and not missing_bids and award != expected:
                 want = expected.short if expected else "no award"
                 problems.append(f"award to {award.short} does not follow from the rules ({want})")
         subtasks = self._subtasks(ref)
@@ -587,7 +634,27 @@ class TaskBoard:
             progress=winner_section.get("progress"),
             result=result,
             subtasks=subtasks,
+            audited=close is None or details is not None,
         )
+
+    def _close_details(
+        self,
+        ref: TaskRef,
+        ann: Announcement,
+        close: Mapping[str, Any] | None,
+        problems: list[str],
+    ) -> Mapping[str, Any] | None:
+        """What the close lists (bids, openings, refusals, scores): the close itself,
+        or for private bids the details the decider keeps in its offers document,
+        checked against the digest the close published (None: not held here)."""
+        if close is None or not close.get("private"):
+            return close
+        details = self._offers_root(ref, ann.decider).get("close")
+        if not isinstance(details, dict):
+            return None
+        if close_digest(details) != close.get("digest"):
+            problems.append("the close's details differ from the digest it published")
+        return details
 
     @staticmethod
     def _pinned_scores(
@@ -679,18 +746,25 @@ class TaskBoard:
         return list(self._index().get(ref, ()))
 
     def _section(self, ref: TaskRef, author: PeerId) -> dict[str, Any]:
-        if self._memo is not None and (ref, author) in self._memo:
-            return self._memo[(ref, author)]
-        doc_id = ref.section(author)
-        section: dict[str, Any] = {}
+        return self._root(ref.section(author))
+
+    def _offers_root(self, ref: TaskRef, author: PeerId) -> dict[str, Any]:
+        """The root of ``author``'s offers document: its withdrawal; the decider's: the
+        details of a private close."""
+        return self._root(ref.offers(author))
+
+    def _root(self, doc_id: DocumentId) -> dict[str, Any]:
+        if self._memo is not None and doc_id in self._memo:
+            return self._memo[doc_id]
+        root: dict[str, Any] = {}
         if self.replica.has_document(doc_id):
-            section = dict(self.replica.document(doc_id).map(_ROOT).to_py() or {})
+            root = dict(self.replica.document(doc_id).map(_ROOT).to_py() or {})
         if self._memo is not None:
-            self._memo[(ref, author)] = section
-        return section
+            self._memo[doc_id] = root
+        return root
 
     def _offers(self, ref: TaskRef, author: PeerId) -> list[dict[str, Any]]:
-        doc_id = ref.section(author)
+        doc_id = ref.offers(author)
         if not self.replica.has_document(doc_id):
             return []
         offers = self.replica.document(doc_id).array(_BIDS).to_py() or []
@@ -716,6 +790,7 @@ class TaskBoard:
                 coordinator=parse_peer(record.get("coordinator")),
                 parent=TaskRef(PeerId.parse(parent[0]), str(parent[1])) if parent else None,
                 announced_at=float(record["announced_at"]),
+                reach=_reach(record.get("reach")),
             )
         except (KeyError, TypeError, ValueError, IndexError):
             return None  # written badly by its announcer: not a task anyone can bid on
@@ -772,7 +847,10 @@ class TaskBoard:
         if ann is None:
             return {}
         close = self._section(ref, ann.decider).get("close")
-        return dict(close.get("opened") or {}) if isinstance(close, dict) else {}
+        if not isinstance(close, dict):
+            return {}
+        details = self._close_details(ref, ann, close, [])
+        return dict(details.get("opened") or {}) if details is not None else {}
 
     def _copies(self, ref: TaskRef, opened: Mapping[str, Any]) -> dict[PeerId, PeerId]:
         """Bidders whose sealed commitment is another's whose opening verifies."""
@@ -806,7 +884,7 @@ class TaskBoard:
             offers = self._offers(ref, bidder)
             if not offers or "sealed" not in offers[0]:
                 continue
-            if self._section(ref, bidder).get("withdrawn") is not None:
+            if self._offers_root(ref, bidder).get("withdrawn") is not None:
                 continue
             try:
                 box = identity.unseal(bytes.fromhex(offers[0]["sealed"]))
@@ -848,3 +926,10 @@ class TaskBoard:
         a bidder's key, so it verifies for the original and for nobody else.
         """
         return self._copies(ref, self._closed_openings(ref))
+
+
+def _reach(stored: Any) -> tuple[str, ...]:
+    """The addresses an announcement gives, as far as they are well formed."""
+    if not isinstance(stored, list):
+        return ()
+    return tuple(a for a in stored[:MAX_REACH] if isinstance(a, str) and 0 < len(a) <= 256)

@@ -8,7 +8,7 @@ participant, each of policy ``owner``: the participant's *section*
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
@@ -18,6 +18,13 @@ from ...identity import PeerId
 from ...ledger import DocumentId, Policy
 
 PREFIX = "task:"
+#: Bids live apart from the task's sections, so that they can be private (see
+#: ``NegotiationConfig.private_bids``): ``offers:<announcer>:<name>``, one per bidder.
+OFFERS_PREFIX = "offers:"
+#: The most auditors one announcement names.
+MAX_AUDITORS = 16
+#: The most addresses an announcement gives (each at most 256 characters).
+MAX_REACH = 4
 CRITERIA = ("reputation", "price", "availability", "eta")
 
 #: Where the ``reputation`` criterion gets a peer's score, in [0, 1].
@@ -111,11 +118,31 @@ class TaskRef:
         """The document in which ``author`` writes its part of this task."""
         return DocumentId(Policy.OWNER, self.document_name, author)
 
+    def offers(self, author: PeerId) -> DocumentId:
+        """The document in which ``author`` bids on this task (and the decider keeps
+        the details of a private close)."""
+        return DocumentId(Policy.OWNER, f"{OFFERS_PREFIX}{self.announcer}:{self.name}", author)
+
+    @classmethod
+    def from_offers(cls, doc: DocumentId) -> TaskRef | None:
+        """The task of an offers document (None: not one)."""
+        if doc.policy is not Policy.OWNER or not doc.name.startswith(OFFERS_PREFIX):
+            return None
+        return cls._parse(doc.name[len(OFFERS_PREFIX) :])
+
     @classmethod
     def from_document(cls, doc: DocumentId) -> TaskRef | None:
-        if doc.policy is not Policy.OWNER or not doc.name.startswith(PREFIX):
+        """The task of a section or an offers document (None: neither)."""
+        if doc.policy is not Policy.OWNER:
             return None
-        rest = doc.name[len(PREFIX) :]
+        if doc.name.startswith(OFFERS_PREFIX):
+            return cls._parse(doc.name[len(OFFERS_PREFIX) :])
+        if not doc.name.startswith(PREFIX):
+            return None
+        return cls._parse(doc.name[len(PREFIX) :])
+
+    @classmethod
+    def _parse(cls, rest: str) -> TaskRef | None:
         announcer, sep, name = rest.partition(":")
         if not sep or not name:
             return None
@@ -146,6 +173,11 @@ class NegotiationConfig:
     min_bidders: int = 1  # fewer acceptable bids than this at the close: the task expires
     selection_criteria: tuple[str, ...] = ("reputation", "price", "availability")
     announcement_ttl: float = 3600.0  # default deadline, from the announcement
+    #: bids reach only the bidder, the announcer, the coordinator and ``auditors``;
+    #: everyone else gets the announcement, a close of fixed size and the award
+    private_bids: bool = False
+    #: peers that follow a private task whole (read every bid and the close's details)
+    auditors: tuple[PeerId, ...] = ()
 
     def __post_init__(self) -> None:
         number("bid_timeout", self.bid_timeout, above=0, error=NegotiationError)
@@ -160,11 +192,32 @@ class NegotiationConfig:
             raise NegotiationError(
                 f"selection criteria are some of {CRITERIA}, not {sorted(unknown)}"
             )
+        if not isinstance(self.private_bids, bool):
+            raise NegotiationError(f"private_bids: True or False, not {self.private_bids!r}")
+        auditors = self.auditors
+        if isinstance(auditors, str | bytes) or not isinstance(auditors, Iterable):
+            raise NegotiationError(f"auditors: a list of peer ids, not {auditors!r}")
+        try:
+            parsed = tuple(a if isinstance(a, PeerId) else PeerId.parse(a) for a in auditors)
+        except (ValueError, TypeError):
+            raise NegotiationError(f"auditors: a list of peer ids, not {auditors!r}") from None
+        if len(parsed) > MAX_AUDITORS:
+            raise NegotiationError(f"auditors: at most {MAX_AUDITORS}")
+        if parsed and not self.private_bids:
+            raise NegotiationError("auditors: only a task with private_bids names them")
+        object.__setattr__(self, "auditors", parsed)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> NegotiationConfig:
         values = dict(values or {})
-        known = {"bid_timeout", "min_bidders", "selection_criteria", "announcement_ttl"}
+        known = {
+            "bid_timeout",
+            "min_bidders",
+            "selection_criteria",
+            "announcement_ttl",
+            "private_bids",
+            "auditors",
+        }
         if set(values) - known:
             raise NegotiationError(
                 f"negotiation: unknown settings {sorted(map(str, set(values) - known))}"
@@ -205,6 +258,8 @@ class Announcement:
     coordinator: PeerId | None
     parent: TaskRef | None
     announced_at: float
+    #: where the announcer listened when it announced: a private bid is carried there
+    reach: tuple[str, ...] = ()
 
     @property
     def decider(self) -> PeerId:
@@ -251,6 +306,9 @@ class TaskView:
     progress: Any
     result: Any
     subtasks: tuple[TaskRef, ...]
+    #: whether this replica could check the award (a private task's bids and close
+    #: details reach only its parties and auditors: elsewhere this is False)
+    audited: bool = True
 
     @property
     def ref(self) -> TaskRef:

@@ -18,7 +18,15 @@ import cbor2
 from ...commitment import Purpose, commitment, pad, unpad
 from ...commitment import opening_matches as matches
 from ...identity import PeerId
-from .model import Bid, NegotiationError, ReputationProvider, TaskPriority, TaskRef
+from ...ledger import DocumentId
+from .model import (
+    Announcement,
+    Bid,
+    NegotiationError,
+    ReputationProvider,
+    TaskPriority,
+    TaskRef,
+)
 
 #: Why a close refuses the acceptable bids it was not asked to select from.
 LEFT_OUT = "not among the bids selected from"
@@ -183,6 +191,32 @@ def peer_of_key(key: Any) -> PeerId | None:
 
 def offer_digest(offer: Mapping[str, Any]) -> str:
     return hashlib.blake2b(encode_value(offer), digest_size=16).hexdigest()
+
+
+def close_digest(details: Mapping[str, Any]) -> str:
+    """What a private close publishes of its details (as a replica reads them back)."""
+    return hashlib.blake2b(encode_value(dict(details)), digest_size=16).hexdigest()
+
+
+def may_read_offers(
+    document: DocumentId, peer: PeerId, announcement: Announcement | None
+) -> bool | None:
+    """Whether ``peer`` may be offered a task's offers document (a read policy: None
+    when ``document`` is not one). Open bids: anyone. Private bids: the bidder, the
+    announcer, the coordinator and the auditors the announcement names; before the
+    announcement is here, the bidder and the announcer only."""
+    ref = TaskRef.from_offers(document)
+    if ref is None:
+        return None
+    if announcement is None:
+        return peer in (document.owner, ref.announcer)
+    negotiation = announcement.negotiation
+    if not negotiation.private_bids:
+        return True
+    return (
+        peer in (document.owner, ref.announcer, announcement.coordinator)
+        or peer in negotiation.auditors
+    )
 
 
 def parse_bid(ref: TaskRef, bidder: PeerId, offer: Any) -> Bid | None:

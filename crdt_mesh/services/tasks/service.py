@@ -50,6 +50,11 @@ from .model import (
     TaskView,
 )
 
+#: The channel of a private bid's courier: an empty frame to the announcer, which
+#: dials a link for it if there is none; that link's one round of anti-entropy
+#: carries the bid (readable by the announcer, by no peer on the way).
+COURIER = b"T"
+
 #: How long collect_bids polls between looks at the replica (it also wakes on commits).
 _POLL = 0.05
 
@@ -86,6 +91,7 @@ class TaskService:
         # Its events fire on every replica, from the first commit, while it is on.
         enabled = host.config is None or host.config.enables(Feature.TASK_NEGOTIATION)
         self._unsubscribe = host.replica.on_commit(self._on_commit) if enabled else _nothing
+        self._unroute = host.on_ephemeral(COURIER, _ignore) if enabled else _nothing
 
     def _require(self) -> None:
         if self._host.config is not None:
@@ -118,6 +124,7 @@ class TaskService:
             mode=mode or self.config.coordination_mode,
             coordinator=coordinator or self.config.coordinator,
             parent=parent,
+            reach=[self._host.address] if self._host.address else [],
         )
 
     async def bid(
@@ -133,9 +140,15 @@ class TaskService:
         self._require()
         if capabilities is None:
             capabilities = self._capabilities(self._host.replica.peer_id)
-        return self.board.bid(
-            task, price=price, availability=availability, eta=eta, capabilities=capabilities
+        ref = self.board.resolve(task)
+        bid = self.board.bid(
+            ref, price=price, availability=availability, eta=eta, capabilities=capabilities
         )
+        ann = self.board._require_view(ref).announcement
+        if ann.negotiation.private_bids and ref.announcer not in self._host.peers:
+            # no peer on the way may read it: a link to the announcer carries it
+            self._host.send_ephemeral(COURIER, ref.announcer, b"", ann.reach)
+        return bid
 
     async def collect_bids(
         self, task: TaskRef | str, timeout: float | None = None, *, whole_window: bool = False
@@ -304,7 +317,13 @@ class TaskService:
 
     def close(self) -> None:
         self._unsubscribe()
+        self._unroute()
+        self.board.detach()
 
 
 def _nothing() -> None:
     pass
+
+
+def _ignore(sender: PeerId, data: bytes) -> None:
+    """A courier's frame: the link it came on did the work."""
