@@ -13,7 +13,9 @@ same run (a fresh replica ingesting the same number of entries, each signed on
 its own; a node's CPU counts from its ``ready`` line: starting Python is not the
 mesh's cost), then, idle, each node's CPU share, links and the offences it counted
 (an honest run counts none); last, the largest N again at the node's default
-intervals, idle. Targets on 2 cores
+intervals, idle; then simulated meshes of 1,000 and 10,000 members (``--simulated``),
+the rounds a broadcast takes to reach all and the bytes a member sends at idle,
+which must not grow with N. Targets on 2 cores
 (issue 16): 40 nodes converge in at most 5 s; CPU per delivered entry at most 2x
 ingest; idle CPU per node at most 1 %. Linux only for the CPU figures (they
 read ``/proc``).
@@ -22,6 +24,7 @@ read ``/proc``).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import socket
 import subprocess
@@ -33,6 +36,8 @@ from typing import Any
 
 from crdt_mesh import Identity, Replica
 from crdt_mesh.cli import records
+from crdt_mesh.services.gossip.service import active_size
+from crdt_mesh.testing.gossip import SimulatedGossip
 from crdt_mesh.testing.natsd import NatsServer
 
 from ._common import Target, progress, progress_done, row, scratch, summary
@@ -281,6 +286,54 @@ def idle_at_defaults(nodes: int, idle_for: float, timeout: float) -> None:
         _idle_row(idle)
 
 
+def simulated(sizes: list[int], seed: int = 1) -> None:
+    """Meshes too large for processes: the real failure-detection and broadcast cores
+    (real signatures) on a simulated network with a virtual clock
+    (:class:`~crdt_mesh.testing.gossip.SimulatedGossip`), each member linked as a node's
+    active view would be (``active_size``). Per N: a member's bytes per second at
+    idle (probes and acks, updates riding on them) and the rounds a broadcast (an
+    entry's eager push) takes to reach every member, against push gossip's
+    log2 N + ln N. Replicas' anti-entropy is not simulated here."""
+    idle: dict[int, float] = {}
+    for n in sizes:
+        progress(f"simulated {n:,} members: joining")
+        view = active_size(n, 50)
+        sim = SimulatedGossip(n, seed=seed, overlay=view)
+        sim.run_for(3)
+        before = sim.bytes["swim"]
+        progress(f"simulated {n:,} members: idle")
+        sim.run_for(10)
+        idle[n] = (sim.bytes["swim"] - before) / n / 10
+        progress(f"simulated {n:,} members: a broadcast")
+        sent = sim.bytes["broadcast"]
+        message = sim.broadcast(0, fanout=3)
+        sim.run_for(20)
+        reach = sim.reach(message, 0)
+        per_member = (sim.bytes["broadcast"] - sent) / n
+        progress_done()
+        print(f"simulated mesh of {n:,} members, {view} links each (1 s protocol period)")
+        reference = math.log2(n) + math.log(n)
+        rounds = reach.rounds_to_all
+        row(
+            "rounds for a broadcast to reach every member",
+            f"{rounds}" if rounds is not None else f"{reach.fraction:.1%} reached",
+            f"{reference:.1f} push",
+            rounds / reference if rounds is not None else None,
+            Target("<=", 1.0),
+            measured=rounds / reference if rounds is not None else float("inf"),
+        )
+        row("bytes per member for one broadcast", f"{per_member:,.0f} B", "", None, "")
+        smallest = min(idle)
+        row(
+            "idle bytes per member per second",
+            f"{idle[n]:,.0f} B/s",
+            f"{idle[smallest]:,.0f} B/s at {smallest:,}",
+            idle[n] / idle[smallest],
+            Target("<=", 1.5),
+            measured=idle[n] / idle[smallest],
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, nargs="+", default=[10, 20, 40])
@@ -288,10 +341,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait per N")
     parser.add_argument("--idle", type=float, default=5.0, help="seconds of idle measured")
     parser.add_argument("--transport", nargs="+", choices=["tcp", "nats"], default=["tcp", "nats"])
+    parser.add_argument(
+        "--simulated", type=int, nargs="*", default=[1_000, 10_000], help="members (0: none)"
+    )
     parser.add_argument("--quick", action="store_true", help="5 nodes, 10 writes: a smoke run")
     args = parser.parse_args(argv)
     if args.quick:
         args.nodes, args.writes, args.timeout, args.idle = [5], 10, 60.0, 2.0
+        args.simulated = [100, 200]
     print("scale benchmark: node processes on loopback, gossip on")
     print(f"{'':55}{'measured':>10}  {'compared with':>15}  {'ratio':>6}  target")
     if "tcp" in args.transport:
@@ -306,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             server.stop()
     idle_at_defaults(max(args.nodes), max(args.idle, 10.0 if not args.quick else 2.0), 120.0)
+    simulated([n for n in args.simulated if n > 0])
     summary()
     return 0
 

@@ -132,11 +132,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="10 bidders only (a smoke run)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--bids", nargs="+", choices=["open", "private"], default=["open", "private"]
+    )
     args = parser.parse_args(argv)
     sizes = [10] if args.quick else [10, 100, 1000]
     print("task negotiation benchmark (simulated mesh, fanout 3; real replicas)")
     print(f"  {'':<44} {'measured':>16} {'compared with':>18} {'ratio':>8}")
-    for private in (False, True):
+    for private in [mode == "private" for mode in args.bids]:
         for n in sizes:
             started = time.perf_counter()
             progress(f"{n:,} bidders")

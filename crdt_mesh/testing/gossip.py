@@ -25,11 +25,12 @@ from __future__ import annotations
 import heapq
 import random
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from ..identity import Identity, PeerId
 from ..services.gossip.epidemic import Broadcaster, GossipMessage
+from ..services.gossip.rules import sample_distinct
 from ..services.gossip.swim import FailureDetector, MemberChange, Status, SwimSettings, seed_members
 
 _DELIVER, _TICK, _ROUND = 0, 1, 2
@@ -74,6 +75,11 @@ class SimulatedGossip:
         settings: SWIM/Lifeguard timings and counts (the period is also the
             broadcast round).
         broadcast_rounds: push rounds per broadcast (None: chosen from the size).
+        overlay: links each member dials at the start (None: no overlay, every member
+            probes and pushes to any other, plain SWIM). With it, members run as a
+            mesh does (HyParView's active view): they probe, ask for indirect probes
+            and push broadcasts to the members they are linked to only, links being
+            symmetric (so a member has ``overlay`` links or a few more).
     """
 
     def __init__(
@@ -85,6 +91,7 @@ class SimulatedGossip:
         latency: float = 0.005,
         settings: SwimSettings | None = None,
         broadcast_rounds: int | None = None,
+        overlay: int | None = None,
     ) -> None:
         if size < 2:
             raise ValueError("a simulated mesh has at least two members")
@@ -109,6 +116,12 @@ class SimulatedGossip:
         #: members declared dead while they were up: (time, observer, subject)
         self.false_lost: list[tuple[float, int, int]] = []
         self.frames = {"swim": 0, "broadcast": 0}
+        #: bytes of the frames sent, by kind
+        self.bytes = {"swim": 0, "broadcast": 0}
+        #: each member's linked members (None: no overlay)
+        self.links: list[list[PeerId]] | None = None
+        if overlay is not None:
+            self.links = self._overlay(overlay)
         for member in self.members:
             self._start(member, incarnation=0)
         seed_members(m.detector for m in self.members if m.detector is not None)
@@ -116,6 +129,21 @@ class SimulatedGossip:
             # members start their protocol periods out of step, as real ones do
             self._schedule_tick(member, self.rng.random() * self.settings.period)
         self._push(self.settings.period, _ROUND, 0, 0, b"")
+
+    def _overlay(self, degree: int) -> list[list[PeerId]]:
+        """A random symmetric overlay: each member links to ``degree`` others (so it
+        has that many links or a few more, as links others dialled count too)."""
+        size = len(self.members)
+        if not 1 <= degree < size:
+            raise ValueError("an overlay's degree is at least 1 and less than the size")
+        linked: list[set[int]] = [set() for _ in range(size)]
+        for i in range(size):
+            while len(linked[i]) < degree:
+                j = self.rng.randrange(size)
+                if j != i:
+                    linked[i].add(j)
+                    linked[j].add(i)
+        return [[self.members[j].identity.peer_id for j in sorted(ls)] for ls in linked]
 
     def peer(self, index: int) -> PeerId:
         return self.members[index].identity.peer_id
@@ -180,7 +208,7 @@ class SimulatedGossip:
             ttl=ttl,
             fanout=fanout,
             created_at=int(self.now * 1000),
-            pick=member.detector.sample,
+            pick=self._picker(member),
             members=member.detector.size(),
         )
         self._started[message_id] = self.round
@@ -276,7 +304,7 @@ class SimulatedGossip:
         for member in self.members:
             broadcaster, detector = member.broadcaster, member.detector
             if broadcaster and detector and broadcaster.active and not member.left:
-                broadcaster.tick(detector.sample)
+                broadcaster.tick(self._picker(member))
                 self._flush(member)
         self._push(self.now + self.settings.period, _ROUND, 0, 0, b"")
 
@@ -304,7 +332,9 @@ class SimulatedGossip:
             return
         for channel, outbox in ((0, detector.outbox()), (1, broadcaster.outbox())):
             for peer, frame in outbox:
-                self.frames["broadcast" if channel else "swim"] += 1
+                kind = "broadcast" if channel else "swim"
+                self.frames[kind] += 1
+                self.bytes[kind] += len(frame)
                 target = self._index[peer]
                 loss = 1 - (1 - self.loss) * (1 - member.link_loss) * (
                     1 - self.members[target].link_loss
@@ -324,10 +354,23 @@ class SimulatedGossip:
                 self.false_lost.append((self.now, member.index, subject))
         self._schedule_tick(member, detector.next_deadline())
 
+    def _picker(self, member: _Member) -> Callable[[int, Collection[PeerId]], list[PeerId]]:
+        """Whom ``member`` pushes broadcasts to: any member, or its links (an overlay)."""
+        assert member.detector is not None
+        if self.links is None:
+            return member.detector.sample
+        links, rng = self.links[member.index], self.rng
+        return lambda count, avoid: sample_distinct(rng, links, count, avoid)
+
     def _start(self, member: _Member, incarnation: int) -> None:
         rng = random.Random(self.rng.random())
+        links = self.links[member.index] if self.links is not None else None
         member.detector = FailureDetector(
-            member.identity, incarnation=incarnation, settings=self.settings, rng=rng
+            member.identity,
+            incarnation=incarnation,
+            settings=self.settings,
+            rng=rng,
+            neighbours=(lambda: links) if links is not None else None,
         )
         member.broadcaster = Broadcaster(
             member.identity, rounds=self.broadcast_rounds, now=int(self.now * 1000)

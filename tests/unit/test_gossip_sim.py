@@ -149,3 +149,28 @@ def test_the_peer_set_converges_after_churn() -> None:
     sim.run_until(settled, timeout=200)
     assert crashed and left
     assert sim.false_lost == []
+
+
+def test_over_an_overlay_frames_go_to_linked_members_only_and_still_reach_all() -> None:
+    """200 members, each linked to a few others (a mesh's active view): every SWIM and
+    broadcast frame goes to a linked member, a broadcast still reaches everyone, and a
+    crashed member is declared lost by all (its neighbours probe it; the news spreads)."""
+    sim = SimulatedGossip(PEERS, seed=4, overlay=5)
+    assert sim.links is not None
+    linked = {sim.peer(i): set(sim.links[i]) for i in range(PEERS)}
+    strays: list[tuple[int, int]] = []
+    deliver = sim._deliver
+
+    def watched(sender: int, packed: int, frame: bytes) -> None:
+        if sim.peer(packed // 2) not in linked[sim.peer(sender)]:
+            strays.append((sender, packed // 2))
+        deliver(sender, packed, frame)
+
+    sim._deliver = watched  # type: ignore[method-assign]
+    message = sim.broadcast(0, fanout=3)
+    sim.run_for(20)
+    assert sim.reach(message, 0).fraction == 1.0
+    sim.crash(9)
+    assert sim.run_until(lambda: sim.declared_lost_by_all(9), timeout=120) < 120
+    assert strays == []
+    assert min(len(v) for v in sim.links) >= 5 and max(len(v) for v in sim.links) < 20
