@@ -412,6 +412,27 @@ MUTANTS = [
         "        if False:",
         ("tests/unit/test_tasks.py::test_a_private_close_that_lies_is_caught_by_the_auditor",),
     ),
+    # -- issue 16: a bootstrap peer's view -------------------------------------------------
+    Mutant(
+        "view-size-only-after-first-maintenance",
+        "crdt_mesh/services/gossip/service.py",
+        "        self._host.want_links(active_size(len(self.present()), self._host.max_peers))\n",
+        "",
+        (
+            "tests/integration/test_gossip.py::"
+            "test_a_bootstrap_peer_keeps_a_small_view_before_its_first_maintenance",
+        ),
+    ),
+    Mutant(
+        "surplus-links-shed-slowly",
+        "crdt_mesh/services/gossip/service.py",
+        "        if len(active) > 2 * size:",
+        "        if False:",
+        (
+            "tests/integration/test_gossip.py::"
+            "test_a_bootstrap_peer_keeps_a_small_view_before_its_first_maintenance",
+        ),
+    ),
 ]
 
 

@@ -359,6 +359,9 @@ class GossipService:
             self._records[record.peer] = record
             if record.peer != me and not record.left:
                 self._detector.add(record.peer)
+        # the active view's size from the start: else a bootstrap peer keeps every link
+        # dialled before its first maintenance step (up to max_peers), shedding them slowly
+        self._host.want_links(active_size(len(self.present()), self._host.max_peers))
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._probe_loop)
             while True:
@@ -423,6 +426,13 @@ class GossipService:
         ]
         size = active_size(len(self.present()), host.max_peers)
         host.want_links(size)
+        if len(active) > 2 * size:
+            # past the link limit (links kept while the view's size was larger): let
+            # the surplus go at once; the other ends, if short, dial someone else
+            for peer in host.rng.sample(sorted(active, key=str), len(active) - 2 * size):
+                await host.disconnect(peer)
+            self.shuffles += 1
+            return
         if len(active) > size and host.rng.random() < SHUFFLE_PROBABILITY:
             # links others dialled past the size: one is let go now and then, so the
             # view shrinks back to it (the other end, if short, dials someone else)
