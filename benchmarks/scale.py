@@ -13,9 +13,9 @@ same run (a fresh replica ingesting the same number of entries, each signed on
 its own; a node's CPU counts from its ``ready`` line: starting Python is not the
 mesh's cost), then, idle, each node's CPU share, links and the offences it counted
 (an honest run counts none); last, the largest N again at the node's default
-intervals, idle; then simulated meshes of 1,000 and 10,000 members (``--simulated``),
-the rounds a broadcast takes to reach all and the bytes a member sends at idle,
-which must not grow with N. Targets on 2 cores
+intervals, idle (once two gossip steps passed after the join); then simulated
+meshes of 1,000 and 10,000 members (``--simulated``), the rounds a broadcast takes
+to reach all and the bytes a member sends at idle, which must not grow with N. Targets on 2 cores
 (issue 16): 40 nodes converge in at most 5 s; CPU per delivered entry at most 2x
 ingest; idle CPU per node at most 1 %. Linux only for the CPU figures (they
 read ``/proc``).
@@ -257,9 +257,11 @@ def run(
         )
 
 
-def idle_at_defaults(nodes: int, idle_for: float, timeout: float) -> None:
+def idle_at_defaults(nodes: int, idle_for: float, timeout: float, settle: float) -> None:
     """N nodes at the node's default intervals (5 s anti-entropy, 5 s gossip), no
-    writes: once every node knows every other, each node's CPU share at idle."""
+    writes: once every node knows every other and ``settle`` seconds more have passed
+    (the views' steps after the join: the steady state is what is measured), each
+    node's CPU share at idle."""
     with scratch("scale-idle") as root:
         fleet: list[Node] = []
         try:
@@ -273,6 +275,8 @@ def idle_at_defaults(nodes: int, idle_for: float, timeout: float) -> None:
                     break
                 progress(f"{nodes} nodes at default intervals: joining")
                 time.sleep(0.2)
+            progress(f"{nodes} nodes at default intervals: settling for {settle:.0f} s")
+            time.sleep(settle)
             progress(f"{nodes} nodes at default intervals: idle for {idle_for:.0f} s")
             before = [n.cpu() for n in fleet]
             time.sleep(idle_for)
@@ -362,7 +366,12 @@ def main(argv: list[str] | None = None) -> int:
                 run(nodes, args.writes, args.timeout, args.idle, server)
         finally:
             server.stop()
-    idle_at_defaults(max(args.nodes), max(args.idle, 10.0 if not args.quick else 2.0), 120.0)
+    idle_at_defaults(
+        max(args.nodes),
+        max(args.idle, 10.0 if not args.quick else 2.0),
+        120.0,
+        settle=10.0 if not args.quick else 1.0,  # two gossip steps at the defaults
+    )
     simulated([n for n in args.simulated if n > 0])
     summary()
     return 0
