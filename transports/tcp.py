@@ -27,10 +27,14 @@ into it), at most ``max_handshakes_per_host`` from one host and
 when full, the oldest handshake of the host holding the most makes room, so a host
 with few is never starved by hosts with many. A failed (malformed, wrong key) or
 timed-out handshake counts against its host in a
-:class:`~crdt_mesh.penalty.Penalties` table; a refused host's connections are
-closed before any handshake work. One the dialler abandons (it closes the
-connection) does not count: honest peers behind one address do that under load,
-and the work it costs is bounded by the rate of handshakes a host may begin.
+:class:`~crdt_mesh.penalty.Penalties` table, and so does a connection past the
+host's cap while one of its handshakes has run half its deadline (stalling); a
+connection past the cap otherwise, or past the rate, is closed unread and not
+charged (an honest burst, agents behind one address joining at once, completes in
+milliseconds). A refused host's connections are closed before any handshake
+work. One the dialler abandons (it closes the connection) does not count: honest
+peers behind one address do that under load, and the work it costs is bounded by
+the rate of handshakes a host may begin.
 
 Why one module (~600 lines): dialling, listening (with its per-host
 admission limits) and the framed, encrypted link share the handshake and the
@@ -339,6 +343,7 @@ class TcpListener:
         # the handshakes in flight of each host, oldest first (to cancel when full)
         self._scopes: dict[str, deque[anyio.CancelScope]] = {}
         self._rates: dict[str, TokenBucket] = {}
+        self._begun: dict[anyio.CancelScope, float] = {}  # when each handshake began
 
     @property
     def address(self) -> str:
@@ -387,11 +392,13 @@ class TcpListener:
         scope = anyio.CancelScope()
         scopes = self._scopes.setdefault(host, deque())
         scopes.append(scope)
+        self._begun[scope] = anyio.current_time()
         try:
             with scope:  # cancelled when the listener is full and this host holds the most
                 link = await self._authenticate(stream, host, address)
         finally:
             scopes.remove(scope)
+            del self._begun[scope]
             if not scopes:
                 del self._scopes[host]
             self._in_flight -= 1
@@ -416,6 +423,13 @@ class TcpListener:
                 return True
         return False
 
+    def _stalling(self, host: str, now: float) -> bool:
+        """Whether one of ``host``'s handshakes in flight has run half its deadline."""
+        patience = self._limits.handshake_timeout / 2
+        return any(
+            now - self._begun.get(scope, now) > patience for scope in self._scopes.get(host, ())
+        )
+
     def _admit(self, host: str) -> bool:
         """Whether a connection from ``host`` may start a handshake now."""
         limits = self._limits
@@ -429,13 +443,17 @@ class TcpListener:
         if self.penalties.refused(_host_key(host), now):
             reason = "refused"
         elif self._per_host.get(host, 0) >= limits.max_handshakes_per_host:
+            # turned away; charged only while the host's handshakes stall (an honest
+            # burst, agents behind one address joining at once, completes in ms)
             reason = f"{limits.max_handshakes_per_host} handshakes in flight from {host}"
-            self._penalise(host, Offence.HANDSHAKE, reason)
+            if self._stalling(host, now):
+                self._penalise(host, Offence.HANDSHAKE, reason)
         elif self._in_flight >= limits.max_handshakes and not self._make_room(host):
             reason = f"{limits.max_handshakes} handshakes in flight"
         elif not bucket.take(1):
+            # turned away before any handshake work, not charged: agents behind one
+            # address (a NAT, one machine) join at once, and speed proves nothing
             reason = f"{host} begins handshakes too fast"
-            self._penalise(host, Offence.BUDGET, reason)
         if reason is None:
             return True
         self.refused += 1

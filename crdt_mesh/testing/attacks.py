@@ -149,28 +149,33 @@ async def stall_handshakes(
     trickle: bool = False,
     local_host: str | None = None,
 ) -> int:
-    """Open ``count`` TCP connections and hold them ``seconds`` without completing a
-    handshake (sending nothing, or with ``trickle`` a byte a second). Returns how
-    many the node closed before the end."""
+    """Hold ``count`` TCP connections open for ``seconds`` without completing a
+    handshake (sending nothing, or with ``trickle`` a byte a second), opening another
+    whenever the node closes one (as a slowloris keeps its slots full). Returns how
+    many the node closed (or refused) before the end."""
     closed = 0
 
     async def one() -> None:
         nonlocal closed
-        try:
-            stream = await anyio.connect_tcp(host, port, local_host=local_host)
-        except OSError:
-            closed += 1
-            return
-        async with stream:
-            with anyio.move_on_after(seconds):
-                try:
-                    while True:
-                        if trickle:
-                            await stream.send(b"\x00")
-                        with anyio.move_on_after(1.0):
-                            await stream.receive()
-                except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
-                    closed += 1
+        deadline = anyio.current_time() + seconds
+        while (left := deadline - anyio.current_time()) > 0:
+            try:
+                stream = await anyio.connect_tcp(host, port, local_host=local_host)
+            except OSError:
+                closed += 1
+                await anyio.sleep(min(left, 0.25))
+                continue
+            async with stream:
+                with anyio.move_on_after(left):
+                    try:
+                        while True:
+                            if trickle:
+                                await stream.send(b"\x00")
+                            with anyio.move_on_after(1.0):
+                                await stream.receive()
+                    except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+                        closed += 1
+            await anyio.sleep(min(max(0.0, deadline - anyio.current_time()), 0.25))
 
     async with anyio.create_task_group() as tg:
         for _ in range(count):

@@ -117,6 +117,10 @@ async def test_a_peer_that_is_not_the_one_dialled_is_refused(keep: Callable[[Any
     await listener.aclose()
 
 
+async def _close_link(link: Any) -> None:
+    await link.aclose()
+
+
 async def _accept_quietly(listener: object) -> None:
     with contextlib.suppress(TransportError):
         await listener.accept()  # type: ignore[attr-defined]
@@ -246,6 +250,45 @@ async def test_garbage_after_the_handshake_kills_the_link(keep: Callable[[Any], 
         await server.recv()
     await link.aclose()
     await listener.aclose()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "limits",
+    [
+        TcpLimits(handshakes_per_second=2.0),  # past the rate of handshakes begun
+        TcpLimits(max_handshakes_per_host=3, handshake_timeout=30.0),  # past those in flight
+    ],
+    ids=["rate", "in-flight"],
+)
+async def test_a_burst_of_dials_from_one_host_past_its_limits_is_turned_away_not_charged(
+    keep: Callable[[Any], Any], limits: TcpLimits
+) -> None:
+    """Forty agents on one machine join at once, all dialling the same seed: past the
+    host's rate of handshakes begun, or its handshakes in flight, connections are
+    closed before any handshake work (so the work stays bounded), but many dials prove
+    nothing against the host: no offence is counted, and the host stays welcome."""
+    from crdt_mesh.runtime.penalty import Penalties
+
+    alice = Identity.generate()
+    penalties = Penalties()
+    transport = TcpTransport(limits, penalties=penalties)
+    listener = keep(await transport.listen("tcp://127.0.0.1:0", alice))
+    parsed = TcpAddress.parse(listener.address)
+
+    async def serve() -> None:
+        with contextlib.suppress(TransportError):
+            await listener.serve(_close_link)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(serve)
+        streams = [await anyio.connect_tcp(parsed.host, parsed.port) for _ in range(20)]
+        await wait_for(lambda: listener.refused >= 10, timeout=5)  # turned away
+        for stream in streams:
+            await stream.aclose()
+        assert not any(penalties.offences.values()), penalties.offences
+        assert not penalties.refused(("tcp-host", parsed.host), anyio.current_time())
+        tg.cancel_scope.cancel()
 
 
 @pytest.mark.anyio
