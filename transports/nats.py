@@ -82,8 +82,10 @@ _PROLOGUE = b"crdt_mesh/nats/v1"
 PREFIX = "crdt-mesh"
 _DATA, _PING, _CLOSE = 0, 1, 2
 _CHUNK = MAX_MESSAGE - TAGLEN - 1  # frame-stream bytes per Noise message (after the kind)
-#: messages a link holds before its handshake completes (the dialler may send at once)
+#: messages, and bytes, a link holds before its handshake completes (the dialler may
+#: send at once; its first frames are small: the sync hello)
 _EARLY = 256
+_EARLY_BYTES = 1 << 20
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
 
 
@@ -253,6 +255,7 @@ class NatsLink(FramesUntilClosed):
         self._send_cipher: CipherState | None = None
         self._recv_cipher: CipherState | None = None
         self._handshake: deque[tuple[bytes, str | None]] = deque()
+        self._early_bytes = 0
         self._stream = bytearray()  # frame-stream bytes not yet a whole frame
         self._frames: deque[bytes] = deque()
         self._unread = 0
@@ -279,8 +282,9 @@ class NatsLink(FramesUntilClosed):
         if self._ended is not None:
             return
         if self._recv_cipher is None:
-            if len(self._handshake) >= _EARLY:
-                self._end("too many messages before the handshake completed")
+            self._early_bytes += len(data)
+            if len(self._handshake) >= _EARLY or self._early_bytes > _EARLY_BYTES:
+                self._end("too much sent before the handshake completed")
                 return
             self._handshake.append((data, reply))
             self._notify()

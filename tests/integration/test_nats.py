@@ -313,3 +313,22 @@ def test_node_processes_listen_on_nats_and_converge(
     finally:
         for node in nodes:
             node.close()
+
+
+@pytest.mark.anyio
+async def test_what_arrives_before_a_handshake_completes_is_bounded() -> None:
+    """A half-open link (an opening answered, the third message not yet in) holds at
+    most a MiB of what its inbox receives; past it the link ends."""
+
+    class Connection:
+        def __init__(self) -> None:
+            self.links: dict[str, Any] = {}
+
+        def inbox(self, link: str) -> str:
+            return f"crdt-mesh.link.x.{link}"
+
+    link = NatsLink(NatsTransport(), Connection())  # type: ignore[arg-type]
+    for _ in range(17):
+        link._deliver(b"\x00" * 65_000, "crdt-mesh.link.y.z")
+    assert link._ended is not None and "before the handshake" in str(link._ended)
+    assert len(link._handshake) <= 16
