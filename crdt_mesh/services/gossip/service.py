@@ -353,15 +353,11 @@ class GossipService:
             settings=self.swim_settings,
             rng=self._detector_rng,
             neighbours=self._probed,
-            relay_to=lambda: self._host.peers,  # former neighbours: not for others
         )
         for record in self.peers(include_left=True):
             self._records[record.peer] = record
             if record.peer != me and not record.left:
                 self._detector.add(record.peer)
-        # the active view's size from the start: else a bootstrap peer keeps every link
-        # dialled before its first maintenance step (up to max_peers), shedding them slowly
-        self._host.want_links(active_size(len(self.present()), self._host.max_peers))
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._probe_loop)
             while True:

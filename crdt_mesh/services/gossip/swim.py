@@ -23,12 +23,12 @@ signed ack, so nobody can vouch for a member that is not answering; an
 nobody can refute a suspicion on another's behalf.
 
 Over an overlay (``neighbours``): a member probes, and asks for indirect probes,
-only the members it is linked to (its active view), and a helper relays a probe
-only to a member it is linked to (asked about another, it answers with a nack at
-once), so no probe needs a link of its own; what a member learns of the others
-rides on those frames, and spreads through the overlay as any piggybacked update
-does (each member is probed by its neighbours). Without ``neighbours``, every
-member is probed (plain SWIM).
+only the members it is linked to (its active view), so a direct probe needs no
+link of its own; a helper asked for an indirect probe (after a direct one failed)
+relays it to the target over their link, or over a link dialled for it. What a
+member learns of the others rides on those frames, and spreads through the
+overlay as any piggybacked update does (each member is probed by its neighbours).
+Without ``neighbours``, every member is probed (plain SWIM).
 
 The core owns no clock, socket or task: the shell calls :meth:`tick` with the
 time, hands it frames with :meth:`receive`, sends what :meth:`outbox` returns
@@ -167,8 +167,6 @@ class FailureDetector:
         rng: every random choice (pass a seeded one for a replayable run).
         neighbours: the members this one is linked to, if it probes only those (an
             overlay); None: it probes every member.
-        relay_to: the members it relays an indirect probe to (asked about another,
-            it nacks at once); default: ``neighbours``.
     """
 
     def __init__(
@@ -179,11 +177,9 @@ class FailureDetector:
         settings: SwimSettings | None = None,
         rng: random.Random | None = None,
         neighbours: Callable[[], Collection[PeerId]] | None = None,
-        relay_to: Callable[[], Collection[PeerId]] | None = None,
     ) -> None:
         self.identity = identity
         self._neighbours = neighbours
-        self._relay_to = relay_to if relay_to is not None else neighbours
         self._ring: list[PeerId] = []  # neighbours still to probe this round
         #: when the last probe each member answered was sent (the shell's clock)
         self.answered: dict[PeerId, float] = {}
@@ -398,11 +394,6 @@ class FailureDetector:
             self._on_ack(author, sender, seq, body.get("for"), data)
         elif kind == "ping-req" and isinstance(to, bytes) and author == sender:
             target = PeerId(to)
-            if self._relay_to is not None and target not in self._relay_to():
-                # not linked to it: say so at once (Lifeguard's nack: this helper is
-                # fine) rather than open a link for one probe
-                self._send(sender, {"k": "nack", "seq": seq})
-                return
             relay_seq = self._next_seq()
             self._relays[relay_seq] = _Relay(
                 target, sender, seq, now + 0.8 * self.settings.probe_timeout * (self.health + 1)
