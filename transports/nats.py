@@ -73,6 +73,7 @@ from crdt_mesh.identity import Identity, PeerId
 from crdt_mesh.runtime.penalty import Penalties
 from crdt_mesh.runtime.transport import FramesUntilClosed, LinkHandler
 from crdt_mesh.sync import MAX_FRAME
+from transports.addresses import format_address, split_address
 from transports.noise import MAX_MESSAGE, TAGLEN, CipherState, DecryptError, HandshakeError
 from transports.secure import TokenBucket, bound_handshake
 
@@ -132,37 +133,14 @@ class NatsAddress:
         Raises:
             TransportError: not such an address.
         """
-        if not isinstance(address, str) or not address.startswith("nats://"):
-            raise TransportError(f"not a nats:// address: {address!r}")
-        rest = address[len("nats://") :]
-        rest, _, name = rest.partition("/")
-        peer = None
-        if "@" in rest:
-            peer_text, rest = rest.split("@", 1)
-            try:
-                peer = PeerId.parse(peer_text)
-            except ValueError as exc:
-                raise TransportError(f"bad peer id in {address!r}") from exc
-        if rest.startswith("["):
-            host, sep, port_text = rest[1:].partition("]:")
-        else:
-            host, sep, port_text = rest.rpartition(":")
-        if not sep or not host:
-            raise TransportError(f"address {address!r} needs host:port")
-        try:
-            port = int(port_text)
-        except ValueError:
-            raise TransportError(f"bad port in {address!r}") from None
-        if not 0 < port < 65536:
-            raise TransportError(f"bad port in {address!r}")
+        peer, host, port, name = split_address(address, "nats", port_zero=False)
         if name and not (len(name) <= 64 and set(name) <= _NAME_CHARS):
             raise TransportError(f"a listener's name is 1-64 of [A-Za-z0-9_-]: {address!r}")
         return cls(host, port, peer, name or None)
 
     @property
     def server(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"nats://{host}:{self.port}"
+        return format_address("nats", None, self.host, self.port)
 
     @property
     def subject(self) -> str:
@@ -173,9 +151,7 @@ class NatsAddress:
         return f"{PREFIX}.listen.{name}"
 
     def __str__(self) -> str:
-        peer = f"{self.peer}@" if self.peer is not None else ""
-        name = f"/{self.name}" if self.name else ""
-        return f"{self.server[:7]}{peer}{self.server[7:]}{name}"
+        return format_address("nats", self.peer, self.host, self.port, self.name or "")
 
 
 def _is_link_inbox(subject: str | None) -> bool:

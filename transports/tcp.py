@@ -63,6 +63,7 @@ from crdt_mesh.identity import Identity, PeerId
 from crdt_mesh.runtime.penalty import Offence, Penalties
 from crdt_mesh.runtime.transport import FramesUntilClosed, LinkHandler
 from crdt_mesh.sync import MAX_FRAME
+from transports.addresses import format_address, split_address
 from transports.noise import (
     MAX_MESSAGE,
     TAGLEN,
@@ -119,34 +120,13 @@ class TcpAddress:
         Raises:
             TransportError: not such an address.
         """
-        if not isinstance(address, str) or not address.startswith("tcp://"):
-            raise TransportError(f"not a tcp:// address: {address!r}")
-        rest = address[len("tcp://") :]
-        peer = None
-        if "@" in rest:
-            peer_text, rest = rest.split("@", 1)
-            try:
-                peer = PeerId.parse(peer_text)
-            except ValueError as exc:
-                raise TransportError(f"bad peer id in {address!r}") from exc
-        if rest.startswith("["):
-            host, sep, port_text = rest[1:].partition("]:")
-        else:
-            host, sep, port_text = rest.rpartition(":")
-        if not sep or not host:
-            raise TransportError(f"address {address!r} needs host:port")
-        try:
-            port = int(port_text)
-        except ValueError:
-            raise TransportError(f"bad port in {address!r}") from None
-        if not 0 <= port < 65536:
-            raise TransportError(f"bad port in {address!r}")
+        peer, host, port, path = split_address(address, "tcp", port_zero=True)
+        if path:
+            raise TransportError(f"a tcp:// address has no path: {address!r}")
         return cls(host, port, peer)
 
     def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        peer = f"{self.peer}@" if self.peer is not None else ""
-        return f"tcp://{peer}{host}:{self.port}"
+        return format_address("tcp", self.peer, self.host, self.port)
 
 
 class TcpLink(FramesUntilClosed):
