@@ -64,9 +64,9 @@ log = logging.getLogger(__name__)
 SHUFFLE_PROBABILITY = 0.1
 #: The fewest links an active view aims at (three: a ring of two is fragile).
 MIN_ACTIVE = 3
-#: Gossip intervals at most that a peer whose link closed (or that did not answer a
-#: dial) waits for its one probe, over a link dialled for it: a crashed neighbour is
-#: so suspected, and then declared dead, where nothing else would probe it.
+#: Gossip intervals a peer whose link closed (or that did not answer a dial) is still
+#: probed, over a link dialled for the probe, until it answers one: a crashed
+#: neighbour is so suspected and declared dead, where nothing else would probe it.
 FORMER_WATCH = 30
 
 
@@ -387,7 +387,7 @@ class GossipService:
 
     def _probed(self) -> list[PeerId]:
         """Whom failure detection probes: the active view, and peers whose link
-        closed lately (or that a dial did not reach), once each."""
+        closed lately (or that a dial did not reach) until they are dead or back."""
         linked = self._host.peers
         return linked + [p for p in self._former if p not in linked]
 
@@ -396,13 +396,11 @@ class GossipService:
             self._former.setdefault(peer, now)
         self._linked = active
         interval = self._host.config.gossip_interval if self._host.config else self._host.interval
-        probed = self._detector.probed if self._detector is not None else {}
+        answered = self._detector.answered if self._detector is not None else {}
         for peer, since in list(self._former.items()):
             status = self.status(peer)
             settled = status in (Status.DEAD, Status.LEFT, None) or peer in active
-            # probed once: a link per lost link, not per probe (if it did not answer,
-            # it is suspect now, and it refutes through its other links if alive)
-            settled = settled or probed.get(peer, -math.inf) >= since
+            settled = settled or answered.get(peer, -math.inf) >= since  # up, after all
             if settled or (status is Status.ALIVE and now - since > FORMER_WATCH * interval):
                 del self._former[peer]
 
@@ -455,10 +453,8 @@ class GossipService:
                     break
                 except MeshError as exc:
                     log.info("dial %s at %s failed: %s", candidate.peer.short, address, exc)
-            else:  # unreachable: suspected now, as a failed probe would make it
-                if self._detector is not None:
-                    self._detector.unreachable(candidate.peer, anyio.current_time())
-                    self._after_swim()
+            else:  # unreachable: probe it, so that it is suspected if it is gone
+                self._former.setdefault(candidate.peer, anyio.current_time())
         finally:
             self._dialling.discard(candidate.peer)
 

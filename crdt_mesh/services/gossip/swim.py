@@ -183,8 +183,6 @@ class FailureDetector:
         self._ring: list[PeerId] = []  # neighbours still to probe this round
         #: when the last probe each member answered was sent (the shell's clock)
         self.answered: dict[PeerId, float] = {}
-        #: when each member was last probed (directly, by this member)
-        self.probed: dict[PeerId, float] = {}
         self.me = identity.peer_id
         self.settings = settings or SwimSettings()
         self.rng = rng or random.Random()
@@ -228,13 +226,6 @@ class FailureDetector:
             self._new(peer, _Member(Status.ALIVE, 0))
         elif member is not None and member.status is Status.LEFT:
             self._set(peer, member, Status.ALIVE, member.incarnation)  # it joined again
-
-    def unreachable(self, peer: PeerId, now: float) -> None:
-        """A link to ``peer`` could not be dialled: suspect it, as a failed probe would
-        (it refutes if alive). So a dial that failed is not tried again as a probe."""
-        member = self._member(peer)
-        if member is not None and member.status is Status.ALIVE and not self._left:
-            self._suspect(peer, member, member.incarnation, self.me, now)
 
     def assume(self, peers: Sequence[PeerId], as_set: AbstractSet[PeerId] | None = None) -> None:
         """Many members at once, known alive (from records), held without a copy.
@@ -413,7 +404,6 @@ class FailureDetector:
         seq = self._next_seq()
         timeout = self.settings.probe_timeout * (self.health + 1)
         self._probe = _Probe(target, seq, now, now + timeout, now + period)
-        self.probed[target] = now
         self._send(target, {"k": "ping", "seq": seq, "to": target.key})
 
     def _next_target(self) -> PeerId | None:
