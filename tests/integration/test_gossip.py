@@ -299,10 +299,13 @@ async def test_a_crashed_peer_is_lost_and_a_restarted_one_found_again(tmp_path: 
         gone = identities[victim].peer_id
         await wait_for(lambda: all(len(meshes[i].gossip.present()) == count for i in others), 30)
 
+        dials_before = sum(meshes[i].runtime.ephemeral_dials for i in others)
         crash.set()  # no leave(): the peer just stops answering
         await wait_for(
             lambda: all(meshes[i].gossip.status(gone) is Status.DEAD for i in others), 30
         )
+        # its probes went over links dialled for them (Runtime.ephemeral_dials counts)
+        assert sum(meshes[i].runtime.ephemeral_dials for i in others) > dials_before
 
         await wait_for(lambda: all([r.peer for r in lost[i]] == [gone] for i in others), 10)
         assert all(len(meshes[i].gossip.peers()) == count for i in others)  # records remain
