@@ -101,7 +101,12 @@ class Host(Protocol):
         ...
 
     async def disconnect(self, peer: PeerId) -> None:
-        """Close the link to ``peer``."""
+        """Close the link to ``peer`` on purpose (the peer is told so)."""
+        ...
+
+    def on_link_closed(self, handler: Callable[[PeerId, bool], None]) -> Callable[[], None]:
+        """Call ``handler(peer, on_purpose)`` when the active view's link to ``peer``
+        ends; ``on_purpose`` is False for a crash, a shutdown or a fault."""
         ...
 
 

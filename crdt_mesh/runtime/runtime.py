@@ -104,6 +104,13 @@ _HISTORIES = 256
 #: entries it may leave waiting for a gap, in intervals, before it is a GAP offence.
 _EPHEMERAL_PER_SECOND = 500.0
 _GAP_INTERVALS = 10
+#: The runtime's own ephemeral channel, and its one frame: "I close this link on
+#: purpose and stay in the mesh" (a shuffle, a full view), sent before the close; a
+#: link that ends without it (a crash, a shutdown) lets membership suspect the peer.
+_CONTROL = b"\x00"
+_PARTING = _CONTROL + b"bye"
+#: How long a parting word may take to go out before the link closes anyway.
+_PARTING_SECONDS = 1.0
 
 
 @dataclass(slots=True)
@@ -120,6 +127,8 @@ class _Connection:
     idle_ticks: int = 0
     started: bool = False
     rate_limited: bool = False
+    parting: bool = False  # a side said the link closes on purpose
+    kept: bool = False  # it was in the active view
 
 
 async def _await(coroutine: Coroutine[Any, Any, None]) -> None:
@@ -285,12 +294,13 @@ class Runtime:
         self.refused_links = 0
         #: dials of the bootstrap peers that failed (each episode is warned about once)
         self.failed_dials = 0
-        #: links dialled to carry ephemeral frames (a probe of a peer not linked)
+        #: links dialled to carry ephemeral frames (a courier frame to a peer not linked)
         self.ephemeral_dials = 0
         self.rng = random.Random(seed)
         self._connections: dict[PeerId, _Connection] = {}
         self._transient: dict[PeerId, _Connection] = {}  # served one round, then closed
         self._dialling_for: dict[PeerId, list[bytes]] = {}  # frames waiting for a dial
+        self._link_closed: list[Callable[[PeerId, bool], None]] = []
         self._listener: Listener | None = None
         self._tg: TaskGroup | None = None
         self._unsubscribe: object = None
@@ -373,6 +383,8 @@ class Runtime:
         """
         if not isinstance(channel, bytes) or len(channel) != 1:
             raise ValueError("a channel is one byte")
+        if channel == _CONTROL:
+            raise ValueError(f"channel {channel!r} is the runtime's own")
         if channel in self._channels:
             raise ValueError(f"channel {channel!r} is owned already")
         self._channels[channel] = handler
@@ -485,6 +497,10 @@ class Runtime:
         if connection is not None and not self._ephemeral_budget(connection):
             self.penalise(sender, Offence.BUDGET, "sent ephemeral frames faster than its budget")
             return
+        if data[:1] == _CONTROL:
+            if data == _PARTING and connection is not None:
+                connection.parting = True
+            return
         handler = self._channels.get(data[:1])
         if handler is None:
             # Not an offence: an honest peer whose services differ from ours (gossip on
@@ -506,10 +522,39 @@ class Runtime:
         return True
 
     async def disconnect(self, peer: PeerId) -> None:
-        """Close the link to ``peer``, if there is one."""
+        """Close the link to ``peer``, if there is one, on purpose: the peer is told
+        so first (it does not take the close for a crash). The link leaves the
+        active view at once; the word and the close follow in the background."""
         connection = self._connections.pop(peer, None)
-        if connection is not None:
+        if connection is None:
+            return
+        connection.parting = True
+        self._left_view(peer, connection)
+        if self._tg is None:
             await connection.link.aclose()
+        else:
+            self._tg.start_soon(self._part, connection)
+
+    async def _part(self, connection: _Connection) -> None:
+        """Say the link closes on purpose, give the word a moment to go out, close."""
+        connection.peer.session.send_broadcast(_PARTING)
+        with anyio.move_on_after(_PARTING_SECONDS):
+            await self._drained(connection)
+        await connection.link.aclose()
+
+    def _left_view(self, peer: PeerId, connection: _Connection) -> None:
+        if connection.kept:
+            connection.kept = False  # (once)
+            for handler in list(self._link_closed):
+                handler(peer, connection.parting)
+
+    def on_link_closed(self, handler: Callable[[PeerId, bool], None]) -> Callable[[], None]:
+        """Call ``handler(peer, on_purpose)`` when the last link to ``peer`` in the
+        active view ends: ``on_purpose`` if either side said so before closing it
+        (:meth:`disconnect`, a full view), not if it ended by a crash, a shutdown or
+        a fault. Returns a function that stops the calls."""
+        self._link_closed.append(handler)
+        return lambda: self._link_closed.remove(handler) if handler in self._link_closed else None
 
     @property
     def address(self) -> str | None:
@@ -621,6 +666,7 @@ class Runtime:
                 await link.aclose()
                 return
             del self._connections[remote]
+            existing.parting = True  # (the peer stays linked, by the new link)
             await existing.link.aclose()
         # At the link limit a link is not kept, but it is served for one round first:
         # the newcomer learns the peer records (HyParView's passive view) and can dial
@@ -657,6 +703,7 @@ class Runtime:
             self._transient[remote] = connection
         else:
             self._connections[remote] = connection
+            connection.kept = True
         frames = _ReadAhead()
         try:
             async with anyio.create_task_group() as tg:
@@ -672,6 +719,8 @@ class Runtime:
                                 break
                             if transient and connection.peer.stats.rounds:
                                 # the newcomer has what it came for, once it is sent
+                                connection.parting = True
+                                connection.peer.session.send_broadcast(_PARTING)
                                 await self._drained(connection)
                                 break
                 except MeshError:
@@ -687,6 +736,7 @@ class Runtime:
                 del self._transient[remote]
             if remote not in self._connections and remote not in self._transient:
                 self._remember_history(remote, history)
+                self._left_view(remote, connection)
                 if not self.replica.closed:
                     self.replica.forget_pending(remote)  # anti-entropy sends it again
             with anyio.CancelScope(shield=True):

@@ -157,6 +157,26 @@ async def test_a_bootstrap_peer_lets_the_links_past_its_limit_go_at_its_next_ste
         assert len(seed.peers) <= limit()
 
 
+async def test_a_link_closed_on_purpose_raises_no_suspicion(tmp_path: Path) -> None:
+    """A peer that lets a link go (a shuffle, a full view) says so before closing it:
+    the other end does not take it for a crash, and neither end suspects the other."""
+    network = MemoryNetwork(seed=8)
+    config = MeshConfig(enabled=True, gossip=True, gossip_interval_ms=50, max_peers=8)
+    async with _star(tmp_path, network, 2, config) as nodes:
+        a, b = nodes.meshes  # b knows a's address alone
+        for mesh in nodes.meshes:
+            mesh.gossip.join()
+        await wait_for(lambda: all(len(m.gossip.present()) == 2 for m in nodes.meshes), 30)
+        await wait_for(lambda: a.replica.peer_id in b.peers and b.replica.peer_id in a.peers, 30)
+        ended = (a.gossip.links_ended, b.gossip.links_ended)
+        await a.runtime.disconnect(b.replica.peer_id)
+        assert a.gossip.links_ended == ended[0] + 1  # (it left a's view at once)
+        await wait_for(lambda: b.gossip.links_ended > ended[1], 10)  # (b then dials a again)
+        assert a.gossip.links_lost == b.gossip.links_lost == 0
+        for mesh, other in ((a, b), (b, a)):
+            assert mesh.gossip.status(other.replica.peer_id) is Status.ALIVE
+
+
 async def test_only_the_owner_writes_its_record(tmp_path: Path) -> None:
     network = MemoryNetwork()
     alice, mallory = Identity.generate(), Identity.generate()
@@ -304,8 +324,10 @@ async def test_a_crashed_peer_is_lost_and_a_restarted_one_found_again(tmp_path: 
         await wait_for(
             lambda: all(meshes[i].gossip.status(gone) is Status.DEAD for i in others), 30
         )
-        # its probes went over links dialled for them (Runtime.ephemeral_dials counts)
-        assert sum(meshes[i].runtime.ephemeral_dials for i in others) > dials_before
+        # its neighbours suspected it as their links ended, without a word; no link
+        # was dialled to probe it (Runtime.ephemeral_dials counts such links)
+        assert sum(meshes[i].gossip.links_lost for i in others) >= 1
+        assert sum(meshes[i].runtime.ephemeral_dials for i in others) == dials_before
 
         await wait_for(lambda: all([r.peer for r in lost[i]] == [gone] for i in others), 10)
         assert all(len(meshes[i].gossip.peers()) == count for i in others)  # records remain

@@ -423,6 +423,34 @@ MUTANTS = [
             "test_a_bootstrap_peer_lets_the_links_past_its_limit_go_at_its_next_step",
         ),
     ),
+    # -- issue 16: failure detection without a link per probe ------------------------------
+    Mutant(
+        "parting-word-ignored",
+        "crdt_mesh/runtime/runtime.py",
+        "            if data == _PARTING and connection is not None:",
+        "            if False:",
+        ("tests/integration/test_gossip.py::test_a_link_closed_on_purpose_raises_no_suspicion",),
+    ),
+    Mutant(
+        "lost-link-not-suspected",
+        "crdt_mesh/services/gossip/service.py",
+        "        detector.lost(peer, anyio.current_time())",
+        "        pass",
+        (
+            "tests/integration/test_gossip.py::"
+            "test_a_crashed_peer_is_lost_and_a_restarted_one_found_again",
+        ),
+    ),
+    Mutant(
+        "helper-relays-to-a-stranger",
+        "crdt_mesh/services/gossip/swim.py",
+        "            if self._neighbours is not None and target not in self._neighbours():",
+        "            if False:",
+        (
+            "tests/unit/test_swim.py::"
+            "test_over_an_overlay_a_member_probes_only_its_neighbours_and_news_still_spreads",
+        ),
+    ),
 ]
 
 

@@ -196,10 +196,10 @@ def test_a_stale_suspicion_never_wins_over_a_newer_incarnation() -> None:
 
 
 def test_over_an_overlay_a_member_probes_only_its_neighbours_and_news_still_spreads() -> None:
-    """Ten members on a ring (each linked to the next and the one before): while all
-    answer, every frame goes to a neighbour (no probe needs a link of its own); when
-    one falls silent, only the indirect probes of it go further, and every other
-    member declares it dead, the news riding on the ring."""
+    """Ten members on a ring (each linked to the next and the one before): every
+    frame goes to a neighbour, whether all answer or one falls silent (no probe ever
+    needs a link of its own: a helper not linked to the target nacks at once), and
+    every other member declares the silent one dead, the news riding on the ring."""
     identities = [Identity.from_seed(bytes([40 + i]) * 32) for i in range(10)]
     ids = [i.peer_id for i in identities]
     ring = {ids[i]: {ids[(i - 1) % 10], ids[(i + 1) % 10]} for i in range(10)}
@@ -233,8 +233,37 @@ def test_over_an_overlay_a_member_probes_only_its_neighbours_and_news_still_spre
         return far
 
     assert run(0.0, 30.0, set()) == []
-    far = run(30.1, 150.0, {silent})
-    assert far and {to for to, _ in far} == {silent}  # the indirect probes of it alone
+    assert run(30.1, 150.0, {silent}) == []
     for detector in group:
         if detector.me != silent:
             assert detector.status(silent) is Status.DEAD, detector.me
+
+
+def test_a_neighbour_lost_without_a_word_is_suspected_and_refutes_if_it_lives() -> None:
+    """The shell reports a link that ended without a parting word: the member is
+    suspect at once (no probe of it over a new link); alive, it refutes on hearing."""
+    a, b, c = _group(3)
+    a.lost(b.me, 0.0)
+    assert a.status(b.me) is Status.SUSPECT
+    _route([a, b, c], 0.0)  # nothing was sent: a is linked to nobody new
+    a.tick(0.1)  # a's next probe (of b or c) carries the suspicion ...
+    _route([a, b, c], 0.1)
+    for now in (0.2, 1.2, 2.2, 3.2):  # ... and b refutes it, however it heard
+        for d in (a, b, c):
+            d.tick(now)
+        _route([a, b, c], now)
+    assert a.status(b.me) is Status.ALIVE and b.incarnation > 0
+
+
+def test_losing_a_member_that_is_dead_left_or_unknown_changes_nothing() -> None:
+    a, b, c, d = _group(4)
+    stranger = Identity.from_seed(b"\x77" * 32).peer_id
+    a._apply([Status.DEAD.value, c.me.key, 0, b.me.key], now=0.0)
+    d.leave()
+    _route([a, b, c, d], 0.0)
+    before = {p: a.status(p) for p in (c.me, d.me)}
+    a.changes()
+    for peer in (c.me, d.me, stranger):
+        a.lost(peer, 1.0)
+    assert {p: a.status(p) for p in (c.me, d.me)} == before and a.status(stranger) is None
+    assert a.changes() == [] and a.outbox() == []

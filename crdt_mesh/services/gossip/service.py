@@ -19,10 +19,14 @@ the active view, so a peer's idle cost follows its links, not the mesh's size.
 
 Failure detection (:mod:`crdt_mesh.services.gossip.swim`): SWIM probes with the Lifeguard
 refinements, over ephemeral signed frames, on the overlay: a peer probes its
-linked peers (and asks them for indirect probes), and what it learns of the
-others rides on those frames. Only an indirect probe (a helper that is not linked
-to the silent peer) and the probe of a peer whose link closed dial a link, served
-one round: never a link per probe of a live neighbour.
+linked peers over their links (and asks them for indirect probes, which a helper
+relays only over a link it has), and what it learns of the others rides on those
+frames. No link is ever dialled for a probe. A link that ends without a parting
+word (a crash, a shutdown; :meth:`Host.on_link_closed
+<crdt_mesh.runtime.host.Host.on_link_closed>`) makes the peer suspect at once,
+as the link is the overlay's failure detector (HyParView's): a peer that still
+lives hears of the suspicion as any update spreads, and refutes it; a crashed
+one is suspected by each of its neighbours, and declared dead.
 A peer is *present* while its record says it is in the mesh and the detector
 has not declared it dead; ``p2p:peer:discovered`` and ``p2p:peer:lost`` fire
 as that changes, so a crashed peer is lost and, restarted, discovered again.
@@ -64,10 +68,6 @@ log = logging.getLogger(__name__)
 SHUFFLE_PROBABILITY = 0.1
 #: The fewest links an active view aims at (three: a ring of two is fragile).
 MIN_ACTIVE = 3
-#: Gossip intervals a peer whose link closed (or that did not answer a dial) is still
-#: probed, over a link dialled for the probe, until it answers one: a crashed
-#: neighbour is so suspected and declared dead, where nothing else would probe it.
-FORMER_WATCH = 30
 
 
 def active_size(present: int, max_peers: int) -> int:
@@ -96,8 +96,10 @@ class GossipService:
         self._records: dict[PeerId, PeerRecord] = {}
         self._present: dict[PeerId, bool] = {}  # what the events last said of each peer
         self._dialling: set[PeerId] = set()
-        self._linked: set[PeerId] = set()  # the active view at the last maintain()
-        self._former: dict[PeerId, float] = {}  # peers still probed since their link closed
+        #: links of the active view that ended, and those that ended without a
+        #: parting word (each made the peer suspect)
+        self.links_ended = 0
+        self.links_lost = 0
         self._unsubscribe = host.replica.on_commit(self._on_commit)
         self.shuffles = 0
         rng = random.Random(host.rng.random())
@@ -114,6 +116,7 @@ class GossipService:
             self._channels = [
                 host.on_ephemeral(_BROADCAST, self._receive_broadcast),
                 host.on_ephemeral(_SWIM, self._receive_swim),
+                host.on_link_closed(self._on_link_closed),
             ]
 
     def start(self) -> None:
@@ -328,9 +331,7 @@ class GossipService:
         if self._detector is None:
             return
         for peer, frame in self._detector.outbox():
-            record = self._records.get(peer)
-            addresses = record.addresses if record is not None else ()
-            self._host.send_ephemeral(_SWIM, peer, frame, addresses)
+            self._host.send_ephemeral(_SWIM, peer, frame)  # over a link, or not at all
 
     def _after_swim(self) -> None:
         assert self._detector is not None
@@ -352,7 +353,7 @@ class GossipService:
             incarnation=int(time.time() * 1000),  # a restart starts above any before it
             settings=self.swim_settings,
             rng=self._detector_rng,
-            neighbours=self._probed,
+            neighbours=lambda: self._host.peers,
         )
         for record in self.peers(include_left=True):
             self._records[record.peer] = record
@@ -385,31 +386,23 @@ class GossipService:
             with anyio.move_on_after(max(0.0, detector.next_deadline() - now)):
                 await self._swim_woken.wait()
 
-    def _probed(self) -> list[PeerId]:
-        """Whom failure detection probes: the active view, and peers whose link
-        closed lately (or that a dial did not reach) until they are dead or back."""
-        linked = self._host.peers
-        return linked + [p for p in self._former if p not in linked]
-
-    def _watch_former(self, active: set[PeerId], now: float) -> None:
-        for peer in self._linked - active:
-            self._former.setdefault(peer, now)
-        self._linked = active
-        interval = self._host.config.gossip_interval if self._host.config else self._host.interval
-        answered = self._detector.answered if self._detector is not None else {}
-        for peer, since in list(self._former.items()):
-            status = self.status(peer)
-            settled = status in (Status.DEAD, Status.LEFT, None) or peer in active
-            settled = settled or answered.get(peer, -math.inf) >= since  # up, after all
-            if settled or (status is Status.ALIVE and now - since > FORMER_WATCH * interval):
-                del self._former[peer]
+    def _on_link_closed(self, peer: PeerId, on_purpose: bool) -> None:
+        """A neighbour whose link ended without a parting word is suspected."""
+        self.links_ended += 1
+        detector = self._detector
+        if on_purpose or detector is None:
+            return
+        self.links_lost += 1
+        detector.lost(peer, anyio.current_time())
+        self._after_swim()
+        if self._swim_woken is not None:
+            self._swim_woken.set()  # a suspicion brings a deadline
 
     async def maintain(self) -> None:
         """One HyParView-style step: fill the active view; shuffle when it is full."""
         host = self._host
         me = host.replica.peer_id
         active = set(host.peers)
-        self._watch_former(active, anyio.current_time())
         passive = [
             r
             for r in self.present()
@@ -453,8 +446,6 @@ class GossipService:
                     break
                 except MeshError as exc:
                     log.info("dial %s at %s failed: %s", candidate.peer.short, address, exc)
-            else:  # unreachable: probe it, so that it is suspected if it is gone
-                self._former.setdefault(candidate.peer, anyio.current_time())
         finally:
             self._dialling.discard(candidate.peer)
 

@@ -23,12 +23,14 @@ signed ack, so nobody can vouch for a member that is not answering; an
 nobody can refute a suspicion on another's behalf.
 
 Over an overlay (``neighbours``): a member probes, and asks for indirect probes,
-only the members it is linked to (its active view), so a direct probe needs no
-link of its own; a helper asked for an indirect probe (after a direct one failed)
-relays it to the target over their link, or over a link dialled for it. What a
-member learns of the others rides on those frames, and spreads through the
-overlay as any piggybacked update does (each member is probed by its neighbours).
-Without ``neighbours``, every member is probed (plain SWIM).
+only the members it is linked to (its active view), so a probe never needs a link
+of its own; a helper asked for an indirect probe (after a direct one failed)
+relays it to the target if they are linked, and answers with a nack at once if
+not. What a member learns of the others rides on those frames, and spreads
+through the overlay as any piggybacked update does. A neighbour whose link ended
+without a word is no longer probed by anyone near it: the shell reports it
+(:meth:`lost`) and it is suspected at once, the link having been the failure
+detector. Without ``neighbours``, every member is probed (plain SWIM).
 
 The core owns no clock, socket or task: the shell calls :meth:`tick` with the
 time, hands it frames with :meth:`receive`, sends what :meth:`outbox` returns
@@ -67,6 +69,9 @@ class Status(enum.Enum):
     SUSPECT = 1
     DEAD = 2
     LEFT = 3
+
+
+_LIVE = (Status.ALIVE, Status.SUSPECT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,8 +186,6 @@ class FailureDetector:
         self.identity = identity
         self._neighbours = neighbours
         self._ring: list[PeerId] = []  # neighbours still to probe this round
-        #: when the last probe each member answered was sent (the shell's clock)
-        self.answered: dict[PeerId, float] = {}
         self.me = identity.peer_id
         self.settings = settings or SwimSettings()
         self.rng = rng or random.Random()
@@ -385,6 +388,9 @@ class FailureDetector:
             self._on_ack(author, sender, seq, body.get("for"), data)
         elif kind == "ping-req" and isinstance(to, bytes) and author == sender:
             target = PeerId(to)
+            if self._neighbours is not None and target not in self._neighbours():
+                self._send(sender, {"k": "nack", "seq": seq})  # no way to it but a new link
+                return
             relay_seq = self._next_seq()
             self._relays[relay_seq] = _Relay(
                 target, sender, seq, now + 0.8 * self.settings.probe_timeout * (self.health + 1)
@@ -392,6 +398,14 @@ class FailureDetector:
             self._send(target, {"k": "ping", "seq": relay_seq, "to": to, "for": [sender.key, seq]})
         elif kind == "nack" and author == sender and self._probe and self._probe.seq == seq:
             self._probe.nacks += 1
+
+    def lost(self, peer: PeerId, now: float) -> None:
+        """The link to ``peer`` ended without a parting word (a crash, a shutdown):
+        suspect it (or confirm a suspicion), as a failed probe would. A member that
+        lives refutes it."""
+        member = self._member(peer)
+        if not self._left and member is not None and member.status in _LIVE:
+            self._suspect(peer, member, member.incarnation, self.me, now)
 
     # -- probing -----------------------------------------------------------------------------
 
@@ -467,7 +481,7 @@ class FailureDetector:
         if probe.nacks < probe.helpers:
             self._adjust_health(+1)  # missed nacks: our own links may be what is failing
         member = self._member(probe.target)
-        if member is not None and member.status in (Status.ALIVE, Status.SUSPECT):
+        if member is not None and member.status in _LIVE:
             # a first suspicion, or (already suspect) an independent confirmation
             self._suspect(probe.target, member, member.incarnation, self.me, now)
 
@@ -485,7 +499,6 @@ class FailureDetector:
         direct = on_behalf is None and sender == author and seq == probe.seq
         if direct or on_behalf == [self.me.key, probe.seq]:
             probe.acked = True
-            self.answered[author] = probe.started
             self._adjust_health(-1)
 
     def _expire_relays(self, now: float) -> None:
