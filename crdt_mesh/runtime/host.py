@@ -10,6 +10,8 @@ root, through its constructor.
 
 from __future__ import annotations
 
+import enum
+import math
 import random
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Protocol
@@ -22,6 +24,24 @@ from .penalty import Offence
 
 #: What handles the frames of an ephemeral channel: ``handler(sender, data)``.
 EphemeralHandler = Callable[[PeerId, bytes], None]
+
+
+class LinkEnd(enum.Enum):
+    """How a link of the active view ended, as far as this side can tell."""
+
+    #: without a word: a crash, a shutdown, a fault (the peer may be gone)
+    LOST = "lost"
+    #: a side closed it on purpose and stays in the mesh (a shuffle, a surplus)
+    PARTED = "parted"
+    #: the peer's view was full: it served one round and closed
+    FULL = "full"
+
+
+def link_ceiling(target: int, max_peers: int) -> int:
+    """Links kept at once for an active view aimed at ``target``: half as many again
+    (links others dialled while this view was short), never past ``max_peers``; a
+    link past it is served one round and closed."""
+    return min(max_peers, target + math.ceil(target / 2))
 
 
 class Host(Protocol):
@@ -104,10 +124,9 @@ class Host(Protocol):
         """Close the link to ``peer`` on purpose (the peer is told so)."""
         ...
 
-    def on_link_closed(self, handler: Callable[[PeerId, bool], None]) -> Callable[[], None]:
-        """Call ``handler(peer, on_purpose)`` when the active view's link to ``peer``
-        ends; ``on_purpose`` is False for a crash, a shutdown or a fault."""
+    def on_link_closed(self, handler: Callable[[PeerId, LinkEnd], None]) -> Callable[[], None]:
+        """Call ``handler(peer, how)`` when the active view's link to ``peer`` ends."""
         ...
 
 
-__all__ = ["EphemeralHandler", "Host"]
+__all__ = ["EphemeralHandler", "Host", "LinkEnd", "link_ceiling"]

@@ -64,7 +64,7 @@ from ..ledger import Entry
 from ..replica.records import IngestReport
 from ..replica.replica import Replica
 from ..sync import ProtocolError
-from .host import EphemeralHandler
+from .host import EphemeralHandler, LinkEnd, link_ceiling
 from .peer import PeerSync, SendHistory
 from .penalty import WEIGHTS, Offence, Penalties, Refusal
 from .registry import Transports, scheme_of
@@ -104,11 +104,13 @@ _HISTORIES = 256
 #: entries it may leave waiting for a gap, in intervals, before it is a GAP offence.
 _EPHEMERAL_PER_SECOND = 500.0
 _GAP_INTERVALS = 10
-#: The runtime's own ephemeral channel, and its one frame: "I close this link on
-#: purpose and stay in the mesh" (a shuffle, a full view), sent before the close; a
-#: link that ends without it (a crash, a shutdown) lets membership suspect the peer.
+#: The runtime's own ephemeral channel, and its words, said before closing a link on
+#: purpose: "bye" (a shuffle, a surplus: I stay in the mesh), "full" (my view is
+#: full: you had one round). A link that ends without a word (a crash, a shutdown)
+#: lets membership suspect the peer.
 _CONTROL = b"\x00"
-_PARTING = _CONTROL + b"bye"
+_WORDS = {_CONTROL + b"bye": LinkEnd.PARTED, _CONTROL + b"full": LinkEnd.FULL}
+_PARTING, _FULL = _WORDS
 #: How long a parting word may take to go out before the link closes anyway.
 _PARTING_SECONDS = 1.0
 
@@ -127,7 +129,7 @@ class _Connection:
     idle_ticks: int = 0
     started: bool = False
     rate_limited: bool = False
-    parting: bool = False  # a side said the link closes on purpose
+    end: LinkEnd = LinkEnd.LOST  # what a side said before closing it
     kept: bool = False  # it was in the active view
 
 
@@ -300,7 +302,7 @@ class Runtime:
         self._connections: dict[PeerId, _Connection] = {}
         self._transient: dict[PeerId, _Connection] = {}  # served one round, then closed
         self._dialling_for: dict[PeerId, list[bytes]] = {}  # frames waiting for a dial
-        self._link_closed: list[Callable[[PeerId, bool], None]] = []
+        self._link_closed: list[Callable[[PeerId, LinkEnd], None]] = []
         self._listener: Listener | None = None
         self._tg: TaskGroup | None = None
         self._unsubscribe: object = None
@@ -498,8 +500,8 @@ class Runtime:
             self.penalise(sender, Offence.BUDGET, "sent ephemeral frames faster than its budget")
             return
         if data[:1] == _CONTROL:
-            if data == _PARTING and connection is not None:
-                connection.parting = True
+            if data in _WORDS and connection is not None:
+                connection.end = _WORDS[data]
             return
         handler = self._channels.get(data[:1])
         if handler is None:
@@ -528,7 +530,7 @@ class Runtime:
         connection = self._connections.pop(peer, None)
         if connection is None:
             return
-        connection.parting = True
+        connection.end = LinkEnd.PARTED
         self._left_view(peer, connection)
         if self._tg is None:
             await connection.link.aclose()
@@ -546,13 +548,14 @@ class Runtime:
         if connection.kept:
             connection.kept = False  # (once)
             for handler in list(self._link_closed):
-                handler(peer, connection.parting)
+                handler(peer, connection.end)
 
-    def on_link_closed(self, handler: Callable[[PeerId, bool], None]) -> Callable[[], None]:
-        """Call ``handler(peer, on_purpose)`` when the last link to ``peer`` in the
-        active view ends: ``on_purpose`` if either side said so before closing it
-        (:meth:`disconnect`, a full view), not if it ended by a crash, a shutdown or
-        a fault. Returns a function that stops the calls."""
+    def on_link_closed(self, handler: Callable[[PeerId, LinkEnd], None]) -> Callable[[], None]:
+        """Call ``handler(peer, how)`` when the last link to ``peer`` in the active view
+        ends: :attr:`LinkEnd.PARTED` or :attr:`LinkEnd.FULL` if either side said so
+        before closing it (:meth:`disconnect`, a full view), :attr:`LinkEnd.LOST` if
+        it ended by a crash, a shutdown or a fault. Returns a function that stops
+        the calls."""
         self._link_closed.append(handler)
         return lambda: self._link_closed.remove(handler) if handler in self._link_closed else None
 
@@ -568,16 +571,17 @@ class Runtime:
 
     def want_links(self, count: int) -> None:
         """Aim the active view at ``count`` links (at most ``max_peers``): bootstrap
-        peers are dialled only while there are fewer, and links past twice as many are
-        served one round and closed, as at ``max_peers`` (membership sets it, in the
-        manner of HyParView: a few links, not a full mesh)."""
+        peers are dialled only while there are fewer, and links past half as many
+        again (:func:`~crdt_mesh.runtime.host.link_ceiling`) are served one round and
+        closed, as at ``max_peers`` (membership sets it, in the manner of HyParView:
+        a few links, not a full mesh)."""
         self.active_target = max(1, min(int(count), self.max_peers))
 
     def _link_limit(self) -> int:
-        """Links kept at once: ``max_peers``, or twice the active view's target."""
+        """Links kept at once: ``max_peers``, or :func:`link_ceiling` of the target."""
         if self.active_target is None:
             return self.max_peers
-        return min(self.max_peers, 2 * self.active_target)
+        return link_ceiling(self.active_target, self.max_peers)
 
     def _links_wanted(self) -> bool:
         return self.active_target is None or len(self._connections) < self.active_target
@@ -666,7 +670,7 @@ class Runtime:
                 await link.aclose()
                 return
             del self._connections[remote]
-            existing.parting = True  # (the peer stays linked, by the new link)
+            existing.end = LinkEnd.PARTED  # (the peer stays linked, by the new link)
             await existing.link.aclose()
         # At the link limit a link is not kept, but it is served for one round first:
         # the newcomer learns the peer records (HyParView's passive view) and can dial
@@ -719,8 +723,8 @@ class Runtime:
                                 break
                             if transient and connection.peer.stats.rounds:
                                 # the newcomer has what it came for, once it is sent
-                                connection.parting = True
-                                connection.peer.session.send_broadcast(_PARTING)
+                                connection.end = LinkEnd.FULL
+                                connection.peer.session.send_broadcast(_FULL)
                                 await self._drained(connection)
                                 break
                 except MeshError:

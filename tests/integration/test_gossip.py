@@ -18,8 +18,10 @@ from crdt_mesh import (
     MeshConfig,
     P2PEvents,
     Replica,
+    TransportError,
 )
 from crdt_mesh.identity import Domain
+from crdt_mesh.runtime.host import link_ceiling
 from crdt_mesh.services.gossip import PeerRecord, record_document
 from crdt_mesh.services.gossip.service import active_size
 from crdt_mesh.services.gossip.swim import Status, SwimSettings
@@ -112,8 +114,8 @@ async def test_active_views_stay_small_and_the_bootstrap_peer_is_not_a_hub(
     tmp_path: Path,
 ) -> None:
     """Twenty peers know only node 0 (max_peers 50): each links to about log2(20) + 1
-    others, never past twice that, node 0 included; every entry still reaches every
-    peer over the sparse overlay."""
+    others, never past half that again, node 0 included; every entry still reaches
+    every peer over the sparse overlay."""
     network = MemoryNetwork(seed=4)
     count = 20
     config = MeshConfig(enabled=True, gossip=True, gossip_interval_ms=100, max_peers=50)
@@ -129,10 +131,11 @@ async def test_active_views_stay_small_and_the_bootstrap_peer_is_not_a_hub(
             lambda: all(len(m.replica.document("notes").map("writes")) == count for m in meshes),
             30,
         )
-        await wait_for(lambda: max(len(m.peers) for m in meshes) <= 2 * size, 30)
+        ceiling = link_ceiling(size, config.max_peers)
+        await wait_for(lambda: max(len(m.peers) for m in meshes) <= ceiling, 30)
         links = [len(m.peers) for m in meshes]
         assert min(links) >= 1 and sum(links) / count <= 1.5 * size, links
-        assert len(meshes[0].peers) <= 2 * size  # the bootstrap peer is not everyone's
+        assert len(meshes[0].peers) <= ceiling  # the bootstrap peer is not everyone's
 
 
 async def test_a_bootstrap_peer_lets_the_links_past_its_limit_go_at_its_next_step(
@@ -140,7 +143,7 @@ async def test_a_bootstrap_peer_lets_the_links_past_its_limit_go_at_its_next_ste
 ) -> None:
     """Twelve peers dial node 0 at once, before its first maintenance step (a minute
     away): it serves them all (joiners learn the records), but its next step lets
-    every link past twice its view's size go at once, not one per ten steps."""
+    every link past its ceiling go at once, not one per ten steps."""
     network = MemoryNetwork(seed=6)
     count = 13
     config = MeshConfig(enabled=True, gossip=True, gossip_interval_ms=60_000, max_peers=50)
@@ -150,7 +153,7 @@ async def test_a_bootstrap_peer_lets_the_links_past_its_limit_go_at_its_next_ste
             mesh.gossip.join()
 
         def limit() -> int:
-            return 2 * active_size(len(seed.gossip.present()), config.max_peers)
+            return link_ceiling(active_size(len(seed.gossip.present()), 50), 50)
 
         await wait_for(lambda: len(seed.gossip.present()) == count and len(seed.peers) > limit())
         await seed.gossip.maintain()
@@ -175,6 +178,34 @@ async def test_a_link_closed_on_purpose_raises_no_suspicion(tmp_path: Path) -> N
         assert a.gossip.links_lost == b.gossip.links_lost == 0
         for mesh, other in ((a, b), (b, a)):
             assert mesh.gossip.status(other.replica.peer_id) is Status.ALIVE
+
+
+async def test_a_full_peer_says_so_and_is_not_dialled_again_at_once(tmp_path: Path) -> None:
+    """A peer at its link ceiling serves a newcomer one round and closes with the
+    word "full": the newcomer does not suspect it, and its next steps dial others,
+    not the same full peer every interval."""
+    network = MemoryNetwork(seed=10)
+    config = MeshConfig(enabled=True, gossip=True, gossip_interval_ms=60_000, max_peers=1)
+    async with _star(tmp_path, network, 3, config) as nodes:
+        for mesh in nodes.meshes:
+            mesh.gossip.join()
+        # node 0 keeps one of the other two; the other has a round with it now and then
+        await wait_for(lambda: any(m.gossip.links_ended for m in nodes.meshes[1:]))
+        late = next(m for m in nodes.meshes[1:] if m.gossip.links_ended)
+        await wait_for(lambda: len(late.gossip.present()) == 3)
+        assert late.gossip.links_lost == 0
+        dialled: list[str] = []
+
+        async def connect(address: str) -> Any:
+            dialled.append(address)
+            raise TransportError("not in this test")
+
+        late.runtime.connect = connect  # type: ignore[method-assign]
+        for peer in late.peers:
+            await late.runtime.disconnect(peer)  # short of links: each step dials
+        for _ in range(10):
+            await late.gossip.maintain()
+        assert dialled and "mem://n0" not in dialled  # the full peer is left alone
 
 
 async def test_only_the_owner_writes_its_record(tmp_path: Path) -> None:

@@ -416,11 +416,21 @@ MUTANTS = [
     Mutant(
         "surplus-links-shed-slowly",
         "crdt_mesh/services/gossip/service.py",
-        "        if len(active) > 2 * size:",
+        "        if len(active) > ceiling:",
         "        if False:",
         (
             "tests/integration/test_gossip.py::"
             "test_a_bootstrap_peer_lets_the_links_past_its_limit_go_at_its_next_step",
+        ),
+    ),
+    Mutant(
+        "full-peer-dialled-again",
+        "crdt_mesh/services/gossip/service.py",
+        "            and not self._full_lately(r.peer, now)\n",
+        "",
+        (
+            "tests/integration/test_gossip.py::"
+            "test_a_full_peer_says_so_and_is_not_dialled_again_at_once",
         ),
     ),
     # -- issue 16: failure detection without a link per probe ------------------------------

@@ -12,7 +12,8 @@ present (:func:`active_size`), never more than ``P2P_MAX_PEERS``; the records it
 knows but is not linked to are its *passive view*. Every gossip interval the
 mesh dials a random passive peer while the active view is short of its size
 (links are symmetric: a peer it dials counts it too; the runtime serves links
-past twice the size one round and closes them); a full active view is left
+past half the size again one round and closes them, and a peer that did so is
+not dialled again for a while); a full active view is left
 alone, but for a rare swap of one active peer for a passive one (a shuffle), so
 that the overlay does not set in stone. Anti-entropy and eager push run over
 the active view, so a peer's idle cost follows its links, not the mesh's size.
@@ -54,7 +55,7 @@ from ...config import Feature, MeshConfig
 from ...errors import MeshError
 from ...identity import PeerId
 from ...ledger import Entry
-from ...runtime.host import Host
+from ...runtime.host import Host, LinkEnd, link_ceiling
 from ...runtime.penalty import Offence
 from .board import MembershipBoard
 from .epidemic import Broadcaster, Drop, GossipMessage
@@ -66,6 +67,9 @@ log = logging.getLogger(__name__)
 
 #: Chance, per gossip interval, that a full active view swaps one peer for a passive one.
 SHUFFLE_PROBABILITY = 0.1
+#: Gossip intervals a peer whose view was full (it served one round and closed) is
+#: not dialled again: a short view tries others, not the same full peers each step.
+FULL_BACKOFF = 10
 #: The fewest links an active view aims at (three: a ring of two is fragile).
 MIN_ACTIVE = 3
 
@@ -100,6 +104,7 @@ class GossipService:
         #: parting word (each made the peer suspect)
         self.links_ended = 0
         self.links_lost = 0
+        self._full: dict[PeerId, float] = {}  # peers whose view was full, and since when
         self._unsubscribe = host.replica.on_commit(self._on_commit)
         self.shuffles = 0
         rng = random.Random(host.rng.random())
@@ -386,11 +391,14 @@ class GossipService:
             with anyio.move_on_after(max(0.0, detector.next_deadline() - now)):
                 await self._swim_woken.wait()
 
-    def _on_link_closed(self, peer: PeerId, on_purpose: bool) -> None:
-        """A neighbour whose link ended without a parting word is suspected."""
+    def _on_link_closed(self, peer: PeerId, how: LinkEnd) -> None:
+        """A neighbour whose link ended without a word is suspected; one that was full
+        is not dialled again for a while."""
         self.links_ended += 1
+        if how is LinkEnd.FULL:
+            self._full[peer] = anyio.current_time()
         detector = self._detector
-        if on_purpose or detector is None:
+        if how is not LinkEnd.LOST or detector is None:
             return
         self.links_lost += 1
         detector.lost(peer, anyio.current_time())
@@ -398,11 +406,22 @@ class GossipService:
         if self._swim_woken is not None:
             self._swim_woken.set()  # a suspicion brings a deadline
 
+    def _full_lately(self, peer: PeerId, now: float) -> bool:
+        since = self._full.get(peer)
+        if since is None:
+            return False
+        interval = self._host.config.gossip_interval if self._host.config else self._host.interval
+        if now - since < FULL_BACKOFF * interval:
+            return True
+        del self._full[peer]
+        return False
+
     async def maintain(self) -> None:
         """One HyParView-style step: fill the active view; shuffle when it is full."""
         host = self._host
         me = host.replica.peer_id
         active = set(host.peers)
+        now = anyio.current_time()
         passive = [
             r
             for r in self.present()
@@ -410,13 +429,15 @@ class GossipService:
             and r.peer not in active
             and r.peer not in self._dialling
             and r.addresses
+            and not self._full_lately(r.peer, now)
         ]
         size = active_size(len(self.present()), host.max_peers)
         host.want_links(size)
-        if len(active) > 2 * size:
+        ceiling = link_ceiling(size, host.max_peers)
+        if len(active) > ceiling:
             # past the link limit (links kept while the view's size was larger): let
             # the surplus go at once; the other ends, if short, dial someone else
-            for peer in host.rng.sample(sorted(active, key=str), len(active) - 2 * size):
+            for peer in host.rng.sample(sorted(active, key=str), len(active) - ceiling):
                 await host.disconnect(peer)
             self.shuffles += 1
             return
