@@ -131,6 +131,7 @@ class _Connection:
     rate_limited: bool = False
     end: LinkEnd = LinkEnd.LOST  # what a side said before closing it
     kept: bool = False  # it was in the active view
+    courier: bool = False  # dialled to carry ephemeral frames (not kept)
 
 
 async def _await(coroutine: Coroutine[Any, Any, None]) -> None:
@@ -604,8 +605,10 @@ class Runtime:
         return link.remote
 
     async def sync_now(self) -> None:
-        """Start a round of anti-entropy on every dialled link now."""
-        for connection in list(self._connections.values()):
+        """Start a round of anti-entropy on every dialled link now (and on the links
+        dialled to carry ephemeral frames, until a round finds both ends in step)."""
+        couriers = [c for c in self._transient.values() if c.courier]
+        for connection in [*self._connections.values(), *couriers]:
             await self._start_round(connection)
 
     # -- links ------------------------------------------------------------------------------
@@ -699,6 +702,7 @@ class Runtime:
             ephemeral_stamp=anyio.current_time(),
             refused_resends=history.refused,
         )
+        connection.courier = not keep
         if transient:
             if keep:
                 self.refused_links += 1
@@ -721,8 +725,10 @@ class Runtime:
                         while (batch := await frames.take()) is not None:
                             if not await self._handle(connection, batch, initiator):
                                 break
-                            if transient and connection.peer.stats.rounds:
-                                # the newcomer has what it came for, once it is sent
+                            stats = connection.peer.stats
+                            if transient and stats.rounds and (keep or stats.rounds_in_step):
+                                # the newcomer has what it came for, once it is sent (a
+                                # link dialled for a courier: once both ends hold the same)
                                 connection.end = LinkEnd.FULL
                                 connection.peer.session.send_broadcast(_FULL)
                                 await self._drained(connection)

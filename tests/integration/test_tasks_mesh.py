@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from crdt_mesh import FeatureDisabledError, Identity, Mesh, MeshConfig, P2PEvents, Replica
+from crdt_mesh.runtime.penalty import Offence
 from crdt_mesh.services.tasks import Bid, NegotiationError, TaskService, TaskState, TaskView
 from crdt_mesh.testing.cluster import cluster, full
 from tests.helpers import wait_for
@@ -193,3 +194,72 @@ async def test_private_bids_go_to_the_announcer_and_to_no_peer_on_the_way(
             assert held <= {meshes[i].replica.peer_id}, f"node {i} holds another's bid"
         assert not meshes[2].tasks.view(ann.ref).audited
         assert meshes[0].tasks.view(ann.ref).audited
+
+
+async def test_a_peer_that_follows_a_private_task_audits_it_and_no_other_does(
+    tmp_path: Path,
+) -> None:
+    """Bidders behind a relay again; bidder 2 also follows the task (it was not named
+    an auditor): its courier asks the announcer, so once the close is out it holds
+    every bid and the close's details, and audits the award. Bidder 3 and the relay,
+    who do not follow, still hold no bid but their own."""
+    network = MemoryNetwork(seed=7)
+    quiet = MeshConfig(enabled=True, gossip=False, task_negotiation=True)
+    async with cluster(
+        tmp_path,
+        4,
+        address=lambda i: f"mem://f{i}",
+        transport=lambda i: network.transport(f"mem://f{i}"),
+        peers=_behind_a_relay,
+        config=quiet,
+    ) as nodes:
+        meshes = nodes.meshes
+        await wait_for(lambda: len(meshes[1].peers) == 3, timeout=20)
+        ann = await meshes[0].tasks.announce(
+            "followed",
+            requirements={"capabilities": []},
+            negotiation={"min_bidders": 2, "selection_criteria": ["price"], "private_bids": True},
+        )
+        await wait_for(lambda: all(m.replica.has_document(ann.ref.section(ann.ref.announcer))
+                                   for m in meshes), timeout=20)  # fmt: skip
+        meshes[2].tasks.follow(ann.ref)
+        for i, price in ((2, 20.0), (3, 10.0)):
+            await meshes[i].tasks.bid(ann.ref, price=price, capabilities=[])
+        bids = await meshes[0].tasks.collect_bids(ann.ref, timeout=20)
+        winner = await meshes[0].tasks.select_bid(bids, criteria=["price"])
+        assert winner is not None
+        bidders = {meshes[i].replica.peer_id for i in (2, 3)}
+
+        def audited(i: int) -> bool:
+            view = meshes[i].tasks.view(ann.ref)
+            return view.award is not None and view.audited
+
+        await wait_for(lambda: audited(2), timeout=20)
+        await wait_for(lambda: all(m.tasks.view(ann.ref).award for m in meshes), timeout=20)
+        view = meshes[2].tasks.view(ann.ref)
+        assert view.audit_ok and view.award == meshes[3].replica.peer_id, view.problems
+        assert all(meshes[2].replica.has_document(ann.ref.offers(p)) for p in bidders)
+        for i in (1, 3):
+            held = {p for p in bidders if meshes[i].replica.has_document(ann.ref.offers(p))}
+            assert held <= {meshes[i].replica.peer_id}, f"node {i} holds another's bid"
+            assert not meshes[i].tasks.view(ann.ref).audited
+
+
+async def test_a_malformed_courier_frame_is_junk_and_a_stray_follow_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    with Replica.open(tmp_path / "r", Identity.generate()) as replica:
+        async with Mesh(replica, MemoryNetwork().transport()) as mesh:
+            ann = await mesh.tasks.announce(
+                "t", requirements={"capabilities": []}, negotiation={"private_bids": True}
+            )
+            stranger = Identity.generate().peer_id
+            version = replica.version
+            mesh.tasks._receive_courier(stranger, b"f" + b"unknown")  # no such task here
+            mesh.tasks._receive_courier(stranger, b"")  # a bid's courier: nothing to do
+            assert replica.version == version and mesh.penalties.offences[Offence.JUNK] == 0
+            for junk in (b"x", b"f\xff\xfe", b"f" + b"a" * 5000):
+                mesh.tasks._receive_courier(stranger, junk)
+            assert mesh.penalties.offences[Offence.JUNK] == 3 and replica.version == version
+            mesh.tasks._receive_courier(stranger, b"f" + ann.ref.name.encode())
+            assert replica.version == version + 1  # a follower: offers are worked out again

@@ -433,11 +433,32 @@ MUTANTS = [
             "test_a_full_peer_says_so_and_is_not_dialled_again_at_once",
         ),
     ),
+    # -- issue 16: auditing a private task by choice ----------------------------------------
+    Mutant(
+        "follower-not-admitted",
+        "crdt_mesh/services/tasks/board.py",
+        "        followers.add(peer)\n",
+        "",
+        (
+            "tests/unit/test_tasks.py::"
+            "test_a_follower_the_announcer_admits_reads_every_bid_within_the_caps",
+        ),
+    ),
+    Mutant(
+        "courier-link-closes-after-one-round",
+        "crdt_mesh/runtime/runtime.py",
+        "if transient and stats.rounds and (keep or stats.rounds_in_step):",
+        "if transient and stats.rounds:",
+        (
+            "tests/integration/test_tasks_mesh.py::"
+            "test_a_peer_that_follows_a_private_task_audits_it_and_no_other_does",
+        ),
+    ),
     # -- issue 16: failure detection without a link per probe ------------------------------
     Mutant(
         "parting-word-ignored",
         "crdt_mesh/runtime/runtime.py",
-        "            if data == _PARTING and connection is not None:",
+        "            if data in _WORDS and connection is not None:",
         "            if False:",
         ("tests/integration/test_gossip.py::test_a_link_closed_on_purpose_raises_no_suspicion",),
     ),

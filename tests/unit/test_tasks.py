@@ -21,6 +21,7 @@ from crdt_mesh.services.tasks import (
     TaskState,
     select,
 )
+from crdt_mesh.services.tasks.board import MAX_FOLLOWERS
 from tests.helpers import Clock, sync, sync_as_peers
 
 NEEDS = {"capabilities": ["code-review", "typescript"], "estimated_duration": 3600}
@@ -640,6 +641,38 @@ def test_a_private_close_that_lies_is_caught_by_the_auditor(
         kept.map("task")["close"] = {**kept.map("task").to_py()["close"], "refused": {"x": "y"}}
     sync_as_peers(*(x.replica for x in boards))
     assert any("digest" in p for p in auditor.view(ref).problems)  # type: ignore[union-attr]
+
+
+def test_a_follower_the_announcer_admits_reads_every_bid_within_the_caps(
+    net: tuple[list[TaskBoard], Clock],
+) -> None:
+    """A peer not named an auditor asks to follow (the announcer admits it): it is
+    offered every bid and audits the award. Only the announcer of a private task
+    admits; past MAX_FOLLOWERS a task admits no more, and nothing changes."""
+    (a, b, c, d, follower), _clock = net
+    boards = net[0]
+    ref = _private(a, [])
+    open_ref = a.announce("open", NEEDS, negotiation={"selection_criteria": ["price"]}).ref
+    sync_as_peers(*(x.replica for x in boards))
+    assert not b.admit_follower(ref, follower.me)  # not b's task
+    assert not a.admit_follower(open_ref, follower.me)  # open bids: everyone reads them
+    assert not a.admit_follower(TaskRef(a.me, "unknown"), follower.me)
+    assert a.admit_follower(ref, follower.me)
+    b.bid(ref, price=30.0, capabilities=CAN)
+    c.bid(ref, price=20.0, capabilities=CAN)
+    sync_as_peers(*(x.replica for x in boards))
+    a.close(ref)
+    sync_as_peers(*(x.replica for x in boards))
+    view = follower.view(ref)
+    assert view is not None and view.audited and view.expected_winner == c.me
+    assert {x.bidder for x in view.bids} == {b.me, c.me}
+    assert not d.view(ref).audited  # type: ignore[union-attr]
+
+    strangers = [Identity.generate().peer_id for _ in range(MAX_FOLLOWERS)]
+    admitted = [a.admit_follower(ref, peer) for peer in strangers]
+    assert admitted.count(True) == MAX_FOLLOWERS - 1 and admitted[-1] is False
+    assert a.admit_follower(ref, follower.me)  # (already in: still in)
+    assert a._offered(ref.offers(b.me), strangers[-1]) is False
 
 
 def test_auditors_are_for_private_tasks_and_are_peer_ids(

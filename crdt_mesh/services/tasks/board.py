@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -68,6 +69,10 @@ if TYPE_CHECKING:
 
 _ROOT = "task"
 _BIDS = "bids"
+#: Peers that may follow one private task by asking its announcer, and the tasks
+#: whose followers an announcer remembers (the least recently asked go first).
+MAX_FOLLOWERS = 64
+MAX_FOLLOWED = 1024
 
 
 class TaskBoard:
@@ -96,6 +101,8 @@ class TaskBoard:
         self._children: dict[TaskRef, list[TaskRef]] = {}
         # announcements read by the read policy, per replica version
         self._policy_cache: tuple[int, dict[TaskRef, Announcement | None]] = (-1, {})
+        # private tasks this replica announced -> the peers that asked to follow them
+        self._followers: OrderedDict[TaskRef, set[PeerId]] = OrderedDict()
         self._remove_policy = replica.add_read_policy(self._offered)
 
     def detach(self) -> None:
@@ -117,7 +124,35 @@ class TaskBoard:
             self._policy_cache = (self.replica.version, announcements)
         if ref not in announcements:
             announcements[ref] = self._announcement(ref)
-        return may_read_offers(document, peer, announcements[ref])
+        return may_read_offers(
+            document, peer, announcements[ref], self._followers.get(ref, frozenset())
+        )
+
+    def admit_follower(self, ref: TaskRef, peer: PeerId) -> bool:
+        """Let ``peer`` read every offers document of ``ref``, a private task this
+        replica announced (a peer that audits it by choice; at most
+        :data:`MAX_FOLLOWERS` per task, for the :data:`MAX_FOLLOWED` tasks followed
+        last). False, and nothing changes, for another task or past the cap."""
+        announcement = self._announcement(ref)
+        if (
+            announcement is None
+            or ref.announcer != self.me
+            or not announcement.negotiation.private_bids
+        ):
+            return False
+        followers = self._followers.get(ref)
+        if followers is None:
+            followers = self._followers[ref] = set()
+            while len(self._followers) > MAX_FOLLOWED:
+                self._followers.popitem(last=False)
+        self._followers.move_to_end(ref)
+        if peer in followers:
+            return True
+        if len(followers) >= MAX_FOLLOWERS:
+            return False
+        followers.add(peer)
+        self.replica.policy_changed()  # the peer is offered the bids from now on
+        return True
 
     def _index(self) -> dict[TaskRef, list[PeerId]]:
         """Task -> the authors of its sections (rebuilt only when sections appear)."""

@@ -11,6 +11,7 @@ import hashlib
 import math
 import re
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import cbor2
@@ -199,11 +200,15 @@ def close_digest(details: Mapping[str, Any]) -> str:
 
 
 def may_read_offers(
-    document: DocumentId, peer: PeerId, announcement: Announcement | None
+    document: DocumentId,
+    peer: PeerId,
+    announcement: Announcement | None,
+    followers: AbstractSet[PeerId] = frozenset(),
 ) -> bool | None:
     """Whether ``peer`` may be offered a task's offers document (a read policy: None
     when ``document`` is not one). Open bids: anyone. Private bids: the bidder, the
-    announcer, the coordinator and the auditors the announcement names; before the
+    announcer, the coordinator, the auditors the announcement names and the peers
+    that asked this replica to follow the task (``followers``); before the
     announcement is here, the bidder and the announcer only."""
     ref = TaskRef.from_offers(document)
     if ref is None:
@@ -216,6 +221,7 @@ def may_read_offers(
     return (
         peer in (document.owner, ref.announcer, announcement.coordinator)
         or peer in negotiation.auditors
+        or peer in followers
     )
 
 

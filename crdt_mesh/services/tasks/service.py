@@ -34,7 +34,7 @@ from ...identity import PeerId
 from ...ledger import Entry
 from ...runtime.host import Host
 from ...runtime.penalty import Offence
-from .board import TaskBoard
+from .board import MAX_FOLLOWED, TaskBoard
 from .model import (
     Announcement,
     Bid,
@@ -50,10 +50,13 @@ from .model import (
     TaskView,
 )
 
-#: The channel of a private bid's courier: an empty frame to the announcer, which
-#: dials a link for it if there is none; that link's one round of anti-entropy
-#: carries the bid (readable by the announcer, by no peer on the way).
+#: The channel of a private task's courier: a frame to the announcer, which dials a
+#: link for it if there is none; that link's one round of anti-entropy carries
+#: what the two may exchange (a bid: readable by the announcer, by no peer on the
+#: way). Empty: a bid's courier; ``f`` and a task's name: "let me follow it".
 COURIER = b"T"
+_FOLLOW = b"f"
+_MAX_NAME_BYTES = 1024
 
 #: How long collect_bids polls between looks at the replica (it also wakes on commits).
 _POLL = 0.05
@@ -91,7 +94,8 @@ class TaskService:
         # Its events fire on every replica, from the first commit, while it is on.
         enabled = host.config is None or host.config.enables(Feature.TASK_NEGOTIATION)
         self._unsubscribe = host.replica.on_commit(self._on_commit) if enabled else _nothing
-        self._unroute = host.on_ephemeral(COURIER, _ignore) if enabled else _nothing
+        self._unroute = host.on_ephemeral(COURIER, self._receive_courier) if enabled else _nothing
+        self._following: dict[TaskRef, bool] = {}  # followed private tasks -> closed seen
 
     def _require(self) -> None:
         if self._host.config is not None:
@@ -149,6 +153,42 @@ class TaskService:
             # no peer on the way may read it: a link to the announcer carries it
             self._host.send_ephemeral(COURIER, ref.announcer, b"", ann.reach)
         return bid
+
+    def follow(self, task: TaskRef | str) -> None:
+        """Audit a private task by choice: ask its announcer to offer this replica
+        every bid and the details of the close (open bids reach every replica anyway:
+        nothing to do). Asked again when the close arrives, so that the details come
+        too; ``view(task).audited`` then says whether the audit could run.
+
+        Raises:
+            NegotiationError: unknown task.
+        """
+        self._require()
+        ref = self.board.resolve(task)
+        announcement = self.board._require_view(ref).announcement
+        if not announcement.negotiation.private_bids or ref.announcer == self.board.me:
+            return
+        if ref not in self._following and len(self._following) >= MAX_FOLLOWED:
+            raise NegotiationError(f"this replica follows {MAX_FOLLOWED} tasks already")
+        self._following[ref] = False
+        self._ask_to_follow(ref)
+
+    def _ask_to_follow(self, ref: TaskRef) -> None:
+        reach = self.board._require_view(ref).announcement.reach
+        self._host.send_ephemeral(COURIER, ref.announcer, _FOLLOW + ref.name.encode(), reach)
+
+    def _receive_courier(self, sender: PeerId, data: bytes) -> None:
+        """A courier's frame: the link it came on does the work; a follower is let in."""
+        if not data:
+            return
+        try:
+            if data[:1] != _FOLLOW or len(data) > 1 + _MAX_NAME_BYTES:
+                raise ValueError("not a courier frame")
+            name = data[1:].decode()
+        except ValueError:
+            self._host.penalise(sender, Offence.JUNK, "a malformed courier frame")
+            return
+        self.board.admit_follower(TaskRef(self.board.me, name), sender)
 
     async def collect_bids(
         self, task: TaskRef | str, timeout: float | None = None, *, whole_window: bool = False
@@ -307,6 +347,9 @@ class TaskService:
                 self._bids.add((ref, author))
                 bid = next((b for b in view.bids if b.bidder == author), None)
                 events.emit(TaskEvents.BID_RECEIVED, bid or view)
+            if view.closed and self._following.get(ref) is False:
+                self._following[ref] = True
+                self._ask_to_follow(ref)  # a round now brings the details of the close
             if view.award is not None and ref not in self._assigned:
                 self._assigned.add(ref)
                 events.emit(TaskEvents.ASSIGNED, view)
@@ -323,7 +366,3 @@ class TaskService:
 
 def _nothing() -> None:
     pass
-
-
-def _ignore(sender: PeerId, data: bytes) -> None:
-    """A courier's frame: the link it came on did the work."""
