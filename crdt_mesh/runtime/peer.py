@@ -48,8 +48,6 @@ class LinkStats:
     #: rounds the peer opened (the answering side)
     rounds_opened: int = 0
     entries_received: int = 0
-    #: entries received that this replica held already (or was holding for a gap)
-    duplicates: int = 0
     entries_sent: int = 0
     rejected: int = 0
 
@@ -282,7 +280,6 @@ class PeerSync:
         if self._on_ingest is not None:
             self._on_ingest(report)
         self.stats.entries_received += len(items)
-        self.stats.duplicates += report.duplicates
         if report.rejected:
             self.stats.rejected += len(report.rejected)
             for rejection in report.rejected[:5]:

@@ -3,9 +3,7 @@
 A thin shell (anyio: asyncio and trio both work) around the sans-IO sync
 protocol. It moves frames between links and :class:`~crdt_mesh.runtime.peer.PeerSync`,
 starts a round of anti-entropy on every link it dialled each ``interval``,
-and pushes fresh entries to up to ``push_fanout`` peers at once, over the links
-that did not bring only copies lately (a push tree, pruned and grafted as in
-Plumtree).
+and pushes fresh local entries to up to ``push_fanout`` peers at once.
 
 It knows no service. It is the :class:`~crdt_mesh.runtime.host.Host` that services
 attach to: it routes each ephemeral frame to the service that owns its channel,
@@ -22,7 +20,7 @@ as the link drains), so a slow or silent peer holds up its own link and nothing
 else. Misbehaviour is counted in a :class:`~crdt_mesh.runtime.penalty.Penalties` table:
 a peer over its threshold has its links closed and is refused for a back-off.
 
-Why one module (~900 lines): a link's life (dial, replace a duplicate, read
+Why one module (~830 lines): a link's life (dial, replace a duplicate, read
 ahead, handle, write, budgets, penalties, close) is one state machine over
 tables the runtime shares between links; cut in two, each half would reach
 into the other's privates. The protocol itself lives in :mod:`..sync` and
@@ -113,11 +111,6 @@ _GAP_INTERVALS = 10
 _CONTROL = b"\x00"
 _WORDS = {_CONTROL + b"bye": LinkEnd.PARTED, _CONTROL + b"full": LinkEnd.FULL}
 _PARTING, _FULL = _WORDS
-#: Two more words shape eager push into a tree, in the manner of Plumtree (Leitao,
-#: Pereira, Rodrigues, SRDS 2007): "prune" (what you push me I hold already: stop
-#: pushing on this link) and "graft" (this link brought me what I lacked: push again).
-_PRUNE = _CONTROL + b"prune"
-_GRAFT = _CONTROL + b"graft"
 #: How long a parting word may take to go out before the link closes anyway.
 _PARTING_SECONDS = 1.0
 
@@ -139,7 +132,6 @@ class _Connection:
     end: LinkEnd = LinkEnd.LOST  # what a side said before closing it
     kept: bool = False  # it was in the active view
     courier: bool = False  # dialled to carry ephemeral frames (not kept)
-    eager: bool = True  # fresh entries are pushed on it (else only rounds carry them)
 
 
 async def _await(coroutine: Coroutine[Any, Any, None]) -> None:
@@ -509,12 +501,8 @@ class Runtime:
             self.penalise(sender, Offence.BUDGET, "sent ephemeral frames faster than its budget")
             return
         if data[:1] == _CONTROL:
-            if connection is None:
-                return
-            if data in _WORDS:
+            if data in _WORDS and connection is not None:
                 connection.end = _WORDS[data]
-            elif data in (_PRUNE, _GRAFT):
-                connection.eager = data == _GRAFT
             return
         handler = self._channels.get(data[:1])
         if handler is None:
@@ -581,12 +569,6 @@ class Runtime:
     def peers(self) -> list[PeerId]:
         """Peers with a live link."""
         return list(self._connections)
-
-    @property
-    def lazy_peers(self) -> list[PeerId]:
-        """Linked peers this replica does not push fresh entries to (pruned: their link
-        brought only copies; anti-entropy still runs on it)."""
-        return [peer for peer, connection in self._connections.items() if not connection.eager]
 
     def want_links(self, count: int) -> None:
         """Aim the active view at ``count`` links (at most ``max_peers``): bootstrap
@@ -816,7 +798,6 @@ class Runtime:
         peer = connection.peer
         rejected_before = peer.stats.rejected
         rounds_before = peer.stats.rounds_opened
-        received_before, duplicates_before = peer.stats.entries_received, peer.stats.duplicates
         try:
             committed = peer.receive_many(frames)
         except ProtocolError as exc:
@@ -832,11 +813,6 @@ class Runtime:
             self.penalise(remote, Offence.BUDGET, "opened rounds faster than its budget")
         if self._refused(remote):
             return False
-        received = peer.stats.entries_received - received_before
-        if received and peer.stats.duplicates - duplicates_before == received:
-            self._shape(connection, eager=False)  # a copy of what another link brought
-        elif committed:
-            self._shape(connection, eager=True)  # this link brings news: push on it
         self._wake(connection)
         if committed:
             self._push(committed, exclude=remote)
@@ -913,21 +889,9 @@ class Runtime:
         if local:
             self._push(local)
 
-    def _shape(self, connection: _Connection, *, eager: bool) -> None:
-        """Make the link eager or lazy at both ends (one word to the peer)."""
-        if connection.eager != eager:
-            connection.eager = eager
-            connection.peer.session.send_broadcast(_GRAFT if eager else _PRUNE)
-
     def _push(self, entries: list[Entry], exclude: PeerId | None = None) -> None:
-        """Push fresh entries at once to ``push_fanout`` eager links (the pruned ones
-        get them from anti-entropy); this replica's own entries go to any links if
-        none is eager."""
         targets = [c for p, c in self._connections.items() if p != exclude]
         self.rng.shuffle(targets)
-        eager = [c for c in targets if c.eager]
-        if eager or exclude is not None:
-            targets = eager
         for connection in targets[: self.push_fanout]:
             if connection.peer.session.outbox_bytes < _MAX_OUTBOX:  # else anti-entropy will
                 connection.peer.push(entries)

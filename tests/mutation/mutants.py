@@ -454,37 +454,6 @@ MUTANTS = [
             "test_a_peer_that_follows_a_private_task_audits_it_and_no_other_does",
         ),
     ),
-    # -- issue 16: eager push shaped into a tree ---------------------------------------------
-    Mutant(
-        "copies-never-pruned",
-        "crdt_mesh/runtime/runtime.py",
-        "            self._shape(connection, eager=False)  # a copy of what another link brought",
-        "            pass",
-        (
-            "tests/integration/test_push_tree.py::"
-            "test_a_link_that_brings_only_copies_is_pruned_at_both_ends",
-        ),
-    ),
-    Mutant(
-        "news-never-grafted",
-        "crdt_mesh/runtime/runtime.py",
-        "            self._shape(connection, eager=True)  # this link brings news: push on it",
-        "            pass",
-        (
-            "tests/integration/test_push_tree.py::"
-            "test_a_lazy_link_that_brings_news_is_grafted_at_both_ends",
-        ),
-    ),
-    Mutant(
-        "relays-push-on-pruned-links",
-        "crdt_mesh/runtime/runtime.py",
-        "        if eager or exclude is not None:",
-        "        if False:",
-        (
-            "tests/integration/test_push_tree.py::"
-            "test_a_link_that_brings_only_copies_is_pruned_at_both_ends",
-        ),
-    ),
     # -- issue 16: failure detection without a link per probe ------------------------------
     Mutant(
         "parting-word-ignored",
