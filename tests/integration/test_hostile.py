@@ -317,7 +317,9 @@ async def test_a_copied_sealed_bid_is_refused_and_the_copier_penalised(tmp_path:
             await here.victim.until(lambda r: mallory.replica.peer_id.short in r["refusing_keys"])
             for board in (a, b):  # every replica audits it alike
                 await wait_for(
-                    lambda board=board: (v := board.view(ref)) is not None and v.award == a.me
+                    lambda board=board: (
+                        (v := board.view(ref)) is not None and v.award == a.me and v.audit_ok
+                    )
                 )
                 view = board.view(ref)
                 assert view is not None and view.audit_ok

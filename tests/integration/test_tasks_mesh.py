@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 
 from crdt_mesh import FeatureDisabledError, Identity, Mesh, MeshConfig, P2PEvents, Replica
 from crdt_mesh.runtime.penalty import Offence
-from crdt_mesh.services.tasks import Bid, NegotiationError, TaskService, TaskState, TaskView
+from crdt_mesh.services.tasks import (
+    Announcement,
+    Bid,
+    NegotiationError,
+    TaskService,
+    TaskState,
+    TaskView,
+)
 from crdt_mesh.testing.cluster import cluster, full
 from tests.helpers import wait_for
 from transports.memory import MemoryNetwork
@@ -74,7 +82,7 @@ async def test_the_missions_example_end_to_end(tmp_path: Path) -> None:
         await wait_for(
             lambda: all(m.tasks.view(ann.ref).state is TaskState.COMPLETED for m in meshes), 20
         )
-        assert all(m.tasks.view(ann.ref).audit_ok for m in meshes)
+        await wait_for(lambda: all(m.tasks.view(ann.ref).audit_ok for m in meshes), 20)
 
 
 async def _refuses_everything(tasks: TaskService) -> None:
@@ -134,9 +142,9 @@ async def test_select_bid_selects_among_the_bids_it_is_given_and_a_deciders_prov
             await alice.tasks.select_bid([])
         winner = await alice.tasks.select_bid(mine)
         assert winner is not None and winner.bidder == b.replica.peer_id
-        await wait_for(
+        await wait_for(  # (a close can arrive before a bid it lists: audited once both are)
             lambda: all(
-                (v := m.tasks.view(ann.ref)) is not None and v.award == winner.bidder
+                (v := m.tasks.view(ann.ref)) is not None and v.award == winner.bidder and v.audit_ok
                 for m in nodes.meshes
             ),
             20,
@@ -153,32 +161,42 @@ def _behind_a_relay(index: int, addresses: Sequence[str]) -> list[str]:
     return [[], [addresses[0]], [addresses[1]], [addresses[1]]][index]
 
 
-async def test_private_bids_go_to_the_announcer_and_to_no_peer_on_the_way(
-    tmp_path: Path,
-) -> None:
-    """Without discovery, bidders reach the announcer only through a relay; the relay
-    may not read their bids, so each bid is carried on a link dialled to the announcer
-    for it. The relay and the other bidder never hold it; the award reaches all."""
-    network = MemoryNetwork(seed=5)
+@asynccontextmanager
+async def _private_task_behind_a_relay(
+    root: Path, name: str, seed: int
+) -> AsyncIterator[tuple[list[Mesh], Announcement]]:
+    """Four meshes without discovery (:func:`_behind_a_relay`) and a private task of
+    node 0's that every node holds."""
+    network = MemoryNetwork(seed=seed)
     quiet = MeshConfig(enabled=True, gossip=False, task_negotiation=True)
     async with cluster(
-        tmp_path,
+        root,
         4,
-        address=lambda i: f"mem://p{i}",
-        transport=lambda i: network.transport(f"mem://p{i}"),
+        address=lambda i: f"mem://{name}{i}",
+        transport=lambda i: network.transport(f"mem://{name}{i}"),
         peers=_behind_a_relay,
         config=quiet,
     ) as nodes:
         meshes = nodes.meshes
         await wait_for(lambda: len(meshes[1].peers) == 3, timeout=20)
         ann = await meshes[0].tasks.announce(
-            "quiet",
+            name,
             requirements={"capabilities": []},
             negotiation={"min_bidders": 2, "selection_criteria": ["price"], "private_bids": True},
         )
-        assert ann.reach == ("mem://p0",)
         await wait_for(lambda: all(m.replica.has_document(ann.ref.section(ann.ref.announcer))
                                    for m in meshes), timeout=20)  # fmt: skip
+        yield meshes, ann
+
+
+async def test_private_bids_go_to_the_announcer_and_to_no_peer_on_the_way(
+    tmp_path: Path,
+) -> None:
+    """Without discovery, bidders reach the announcer only through a relay; the relay
+    may not read their bids, so each bid is carried on a link dialled to the announcer
+    for it. The relay and the other bidder never hold it; the award reaches all."""
+    async with _private_task_behind_a_relay(tmp_path, "quiet", seed=5) as (meshes, ann):
+        assert ann.reach == ("mem://quiet0",)
         for i, price in ((2, 20.0), (3, 10.0)):
             assert meshes[0].replica.peer_id not in meshes[i].peers
             await meshes[i].tasks.bid(ann.ref, price=price, capabilities=[])
@@ -203,25 +221,7 @@ async def test_a_peer_that_follows_a_private_task_audits_it_and_no_other_does(
     an auditor): its courier asks the announcer, so once the close is out it holds
     every bid and the close's details, and audits the award. Bidder 3 and the relay,
     who do not follow, still hold no bid but their own."""
-    network = MemoryNetwork(seed=7)
-    quiet = MeshConfig(enabled=True, gossip=False, task_negotiation=True)
-    async with cluster(
-        tmp_path,
-        4,
-        address=lambda i: f"mem://f{i}",
-        transport=lambda i: network.transport(f"mem://f{i}"),
-        peers=_behind_a_relay,
-        config=quiet,
-    ) as nodes:
-        meshes = nodes.meshes
-        await wait_for(lambda: len(meshes[1].peers) == 3, timeout=20)
-        ann = await meshes[0].tasks.announce(
-            "followed",
-            requirements={"capabilities": []},
-            negotiation={"min_bidders": 2, "selection_criteria": ["price"], "private_bids": True},
-        )
-        await wait_for(lambda: all(m.replica.has_document(ann.ref.section(ann.ref.announcer))
-                                   for m in meshes), timeout=20)  # fmt: skip
+    async with _private_task_behind_a_relay(tmp_path, "followed", seed=7) as (meshes, ann):
         meshes[2].tasks.follow(ann.ref)
         for i, price in ((2, 20.0), (3, 10.0)):
             await meshes[i].tasks.bid(ann.ref, price=price, capabilities=[])
