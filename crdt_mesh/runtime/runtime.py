@@ -729,8 +729,8 @@ class Runtime:
                             if transient and stats.rounds and (keep or stats.rounds_in_step):
                                 # the newcomer has what it came for, once it is sent (a
                                 # link dialled for a courier: once both ends hold the same)
-                                connection.end = LinkEnd.FULL
-                                connection.peer.session.send_broadcast(_FULL)
+                                connection.end = LinkEnd.FULL if keep else LinkEnd.PARTED
+                                connection.peer.session.send_broadcast(_FULL if keep else _PARTING)
                                 await self._drained(connection)
                                 break
                 except MeshError:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from crdt_mesh import FeatureDisabledError, Identity, Mesh, MeshConfig, P2PEvents, Replica
+from crdt_mesh.runtime.host import LinkEnd
 from crdt_mesh.runtime.penalty import Offence
 from crdt_mesh.services.tasks import (
     Announcement,
@@ -222,6 +223,8 @@ async def test_a_peer_that_follows_a_private_task_audits_it_and_no_other_does(
     every bid and the close's details, and audits the award. Bidder 3 and the relay,
     who do not follow, still hold no bid but their own."""
     async with _private_task_behind_a_relay(tmp_path, "followed", seed=7) as (meshes, ann):
+        ends: list[LinkEnd] = []  # how the announcer's links end: couriers say "bye"
+        meshes[0].runtime.on_link_closed(lambda peer, how: ends.append(how))
         meshes[2].tasks.follow(ann.ref)
         for i, price in ((2, 20.0), (3, 10.0)):
             await meshes[i].tasks.bid(ann.ref, price=price, capabilities=[])
@@ -243,6 +246,8 @@ async def test_a_peer_that_follows_a_private_task_audits_it_and_no_other_does(
             held = {p for p in bidders if meshes[i].replica.has_document(ann.ref.offers(p))}
             assert held <= {meshes[i].replica.peer_id}, f"node {i} holds another's bid"
             assert not meshes[i].tasks.view(ann.ref).audited
+        await wait_for(lambda: LinkEnd.PARTED in ends)
+        assert LinkEnd.FULL not in ends and LinkEnd.LOST not in ends
 
 
 async def test_a_malformed_courier_frame_is_junk_and_a_stray_follow_changes_nothing(

@@ -70,6 +70,7 @@ SHUFFLE_PROBABILITY = 0.1
 #: Gossip intervals a peer whose view was full (it served one round and closed) is
 #: not dialled again: a short view tries others, not the same full peers each step.
 FULL_BACKOFF = 10
+_FULL_KEPT = 1024
 #: The fewest links an active view aims at (three: a ring of two is fragile).
 MIN_ACTIVE = 3
 
@@ -396,7 +397,10 @@ class GossipService:
         is not dialled again for a while."""
         self.links_ended += 1
         if how is LinkEnd.FULL:
+            self._full.pop(peer, None)
             self._full[peer] = anyio.current_time()
+            while len(self._full) > _FULL_KEPT:
+                del self._full[next(iter(self._full))]  # the oldest first
         detector = self._detector
         if how is not LinkEnd.LOST or detector is None:
             return
