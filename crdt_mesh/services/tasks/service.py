@@ -161,7 +161,7 @@ class TaskService:
         too; ``view(task).audited`` then says whether the audit could run.
 
         Raises:
-            NegotiationError: unknown task.
+            NegotiationError: unknown task, or this replica follows 1,024 tasks already.
         """
         self._require()
         ref = self.board.resolve(task)
