@@ -226,6 +226,7 @@ async def test_a_peer_that_follows_a_private_task_audits_it_and_no_other_does(
         ends: list[LinkEnd] = []  # how the announcer's links end: couriers say "bye"
         meshes[0].runtime.on_link_closed(lambda peer, how: ends.append(how))
         meshes[2].tasks.follow(ann.ref)
+        assert meshes[2].tasks.following == {ann.ref}
         for i, price in ((2, 20.0), (3, 10.0)):
             await meshes[i].tasks.bid(ann.ref, price=price, capabilities=[])
         bids = await meshes[0].tasks.collect_bids(ann.ref, timeout=20)
@@ -242,6 +243,7 @@ async def test_a_peer_that_follows_a_private_task_audits_it_and_no_other_does(
         view = meshes[2].tasks.view(ann.ref)
         assert view.audit_ok and view.award == meshes[3].replica.peer_id, view.problems
         assert all(meshes[2].replica.has_document(ann.ref.offers(p)) for p in bidders)
+        assert meshes[2].tasks.following == set()  # closed: it counts no more against the cap
         for i in (1, 3):
             held = {p for p in bidders if meshes[i].replica.has_document(ann.ref.offers(p))}
             assert held <= {meshes[i].replica.peer_id}, f"node {i} holds another's bid"

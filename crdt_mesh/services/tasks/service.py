@@ -95,7 +95,7 @@ class TaskService:
         enabled = host.config is None or host.config.enables(Feature.TASK_NEGOTIATION)
         self._unsubscribe = host.replica.on_commit(self._on_commit) if enabled else _nothing
         self._unroute = host.on_ephemeral(COURIER, self._receive_courier) if enabled else _nothing
-        self._following: dict[TaskRef, bool] = {}  # followed private tasks -> closed seen
+        self._following: set[TaskRef] = set()  # followed private tasks not closed yet
 
     def _require(self) -> None:
         if self._host.config is not None:
@@ -161,17 +161,24 @@ class TaskService:
         too; ``view(task).audited`` then says whether the audit could run.
 
         Raises:
-            NegotiationError: unknown task, or this replica follows 1,024 tasks already.
+            NegotiationError: unknown task, or this replica follows 1,024 open tasks
+                already.
         """
         self._require()
         ref = self.board.resolve(task)
-        announcement = self.board._require_view(ref).announcement
-        if not announcement.negotiation.private_bids or ref.announcer == self.board.me:
+        view = self.board._require_view(ref)
+        if not view.announcement.negotiation.private_bids or ref.announcer == self.board.me:
             return
-        if ref not in self._following and len(self._following) >= MAX_FOLLOWED:
-            raise NegotiationError(f"this replica follows {MAX_FOLLOWED} tasks already")
-        self._following[ref] = False
+        if not view.closed:  # (closed: this one ask brings the details too)
+            if ref not in self._following and len(self._following) >= MAX_FOLLOWED:
+                raise NegotiationError(f"this replica follows {MAX_FOLLOWED} open tasks already")
+            self._following.add(ref)
         self._ask_to_follow(ref)
+
+    @property
+    def following(self) -> frozenset[TaskRef]:
+        """The private tasks this replica follows whose close has not arrived yet."""
+        return frozenset(self._following)
 
     def _ask_to_follow(self, ref: TaskRef) -> None:
         reach = self.board._require_view(ref).announcement.reach
@@ -347,8 +354,8 @@ class TaskService:
                 self._bids.add((ref, author))
                 bid = next((b for b in view.bids if b.bidder == author), None)
                 events.emit(TaskEvents.BID_RECEIVED, bid or view)
-            if view.closed and self._following.get(ref) is False:
-                self._following[ref] = True
+            if view.closed and ref in self._following:
+                self._following.discard(ref)
                 self._ask_to_follow(ref)  # a round now brings the details of the close
             if view.award is not None and ref not in self._assigned:
                 self._assigned.add(ref)
