@@ -155,7 +155,8 @@ class PeerSync:
         return self.session.start_round()
 
     def receive(self, frame: bytes) -> list[Entry]:
-        """Take one frame; return the entries it made this replica commit.
+        """Take one frame; return the entries it made this replica commit that the
+        peer pushed (news, to pass on).
 
         Raises:
             ProtocolError: the peer broke the protocol; close the link.
@@ -170,22 +171,29 @@ class PeerSync:
         reconcile frame are ingested before it is handled, so that the heads it
         compares include them (else the peer would be asked to send them again).
 
+        Returns:
+            The entries committed here that came pushed, as news: the shell passes
+            them on. What a round asked for is not passed on: each replica's own
+            rounds fetch it, and relaying it too sent each entry to most replicas
+            several times over.
+
         Raises:
             ProtocolError: the peer broke the protocol; close the link. Entries of
                 the frames before the bad one are still ingested.
         """
         pending: list[bytes] = []
+        news: set[bytes] = set()
         committed: list[Entry] = []
         try:
             for frame in frames:
                 if pending and frame[1:2] == _RECONCILE_TAG:
-                    committed.extend(self._ingest(pending))
+                    committed.extend(self._ingest(pending, news))
                     pending = []
                 self.session.receive(frame)
-                self._handle_events(pending)
+                self._handle_events(pending, news)
         finally:
             if pending:
-                committed.extend(self._ingest(pending))
+                committed.extend(self._ingest(pending, news))
         return committed
 
     def push(self, entries: list[Entry]) -> None:
@@ -255,13 +263,16 @@ class PeerSync:
         document = self.replica.document_by_key(key[:16])
         return document is not None and self.replica.readable_by(document, self.remote)
 
-    def _handle_events(self, pending: list[bytes]) -> None:
-        """Answer the session's events; collect received entries into ``pending``."""
+    def _handle_events(self, pending: list[bytes], news: set[bytes]) -> None:
+        """Answer the session's events; collect received entries into ``pending``,
+        those pushed also into ``news``."""
         while (event := self.session.next_event()) is not None:
             if isinstance(event, RoundStarted):
                 self.stats.rounds_opened += 1
             elif isinstance(event, EntriesReceived):
                 pending.extend(event.items)
+                if event.pushed:
+                    news.update(event.items)
             elif isinstance(event, RoundFinished):
                 self.stats.rounds += 1
                 self.stats.rounds_in_step += event.in_step
@@ -271,7 +282,8 @@ class PeerSync:
             elif isinstance(event, PeerHello):
                 pass
 
-    def _ingest(self, items: list[bytes]) -> list[Entry]:
+    def _ingest(self, items: list[bytes], news: set[bytes]) -> list[Entry]:
+        """Ingest ``items``; the entries committed of those in ``news``."""
         try:
             report = self.replica.ingest(items, source=self.remote)
         except MeshError:
@@ -284,7 +296,9 @@ class PeerSync:
             self.stats.rejected += len(report.rejected)
             for rejection in report.rejected[:5]:
                 log.warning("dropped input from %s: %s", self.remote.short, rejection.error)
-        return report.applied
+        if not news:
+            return []
+        return [entry for entry in report.applied if entry.encoded in news]
 
 
 __all__ = ["LinkStats", "PeerSync", "ProtocolError", "SendHistory"]

@@ -799,7 +799,7 @@ class Runtime:
         rejected_before = peer.stats.rejected
         rounds_before = peer.stats.rounds_opened
         try:
-            committed = peer.receive_many(frames)
+            news = peer.receive_many(frames)
         except ProtocolError as exc:
             log.warning("closing link to %s: %s", remote.short, exc)
             self.dropped_links += 1
@@ -814,8 +814,8 @@ class Runtime:
         if self._refused(remote):
             return False
         self._wake(connection)
-        if committed:
-            self._push(committed, exclude=remote)
+        if news:
+            self._push(news, exclude=remote)
         if initiator and peer.ready and not connection.started:
             connection.started = True  # first round at once; then every interval
             await self._start_round(connection)

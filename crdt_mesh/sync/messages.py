@@ -37,8 +37,9 @@ from ..ledger import MAX_ENTRY_SIZE
 from .index import KEY_MAX, KEY_SIZE, FeedItem
 
 #: Version 2 numbers rounds and steps (version 1 did not: a repeated part made a
-#: node queue its whole store again, per part).
-PROTOCOL_VERSION = 2
+#: node queue its whole store again, per part); version 3 says whether an entries
+#: frame was pushed (news the receiver passes on) or asked for by a round.
+PROTOCOL_VERSION = 3
 #: Largest frame a session accepts by default: one entry of the largest size fits.
 MAX_FRAME = MAX_ENTRY_SIZE + 64 * 1024
 #: Parts in one reconcile message. An honest message has at most one part per
@@ -102,6 +103,8 @@ class Reconcile:
 @dataclass(frozen=True, slots=True)
 class Entries:
     items: tuple[bytes, ...]
+    #: pushed as news (the receiver relays what it commits of them), not asked for
+    pushed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +124,7 @@ def encode(message: Message) -> bytes:
     if isinstance(message, Hello):
         return cbor2.dumps([Kind.HELLO, message.version, message.max_frame])
     if isinstance(message, Entries):
-        return cbor2.dumps([Kind.ENTRIES, list(message.items)])
+        return cbor2.dumps([Kind.ENTRIES, list(message.items), message.pushed])
     if isinstance(message, Broadcast):
         return cbor2.dumps([Kind.BROADCAST, message.data])
     parts: list[list[Any]] = []
@@ -163,13 +166,15 @@ def _message(value: Any) -> Message:
     if kind == Kind.HELLO and len(value) == 3:
         version, max_frame = _int(value[1]), _int(value[2])
         return Hello(version, max_frame)
-    if kind == Kind.ENTRIES and len(value) == 2:
-        items = value[1]
+    if kind == Kind.ENTRIES and len(value) == 3:
+        items, pushed = value[1], value[2]
         if not isinstance(items, list) or not all(isinstance(i, bytes) for i in items):
             raise ProtocolError("entries are a list of byte strings")
         if len(items) > MAX_ENTRIES:
             raise ProtocolError(f"an entries frame holds at most {MAX_ENTRIES} items")
-        return Entries(tuple(items))
+        if not isinstance(pushed, bool):
+            raise ProtocolError("an entries frame says whether it was pushed: true or false")
+        return Entries(tuple(items), pushed)
     if kind == Kind.BROADCAST and len(value) == 2:
         if not isinstance(value[1], bytes):
             raise ProtocolError("a broadcast carries a byte string")

@@ -106,9 +106,11 @@ class RoundStarted:
 
 @dataclass(frozen=True, slots=True)
 class EntriesReceived:
-    """Encoded entries (or fork proofs) from the peer, to ingest."""
+    """Encoded entries (or fork proofs) from the peer, to ingest; ``pushed``: sent as
+    news, not asked for (what of them is new here is the shell's to pass on)."""
 
     items: tuple[bytes, ...]
+    pushed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +177,9 @@ class SyncSession:
         self.stale_frames = 0
         self._events: deque[Event] = deque()
         self._outbox: list[bytes] = []
+        # entries queued, framed as the shell takes the frames: pushed, and asked for
+        self._news: list[bytes] = []
+        self._answers: list[bytes] = []
         self._outbox_bytes = 0
         self._wants: OrderedDict[bytes, NeedEntries] = OrderedDict()
         self._round = 0  # the current (or last) round's number
@@ -273,7 +278,7 @@ class SyncSession:
                 raise ProtocolError("hello sent twice, with another version")
             return  # a duplicated frame: harmless
         if isinstance(message, Entries):
-            self._events.append(EntriesReceived(message.items))
+            self._events.append(EntriesReceived(message.items, message.pushed))
             return
         if isinstance(message, Broadcast):
             self._events.append(BroadcastReceived(message.data))
@@ -281,31 +286,46 @@ class SyncSession:
         self._reconcile(message)
 
     def send_entries(self, encoded: list[bytes]) -> None:
-        """Queue entries (or fork proofs) for the peer, in frames of about BATCH_BYTES.
+        """Queue entries (or fork proofs) a round asked for, in frames of about
+        BATCH_BYTES.
 
         They go out *before* any reconcile frame still waiting to be sent: entries a
         round asked for reach the peer before the message that may end the round,
-        so a peer that closes the link when its round ends has them all.
+        so a peer that closes the link when its round ends has them all. They are
+        framed when the shell takes the frames, so that entries queued one at a
+        time travel in as few frames as their size allows.
         """
+        self._queue_entries(self._answers, encoded)
+
+    def push(self, encoded: list[bytes]) -> None:
+        """Queue fresh entries as news, unasked (framed as :meth:`send_entries` does:
+        a burst of commits, one entry each, goes in one frame)."""
+        self._queue_entries(self._news, encoded)
+
+    def _queue_entries(self, queue: list[bytes], encoded: list[bytes]) -> None:
+        queue.extend(encoded)
+        self._outbox_bytes += sum(len(item) for item in encoded)
+
+    def _frame_entries(self) -> None:
+        """Frame the queued entries, before the first reconcile frame in the outbox."""
         frames: list[bytes] = []
-        batch: list[bytes] = []
-        size = 0
-        for item in encoded:
-            if batch and (size + len(item) > BATCH_BYTES or len(batch) >= MAX_ENTRIES):
-                frames.append(self._frame(Entries(tuple(batch))))
-                batch, size = [], 0
-            batch.append(item)
-            size += len(item)
-        if batch:
-            frames.append(self._frame(Entries(tuple(batch))))
+        for queue, pushed in ((self._news, True), (self._answers, False)):
+            batch: list[bytes] = []
+            size = 0
+            for item in queue:
+                if batch and (size + len(item) > BATCH_BYTES or len(batch) >= MAX_ENTRIES):
+                    frames.append(self._frame(Entries(tuple(batch), pushed)))
+                    batch, size = [], 0
+                batch.append(item)
+                size += len(item)
+            if batch:
+                frames.append(self._frame(Entries(tuple(batch), pushed)))
+        self._news, self._answers = [], []
         first_reconcile = next(
             (i for i, queued in enumerate(self._outbox) if queued[1:2] == _RECONCILE_TAG),
             len(self._outbox),
         )
         self._outbox[first_reconcile:first_reconcile] = frames
-        self._outbox_bytes += sum(len(f) for f in frames)
-
-    push = send_entries
 
     def send_broadcast(self, data: bytes) -> None:
         """Queue an ephemeral gossip message for the peer (after our hello, which
@@ -321,6 +341,8 @@ class SyncSession:
 
     def data_to_send(self) -> list[bytes]:
         """The frames to write to the link, in order (each is one message)."""
+        if self._news or self._answers:
+            self._frame_entries()
         out, self._outbox = self._outbox, []
         self._outbox_bytes = 0
         return out

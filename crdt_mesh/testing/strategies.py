@@ -132,5 +132,5 @@ def sync_frames(draw: st.DrawFn, entries: Sequence[bytes] = ()) -> bytes:
             raw[flip] ^= 1 << draw(st.integers(0, 7))
             chosen[i] = bytes(raw)
         chosen += draw(st.lists(st.binary(max_size=40), max_size=2))
-        return cbor2.dumps([2, chosen])
+        return cbor2.dumps([2, chosen, draw(st.booleans())])
     return cbor2.dumps([3, draw(st.binary(max_size=64))])

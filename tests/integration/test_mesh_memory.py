@@ -99,7 +99,7 @@ async def test_a_bad_peer_is_dropped_and_honest_sync_goes_on(tmp_path: Path) -> 
             [hello, b"\x9f\xff" * 10],  # truncated nonsense after hello
             [hello, b"\x00" * (MAX_FRAME + 1)],  # oversized
             [hello, cbor2.dumps([1, 1, 0, [[1, b"", b"", [], True]]])],  # a bad opener
-            [hello, cbor2.dumps([2, forged])],  # bad signatures
+            [hello, cbor2.dumps([2, forged, True])],  # bad signatures
             [hello, *[cbor2.dumps([1, 1, 5, []]) for _ in range(200)]],  # flood
         ]
         for frames in attacks:

@@ -240,6 +240,8 @@ async def test_a_peer_that_follows_a_private_task_audits_it_and_no_other_does(
 
         await wait_for(lambda: audited(2), timeout=20)
         await wait_for(lambda: all(m.tasks.view(ann.ref).award for m in meshes), timeout=20)
+        # the close may come before a bid it lists: a round brings the bid
+        await wait_for(lambda: meshes[2].tasks.view(ann.ref).audit_ok, timeout=20)
         view = meshes[2].tasks.view(ann.ref)
         assert view.audit_ok and view.award == meshes[3].replica.peer_id, view.problems
         assert all(meshes[2].replica.has_document(ann.ref.offers(p)) for p in bidders)

@@ -482,6 +482,27 @@ MUTANTS = [
             "test_over_an_overlay_a_member_probes_only_its_neighbours_and_news_still_spreads",
         ),
     ),
+    Mutant(
+        "fetched-entries-passed-on",
+        "crdt_mesh/runtime/peer.py",
+        "        if not news:\n            return []\n"
+        "        return [entry for entry in report.applied if entry.encoded in news]",
+        "        return report.applied",
+        (
+            "tests/unit/test_sync_session.py::"
+            "test_a_burst_of_pushes_travels_in_one_frame_and_only_news_is_passed_on",
+        ),
+    ),
+    Mutant(
+        "pushes-framed-one-by-one",
+        "crdt_mesh/sync/session.py",
+        "        self._queue_entries(self._news, encoded)\n",
+        "        self._queue_entries(self._news, encoded)\n        self._frame_entries()\n",
+        (
+            "tests/unit/test_sync_session.py::"
+            "test_a_burst_of_pushes_travels_in_one_frame_and_only_news_is_passed_on",
+        ),
+    ),
 ]
 
 

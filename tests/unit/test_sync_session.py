@@ -107,6 +107,37 @@ def test_eager_push(make_replica: ReplicaFactory) -> None:
     assert bob.heads() == alice.heads()
 
 
+def test_a_burst_of_pushes_travels_in_one_frame_and_only_news_is_passed_on(
+    make_replica: ReplicaFactory,
+) -> None:
+    """Entries pushed one commit at a time go in one frame, and the receiver hands
+    them back to be passed on; entries a round asked for are not passed on (each
+    replica's own rounds fetch them: relaying them sent most entries to most
+    replicas several times over)."""
+    alice, bob = make_replica(), make_replica()
+    left, right = link(alice, bob)
+    unsubscribe = alice.on_commit(left.push)
+    write(alice, "news", 20)
+    unsubscribe()
+    frames = left.frames()
+    assert len(frames) == 1
+    news = right.receive(frames[0])
+    assert [e.seq for e in news] == list(range(1, 21))
+    write(alice, "old", 5)  # not pushed: only a round brings it
+    assert left.start_round()
+    passed_on = []
+    for _ in range(20):
+        frames_left, frames_right = left.frames(), right.frames()
+        if not frames_left and not frames_right:
+            break
+        for frame in frames_left:
+            passed_on.extend(right.receive(frame))
+        for frame in frames_right:
+            left.receive(frame)
+    assert bob.heads() == alice.heads()
+    assert passed_on == []
+
+
 def test_forks_travel_with_their_proof(make_replica: ReplicaFactory) -> None:
     from tests.unit.test_ingest_rules import _forked_pair
 
@@ -128,7 +159,7 @@ def test_frames_before_hello_are_dropped_unanswered() -> None:
     a, b = Identity.generate().peer_id, Identity.generate().peer_id
     session = SyncSession(a, b, initiator=False)
     for _ in range(100):
-        session.receive(cbor2.dumps([2, []]))
+        session.receive(cbor2.dumps([2, [], True]))
     assert not session.ready and not session.closed and session.stale_frames == 100
     assert session.next_event() is None and session.data_to_send() == []
 
@@ -143,7 +174,9 @@ def test_frames_before_hello_are_dropped_unanswered() -> None:
         cbor2.dumps([1, 1, 0, [[1, b"\x01" * 48, b"\x00" * 48, [], True]]]),
         cbor2.dumps([1, 1, 0, [[1, b"", b"", [[b"k", 1, b"i", False]], True]]]),
         cbor2.dumps([1, [[0, b"", b"", b"\x00" * 16, 1]]]),  # version 1's reconcile
-        cbor2.dumps([2, [1, 2]]),
+        cbor2.dumps([2, [1, 2], False]),
+        cbor2.dumps([2, [b"entry"]]),  # version 2's entries frame: pushed or not unsaid
+        cbor2.dumps([2, [b"entry"], 1]),
         cbor2.dumps([0, PROTOCOL_VERSION + 1, 1000]),  # hello twice, another version
     ],
 )
