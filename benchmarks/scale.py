@@ -7,7 +7,10 @@ one nats-server; ``--nodes 10 80`` for others, ``--transport tcp`` for one;
 Each node writes W entries at start (``--writes``), bootstraps from three seeds
 and runs anti-entropy every second with gossip every 500 ms, as issue 16
 measured it. Printed per N: the time until every node holds every node's writes
-(each node's status line counts them), the CPU all processes spent until then
+(each node's status line counts them), from the moment the last node was ready
+(its writes made; starting 40 Pythons on 2 cores takes 10 s or more, and is not
+the mesh's work; the time from the first start is printed beside it), the CPU
+all processes (the nodes and their signature-checking helpers) spent until then
 per delivered entry, divided by the CPU of ingesting one entry measured in the
 same run, once before any node starts (a fresh replica ingesting as many entries
 as the largest N delivers to a node, each signed on its own, in one batch; a
@@ -92,6 +95,7 @@ class Node:
         )
         self.status: dict[str, Any] = {}
         self.cpu_at_ready: float | None = None  # (starting Python is not the mesh's cost)
+        self.ready_at: float | None = None  # (perf_counter)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -100,16 +104,14 @@ class Node:
         for record in records(self.process.stdout):
             if record.get("event") == "ready":
                 self.cpu_at_ready = self.cpu()
+                self.ready_at = time.perf_counter()
             elif record.get("event") == "status":
                 self.status = record
 
     def cpu(self) -> float:
-        """Seconds of CPU this process has used (0 where /proc is missing)."""
-        try:
-            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        return (int(fields[11]) + int(fields[12])) / _TICK
+        """Seconds of CPU this process and its helper processes (signature checks)
+        have used (0 where /proc is missing)."""
+        return _tree_cpu(self.process.pid)
 
     def stop(self) -> None:
         self.process.terminate()
@@ -118,6 +120,17 @@ class Node:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds of ``pid`` and its live descendants, from ``/proc``."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return 0.0
+    own = (int(fields[11]) + int(fields[12])) / _TICK
+    return own + sum(_tree_cpu(int(child)) for child in children)
 
 
 def _idle_row(idle: list[float]) -> None:
@@ -212,7 +225,10 @@ def run(
                     break
                 progress(f"{nodes} nodes: {sum(held):,} of {want * nodes:,} delivered")
                 time.sleep(0.05)
-            converged = time.perf_counter() - started
+            finished = time.perf_counter()
+            converged = finished - started
+            last_ready = max((n.ready_at or finished for n in fleet), default=finished)
+            after_ready = finished - last_ready
             held = [n.status.get("writes") or 0 for n in fleet]
             done = all(h >= want for h in held)
             cpu_converged = sum(n.cpu() - (n.cpu_at_ready or 0.0) for n in fleet)
@@ -236,12 +252,12 @@ def run(
         over = "through one nats-server (its CPU counted)" if server is not None else "over TCP"
         print(f"{nodes} nodes {over}, {writes} writes each ({delivered:,} entries delivered)")
         row(
-            "converged after",
-            f"{converged:,.1f} s" if done else f"not in {timeout:.0f} s",
-            "",
+            "converged after the last node was ready",
+            f"{after_ready:,.1f} s" if done else f"not in {timeout:.0f} s",
+            f"{converged:,.1f} s from start",
             None,
             Target("<=", 5.0) if nodes == 40 else "(lower is better)",
-            measured=converged if done else float("inf"),
+            measured=after_ready if done else float("inf"),
         )
         if cpu_converged and delivered:
             spent = cpu_converged / delivered

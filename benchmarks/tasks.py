@@ -39,7 +39,7 @@ def run(bidders: int, seed: int, private: bool) -> None:
             negotiation={"bid_timeout": 3600, "min_bidders": 1, "selection_criteria": ["price"],
                          "private_bids": private},
         )  # fmt: skip
-        bid = set()
+        bid: set[int] = set()
         start_bytes = sim.bytes
         rounds = {"announced": 0, "bids": 0, "award": 0}
         while len(bid) < bidders:

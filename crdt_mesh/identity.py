@@ -18,6 +18,7 @@ import nacl.signing
 import nacl.utils
 
 from .errors import ArgumentTypeError, ArgumentValueError, InvalidKeyFile
+from .signatures import open_signed as open_signed
 
 _KEY_FILE_MAGIC = "crdt_mesh/key/v1"
 _SHORT_LEN = 12
@@ -38,16 +39,6 @@ class Domain(enum.Enum):
     SWIM_FRAME = b"crdt_mesh/swim/v1\x00"
     SWIM_ALIVE = b"crdt_mesh/swim-alive/v1\x00"
     NOISE_STATIC = b"crdt_mesh/noise-static/v1\x00"
-
-
-def open_signed(key: bytes, signed: bytes) -> bool:
-    """Whether ``signed`` (a 64-byte signature, then the domain tag and the message) was
-    signed by the Ed25519 ``key``: the one place signatures are checked."""
-    try:
-        nacl.bindings.crypto_sign_open(signed, key)
-    except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, ValueError, TypeError):
-        return False
-    return True
 
 
 @dataclass(frozen=True, slots=True, order=True)

@@ -83,6 +83,12 @@ SNAPSHOT_MIN_DEBT = 64 * 1024
 #: Entries per request to a verifier process, and the batch size worth one.
 _VERIFY_CHUNK = 64
 _POOL_MIN_BATCH = 512
+#: The batch size worth *starting* the helpers for: its checks in-process take
+#: about 0.25 s, more than starting a helper costs (0.2 s of CPU each). Smaller
+#: batches use them once started; 40 nodes on 2 cores that each started two
+#: helpers for rounds of a thousand entries spent more CPU starting them than
+#: checking signatures.
+_POOL_START_BATCH = 4096
 #: Digests of the entries committed last that are kept, to know a copy without decoding
 #: it (16 bytes each: about 2 MiB with the dict's own cost).
 _RECENT_ENTRIES = 16384
@@ -798,7 +804,11 @@ class Replica:
         :mod:`crdt_mesh._verifier`) while this thread decodes the next chunks and
         admits the chunks already checked; a small batch is checked here.
         """
-        if len(items) < _POOL_MIN_BATCH or self._verify_processes == 0:
+        if (
+            len(items) < _POOL_MIN_BATCH
+            or self._verify_processes == 0
+            or (len(items) < _POOL_START_BATCH and not self._verifier().started)
+        ):
             yield _check_chunk(self._unknown(_decode_chunk(items, report), report))
             return
         Message = tuple[bytes, bytes]

@@ -6,11 +6,11 @@ holds it for milliseconds at a time. Measured, a thread pool beside a busy
 ingest loop gains almost nothing. Helper processes have GILs of their own, so
 the caller decodes and admits one chunk while they verify the next.
 
-Protocol (stdin/stdout of ``python -m crdt_mesh.replica.verifier``): each request is
-a 4-byte big-endian length and CBOR ``[[signed_message, public_key], ...]``,
-where ``signed_message`` is the signature followed by the signed bytes (the
-layout of ``crypto_sign_open``); each answer is a 4-byte length and one byte
-per item, 1 if the signature verified.
+A batch never waits for a helper to start: starting one is starting Python (a
+second or more on a loaded machine, during which an event loop that called
+ingest would stand still); until a helper says it is ready, batches are checked
+in-process. A helper runs :mod:`crdt_mesh.signatures` alone (its protocol is
+there), not the package.
 """
 
 from __future__ import annotations
@@ -23,12 +23,15 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import cbor2
 
-from ..identity import open_signed
+from .. import signatures
+from ..signatures import READY, Item, read_exact, verify_items
 
-Item = tuple[bytes, bytes]  # (signature + signed bytes, public key)
+#: How a helper is started (the module by its path: see crdt_mesh.signatures).
+_COMMAND = [sys.executable, "-P", str(Path(signatures.__file__))]
 
 #: Request bytes in flight per helper: enough to keep it busy, and within a
 #: pipe's buffer (64 KiB on Linux) so that sending never blocks the caller,
@@ -36,25 +39,10 @@ Item = tuple[bytes, bytes]  # (signature + signed bytes, public key)
 _PIPE_BUDGET = 48 * 1024
 
 
-def verify_items(items: Iterable[Item]) -> bytes:
-    """One byte per item: 1 if its signature verifies, else 0."""
-    return bytes(open_signed(key, signed) for signed, key in items)
-
-
-def _read_exact(stream: object, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = stream.read(size - len(data))  # type: ignore[attr-defined]
-        if not chunk:
-            raise EOFError
-        data += chunk
-    return data
-
-
 class _Helper:
     def __init__(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "crdt_mesh.replica.verifier"],
+            _COMMAND,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -62,6 +50,21 @@ class _Helper:
         )
         self.sizes: deque[int] = deque()  # bytes of each request not yet answered
         self.queued = 0
+        #: set once the helper wrote its ready byte (read by a thread of its own, so
+        #: that nobody waits for it)
+        self.ready = threading.Event()
+        threading.Thread(target=self._await_ready, daemon=True).start()
+
+    def _await_ready(self) -> None:
+        stdout = self.process.stdout
+        assert stdout is not None
+        with contextlib.suppress(OSError, ValueError):
+            if stdout.read(1) == READY:
+                self.ready.set()
+
+    @property
+    def dead(self) -> bool:
+        return self.process.poll() is not None
 
     def send(self, items: list[Item]) -> None:
         payload = cbor2.dumps(items)
@@ -75,8 +78,8 @@ class _Helper:
     def receive(self, count: int) -> bytes:
         stdout = self.process.stdout
         assert stdout is not None
-        size = int.from_bytes(_read_exact(stdout, 4), "big")
-        answer = _read_exact(stdout, size)
+        size = int.from_bytes(read_exact(stdout, 4), "big")
+        answer = read_exact(stdout, size)
         self.queued -= self.sizes.popleft()
         if len(answer) != count:
             raise EOFError("helper answered the wrong number of items")
@@ -98,9 +101,9 @@ class _Helper:
 class VerifierPool:
     """Helper processes that verify chunks of signatures, answers in order.
 
-    Shared by every replica in the process (started on first use, stopped at
-    exit). If a helper fails, the remaining chunks are verified in-process:
-    a failure here costs speed, never a wrong answer.
+    Shared by every replica in the process (started on first use, used once
+    ready, stopped at exit). If a helper fails, the remaining chunks are verified
+    in-process: a failure here costs speed, never a wrong answer.
     """
 
     def __init__(self, size: int) -> None:
@@ -109,9 +112,25 @@ class VerifierPool:
         self._lock = threading.Lock()
 
     def _start(self) -> list[_Helper]:
+        """The helpers that are ready (starting them, or new ones for any that died)."""
+        if any(helper.dead for helper in self._helpers):
+            self._stop()
         if not self._helpers:
             self._helpers = [_Helper() for _ in range(self.size)]
-        return self._helpers
+        return [helper for helper in self._helpers if helper.ready.is_set()]
+
+    @property
+    def started(self) -> bool:
+        """Whether helpers were started (ready or not)."""
+        return bool(self._helpers)
+
+    def start(self, timeout: float = 0.0) -> bool:
+        """Start the helpers now rather than at the first large batch, and wait up to
+        ``timeout`` seconds for them to be ready. True if every helper is ready."""
+        with self._lock:
+            self._start()
+            helpers = list(self._helpers)
+        return all(helper.ready.wait(timeout) for helper in helpers)
 
     def verify(self, chunks: Iterable[list[Item]]) -> Iterator[bytes]:
         """Yield each chunk's answer, in order, keeping the helpers busy meanwhile.
@@ -123,6 +142,8 @@ class VerifierPool:
             try:
                 helpers = self._start()
             except OSError:
+                helpers = []
+            if not helpers:  # none ready yet: this batch is not held up by their start
                 yield from (verify_items(c) for c in chunks)
                 return
             source = iter(chunks)
@@ -184,20 +205,3 @@ def shared_pool() -> VerifierPool:
             _shared = VerifierPool(max(1, os.cpu_count() or 1))
             atexit.register(_shared.close)
         return _shared
-
-
-def _serve() -> None:
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    while True:
-        try:
-            size = int.from_bytes(_read_exact(stdin, 4), "big")
-            items = cbor2.loads(_read_exact(stdin, size))
-        except EOFError:
-            return
-        answer = verify_items(items)
-        stdout.write(len(answer).to_bytes(4, "big") + answer)
-        stdout.flush()
-
-
-if __name__ == "__main__":
-    _serve()

@@ -503,6 +503,13 @@ MUTANTS = [
             "test_a_burst_of_pushes_travels_in_one_frame_and_only_news_is_passed_on",
         ),
     ),
+    Mutant(
+        "batch-waits-for-helper-start",
+        "crdt_mesh/replica/verifier.py",
+        "        return [helper for helper in self._helpers if helper.ready.is_set()]",
+        "        return self._helpers",
+        ("tests/unit/test_verifier.py::test_a_batch_never_waits_for_helpers_to_start",),
+    ),
 ]
 
 

@@ -74,7 +74,7 @@ def test_signatures_verify_with_the_peer_id_for_their_domain_only() -> None:
 
 
 def test_every_signature_is_checked_in_one_place() -> None:
-    """crypto_sign_open is called by identity.open_signed and nowhere else."""
+    """crypto_sign_open is called by signatures.open_signed and nowhere else."""
     from pathlib import Path
 
     import crdt_mesh
@@ -83,4 +83,4 @@ def test_every_signature_is_checked_in_one_place() -> None:
     callers = sorted(
         str(p.relative_to(root)) for p in root.rglob("*.py") if "crypto_sign_open(" in p.read_text()
     )
-    assert callers == ["identity.py"]
+    assert callers == ["signatures.py"]

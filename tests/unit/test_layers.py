@@ -22,6 +22,7 @@ LAYERS = {
     "crdt_mesh.errors": "base",
     "crdt_mesh.arguments": "base",
     "crdt_mesh.identity": "base",
+    "crdt_mesh.signatures": "base",
     "crdt_mesh.commitment": "base",
     "crdt_mesh.ledger": "base",
     "crdt_mesh.events": "base",

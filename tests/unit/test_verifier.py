@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+import threading
+
 import cbor2
+import pytest
 
 from crdt_mesh import Entry, Identity, InvalidSignature
+from crdt_mesh.replica import verifier
 from crdt_mesh.replica.verifier import VerifierPool, verify_items
 from tests.conftest import ReplicaFactory
 from tests.helpers import feed
@@ -30,6 +35,7 @@ def test_pool_answers_like_the_inline_check() -> None:
     chunks = [items[i : i + 50] for i in range(0, len(items), 50)]
     pool = VerifierPool(2)
     try:
+        assert pool.start(timeout=60)
         answers = b"".join(pool.verify(chunks))
         assert answers == verify_items(items)
         assert answers.count(0) == 1 and answers[17] == 0
@@ -43,12 +49,14 @@ def test_pool_survives_a_dead_helper() -> None:
     chunks = [[e.signed_message() for e in entries[i : i + 40]] for i in range(0, 200, 40)]
     pool = VerifierPool(2)
     try:
+        assert pool.start(timeout=60)
         list(pool.verify(chunks[:1]))
         for helper in pool._helpers:
             helper.process.kill()
             helper.process.wait()
         assert b"".join(pool.verify(chunks)) == b"\x01" * 200  # fell back in-process
-        assert b"".join(pool.verify(chunks)) == b"\x01" * 200  # and restarted
+        assert pool.start(timeout=60)  # and started new helpers
+        assert b"".join(pool.verify(chunks)) == b"\x01" * 200
     finally:
         pool.close()
 
@@ -57,6 +65,7 @@ def test_abandoned_batch_does_not_confuse_the_next() -> None:
     good = [e.signed_message() for e in feed(ALICE, 100)]
     bad = [(b"\x00" * 64 + m[64:], k) for m, k in good]
     pool = VerifierPool(1)
+    assert pool.start(timeout=60)
     answers = pool.verify([bad[i : i + 10] for i in range(0, 100, 10)])
     try:
         assert next(answers) == b"\x00" * 10
@@ -72,6 +81,7 @@ def test_large_ingest_rejects_exactly_the_forged_entries(make_replica: ReplicaFa
     data = [e.encoded for e in entries]
     data[350] = _forge(entries[350])
     replica = make_replica(verify_processes=2)
+    assert replica._verifier().start(timeout=60)
     report = replica.ingest(data)
     assert [type(r.error) for r in report.rejected] == [InvalidSignature]
     assert len(report.applied) == 350 and report.pending == 349  # held behind the gap
@@ -83,7 +93,29 @@ def test_large_ingest_rejects_exactly_the_forged_entries(make_replica: ReplicaFa
 def test_closing_the_pool_never_waits_on_a_batch_left_half_read() -> None:
     good = [e.signed_message() for e in feed(ALICE, 40)]
     pool = VerifierPool(1)
+    assert pool.start(timeout=60)
     answers = pool.verify([good[i : i + 10] for i in range(0, 40, 10)])
     assert next(answers) == b"\x01" * 10
     pool.close()  # used to wait for ever on the lock the suspended batch holds
     assert b"".join(answers) == b"\x01" * 30  # the rest is checked in-process
+
+
+def test_a_batch_never_waits_for_helpers_to_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Starting a helper is starting Python: seconds on a loaded machine, during
+    which a node that called ingest from its event loop stood still (40 nodes on
+    2 cores: status lines stopped for 10 s). Until a helper is ready, a batch is
+    checked in-process."""
+    monkeypatch.setattr(verifier, "_COMMAND", [sys.executable, "-c", "import time; time.sleep(60)"])
+    good = [e.signed_message() for e in feed(ALICE, 30)]
+    pool = VerifierPool(1)
+    answers: list[bytes] = []
+    worker = threading.Thread(target=lambda: answers.extend(pool.verify([good[:15], good[15:]])))
+    try:
+        worker.start()
+        worker.join(timeout=20)
+        assert not worker.is_alive(), "the batch waited for a helper that never got ready"
+        assert answers == [b"\x01" * 15, b"\x01" * 15]
+        assert not pool.start()  # the helper was started, and is not ready
+    finally:
+        pool.close()
+        worker.join(timeout=20)
