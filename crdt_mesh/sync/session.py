@@ -443,14 +443,17 @@ class SyncSession:
                 reply.extend(self._compare(part))
             else:
                 reply.extend(self._exchange(part))
-        step = message.step + 1
-        self._queue(Reconcile(self._round, step, tuple(reply)))
-        self._questions = [
-            _Question(p.lower, p.upper, fingerprint=isinstance(p, Fingerprint))
-            for p in reply
-            if isinstance(p, Fingerprint) or p.reply
-        ]
-        self._expected_step = step + 1
+        asked = any(isinstance(p, Fingerprint) or p.reply for p in message.parts)
+        self._questions = []
+        if reply or asked:  # else the peer asked nothing (its round is over): no answer
+            step = message.step + 1
+            self._queue(Reconcile(self._round, step, tuple(reply)))
+            self._questions = [
+                _Question(p.lower, p.upper, fingerprint=isinstance(p, Fingerprint))
+                for p in reply
+                if isinstance(p, Fingerprint) or p.reply
+            ]
+            self._expected_step = step + 1
         if reply:
             self._round_differs = True
         if not self._questions:

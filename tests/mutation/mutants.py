@@ -510,6 +510,16 @@ MUTANTS = [
         "        return self._helpers",
         ("tests/unit/test_verifier.py::test_a_batch_never_waits_for_helpers_to_start",),
     ),
+    Mutant(
+        "round-answered-after-it-ended",
+        "crdt_mesh/sync/session.py",
+        "        if reply or asked:",
+        "        if True:",
+        (
+            "tests/unit/test_sync_session.py::"
+            "test_replicas_in_step_agree_in_one_round_trip_of_two_frames",
+        ),
+    ),
 ]
 
 

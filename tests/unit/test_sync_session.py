@@ -47,7 +47,7 @@ def write(replica: Replica, name: str, count: int, **kwargs: object) -> None:
             document.map("m")[f"{replica.peer_id.short}-{i}"] = i
 
 
-def test_replicas_in_step_agree_in_one_round_trip_of_few_bytes(
+def test_replicas_in_step_agree_in_one_round_trip_of_two_frames(
     make_replica: ReplicaFactory,
 ) -> None:
     alice, bob = make_replica(), make_replica()
@@ -60,9 +60,16 @@ def test_replicas_in_step_agree_in_one_round_trip_of_few_bytes(
     assert alice.heads() == bob.heads()
     left.session.bytes_sent = right.session.bytes_sent = 0
     assert left.start_round()
-    moved = pump(left, right)
-    assert moved < 64
+    opener = left.frames()
+    right.receive(opener[0])
+    answer = right.frames()
+    left.receive(answer[0])
+    assert (len(opener), len(answer), left.frames(), right.frames()) == (1, 1, [], [])
+    assert len(opener[0]) + len(answer[0]) < 64
     assert left.stats.rounds_in_step == 1 and right.stats.rounds_in_step == 1
+    # the empty answer ends the round at both ends: nothing more, nothing stale
+    assert left.session.stale_frames == right.session.stale_frames == 0
+    assert not left.session.round_active and not right.session.round_active
 
 
 def test_a_round_fixes_every_difference_both_ways(make_replica: ReplicaFactory) -> None:
