@@ -801,8 +801,9 @@ class Replica:
         """Decode entries and check their signatures and client-id binding, in chunks.
 
         Signatures of a large batch are checked by helper processes (see
-        :mod:`crdt_mesh._verifier`) while this thread decodes the next chunks and
-        admits the chunks already checked; a small batch is checked here.
+        :mod:`crdt_mesh.replica.verifier`), once they are started and ready, while
+        this thread decodes the next chunks and admits the chunks already checked;
+        a small batch is checked here.
         """
         if (
             len(items) < _POOL_MIN_BATCH
