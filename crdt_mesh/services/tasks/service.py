@@ -191,11 +191,12 @@ class TaskService:
         try:
             if data[:1] != _FOLLOW or len(data) > 1 + _MAX_NAME_BYTES:
                 raise ValueError("not a courier frame")
-            name = data[1:].decode()
-        except ValueError:
+            ref = TaskRef(self.board.me, data[1:].decode())
+            ref.section(self.board.me)  # a name no document may have: InvalidDocumentId
+        except ValueError:  # (InvalidDocumentId is one)
             self._host.penalise(sender, Offence.JUNK, "a malformed courier frame")
             return
-        self.board.admit_follower(TaskRef(self.board.me, name), sender)
+        self.board.admit_follower(ref, sender)
 
     async def collect_bids(
         self, task: TaskRef | str, timeout: float | None = None, *, whole_window: bool = False
