@@ -81,6 +81,8 @@ _READ_AHEAD_BYTES = 1024 * 1024
 #: Frames queued for a peer that did not read them yet, beyond which its link's
 #: input is not processed (replies would pile up) and ephemeral frames are dropped.
 _MAX_OUTBOX = 1024 * 1024
+#: Intervals a round may go without a frame before it is taken for lost and abandoned.
+_ROUND_STALL_INTERVALS = 4
 #: Bytes of entries the writer reads from the store per step (one slice per send).
 _WRITE_SLICE = 256 * 1024
 #: Ephemeral frames kept for a peer while a link to it is being dialled, and how
@@ -132,6 +134,8 @@ class _Connection:
     end: LinkEnd = LinkEnd.LOST  # what a side said before closing it
     kept: bool = False  # it was in the active view
     courier: bool = False  # dialled to carry ephemeral frames (not kept)
+    round_seen: tuple[int, int] | None = None  # the active round's progress, and when
+    round_moved: float = 0.0  # it last moved
 
 
 async def _await(coroutine: Coroutine[Any, Any, None]) -> None:
@@ -844,7 +848,18 @@ class Runtime:
         if not peer.session.initiator or peer.closed:
             return
         if peer.session.round_active:
-            peer.session.abandon_round()  # a round outlived its interval: a frame was lost
+            # A round still moving is let finish, however slow the peer (busy, or far):
+            # abandoned at every tick, as before, no round with a difference ever
+            # finished against a peer slower than the interval. One that has not moved
+            # for a while lost a frame: it is abandoned, and the next round fixes all.
+            now = anyio.current_time()
+            progress = peer.session.round_progress
+            if progress != connection.round_seen:
+                connection.round_seen, connection.round_moved = progress, now
+                return
+            if now - connection.round_moved < _ROUND_STALL_INTERVALS * self.interval:
+                return
+            peer.session.abandon_round()
         if peer.start_round():
             self._wake(connection)
 

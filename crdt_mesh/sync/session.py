@@ -241,6 +241,11 @@ class SyncSession:
     def round_active(self) -> bool:
         return self._round_active
 
+    @property
+    def round_progress(self) -> tuple[int, int]:
+        """(round, the step expected next): it moves with every frame of the round."""
+        return self._round, self._expected_step
+
     def receive(self, frame: bytes) -> None:
         """Take one frame from the peer.
 

@@ -230,3 +230,26 @@ async def test_an_unreachable_peer_is_warned_about_once_per_episode(
                 await wait_for(lambda: m.failed_dials >= 8)
         warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
         assert len(warnings) == 1 and "mem://nobody" in warnings[0].getMessage()
+
+
+async def test_rounds_finish_against_a_peer_slower_than_the_interval(tmp_path: Path) -> None:
+    """Frames take up to 0.2 s; a round starts every 0.05 s, and nothing is pushed: only
+    rounds carry the entries. A round still moving is let finish: abandoned at every
+    tick, as it was, no round with a difference finished against a peer that slow (a
+    busy one: the bootstrap node of a 20-node test), and nothing converged."""
+    network = MemoryNetwork(seed=5, faults=Faults(delay=0.2))
+    async with cluster(
+        tmp_path,
+        2,
+        address=lambda i: f"mem://slow-{i}",
+        transport=lambda i: network.transport(f"mem://slow-{i}"),
+        peers=full,
+        interval=0.05,
+        push_fanout=0,
+    ) as nodes:
+        meshes = nodes.meshes
+        notes = meshes[0].replica.document("notes")
+        for i in range(20):
+            with notes.transaction():
+                notes.map("m")[str(i)] = i
+        await wait_for(lambda: converged(meshes), timeout=30)
