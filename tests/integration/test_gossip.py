@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -21,8 +22,9 @@ from crdt_mesh import (
     TransportError,
 )
 from crdt_mesh.identity import Domain
-from crdt_mesh.runtime.host import link_ceiling
+from crdt_mesh.runtime.host import LinkEnd, link_ceiling
 from crdt_mesh.services.gossip import PeerRecord, record_document
+from crdt_mesh.services.gossip import service as gossip_service
 from crdt_mesh.services.gossip.service import active_size
 from crdt_mesh.services.gossip.swim import Status, SwimSettings
 from crdt_mesh.testing.cluster import cluster, star
@@ -136,6 +138,36 @@ async def test_active_views_stay_small_and_the_bootstrap_peer_is_not_a_hub(
         links = [len(m.peers) for m in meshes]
         assert min(links) >= 1 and sum(links) / count <= 1.5 * size, links
         assert len(meshes[0].peers) <= ceiling  # the bootstrap peer is not everyone's
+
+
+async def test_a_mesh_at_rest_keeps_its_links(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sixteen peers, nothing written: once every view is full, no link is let go
+    (swaps aside: off here) for 40 steps. A link past the view's size, up to the
+    ceiling, is kept; one let go now and then made its other end dial another, who
+    let one go in turn: idle churn, a handshake and a first round per link while
+    nothing happened. (A peer still short may dial one whose view is full, and be
+    turned away: that link was never the view's.)"""
+    monkeypatch.setattr(gossip_service, "SHUFFLE_SECONDS", math.inf)
+    network = MemoryNetwork(seed=9)
+    count = 16
+    config = MeshConfig(enabled=True, gossip=True, gossip_interval_ms=50, max_peers=50)
+    size = active_size(count, config.max_peers)
+    async with _star(tmp_path, network, count, config) as nodes:
+        meshes = nodes.meshes
+        for mesh in meshes:
+            mesh.gossip.join()
+        await wait_for(lambda: all(len(m.gossip.present()) == count for m in meshes), 30)
+        await wait_for(lambda: all(len(m.peers) >= size for m in meshes), 30)
+        let_go: list[LinkEnd] = []
+        for mesh in meshes:
+            mesh.runtime.on_link_closed(
+                lambda _, how: let_go.append(how) if how is not LinkEnd.FULL else None
+            )
+        start = max(m.gossip.steps for m in meshes)
+        await wait_for(lambda: min(m.gossip.steps for m in meshes) >= start + 40, 30)
+        assert let_go == []
 
 
 async def test_a_bootstrap_peer_lets_the_links_past_its_limit_go_at_its_next_step(

@@ -520,6 +520,26 @@ MUTANTS = [
             "test_replicas_in_step_agree_in_one_round_trip_of_two_frames",
         ),
     ),
+    Mutant(
+        "round-abandoned-at-every-tick",
+        "crdt_mesh/runtime/runtime.py",
+        "            if progress != connection.round_seen:",
+        "            if False:",
+        (
+            "tests/integration/test_mesh_memory.py::"
+            "test_rounds_finish_against_a_peer_slower_than_the_interval",
+        ),
+    ),
+    Mutant(
+        "surplus-links-let-go-at-rest",
+        "crdt_mesh/services/gossip/service.py",
+        "        if not passive:\n            return\n        candidate",
+        "        if len(active) > size and host.rng.random() < 0.1:\n"
+        "            await host.disconnect(host.rng.choice(sorted(active, key=str)))\n"
+        "            return\n"
+        "        if not passive:\n            return\n        candidate",
+        ("tests/integration/test_gossip.py::test_a_mesh_at_rest_keeps_its_links",),
+    ),
 ]
 
 

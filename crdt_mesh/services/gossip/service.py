@@ -13,10 +13,11 @@ knows but is not linked to are its *passive view*. Every gossip interval the
 mesh dials a random passive peer while the active view is short of its size
 (links are symmetric: a peer it dials counts it too; the runtime serves links
 past half the size again one round and closes them, and a peer that did so is
-not dialled again for a while); a full active view is left
-alone, but for a rare swap of one active peer for a passive one (a shuffle), so
-that the overlay does not set in stone. Anti-entropy and eager push run over
-the active view, so a peer's idle cost follows its links, not the mesh's size.
+not dialled again for a while); links up to that ceiling are kept, and a full
+active view is left alone, but for a swap of one active peer for a passive one
+about once a minute (a shuffle), so that the overlay does not set in stone.
+Anti-entropy and eager push run over the active view, so a peer's idle cost
+follows its links, not the mesh's size.
 
 Failure detection (:mod:`crdt_mesh.services.gossip.swim`): SWIM probes with the Lifeguard
 refinements, over ephemeral signed frames, on the overlay: a peer probes its
@@ -65,8 +66,10 @@ from .swim import FailureDetector, MemberChange, Status, SwimSettings
 
 log = logging.getLogger(__name__)
 
-#: Chance, per gossip interval, that a full active view swaps one peer for a passive one.
-SHUFFLE_PROBABILITY = 0.1
+#: Seconds, on average, between swaps of an active peer for a passive one once the
+#: view is full: often enough that the overlay does not set in stone, rarely enough
+#: that links carrying traffic stay (each swap costs both ends a handshake).
+SHUFFLE_SECONDS = 60.0
 #: Gossip intervals a peer whose view was full (it served one round and closed) is
 #: not dialled again: a short view tries others, not the same full peers each step.
 FULL_BACKOFF = 10
@@ -94,7 +97,8 @@ class GossipService:
     def __init__(self, host: Host, swim: SwimSettings | None = None) -> None:
         self._host = host
         host.events.register(*GossipEvents)
-        interval = host.config.gossip_interval if host.config is not None else host.interval
+        self._interval = host.config.gossip_interval if host.config is not None else host.interval
+        interval = self._interval
         #: SWIM/Lifeguard timings; the protocol period defaults to the gossip interval
         self.swim_settings = swim or SwimSettings(period=interval, probe_timeout=interval / 2)
         self.board = MembershipBoard(host.replica)
@@ -108,6 +112,8 @@ class GossipService:
         self._full: dict[PeerId, float] = {}  # peers whose view was full, and since when
         self._unsubscribe = host.replica.on_commit(self._on_commit)
         self.shuffles = 0
+        #: maintenance steps taken (one per gossip interval)
+        self.steps = 0
         rng = random.Random(host.rng.random())
         # Refuses what was created before it started: a restart never delivers twice.
         self._broadcaster = Broadcaster(host.replica.identity, now=_now_ms())
@@ -132,8 +138,7 @@ class GossipService:
         if self._running or not host.running:
             return
         self._running = True
-        interval = host.config.gossip_interval if host.config is not None else host.interval
-        host.spawn(self.run, interval)
+        host.spawn(self.run, self._interval)
 
     @property
     def delivered(self) -> int:
@@ -373,6 +378,7 @@ class GossipService:
                     self._broadcaster.tick(self._pick)
                     self._send_broadcasts()
                     await self.maintain()
+                    self.steps += 1
                 except Exception:  # a maintenance step must never take the mesh down
                     log.exception("gossip maintenance failed")
 
@@ -414,8 +420,7 @@ class GossipService:
         since = self._full.get(peer)
         if since is None:
             return False
-        interval = self._host.config.gossip_interval if self._host.config else self._host.interval
-        if now - since < FULL_BACKOFF * interval:
+        if now - since < FULL_BACKOFF * self._interval:
             return True
         del self._full[peer]
         return False
@@ -445,12 +450,9 @@ class GossipService:
                 await host.disconnect(peer)
             self.shuffles += 1
             return
-        if len(active) > size and host.rng.random() < SHUFFLE_PROBABILITY:
-            # links others dialled past the size: one is let go now and then, so the
-            # view shrinks back to it (the other end, if short, dials someone else)
-            await host.disconnect(host.rng.choice(sorted(active, key=str)))
-            self.shuffles += 1
-            return
+        # Links others dialled past the size, up to the ceiling, are kept: letting
+        # one go makes its other end, if short, dial someone else, who may let one
+        # go in turn (idle churn, each link a handshake and a first round).
         if not passive:
             return
         candidate = host.rng.choice(passive)
@@ -458,7 +460,7 @@ class GossipService:
             # A full active view is left alone most of the time (links that carry
             # traffic should be stable); now and then one active peer is swapped for
             # a passive one, so the overlay does not set in stone.
-            if host.rng.random() >= SHUFFLE_PROBABILITY:
+            if host.rng.random() >= self._interval / SHUFFLE_SECONDS:
                 return
             victim = host.rng.choice(sorted(active, key=str))
             await host.disconnect(victim)
