@@ -140,6 +140,8 @@ class PeerSync:
             index_source=lambda: readable_index(replica).for_peer(remote),
         )
         self.stats = LinkStats()
+        #: the last round that finished found both ends in step
+        self.in_step = False
         self.session.start()
 
     @property
@@ -276,6 +278,7 @@ class PeerSync:
             elif isinstance(event, RoundFinished):
                 self.stats.rounds += 1
                 self.stats.rounds_in_step += event.in_step
+                self.in_step = event.in_step
             elif isinstance(event, BroadcastReceived):
                 if self._on_broadcast is not None:
                     self._on_broadcast(self.remote, event.data)

@@ -83,6 +83,9 @@ _READ_AHEAD_BYTES = 1024 * 1024
 _MAX_OUTBOX = 1024 * 1024
 #: Intervals a round may go without a frame before it is taken for lost and abandoned.
 _ROUND_STALL_INTERVALS = 4
+#: The most intervals between the timer's rounds on a link found in step round after
+#: round, with nothing committed here since (the gap doubles up to it).
+_MAX_ROUND_GAP = 4
 #: Bytes of entries the writer reads from the store per step (one slice per send).
 _WRITE_SLICE = 256 * 1024
 #: Ephemeral frames kept for a peer while a link to it is being dialled, and how
@@ -136,6 +139,9 @@ class _Connection:
     courier: bool = False  # dialled to carry ephemeral frames (not kept)
     round_seen: tuple[int, int] | None = None  # the active round's progress, and when
     round_moved: float = 0.0  # it last moved
+    round_version: int = -1  # the replica's version when the last round started
+    round_gap: int = 1  # intervals between the timer's rounds while the link is quiet
+    round_wait: int = 0  # ticks to skip before the next
 
 
 async def _await(coroutine: Coroutine[Any, Any, None]) -> None:
@@ -311,6 +317,8 @@ class Runtime:
         self._listener: Listener | None = None
         self._tg: TaskGroup | None = None
         self._unsubscribe: object = None
+        #: intervals the anti-entropy timer has counted
+        self.ticks = 0
         #: links closed because the peer broke the protocol
         self.dropped_links = 0
         #: inputs refused at ingest (bad signatures, chains, policies ...)
@@ -611,9 +619,12 @@ class Runtime:
     async def sync_now(self) -> None:
         """Start a round of anti-entropy on every dialled link now (and on the links
         dialled to carry ephemeral frames, until a round finds both ends in step)."""
+        await self._rounds(paced=False)
+
+    async def _rounds(self, *, paced: bool) -> None:
         couriers = [c for c in self._transient.values() if c.courier]
         for connection in [*self._connections.values(), *couriers]:
-            await self._start_round(connection)
+            await self._start_round(connection, paced=paced)
 
     # -- links ------------------------------------------------------------------------------
 
@@ -838,7 +849,7 @@ class Runtime:
         connection.round_tokens -= rounds
         return connection.round_tokens >= 0
 
-    async def _start_round(self, connection: _Connection) -> None:
+    async def _start_round(self, connection: _Connection, *, paced: bool = False) -> None:
         peer = connection.peer
         if not peer.ready:
             connection.idle_ticks += 1
@@ -860,14 +871,33 @@ class Runtime:
             if now - connection.round_moved < _ROUND_STALL_INTERVALS * self.interval:
                 return
             peer.session.abandon_round()
+        if paced and self._quiet(connection):
+            return
+        connection.round_version = self.replica.version
         if peer.start_round():
             self._wake(connection)
+
+    def _quiet(self, connection: _Connection) -> bool:
+        """True to let this tick pass without a round: the link was found in step and
+        nothing was committed here since. Rounds on a quiet link come every 1, 2, 4
+        ... intervals (up to :data:`_MAX_ROUND_GAP`): news travels by push, and the
+        rounds are its net; at rest, most of a mesh's chatter was rounds in step."""
+        if not connection.peer.in_step or connection.round_version != self.replica.version:
+            connection.round_gap, connection.round_wait = 1, 0
+            return False
+        if connection.round_wait > 0:
+            connection.round_wait -= 1
+            return True
+        connection.round_gap = min(2 * connection.round_gap, _MAX_ROUND_GAP)
+        connection.round_wait = connection.round_gap - 1
+        return False
 
     async def _timer(self) -> None:
         while True:
             await anyio.sleep(self.interval)
+            self.ticks += 1
             self._budgets()
-            await self.sync_now()
+            await self._rounds(paced=True)
 
     def _budgets(self) -> None:
         """Once an interval: grant resend allowances, and charge gaps left unfilled."""

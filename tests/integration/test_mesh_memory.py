@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import cbor2
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.anyio
 
 @asynccontextmanager
 async def mesh_of(
-    tmp_path: Path, count: int, network: MemoryNetwork, interval: float = 0.05
+    tmp_path: Path, count: int, network: MemoryNetwork, interval: float = 0.05, **options: Any
 ) -> AsyncIterator[list[Mesh]]:
     """``count`` meshes on ``network``, each dialling the ones before it."""
     async with cluster(
@@ -35,6 +36,7 @@ async def mesh_of(
         transport=lambda i: network.transport(f"mem://node-{i}"),
         peers=full,
         interval=interval,
+        **options,
     ) as nodes:
         yield nodes.meshes
 
@@ -253,3 +255,40 @@ async def test_rounds_finish_against_a_peer_slower_than_the_interval(tmp_path: P
             with notes.transaction():
                 notes.map("m")[str(i)] = i
         await wait_for(lambda: converged(meshes), timeout=30)
+
+
+async def test_rounds_on_a_quiet_link_thin_out_and_news_brings_them_back(tmp_path: Path) -> None:
+    """Two meshes in step, nothing pushed: the dialling side's timer rounds every 1, 2,
+    4 intervals (at most 4) while nothing changes; what the other side writes still
+    arrives within that; what this side commits goes at the next tick."""
+    network = MemoryNetwork(seed=3)
+    async with mesh_of(tmp_path, 2, network, interval=0.1, push_fanout=0) as (a, b):
+        dialler = b.runtime  # b dialled a
+        await wait_for(lambda: a.replica.peer_id in b.peers and _link(b, a).peer.in_step)
+        stats = _link(b, a).peer.stats
+        ticks, rounds = dialler.ticks, stats.rounds
+        await wait_for(lambda: dialler.ticks >= ticks + 12, timeout=30)
+        assert stats.rounds - rounds <= 7  # ticks 1, 2, 4, 8, 12 (and one under way)
+
+        ticks = dialler.ticks
+        write(a, "from-a")  # the other side's news: no push, only a round brings it
+        await wait_for(lambda: "from-a" in b.replica.document("notes").map("m"), timeout=30)
+        assert dialler.ticks - ticks <= 4 + 1
+
+        await wait_for(lambda: dialler.ticks >= ticks + 12, timeout=30)  # quiet again
+        rounds = stats.rounds
+        await wait_for(lambda: stats.rounds > rounds, timeout=30)  # the next is 4 ticks off
+        ticks = dialler.ticks
+        write(b, "from-b")
+        await wait_for(lambda: "from-b" in a.replica.document("notes").map("m"), timeout=30)
+        assert dialler.ticks - ticks <= 1 + 1
+
+
+def _link(mesh: Mesh, other: Mesh) -> Any:
+    return mesh.runtime._connections[other.replica.peer_id]
+
+
+def write(mesh: Mesh, key: str) -> None:
+    notes = mesh.replica.document("notes")
+    with notes.transaction():
+        notes.map("m")[key] = 1

@@ -540,6 +540,26 @@ MUTANTS = [
         "        if not passive:\n            return\n        candidate",
         ("tests/integration/test_gossip.py::test_a_mesh_at_rest_keeps_its_links",),
     ),
+    Mutant(
+        "rounds-never-thin-out",
+        "crdt_mesh/runtime/runtime.py",
+        "        if paced and self._quiet(connection):",
+        "        if False:",
+        (
+            "tests/integration/test_mesh_memory.py::"
+            "test_rounds_on_a_quiet_link_thin_out_and_news_brings_them_back",
+        ),
+    ),
+    Mutant(
+        "a-commit-does-not-bring-rounds-back",
+        "crdt_mesh/runtime/runtime.py",
+        " or connection.round_version != self.replica.version:",
+        ":",
+        (
+            "tests/integration/test_mesh_memory.py::"
+            "test_rounds_on_a_quiet_link_thin_out_and_news_brings_them_back",
+        ),
+    ),
 ]
 
 
