@@ -127,6 +127,8 @@ def cmd_node(args: argparse.Namespace, env: dict[str, str] | None = None) -> int
     max_peers = args.max_peers or config.max_peers
     identity = _load_identity(args.key)
     gossip = config.enables(Feature.GOSSIP)
+    if args.writes_on_signal and not hasattr(signal, "SIGUSR1"):
+        raise LocalError("--writes-on-signal needs SIGUSR1, which this platform lacks")
 
     async def run() -> None:
         with Replica.open(args.store, identity) as replica:
@@ -153,13 +155,17 @@ def cmd_node(args: argparse.Namespace, env: dict[str, str] | None = None) -> int
                 )
                 _emit({"event": "ready", "peer": str(identity.peer_id), "address": mesh.address})
                 demo = replica.document(args.document)
-                for i in range(args.writes):
-                    with demo.transaction():
-                        demo.map("writes")[f"{identity.peer_id.short}-{i}"] = i
+                written = 0 if args.writes_on_signal else _write(demo, identity, 0, args.writes)
+                stops = (signal.SIGINT, signal.SIGTERM)
+                held = (signal.SIGUSR1,) if args.writes_on_signal else ()
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(_report, mesh, args.status_interval, gossip, demo)
-                    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    with anyio.open_signal_receiver(*stops, *held) as signals:
                         async for signum in signals:
+                            if signum in held:
+                                written = _write(demo, identity, written, args.writes)
+                                _emit({"event": "wrote", "writes": written})
+                                continue
                             log.info("stopping on %s", signal.Signals(signum).name)
                             break
                     tg.cancel_scope.cancel()
@@ -167,6 +173,15 @@ def cmd_node(args: argparse.Namespace, env: dict[str, str] | None = None) -> int
 
     anyio.run(run)
     return 0
+
+
+def _write(document: Document, identity: Identity, done: int, count: int) -> int:
+    """Write ``count`` entries (one transaction each) after the ``done`` made before;
+    the number made in all."""
+    for i in range(done, done + count):
+        with document.transaction():
+            document.map("writes")[f"{identity.peer_id.short}-{i}"] = i
+    return done + count
 
 
 def _with_scheme(address: str, scheme: str) -> str:
@@ -406,6 +421,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     node.add_argument(
         "--writes", type=_count(0), default=0, help="entries to write at start (default 0)"
+    )
+    node.add_argument(
+        "--writes-on-signal",
+        action="store_true",
+        help="make the --writes on each SIGUSR1, not at start (a benchmark starts every "
+        "node's writes at once)",
     )
     node.add_argument("--document", default="demo", help="the document --writes writes to")
     node.add_argument(

@@ -34,6 +34,7 @@ class Node:
         listen: str = "tcp://127.0.0.1:0",
         prefix: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
+        options: tuple[str, ...] = (),
     ) -> None:
         self.root, self.name = root, name
         self.key = root / f"{name}.key"
@@ -60,6 +61,7 @@ class Node:
             str(writes),
             "--document",
             "shared",
+            *options,
         ]
         for peer in peers:
             command += ["--peer", peer]
@@ -153,6 +155,29 @@ def test_five_processes_converge_and_a_killed_one_catches_up(tmp_path: Path) -> 
     with Replica.open(tmp_path / "node-3.mesh", Identity.generate()) as replica:
         assert replica.summary().entries == 60
         assert len(replica.document("shared").map("writes")) == 60
+
+
+def test_writes_on_signal_wait_for_each_sigusr1(tmp_path: Path) -> None:
+    """A benchmark starts every node's writes at once: nothing is written at start,
+    each SIGUSR1 writes another --writes, and the other node gets them all."""
+    nodes: list[Node] = []
+    try:
+        a = Node(tmp_path, "a", [], writes=3, options=("--writes-on-signal",))
+        b = Node(tmp_path, "b", [a.address], writes=0)
+        nodes = [a, b]
+        b.wait(lambda r: r.get("event") == "status" and r["peers"] == 1, timeout=30)
+        # (without the option, the writes come before the first status line)
+        first = a.wait(lambda r: r.get("event") == "status", timeout=30)
+        assert first["writes"] == 0
+        for expected in (3, 6):
+            a.process.send_signal(signal.SIGUSR1)
+            a.wait(lambda r, n=expected: r.get("event") == "wrote" and r["writes"] == n, 30)
+        b.wait(lambda r: r.get("event") == "status" and r["writes"] == 6, timeout=30)
+        for node in nodes:
+            assert node.stop() == 0
+    finally:
+        for node in nodes:
+            node.close()
 
 
 GOSSIP_ON = {"P2P_ENABLED": "true", "P2P_GOSSIP": "true", "P2P_GOSSIP_INTERVAL": "200"}
