@@ -59,6 +59,9 @@ from .errors import (
     MeshError as MeshError,
 )
 from .errors import (
+    MissingExtra as MissingExtra,
+)
+from .errors import (
     NotWritable as NotWritable,
 )
 from .errors import (
@@ -193,6 +196,7 @@ __all__ = [
     "Mesh",
     "MeshConfig",
     "MeshError",
+    "MissingExtra",
     "NegotiationConfig",
     "NegotiationError",
     "NotWritable",

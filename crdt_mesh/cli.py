@@ -34,10 +34,12 @@ from typing import Any
 
 import anyio
 
+from . import prometheus
 from .config import Feature, MeshConfig
 from .errors import LocalError, MeshError
 from .identity import Identity, PeerId
 from .mesh import Mesh
+from .metrics import Metrics
 from .replica.document import Document
 from .replica.replica import Replica
 from .runtime.penalty import Penalties
@@ -129,6 +131,9 @@ def cmd_node(args: argparse.Namespace, env: dict[str, str] | None = None) -> int
     gossip = config.enables(Feature.GOSSIP)
     if args.writes_on_signal and not hasattr(signal, "SIGUSR1"):
         raise LocalError("--writes-on-signal needs SIGUSR1, which this platform lacks")
+    if args.metrics is not None:
+        prometheus.exposition(Metrics())  # the extra is installed
+        prometheus.parse_address(args.metrics)
 
     async def run() -> None:
         with Replica.open(args.store, identity) as replica:
@@ -146,19 +151,30 @@ def cmd_node(args: argparse.Namespace, env: dict[str, str] | None = None) -> int
             ) as mesh:
                 if gossip:
                     mesh.gossip.join(capabilities=args.capability, listen_address=mesh.address)
-                log.info(
-                    "node %s store %s listening %s peers %s",
-                    identity.peer_id.short,
-                    args.store,
-                    mesh.address,
-                    peers,
-                )
-                _emit({"event": "ready", "peer": str(identity.peer_id), "address": mesh.address})
-                demo = replica.document(args.document)
-                written = 0 if args.writes_on_signal else _write(demo, identity, 0, args.writes)
-                stops = (signal.SIGINT, signal.SIGTERM)
-                held = (signal.SIGUSR1,) if args.writes_on_signal else ()
+                server = None
+                if args.metrics is not None:
+                    try:
+                        server = await prometheus.MetricsServer.bind(mesh.metrics, args.metrics)
+                    except OSError as exc:
+                        raise LocalError(f"--metrics {args.metrics}: {exc}") from None
+                metrics = server.url if server is not None else None
                 async with anyio.create_task_group() as tg:
+                    if server is not None:
+                        tg.start_soon(server.serve)
+                    log.info(
+                        "node %s store %s listening %s peers %s metrics %s",
+                        identity.peer_id.short,
+                        args.store,
+                        mesh.address,
+                        peers,
+                        metrics,
+                    )
+                    ready = {"event": "ready", "peer": str(identity.peer_id)}
+                    _emit({**ready, "address": mesh.address, "metrics": metrics})
+                    demo = replica.document(args.document)
+                    written = 0 if args.writes_on_signal else _write(demo, identity, 0, args.writes)
+                    stops = (signal.SIGINT, signal.SIGTERM)
+                    held = (signal.SIGUSR1,) if args.writes_on_signal else ()
                     tg.start_soon(_report, mesh, args.status_interval, gossip, demo)
                     with anyio.open_signal_receiver(*stops, *held) as signals:
                         async for signum in signals:
@@ -421,6 +437,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     node.add_argument(
         "--writes", type=_count(0), default=0, help="entries to write at start (default 0)"
+    )
+    node.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (port 0: any; the "
+        "ready line says where; needs crdt_mesh[metrics])",
     )
     node.add_argument(
         "--writes-on-signal",

@@ -140,3 +140,8 @@ class AuthenticationError(TransportError):
 
 class ConfigError(LocalError, ValueError):
     """A setting (an environment variable or an option) is malformed; it names which."""
+
+
+class MissingExtra(LocalError, ImportError):
+    """What was asked needs an optional extra that is not installed; the message says
+    which (``pip install 'crdt_mesh[<extra>]'``)."""

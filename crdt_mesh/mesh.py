@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import enum
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 
 from .config import Feature, MeshConfig
 from .events import EventBus
 from .identity import PeerId
+from .metrics import Metrics
+from .replica.metrics import declare_replica_metrics
 from .replica.replica import Replica
+from .runtime.metrics import declare_runtime_metrics
 from .runtime.penalty import Offence, Penalties
 from .runtime.runtime import Runtime
 from .runtime.transport import Transport
@@ -78,6 +81,8 @@ class Mesh:
         rounds_per_second: rounds a peer may open on one link per second (a burst of
             twice as many); more is a budget overrun. Default: four per ``interval``,
             at least 20.
+        metrics: keep the metrics of :attr:`metrics` (False: none is declared, and
+            nothing is recorded as entries commit).
     """
 
     def __init__(
@@ -96,6 +101,7 @@ class Mesh:
         penalties: Penalties | None = None,
         rounds_per_second: float | None = None,
         reputation: ReputationSettings | None = None,
+        metrics: bool = True,
     ) -> None:
         self.runtime = Runtime(
             replica,
@@ -130,6 +136,13 @@ class Mesh:
         if self.runtime.config is None or self.runtime.config.enables(Feature.REPUTATION):
             # task selection's reputation criterion reads it (the close pins the scores)
             self.tasks.set_reputation(self.reputation)
+        #: what the mesh tells an operator (``crdt_mesh.prometheus`` serves it)
+        self.metrics = Metrics()
+        self._stop_metrics: Callable[[], None] = lambda: None
+        if metrics:
+            self._stop_metrics = declare_replica_metrics(self.metrics, replica)
+            declare_runtime_metrics(self.metrics, self.runtime)
+            self.gossip.declare_metrics(self.metrics)
 
     def _alive(self, peer: PeerId) -> bool | None:
         status = self.gossip.status(peer)
@@ -155,6 +168,7 @@ class Mesh:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
+        self._stop_metrics()
         self.gossip.close()
         self.tasks.close()
         self.memory.close()

@@ -20,7 +20,7 @@ import hashlib
 import logging
 import os
 import time
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -165,6 +165,10 @@ class Replica:
         self._open: dict[DocumentId, Document] = {}
         self._batch: list[tuple[Document, Entry]] | None = None
         self._commit_hooks: list[Callable[[list[Entry]], None]] = []
+        #: inputs refused at ingest since the replica opened, by the error's type
+        self.rejections: Counter[str] = Counter()
+        #: inputs that were entries already held
+        self.duplicates = 0
         self._read_policies: list[ReadPolicy] = []
         self._pool: VerifierPool | None = None
         self._recent: OrderedDict[bytes, None] = OrderedDict()  # digests of entries committed
@@ -774,6 +778,8 @@ class Replica:
         self._admit_and_commit(
             _accepted(chunks, report), local=False, proofs=proofs, report=report, source=source
         )
+        self.duplicates += report.duplicates
+        self.rejections.update(type(r.error).__name__ for r in report.rejected)
         return report
 
     def forget_pending(self, source: Hashable) -> None:

@@ -13,6 +13,7 @@ the last frames never holds more than a slice for a peer (backpressure).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable
@@ -50,6 +51,12 @@ class LinkStats:
     entries_received: int = 0
     entries_sent: int = 0
     rejected: int = 0
+    #: bytes of sync frames (the session's count: :meth:`PeerSync.totals`)
+    bytes_sent: int = 0
+    bytes_received: int = 0
+
+    def __add__(self, other: LinkStats) -> LinkStats:
+        return LinkStats(*(getattr(self, f) + getattr(other, f) for f in self.__dataclass_fields__))
 
 
 #: Separate stretches of sent entries remembered per feed (more merge the oldest away).
@@ -147,6 +154,14 @@ class PeerSync:
     @property
     def ready(self) -> bool:
         return self.session.ready
+
+    def totals(self) -> LinkStats:
+        """What this link carried so far, its frames' bytes included."""
+        return dataclasses.replace(
+            self.stats,
+            bytes_sent=self.session.bytes_sent,
+            bytes_received=self.session.bytes_received,
+        )
 
     @property
     def closed(self) -> bool:

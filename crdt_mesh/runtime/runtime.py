@@ -65,7 +65,7 @@ from ..replica.records import IngestReport
 from ..replica.replica import Replica
 from ..sync import ProtocolError
 from .host import EphemeralHandler, LinkEnd, link_ceiling
-from .peer import PeerSync, SendHistory
+from .peer import LinkStats, PeerSync, SendHistory
 from .penalty import WEIGHTS, Offence, Penalties, Refusal
 from .registry import Transports, scheme_of
 from .transport import Link, Listener, Transport
@@ -319,6 +319,9 @@ class Runtime:
         self._unsubscribe: object = None
         #: intervals the anti-entropy timer has counted
         self.ticks = 0
+        #: links served (kept in the view, or for one round), and what the closed carried
+        self.links_served = 0
+        self._closed_totals = LinkStats()
         #: links closed because the peer broke the protocol
         self.dropped_links = 0
         #: inputs refused at ingest (bad signatures, chains, policies ...)
@@ -616,6 +619,18 @@ class Runtime:
         self._tg.start_soon(self._serve_link, link, True)
         return link.remote
 
+    def link_totals(self) -> LinkStats:
+        """What every link served since the mesh started carried (open ones so far)."""
+        total = self._closed_totals
+        for connection in [*self._connections.values(), *self._transient.values()]:
+            total += connection.peer.totals()
+        return total
+
+    @property
+    def transient_links(self) -> int:
+        """Links served one round (past the view's limit, or carrying ephemeral frames)."""
+        return len(self._transient)
+
     async def sync_now(self) -> None:
         """Start a round of anti-entropy on every dialled link now (and on the links
         dialled to carry ephemeral frames, until a round finds both ends in step)."""
@@ -718,6 +733,7 @@ class Runtime:
             refused_resends=history.refused,
         )
         connection.courier = not keep
+        self.links_served += 1
         if transient:
             if keep:
                 self.refused_links += 1
@@ -755,6 +771,7 @@ class Runtime:
             if isinstance(frames.error, RateLimitExceeded):
                 self.penalise(remote, Offence.BUDGET, str(frames.error))
         finally:
+            self._closed_totals += connection.peer.totals()
             if self._connections.get(remote) is connection:
                 del self._connections[remote]
             if self._transient.get(remote) is connection:

@@ -117,6 +117,12 @@ async def test_a_bad_peer_is_dropped_and_honest_sync_goes_on(tmp_path: Path) -> 
             await wait_for(lambda b=before: honest.dropped_links + honest.rejected_inputs > b)
             await link.aclose()
         assert honest.dropped_links == 5 and honest.rejected_inputs == 3
+        # what an operator sees of it (the metrics a Prometheus scrapes)
+        rejected = honest.metrics.family("crdt_mesh_entries_rejected_total")
+        assert rejected.value(reason="InvalidSignature") == 3
+        closed = honest.metrics.family("crdt_mesh_links_closed_total")
+        assert closed.value(why="breach") == 5
+        assert honest.metrics.family("crdt_mesh_offences_total").value(kind="bad_signature") > 0
         # one key doing it again and again ends up refused, its links closed at once
         for _ in range(2):
             dropped = honest.dropped_links

@@ -6,10 +6,13 @@ import json
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -74,8 +77,8 @@ class Node:
         self.last: dict[str, Any] = {}
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
-        ready = self.wait(lambda r: r.get("event") == "ready", timeout=30)
-        self.address = ready["address"]
+        self.ready = self.wait(lambda r: r.get("event") == "ready", timeout=30)
+        self.address = self.ready["address"]
 
     def _read(self) -> None:
         assert self.process.stdout is not None
@@ -173,6 +176,52 @@ def test_writes_on_signal_wait_for_each_sigusr1(tmp_path: Path) -> None:
             a.process.send_signal(signal.SIGUSR1)
             a.wait(lambda r, n=expected: r.get("event") == "wrote" and r["writes"] == n, 30)
         b.wait(lambda r: r.get("event") == "status" and r["writes"] == 6, timeout=30)
+        for node in nodes:
+            assert node.stop() == 0
+    finally:
+        for node in nodes:
+            node.close()
+
+
+def test_a_live_node_serves_metrics_that_prometheus_parses(tmp_path: Path) -> None:
+    """`--metrics 127.0.0.1:0`: the ready line says where; a scrape over HTTP parses
+    with Prometheus's own parser and counts what happened; anything but a GET of
+    /metrics, or a request too large, is refused and changes nothing."""
+    parser = pytest.importorskip("prometheus_client.parser")  # the metrics extra (dev has it)
+    nodes: list[Node] = []
+    try:
+        a = Node(tmp_path, "a", [], writes=0, options=("--metrics", "127.0.0.1:0"))
+        b = Node(tmp_path, "b", [a.address], writes=5)
+        nodes = [a, b]
+        a.wait(lambda r: r.get("event") == "status" and r["writes"] == 5, timeout=30)
+        url = a.ready["metrics"]
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/metrics")
+
+        def scrape() -> dict[str, Any]:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                assert response.headers["Content-Type"].startswith("text/plain")
+                text = response.read().decode()
+            return {f.name: f for f in parser.text_string_to_metric_families(text)}
+
+        families = scrape()
+        committed = {
+            s.labels["origin"]: s.value for s in families["crdt_mesh_entries_committed"].samples
+        }
+        assert committed == {"remote": 5.0}
+        lag = {s.name: s.value for s in families["crdt_mesh_replication_lag_seconds"].samples}
+        assert lag["crdt_mesh_replication_lag_seconds_count"] == 5
+        links = {s.labels["state"]: s.value for s in families["crdt_mesh_links"].samples}
+        assert links["active"] == 1
+
+        host, port = url.removeprefix("http://").split("/")[0].rsplit(":", 1)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url.replace("/metrics", "/other"), timeout=10)
+        assert refused.value.code == 404
+        refused.value.close()
+        with socket.create_connection((host, int(port)), timeout=10) as raw:
+            raw.sendall(b"GET /metrics HTTP/1.1\r\nX: " + b"x" * 20_000 + b"\r\n\r\n")
+            assert raw.recv(100).startswith(b"HTTP/1.1 400")
+        assert "crdt_mesh_entries_committed" in scrape()  # still serving
         for node in nodes:
             assert node.stop() == 0
     finally:

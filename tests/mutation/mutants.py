@@ -560,6 +560,27 @@ MUTANTS = [
             "test_rounds_on_a_quiet_link_thin_out_and_news_brings_them_back",
         ),
     ),
+    # -- issue 17: metrics ------------------------------------------------------------------
+    Mutant(
+        "replication-lag-not-recorded",
+        "crdt_mesh/replica/metrics.py",
+        "lag.observe(max(0.0, now_ms - entry.timestamp) / 1000)",
+        "pass",
+        (
+            "tests/integration/test_node_processes.py::"
+            "test_a_live_node_serves_metrics_that_prometheus_parses",
+        ),
+    ),
+    Mutant(
+        "rejections-not-counted-by-reason",
+        "crdt_mesh/replica/replica.py",
+        "self.rejections.update(type(r.error).__name__ for r in report.rejected)",
+        "pass",
+        (
+            "tests/integration/test_mesh_memory.py::"
+            "test_a_bad_peer_is_dropped_and_honest_sync_goes_on",
+        ),
+    ),
 ]
 
 

@@ -122,6 +122,8 @@ class Broadcaster:
         self.delivered = 0
         self.dropped = 0
         self.sent = 0
+        #: copies of messages delivered already (dropped before their signature check)
+        self.duplicates = 0
 
     def originate(
         self,
@@ -202,6 +204,7 @@ class Broadcaster:
             return self._drop(Offence.JUNK, "malformed broadcast frame")
         message_id = _message_id(body)
         if message_id in self._seen:
+            self.duplicates += 1
             return None  # a duplicate: not even worth a signature check
         try:
             version, origin_key, kind, payload, created, _nonce, ttl, fanout = cbor2.loads(body)

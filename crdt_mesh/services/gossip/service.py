@@ -56,13 +56,14 @@ from ...config import Feature, MeshConfig
 from ...errors import MeshError
 from ...identity import PeerId
 from ...ledger import Entry
+from ...metrics import Kind, Metrics
 from ...runtime.host import Host, LinkEnd, link_ceiling
 from ...runtime.penalty import Offence
 from .board import MembershipBoard
 from .epidemic import Broadcaster, Drop, GossipMessage
 from .model import GossipEvents, PeerRecord, record_owner
 from .rules import sample_distinct, strings
-from .swim import FailureDetector, MemberChange, Status, SwimSettings
+from .swim import FailureDetector, MemberChange, Status, SwimCounts, SwimSettings
 
 log = logging.getLogger(__name__)
 
@@ -475,6 +476,76 @@ class GossipService:
                     log.info("dial %s at %s failed: %s", candidate.peer.short, address, exc)
         finally:
             self._dialling.discard(candidate.peer)
+
+    def declare_metrics(self, metrics: Metrics) -> None:
+        """Declare membership, failure detection and broadcast metrics in ``metrics``."""
+        broadcaster = self._broadcaster
+
+        def members() -> list[tuple[tuple[str], float]]:
+            detector = self._detector
+            return [
+                ((status.name.lower(),), len(detector.members(status)) if detector else 0)
+                for status in Status
+            ]
+
+        def probes() -> list[tuple[tuple[str], float]]:
+            counts = self._detector.counts if self._detector else SwimCounts()
+            return [
+                (("acked",), counts.probes_acked),
+                (("acked_indirectly",), counts.probes_acked_indirectly),
+                (("failed",), counts.probes_failed),
+            ]
+
+        def count(name: str) -> Callable[[], float]:
+            return lambda: getattr(self._detector.counts, name) if self._detector else 0
+
+        observe = metrics.observe
+        observe(
+            "crdt_mesh_members",
+            "Other members as this one's failure detector sees them, by status.",
+            Kind.GAUGE,
+            members,
+            ("status",),
+        )
+        observe(
+            "crdt_mesh_swim_probes_total",
+            "Probes of members, by result: acked, acked through helpers, or failed.",
+            Kind.COUNTER,
+            probes,
+            ("result",),
+        )
+        observe(
+            "crdt_mesh_swim_suspicions_total",
+            "Members this one began to suspect (its probes, or another's word).",
+            Kind.COUNTER,
+            count("suspicions"),
+        )
+        observe(
+            "crdt_mesh_swim_refutations_total",
+            "Suspicions of this member it refuted (with a higher incarnation).",
+            Kind.COUNTER,
+            count("refutations"),
+        )
+        observe(
+            "crdt_mesh_swim_health",
+            "Lifeguard's local health multiplier: 0 is healthy; it grows as this member "
+            "misses acks and is suspected (its probes slow down in step).",
+            Kind.GAUGE,
+            lambda: self._detector.health if self._detector else 0,
+        )
+        observe(
+            "crdt_mesh_broadcasts_total",
+            "Broadcasts (gossip.broadcast): frames sent, messages delivered, copies "
+            "of delivered ones dropped, and frames dropped as forged or malformed.",
+            Kind.COUNTER,
+            lambda: [
+                (("sent",), broadcaster.sent),
+                (("delivered",), broadcaster.delivered),
+                (("duplicate",), broadcaster.duplicates),
+                (("dropped",), broadcaster.dropped),
+            ],
+            ("event",),
+        )
 
     def close(self) -> None:
         self._unsubscribe()

@@ -161,6 +161,20 @@ class _Update:
     sent: int = 0
 
 
+@dataclass(slots=True)
+class SwimCounts:
+    """What a failure detector's probing found since it started."""
+
+    probes_acked: int = 0
+    #: acked through helpers (an indirect probe) after the direct one went unanswered
+    probes_acked_indirectly: int = 0
+    probes_failed: int = 0
+    #: members this one began to suspect (from alive), by its probes or others' word
+    suspicions: int = 0
+    #: suspicions of this member it answered with a higher incarnation
+    refutations: int = 0
+
+
 class FailureDetector:
     """One member's SWIM+Lifeguard state. See the module doc.
 
@@ -192,6 +206,8 @@ class FailureDetector:
         self.incarnation = incarnation
         self._proof = self._sign_alive(incarnation)
         self.health = 0  # Lifeguard's local health multiplier
+        #: what probing found, since start (an operator's view: the metrics)
+        self.counts = SwimCounts()
         # Members are a shared base (known from records, assumed alive at incarnation
         # 0, not copied: 10,000 detectors can share one list) plus the members we hold
         # state for, materialised when first touched.
@@ -477,6 +493,7 @@ class FailureDetector:
         probe.helpers = len(chosen)  # Lifeguard: each helper owes us an ack or a nack
 
     def _probe_failed(self, probe: _Probe, now: float) -> None:
+        self.counts.probes_failed += 1
         self._adjust_health(+1)
         if probe.nacks < probe.helpers:
             self._adjust_health(+1)  # missed nacks: our own links may be what is failing
@@ -499,6 +516,10 @@ class FailureDetector:
         direct = on_behalf is None and sender == author and seq == probe.seq
         if direct or on_behalf == [self.me.key, probe.seq]:
             probe.acked = True
+            if direct:
+                self.counts.probes_acked += 1
+            else:
+                self.counts.probes_acked_indirectly += 1
             self._adjust_health(-1)
 
     def _expire_relays(self, now: float) -> None:
@@ -599,6 +620,7 @@ class FailureDetector:
 
     def _refute(self) -> None:
         """Someone suspects or buried us: a higher incarnation, signed, says we live."""
+        self.counts.refutations += 1
         self._adjust_health(+1)
         self.incarnation += 1
         self._proof = self._sign_alive(self.incarnation)
@@ -620,6 +642,8 @@ class FailureDetector:
         previous = member.status
         member.status = status
         if status is Status.SUSPECT:
+            if previous is not Status.SUSPECT:
+                self.counts.suspicions += 1
             self._suspects.add(peer)
         else:
             self._suspects.discard(peer)
