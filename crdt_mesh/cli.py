@@ -35,6 +35,7 @@ from typing import Any
 import anyio
 
 from . import prometheus
+from . import status as status_view
 from .config import Feature, MeshConfig
 from .errors import LocalError, MeshError
 from .identity import Identity, PeerId
@@ -148,6 +149,7 @@ def cmd_node(args: argparse.Namespace, env: dict[str, str] | None = None) -> int
                 # The node syncs whatever P2P_ENABLED says (it was asked to); the
                 # config also governs the services when gossip is on.
                 config=config if gossip else None,
+                metrics=args.metrics is not None,  # kept only where they are served
             ) as mesh:
                 if gossip:
                     mesh.gossip.join(capabilities=args.capability, listen_address=mesh.address)
@@ -263,6 +265,24 @@ def _key_text(key: object) -> str:
     if isinstance(key, tuple) and len(key) == 2:
         return f"host:{key[1]}"
     return str(key)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    url = status_view.metrics_url(args.address)
+    once = args.once or not sys.stdout.isatty()
+    before = status_view.scrape(url, time.monotonic())
+    try:
+        while True:
+            time.sleep(args.interval)
+            now = status_view.scrape(url, time.monotonic())
+            screen = status_view.render(url, now, before)
+            if once:
+                print(screen)
+                return 0
+            print("\x1b[H\x1b[2J" + screen + "\n\n(Ctrl-C to stop)", flush=True)
+            before = now
+    except KeyboardInterrupt:
+        return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -397,6 +417,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="logs on stderr as text lines, or one JSON object a line (default text)",
+    )
     parser.add_argument("--version", action="version", version=f"crdt-mesh {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="command")
 
@@ -464,6 +490,20 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
     inspect.set_defaults(run=cmd_inspect)
 
+    status = commands.add_parser(
+        "status", help="a running node's metrics on one screen (see node --metrics)"
+    )
+    status.add_argument("address", help="host:port of the node's --metrics, or its URL")
+    status.add_argument(
+        "--interval", type=_seconds, default=2.0, help="seconds between refreshes (default 2)"
+    )
+    status.add_argument(
+        "--once",
+        action="store_true",
+        help="print one screen (rates over one interval) and exit; the default off a terminal",
+    )
+    status.set_defaults(run=cmd_status)
+
     demo = commands.add_parser("demo", help="a small mesh of local nodes converging")
     demo.add_argument(
         "--nodes", type=_count(1), default=4, help="nodes to start (default 4; at least 1)"
@@ -474,6 +514,23 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--transport", default="tcp", help="the scheme of the transport to run it on")
     demo.set_defaults(run=cmd_demo)
     return parser
+
+
+class JsonLogFormatter(logging.Formatter):
+    """A log record as one JSON object: ``time`` (UTC, ISO 8601), ``level``,
+    ``logger``, ``message``, and ``exception`` (the traceback) when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        out = {
+            "time": f"{stamp}.{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out)
 
 
 def _version() -> str:
@@ -487,10 +544,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     quiet = args.command in ("demo", "inspect", "keygen")  # their output is the point
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonLogFormatter()
+        if args.log_format == "json"
+        else logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s")
+    )
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-        stream=sys.stderr,
+        handlers=[handler],
     )
     try:
         return int(args.run(args))

@@ -222,6 +222,17 @@ def test_a_live_node_serves_metrics_that_prometheus_parses(tmp_path: Path) -> No
             raw.sendall(b"GET /metrics HTTP/1.1\r\nX: " + b"x" * 20_000 + b"\r\n\r\n")
             assert raw.recv(100).startswith(b"HTTP/1.1 400")
         assert "crdt_mesh_entries_committed" in scrape()  # still serving
+
+        status = subprocess.run(
+            [sys.executable, "-m", "crdt_mesh", "status", f"{host}:{port}", "--interval", "0.2"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert status.returncode == 0, status.stderr
+        assert "1 active" in status.stdout and "5 remote" in status.stdout
+        assert "over 5 entries" in status.stdout  # the lag's observations
         for node in nodes:
             assert node.stop() == 0
     finally:

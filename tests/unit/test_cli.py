@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import socket
+import sys
 from pathlib import Path
 
 import pytest
 
-from crdt_mesh.cli import _with_scheme, build_parser, main
+from crdt_mesh import Identity
+from crdt_mesh.cli import JsonLogFormatter, _with_scheme, build_parser, main
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -28,6 +33,7 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
         (["node", "--store", "s", "--key", "k", "--interval", "0"], "--interval"),
         (["node", "--store", "s", "--key", "k", "--status-interval", "nan"], "--status-interval"),
         (["node", "--store", "s", "--key", "k", "--max-peers", "0"], "--max-peers"),
+        (["--log-format", "xml", "node", "--store", "s", "--key", "k"], "--log-format"),
     ],
 )
 def test_a_bad_argument_is_one_line_and_status_2(
@@ -103,3 +109,44 @@ def test_a_peer_without_a_scheme_gets_the_configured_one(
     assert code == 2 and "nosuchscheme" in err and "Traceback" not in err
     assert _with_scheme("127.0.0.1:9000", "tcp") == "tcp://127.0.0.1:9000"
     assert _with_scheme("mem://a", "tcp") == "mem://a"
+
+
+@pytest.mark.parametrize("address", ["nowhere", "host:", ":9100", "host:99999", "host:port"])
+def test_a_bad_metrics_address_is_one_line_and_nothing_is_made(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, address: str
+) -> None:
+    key = tmp_path / "k"
+    Identity.generate().save(key)
+    store = tmp_path / "s"
+    code, _, err = _run(
+        capsys, "node", "--store", str(store), "--key", str(key), "--metrics", address
+    )
+    assert code == 2 and "metrics address" in err and "Traceback" not in err
+    assert not store.exists()
+
+
+def test_json_logs_are_one_object_a_line_with_the_traceback_inside() -> None:
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = logging.LogRecord(
+            "crdt_mesh.x", logging.ERROR, __file__, 1, "failed: %s", ("why",), sys.exc_info()
+        )
+    line = JsonLogFormatter().format(record)
+    assert "\n" not in line
+    out = json.loads(line)
+    assert out["level"] == "error" and out["logger"] == "crdt_mesh.x"
+    assert out["message"] == "failed: why" and "ValueError: boom" in out["exception"]
+    assert out["time"].endswith("Z")
+
+
+def test_status_of_a_node_that_does_not_answer_is_one_line_and_status_1(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    code, _, err = _run(capsys, "status", f"127.0.0.1:{port}", "--once")
+    assert code == 1 and "cannot read" in err and "Traceback" not in err
+    code, _, err = _run(capsys, "status", "nowhere", "--once")
+    assert code == 2 and "host:port" in err

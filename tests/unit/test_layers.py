@@ -37,6 +37,7 @@ LAYERS = {
     "crdt_mesh.mesh": "face",
     "crdt_mesh.cli": "face",
     "crdt_mesh.prometheus": "face",
+    "crdt_mesh.status": "face",
     "crdt_mesh.__main__": "face",
     "crdt_mesh": "face",
     "transports": "transports",
