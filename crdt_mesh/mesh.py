@@ -142,7 +142,8 @@ class Mesh:
         if metrics:
             self._stop_metrics = declare_replica_metrics(self.metrics, replica)
             declare_runtime_metrics(self.metrics, self.runtime)
-            self.gossip.declare_metrics(self.metrics)
+            for service in (self.gossip, self.tasks, self.memory, self.reputation):
+                service.declare_metrics(self.metrics)
 
     def _alive(self, peer: PeerId) -> bool | None:
         status = self.gossip.status(peer)

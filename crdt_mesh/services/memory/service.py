@@ -20,6 +20,7 @@ from ...config import Feature
 from ...errors import LocalError
 from ...identity import PeerId
 from ...ledger import Entry
+from ...metrics import Counter, Histogram, Metrics
 from ...runtime.host import Host
 from ...runtime.penalty import Offence
 from .board import MemoryBoard
@@ -79,6 +80,9 @@ class MemoryService:
         #: what each linked peer was last told we follow
         self._told: dict[PeerId, frozenset[str]] = {}
         self._heard: dict[PeerId, tuple[float, float]] = {}  # announcement rate per peer
+
+    _operations: Counter | None = None  # (declare_metrics: none unless it is called)
+    _query_seconds: Histogram | None = None
 
     def start(self) -> None:
         """Tell linked peers what this replica follows, now and whenever it changes or a
@@ -247,6 +251,7 @@ class MemoryService:
             readers=readers,
         )
         self._shared.add(memory.ref)
+        self._done("stored")
         return memory
 
     async def update(
@@ -258,11 +263,14 @@ class MemoryService:
         metadata: Mapping[str, Any] | None = None,
     ) -> Memory:
         self._require()
-        return self.board.update(ref, content=content, tags=tags, metadata=metadata)
+        memory = self.board.update(ref, content=content, tags=tags, metadata=metadata)
+        self._done("updated")
+        return memory
 
     async def forget(self, ref: MemoryRef) -> None:
         self._require()
         self.board.forget(ref)
+        self._done("forgotten")
 
     def get(self, ref: MemoryRef) -> Memory | None:
         self._require()
@@ -284,7 +292,33 @@ class MemoryService:
             if isinstance(hops, bool) or not isinstance(hops, int) or not 1 <= hops <= MAX_HOPS:
                 raise FederatedMemoryError(f"hops: 1..{MAX_HOPS}, not {hops!r}")
             await self._ask(to_wire(spec), hops, timeout)
-        return self.board.query(**spec)
+        started = time.perf_counter()
+        hits = self.board.query(**spec)
+        if self._query_seconds is not None:
+            self._query_seconds.observe(time.perf_counter() - started)
+        self._done("queried")
+        return hits
+
+    def _done(self, operation: str) -> None:
+        if self._operations is not None:
+            self._operations.inc(operation)
+
+    def declare_metrics(self, metrics: Metrics) -> None:
+        """Declare memory metrics in ``metrics``: operations counted as they happen, the
+        time of each query's ranking here (after the peers' answers, if asked)."""
+        operations = metrics.counter(
+            "crdt_mesh_memory_operations_total",
+            "Memory operations made here: stored, updated, forgotten, queried.",
+            ("operation",),
+        )
+        for operation in ("stored", "updated", "forgotten", "queried"):
+            operations.inc(operation, by=0)
+        self._operations = operations
+        self._query_seconds = metrics.histogram(
+            "crdt_mesh_memory_query_seconds",
+            "Time to match and rank a query's results here (a remote query's wait for "
+            "peers' answers is not in it).",
+        )
 
     async def _ask(self, spec: dict[str, Any], hops: int, timeout: float) -> None:
         query_id = self.router.ask(spec, hops)

@@ -21,10 +21,12 @@ import anyio
 from ...config import Feature
 from ...identity import PeerId
 from ...ledger import Entry
+from ...metrics import Kind, Metrics
 from ...runtime.host import Host
 from .board import ReputationBoard, TaskLedger
 from .model import (
     Challenge,
+    ChallengeStatus,
     Outcome,
     Record,
     ReputationError,
@@ -238,6 +240,32 @@ class ReputationService:
             if challenge.decided and not heard:
                 self._host.events.emit(ReputationEvents.DECIDED, challenge)
             self._heard[challenge.id] = challenge.decided
+
+    def declare_metrics(self, metrics: Metrics) -> None:
+        """Declare reputation metrics in ``metrics`` (read from the board when collected)."""
+
+        def on() -> bool:
+            return self._enabled and not self._host.replica.closed
+
+        def challenges() -> list[tuple[tuple[str], float]]:
+            counts = dict.fromkeys(ChallengeStatus, 0)
+            for challenge in self.challenges() if on() else []:
+                counts[challenge.status] += 1
+            return [((status.value,), n) for status, n in counts.items()]
+
+        metrics.observe(
+            "crdt_mesh_reputation_records",
+            "Reputation records this replica holds that count (challenged ones aside).",
+            Kind.GAUGE,
+            lambda: len(self.records()) if on() else 0,
+        )
+        metrics.observe(
+            "crdt_mesh_reputation_challenges",
+            "Challenges of records this replica holds, by status.",
+            Kind.GAUGE,
+            challenges,
+            ("status",),
+        )
 
     def close(self) -> None:
         if self._unsubscribe is not None:

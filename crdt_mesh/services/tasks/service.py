@@ -32,6 +32,7 @@ from ...arguments import number
 from ...config import Feature
 from ...identity import PeerId
 from ...ledger import Entry
+from ...metrics import Kind, Metrics
 from ...runtime.host import Host
 from ...runtime.penalty import Offence
 from .board import MAX_FOLLOWED, TaskBoard
@@ -365,6 +366,40 @@ class TaskService:
                 for copier, original in self.board.copied_sealed_bids(ref).items():
                     reason = f"copied the sealed bid of {original.short} on {ref}"
                     self._host.penalise(copier, Offence.DISHONEST, reason)
+
+    def declare_metrics(self, metrics: Metrics) -> None:
+        """Declare task metrics in ``metrics`` (read from the board when collected)."""
+        config = self._host.config
+        on = config is None or config.enables(Feature.TASK_NEGOTIATION)
+
+        def views() -> list[TaskView]:
+            return self.tasks() if on and not self._host.replica.closed else []
+
+        def by_state() -> list[tuple[tuple[str], float]]:
+            counts = dict.fromkeys(TaskState, 0)
+            for view in views():
+                counts[view.state] += 1
+            return [((state.value,), n) for state, n in counts.items()]
+
+        metrics.observe(
+            "crdt_mesh_tasks",
+            "Tasks this replica holds, by state.",
+            Kind.GAUGE,
+            by_state,
+            ("state",),
+        )
+        metrics.observe(
+            "crdt_mesh_task_bids_total",
+            "Bidders seen bidding on tasks this replica holds (one per task and bidder).",
+            Kind.COUNTER,
+            lambda: len(self._bids),
+        )
+        metrics.observe(
+            "crdt_mesh_task_audits_failed",
+            "Tasks audited here whose award or close does not follow from the rules.",
+            Kind.GAUGE,
+            lambda: sum(1 for v in views() if v.audited and not v.audit_ok),
+        )
 
     def close(self) -> None:
         self._unsubscribe()
