@@ -38,12 +38,12 @@ from . import prometheus
 from . import status as status_view
 from .config import Feature, MeshConfig
 from .errors import LocalError, MeshError
-from .identity import Identity, PeerId
+from .identity import Identity
 from .mesh import Mesh
 from .metrics import Metrics
 from .replica.document import Document
 from .replica.replica import Replica
-from .runtime.penalty import Penalties
+from .runtime.penalty import Penalties, key_text
 from .runtime.registry import Transports
 
 log = logging.getLogger("crdt_mesh.node")
@@ -250,21 +250,12 @@ def status_record(
         "refused_links": mesh.refused_peers,
         # keys (peers, hosts) refused now, and offences counted by kind since start
         "refusing": penalties.refused_count(now),
-        "refusing_keys": sorted(_key_text(k) for k in penalties.refused_keys(now))[:20],
+        "refusing_keys": sorted(key_text(k) for k in penalties.refused_keys(now))[:20],
         "offences": {o.value: n for o, n in penalties.offences.items() if n},
         # peers present in the mesh by their records (gossip on), this one included
         "known": len(mesh.gossip.present()) if gossip else None,
         "writes": len(watched.map("writes")) if watched is not None else None,
     }
-
-
-def _key_text(key: object) -> str:
-    """A penalty key as the status line shows it: a peer's short id, or ``host:...``."""
-    if isinstance(key, PeerId):
-        return key.short
-    if isinstance(key, tuple) and len(key) == 2:
-        return f"host:{key[1]}"
-    return str(key)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -36,9 +36,10 @@ class Snapshot:
         """A sample's value (0 if the node does not have it)."""
         return self.samples.get(name, {}).get(tuple(sorted(labels.items())), 0.0)
 
-    def total(self, name: str) -> float:
-        """The sum of a metric's samples over all its labels."""
-        return sum(self.samples.get(name, {}).values())
+    def total(self, name: str, **labels: str) -> float:
+        """The sum of a metric's samples that have ``labels`` (and any others)."""
+        wanted = set(labels.items())
+        return sum(v for k, v in self.samples.get(name, {}).items() if wanted <= set(k))
 
     def by(self, name: str, label: str) -> dict[str, float]:
         """A metric's samples by the value of one label."""
@@ -119,7 +120,7 @@ def render(url: str, now: Snapshot, before: Snapshot | None = None) -> str:
             return ""
 
         def pick(s: Snapshot) -> float:
-            return s.value(name, **labels) if labels else s.total(name)
+            return s.total(name, **labels)
 
         return f"  ({max(0.0, pick(now) - pick(before)) / span:,.1f}/s)"
 
@@ -149,18 +150,24 @@ def render(url: str, now: Snapshot, before: Snapshot | None = None) -> str:
         f" over {now.value(f'{lag}_count'):,.0f} entries",
         f"pending    {now.value('crdt_mesh_pending_entries'):,.0f} entries, "
         f"{now.value('crdt_mesh_pending_bytes'):,.0f} bytes",
-        f"sync       {now.value('crdt_mesh_sync_bytes_total', direction='in'):,.0f} B in"
+        f"sync       {now.total('crdt_mesh_sync_bytes_total', direction='in'):,.0f} B in"
         + rate("crdt_mesh_sync_bytes_total", direction="in")
-        + f", {now.value('crdt_mesh_sync_bytes_total', direction='out'):,.0f} B out"
+        + f", {now.total('crdt_mesh_sync_bytes_total', direction='out'):,.0f} B out"
         + rate("crdt_mesh_sync_bytes_total", direction="out")
         + f"; rounds {now.total('crdt_mesh_sync_rounds_total'):,.0f}"
-        + rate("crdt_mesh_sync_rounds_total"),
+        + rate("crdt_mesh_sync_rounds_total")
+        + f", {_per_round(now):.1f} frames each",
         f"health     {now.value('crdt_mesh_swim_health'):,.0f} (0 is healthy)",
         "refused    "
         + (", ".join(f"{k} {v:,.0f}" for k, v in sorted(rejected.items())) or "nothing"),
         "offences   " + (", ".join(f"{k} {v:,.0f}" for k, v in sorted(offences.items())) or "none"),
     ]
     return "\n".join(lines)
+
+
+def _per_round(snapshot: Snapshot) -> float:
+    rounds = snapshot.total("crdt_mesh_sync_rounds_total")
+    return snapshot.total("crdt_mesh_sync_round_frames_total") / rounds if rounds else 0.0
 
 
 __all__ = ["MAX_SCRAPE", "Snapshot", "Unreachable", "metrics_url", "render", "scrape"]

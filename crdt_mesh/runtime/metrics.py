@@ -9,7 +9,11 @@ from __future__ import annotations
 import anyio
 
 from ..metrics import Kind, Metrics
+from .penalty import key_text
 from .runtime import Runtime
+
+#: Peers whose penalty scores are shown (the highest): a label per peer, so a few.
+PENALISED_SHOWN = 10
 
 
 def declare_runtime_metrics(metrics: Metrics, runtime: Runtime) -> None:
@@ -68,12 +72,29 @@ def declare_runtime_metrics(metrics: Metrics, runtime: Runtime) -> None:
         Kind.COUNTER,
         lambda: totals("rounds_opened"),
     )
+
+    def by_kind() -> list[tuple[tuple[str, str], float]]:
+        links = runtime.link_totals()
+        return [
+            ((direction, kind), float(n))
+            for direction, counts in (("in", links.received_by_kind), ("out", links.sent_by_kind))
+            for kind, n in sorted(counts.items())
+        ]
+
     observe(
         "crdt_mesh_sync_bytes_total",
-        "Bytes of sync frames (entries, rounds, broadcasts), by direction.",
+        "Bytes of frames on links, by direction and the kind of message: hello, "
+        "reconcile (rounds), entries, broadcast (ephemeral frames of the services).",
         Kind.COUNTER,
-        lambda: [(("in",), totals("bytes_received")), (("out",), totals("bytes_sent"))],
-        ("direction",),
+        by_kind,
+        ("direction", "kind"),
+    )
+    observe(
+        "crdt_mesh_sync_round_frames_total",
+        "Reconcile frames of the rounds this side finished, both ways: divided by the "
+        "rounds, twice the round trips a round takes (2 frames for a round in step).",
+        Kind.COUNTER,
+        lambda: totals("round_frames"),
     )
     observe(
         "crdt_mesh_sync_entries_total",
@@ -89,6 +110,17 @@ def declare_runtime_metrics(metrics: Metrics, runtime: Runtime) -> None:
         Kind.COUNTER,
         lambda: [((o.value,), n) for o, n in runtime.penalties.offences.items()],
         ("kind",),
+    )
+    observe(
+        "crdt_mesh_peer_penalty_score",
+        f"Penalty scores of the {PENALISED_SHOWN} peers (or hosts: host:<address>) scored "
+        "highest now; past the threshold (100) a peer is refused, and its score starts over.",
+        Kind.GAUGE,
+        lambda: [
+            ((key_text(key, short=False),), score)
+            for key, score in runtime.penalties.worst(anyio.current_time(), PENALISED_SHOWN)
+        ],
+        ("peer",),
     )
     observe(
         "crdt_mesh_refused_peers",

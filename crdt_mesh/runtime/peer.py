@@ -18,6 +18,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import MeshError
 from ..identity import PeerId
@@ -51,12 +52,26 @@ class LinkStats:
     entries_received: int = 0
     entries_sent: int = 0
     rejected: int = 0
-    #: bytes of sync frames (the session's count: :meth:`PeerSync.totals`)
+    #: reconcile frames of the rounds finished, both ways (2 per round in step)
+    round_frames: int = 0
+    #: bytes of sync frames (the session's count: :meth:`PeerSync.totals`), in all and
+    #: by the kind of message
     bytes_sent: int = 0
     bytes_received: int = 0
+    sent_by_kind: dict[str, int] = field(default_factory=dict)
+    received_by_kind: dict[str, int] = field(default_factory=dict)
 
     def __add__(self, other: LinkStats) -> LinkStats:
-        return LinkStats(*(getattr(self, f) + getattr(other, f) for f in self.__dataclass_fields__))
+        return LinkStats(*(_sum(getattr(self, f), getattr(other, f)) for f in _FIELDS))
+
+
+def _sum(a: Any, b: Any) -> Any:
+    if isinstance(a, dict):
+        return {k: a.get(k, 0) + b.get(k, 0) for k in a.keys() | b.keys()}
+    return a + b
+
+
+_FIELDS = tuple(LinkStats.__dataclass_fields__)
 
 
 #: Separate stretches of sent entries remembered per feed (more merge the oldest away).
@@ -157,10 +172,13 @@ class PeerSync:
 
     def totals(self) -> LinkStats:
         """What this link carried so far, its frames' bytes included."""
+        session = self.session
         return dataclasses.replace(
             self.stats,
-            bytes_sent=self.session.bytes_sent,
-            bytes_received=self.session.bytes_received,
+            bytes_sent=session.bytes_sent,
+            bytes_received=session.bytes_received,
+            sent_by_kind=dict(session.sent_by_kind),
+            received_by_kind=dict(session.received_by_kind),
         )
 
     @property
@@ -293,6 +311,7 @@ class PeerSync:
             elif isinstance(event, RoundFinished):
                 self.stats.rounds += 1
                 self.stats.rounds_in_step += event.in_step
+                self.stats.round_frames += event.frames
                 self.in_step = event.in_step
             elif isinstance(event, BroadcastReceived):
                 if self._on_broadcast is not None:

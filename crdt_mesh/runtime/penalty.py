@@ -23,6 +23,8 @@ import math
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 
+from ..identity import PeerId
+
 
 class Offence(enum.Enum):
     """What a peer did. Its weight is in :data:`WEIGHTS` (the threshold is 100)."""
@@ -107,6 +109,16 @@ class Refusal:
     offence: Offence
 
 
+def key_text(key: Hashable, *, short: bool = True) -> str:
+    """A penalty key as logs and metrics show it: a peer's id (short, or whole), or
+    ``host:<address>`` for a host not proven to be anyone yet."""
+    if isinstance(key, PeerId):
+        return key.short if short else str(key)
+    if isinstance(key, tuple) and len(key) == 2:
+        return f"host:{key[1]}"
+    return str(key)
+
+
 class Penalties:
     """The penalty table of one node. See the module doc."""
 
@@ -170,6 +182,12 @@ class Penalties:
     def refused_count(self, now: float) -> int:
         """Keys refused at ``now`` (for status lines)."""
         return sum(1 for r in self._records.values() if now < r.banned_until)
+
+    def worst(self, now: float, count: int) -> list[tuple[Hashable, float]]:
+        """The ``count`` keys with the highest scores at ``now`` (above 0), highest first."""
+        scored = [(self._decayed(r, now), k) for k, r in self._records.items()]
+        best = sorted((p for p in scored if p[0] > 0), key=lambda p: p[0], reverse=True)
+        return [(key, score) for score, key in best[:count]]
 
     def refused_keys(self, now: float) -> list[Hashable]:
         """The keys refused at ``now``."""

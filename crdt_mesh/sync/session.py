@@ -67,6 +67,15 @@ MAX_UNEXPECTED = 16
 _WHOLE = (b"", KEY_MAX)
 
 
+#: What the metrics call each kind of message.
+_KIND_NAMES: dict[type, str] = {
+    Hello: "hello",
+    Reconcile: "reconcile",
+    Entries: "entries",
+    Broadcast: "broadcast",
+}
+
+
 # -- events ---------------------------------------------------------------------------------
 
 
@@ -122,9 +131,11 @@ class BroadcastReceived:
 
 @dataclass(frozen=True, slots=True)
 class RoundFinished:
-    """A round of anti-entropy ended; ``in_step`` if it found no difference at all."""
+    """A round of anti-entropy ended; ``in_step`` if it found no difference at all;
+    ``frames``: its reconcile frames, both ways (2 for a round in step)."""
 
     in_step: bool
+    frames: int = 2
 
 
 Event = PeerHello | RoundStarted | EntriesReceived | BroadcastReceived | RoundFinished
@@ -173,6 +184,9 @@ class SyncSession:
         self.closed = False
         self.bytes_sent = 0
         self.bytes_received = 0
+        #: bytes of frames sent and received, by the kind of message
+        self.sent_by_kind: dict[str, int] = {}
+        self.received_by_kind: dict[str, int] = {}
         #: frames dropped as duplicates or leftovers of an abandoned round
         self.stale_frames = 0
         self._events: deque[Event] = deque()
@@ -266,6 +280,8 @@ class SyncSession:
             raise ProtocolError(f"frame of {len(frame)} bytes exceeds {self.max_frame}")
         self.bytes_received += len(frame)
         message = decode(frame)
+        kind = _KIND_NAMES[type(message)]
+        self.received_by_kind[kind] = self.received_by_kind.get(kind, 0) + len(frame)
         if not self.ready:
             if not isinstance(message, Hello):
                 # On a lossy network the hello may be lost and what followed it arrive
@@ -387,6 +403,8 @@ class SyncSession:
     def _frame(self, message: Message) -> bytes:
         frame = encode(message)
         self.bytes_sent += len(frame)
+        kind = _KIND_NAMES[type(message)]
+        self.sent_by_kind[kind] = self.sent_by_kind.get(kind, 0) + len(frame)
         return frame
 
     # -- reconciliation -----------------------------------------------------------------
@@ -450,8 +468,10 @@ class SyncSession:
                 reply.extend(self._exchange(part))
         asked = any(isinstance(p, Fingerprint) or p.reply for p in message.parts)
         self._questions = []
+        frames = message.step + 1
         if reply or asked:  # else the peer asked nothing (its round is over): no answer
             step = message.step + 1
+            frames += 1
             self._queue(Reconcile(self._round, step, tuple(reply)))
             self._questions = [
                 _Question(p.lower, p.upper, fingerprint=isinstance(p, Fingerprint))
@@ -462,7 +482,7 @@ class SyncSession:
         if reply:
             self._round_differs = True
         if not self._questions:
-            self._finish()
+            self._finish(frames)
 
     def _unexpected(self) -> None:
         self.stale_frames += 1
@@ -470,11 +490,11 @@ class SyncSession:
         if self._unexpected_frames > MAX_UNEXPECTED:
             raise ProtocolError(f"more than {MAX_UNEXPECTED} frames in a round that answer nothing")
 
-    def _finish(self) -> None:
+    def _finish(self, frames: int) -> None:
         self._round_active = False
         self._questions = []
         self._unexpected_frames = 0
-        self._events.append(RoundFinished(in_step=not self._round_differs))
+        self._events.append(RoundFinished(not self._round_differs, frames))
 
     def _compare(self, part: Fingerprint) -> list[Part]:
         fingerprint, count = self.index.fingerprint(part.lower, part.upper)

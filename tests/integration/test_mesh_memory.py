@@ -123,6 +123,9 @@ async def test_a_bad_peer_is_dropped_and_honest_sync_goes_on(tmp_path: Path) -> 
         closed = honest.metrics.family("crdt_mesh_links_closed_total")
         assert closed.value(why="breach") == 5
         assert honest.metrics.family("crdt_mesh_offences_total").value(kind="bad_signature") > 0
+        scores = honest.metrics.family("crdt_mesh_peer_penalty_score").samples
+        assert 0 < len(scores) <= 10 and all(s.value > 0 for s in scores)
+        assert [s.value for s in scores] == sorted((s.value for s in scores), reverse=True)
         # one key doing it again and again ends up refused, its links closed at once
         for _ in range(2):
             dropped = honest.dropped_links

@@ -23,6 +23,11 @@ async def test_service_metrics_follow_tasks_memories_and_challenges(tmp_path: Pa
         await wait_for(lambda: a.metrics.family("crdt_mesh_task_bids_total").value() == 1)
         assert a.metrics.family("crdt_mesh_tasks").value(state="bidding") == 1
         assert a.metrics.family("crdt_mesh_task_audits_failed").value() == 0
+        # the announcement went out as entries; the bid came in as entries
+        sync = a.metrics.family("crdt_mesh_sync_bytes_total")
+        assert sync.value(direction="out", kind="entries") > 0
+        assert sync.value(direction="in", kind="entries") > 0
+        assert sync.value(direction="in", kind="hello") > 0
 
         memory = await a.memory.store("the cat sat", "public", tags=["cats"])
         assert len(await a.memory.query(tags=["cats"])) == 1

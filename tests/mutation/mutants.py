@@ -581,6 +581,16 @@ MUTANTS = [
             "test_a_bad_peer_is_dropped_and_honest_sync_goes_on",
         ),
     ),
+    Mutant(
+        "round-frames-not-counted",
+        "crdt_mesh/runtime/peer.py",
+        "                self.stats.round_frames += event.frames",
+        "                pass",
+        (
+            "tests/unit/test_sync_session.py::"
+            "test_replicas_in_step_agree_in_one_round_trip_of_two_frames",
+        ),
+    ),
 ]
 
 

@@ -58,6 +58,9 @@ def test_replicas_in_step_agree_in_one_round_trip_of_two_frames(
     assert left.start_round()
     pump(left, right)
     assert alice.heads() == bob.heads()
+    assert left.stats.round_frames > 2  # the first round found differences: more frames
+    frames_before, right_frames_before = left.stats.round_frames, right.stats.round_frames
+    sent_before = {left: left.session.bytes_sent, right: right.session.bytes_sent}
     left.session.bytes_sent = right.session.bytes_sent = 0
     assert left.start_round()
     opener = left.frames()
@@ -67,6 +70,14 @@ def test_replicas_in_step_agree_in_one_round_trip_of_two_frames(
     assert (len(opener), len(answer), left.frames(), right.frames()) == (1, 1, [], [])
     assert len(opener[0]) + len(answer[0]) < 64
     assert left.stats.rounds_in_step == 1 and right.stats.rounds_in_step == 1
+    # what the metrics count: two frames for the round at each end, bytes by kind
+    assert left.stats.round_frames - frames_before == 2
+    assert right.stats.round_frames - right_frames_before == 2
+    for end in (left, right):
+        totals = end.totals()
+        assert sum(totals.sent_by_kind.values()) == end.session.bytes_sent + sent_before[end]
+        assert sum(totals.received_by_kind.values()) == totals.bytes_received
+        assert set(totals.sent_by_kind) <= {"hello", "reconcile", "entries", "broadcast"}
     # the empty answer ends the round at both ends: nothing more, nothing stale
     assert left.session.stale_frames == right.session.stale_frames == 0
     assert not left.session.round_active and not right.session.round_active
