@@ -111,3 +111,52 @@ def progress_done() -> None:
     if sys.stderr.isatty():
         sys.stderr.write("\r\x1b[K")
         sys.stderr.flush()
+
+
+@dataclass(frozen=True)
+class Series:
+    """One line of a plot: its label, points, and matplotlib's line style."""
+
+    label: str
+    xs: tuple[float, ...]
+    ys: tuple[float, ...]
+    style: str = "o-"
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One set of axes: a title, axis labels, and its lines."""
+
+    title: str
+    xlabel: str
+    ylabel: str
+    series: tuple[Series, ...]
+    logx: bool = False
+
+
+def plot(path: str | Path, title: str, panels: list[Panel]) -> None:
+    """Draw ``panels`` side by side into the image ``path`` (``--plot``; needs the
+    ``plot`` extra: matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only: no screen
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise SystemExit("--plot needs matplotlib: pip install 'crdt_mesh[plot]'") from None
+    figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
+    for ax, panel in zip(axes[0], panels, strict=True):
+        for line in panel.series:
+            ax.plot(line.xs, line.ys, line.style, label=line.label, markersize=4)
+        ax.set_title(panel.title)
+        ax.set_xlabel(panel.xlabel)
+        ax.set_ylabel(panel.ylabel)
+        if panel.logx:
+            ax.set_xscale("log")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="small")
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    print(f"plot: {path}")

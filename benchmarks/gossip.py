@@ -19,14 +19,14 @@ import sys
 import time
 
 from crdt_mesh.services.gossip.swim import SwimSettings
-from crdt_mesh.testing.gossip import SimulatedGossip
+from crdt_mesh.testing.gossip import Reach, SimulatedGossip
 
-from ._common import Target, progress, progress_done, row, summary
+from ._common import Panel, Series, Target, plot, progress, progress_done, row, summary
 
 FANOUT = 3
 
 
-def broadcast(n: int, seed: int) -> None:
+def broadcast(n: int, seed: int) -> Reach:
     sim = SimulatedGossip(n, seed=seed)
     sim.run_for(2)
     before = sim.frames["broadcast"]
@@ -65,6 +65,46 @@ def broadcast(n: int, seed: int) -> None:
         None,
         "(while the message is still being pushed)",
     )
+    return reach
+
+
+def model(n: int, fanout: int, rounds: int, *, pull: bool) -> tuple[float, ...]:
+    """The fraction of N reached after each round by push gossip (each informed member
+    pushes to ``fanout`` random others), or push-pull (each uninformed one also pulls
+    from one random member): the mean-field recurrences of Karp et al. (FOCS 2000)."""
+    informed, out = 1 / n, [1 / n]
+    for _ in range(rounds):
+        missed = (1 - informed) * math.exp(-fanout * informed)
+        informed = 1 - missed * ((1 - informed) if pull else 1)
+        out.append(informed)
+    return tuple(out)
+
+
+def plot_reach(path: str, reaches: dict[int, Reach]) -> None:
+    """Broadcast reach by round for each N, against the push and push-pull models."""
+    lines = [
+        Series(
+            f"measured, N = {n:,}",
+            tuple(range(len(r.by_round))),
+            tuple(k / r.members for k in r.by_round),
+        )
+        for n, r in reaches.items()
+    ]
+    largest = max(reaches)
+    rounds = max(len(r.by_round) for r in reaches.values()) + 2
+    for pull in (False, True):
+        curve = model(largest, FANOUT, rounds, pull=pull)
+        name = "push-pull" if pull else "push"
+        lines.append(
+            Series(f"{name} model, N = {largest:,}", tuple(range(len(curve))), curve, "--")
+        )
+    panel = Panel(
+        f"a broadcast (fanout {FANOUT}) on the overlay-free simulation",
+        "round",
+        "fraction of members reached",
+        tuple(lines),
+    )
+    plot(path, "gossip: broadcast reach by round", [panel])
 
 
 def failure_detection(n: int, seed: int) -> None:
@@ -127,14 +167,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="100 peers only (a smoke run)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=30, help="rounds for false positives")
+    parser.add_argument("--plot", metavar="FILE.png", help="draw broadcast reach by round")
     args = parser.parse_args(argv)
     sizes = [100] if args.quick else [100, 1000, 10_000]
     started = time.perf_counter()
     print("gossip benchmark (simulated network, virtual time; real signatures)")
     print(f"  {'':<44} {'measured':>16} {'compared with':>18} {'ratio':>8}")
+    reaches = {}
     for n in sizes:
         progress(f"N = {n:,}: broadcast")
-        broadcast(n, args.seed)
+        reaches[n] = broadcast(n, args.seed)
         progress(f"N = {n:,}: failure detection")
         failure_detection(n, args.seed)
         if n <= 1000:
@@ -142,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
             false_positives(n, args.seed, args.rounds)
     progress_done()
     print(f"(took {time.perf_counter() - started:.0f} s of CPU-bound simulation)")
+    if args.plot:
+        plot_reach(args.plot, reaches)
     summary()
     return 0
 

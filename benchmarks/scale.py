@@ -49,7 +49,7 @@ from crdt_mesh.services.gossip.service import active_size
 from crdt_mesh.testing.gossip import SimulatedGossip
 from crdt_mesh.testing.natsd import NatsServer
 
-from ._common import Target, progress, progress_done, row, scratch, summary
+from ._common import Panel, Series, Target, plot, progress, progress_done, row, scratch, summary
 
 SEEDS = 3
 #: Seconds the mesh is left, once every node knows every other, before the writes
@@ -214,7 +214,9 @@ def run(
     idle_for: float,
     server: NatsServer | None,
     per_entry: float,
-) -> None:
+) -> tuple[float, float]:
+    """Run N nodes and print their rows; (seconds to converge, CPU per delivered entry
+    / ingest), NaN for what was not measured."""
     with scratch("scale") as root:
         progress(f"{nodes} nodes: starting")
         fleet: list[Node] = []
@@ -291,6 +293,8 @@ def run(
             Target("<=", 0),
             measured=offences,
         )
+        ratio = cpu_converged / delivered / per_entry if cpu_converged and delivered else math.nan
+        return (converged if done else math.nan), ratio
 
 
 def _wait_until(condition: Callable[[], bool], timeout: float, doing: str) -> bool:
@@ -386,6 +390,30 @@ def simulated(sizes: list[int], seed: int = 1) -> None:
         )
 
 
+def plot_scale(path: str, measured: dict[str, dict[int, tuple[float, float]]], writes: int) -> None:
+    """Convergence time, and CPU per delivered entry against ingest, by N."""
+
+    def line(over: str, pick: int) -> Series:
+        points = sorted(measured[over].items())
+        return Series(over, tuple(n for n, _ in points), tuple(v[pick] for _, v in points))
+
+    panels = [
+        Panel(
+            f"converged after the writes began ({writes} writes a node)",
+            "nodes",
+            "seconds",
+            tuple(line(over, 0) for over in measured),
+        ),
+        Panel(
+            "CPU per delivered entry / ingest of one (target <= 2)",
+            "nodes",
+            "ratio",
+            tuple(line(over, 1) for over in measured),
+        ),
+    ]
+    plot(path, "scale: node processes on 2 cores", panels)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, nargs="+", default=[10, 20, 40])
@@ -397,6 +425,7 @@ def main(argv: list[str] | None = None) -> int:
         "--simulated", type=int, nargs="*", default=[1_000, 10_000], help="members (0: none)"
     )
     parser.add_argument("--quick", action="store_true", help="5 nodes, 10 writes: a smoke run")
+    parser.add_argument("--plot", metavar="FILE.png", help="draw convergence and CPU by N")
     args = parser.parse_args(argv)
     if args.quick:
         args.nodes, args.writes, args.timeout, args.idle = [5], 10, 60.0, 2.0
@@ -408,17 +437,23 @@ def main(argv: list[str] | None = None) -> int:
         progress("the ingest floor")
         per_entry = ingest_cost(root, max(args.nodes) * args.writes)
     print(f"{'':55}{'measured':>10}  {'compared with':>15}  {'ratio':>6}  target")
+    measured: dict[str, dict[int, tuple[float, float]]] = {}
     if "tcp" in args.transport:
-        for nodes in args.nodes:
-            run(nodes, args.writes, args.timeout, args.idle, None, per_entry)
+        measured["TCP"] = {
+            n: run(n, args.writes, args.timeout, args.idle, None, per_entry) for n in args.nodes
+        }
     if "nats" in args.transport:
         server = NatsServer()
         server.start()
         try:
-            for nodes in args.nodes:
-                run(nodes, args.writes, args.timeout, args.idle, server, per_entry)
+            measured["NATS"] = {
+                n: run(n, args.writes, args.timeout, args.idle, server, per_entry)
+                for n in args.nodes
+            }
         finally:
             server.stop()
+    if args.plot:
+        plot_scale(args.plot, measured, args.writes)
     idle_at_defaults(
         max(args.nodes),
         max(args.idle, 30.0 if not args.quick else 2.0),

@@ -22,6 +22,7 @@ message is the number of gossip rounds it took to get there.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import random
 from collections import Counter
@@ -58,6 +59,8 @@ class Reach:
     rounds_to_99: int | None
     rounds_to_all: int | None
     duplicates: int  # deliveries beyond the first at any member (must be 0)
+    #: members reached by the end of each round (from the broadcast's round 0 on)
+    by_round: tuple[int, ...] = ()
 
     @property
     def fraction(self) -> float:
@@ -227,7 +230,9 @@ class SimulatedGossip:
             needed = max(1, -(-int(fraction * len(up) * 1000) // 1000))
             return hops[needed - 1] if len(hops) >= needed else None
 
-        return Reach(reached, len(up), rounds_to(0.99), rounds_to(1.0), duplicates)
+        last = hops[-1] if hops else 0
+        by_round = tuple(bisect.bisect_right(hops, r) for r in range(last + 1))
+        return Reach(reached, len(up), rounds_to(0.99), rounds_to(1.0), duplicates, by_round)
 
     # -- views -------------------------------------------------------------------------------
 

@@ -72,6 +72,10 @@ def test_every_broadcast_reaches_every_live_peer_exactly_once(seed: int) -> None
         reach = sim.reach(message_id, origin)
         assert reach.fraction == 1.0 and reach.duplicates == 0
         assert reach.rounds_to_all is not None and reach.rounds_to_all <= 10
+        # the curve a plot draws: members reached by each round, all by rounds_to_all
+        curve = reach.by_round
+        assert list(curve) == sorted(curve) and len(curve) == reach.rounds_to_all + 1
+        assert curve[-1] == reach.reached
     assert not sim.members[17].delivered
 
 
