@@ -118,6 +118,11 @@ _WORDS = {_CONTROL + b"bye": LinkEnd.PARTED, _CONTROL + b"full": LinkEnd.FULL}
 _PARTING, _FULL = _WORDS
 #: How long a parting word may take to go out before the link closes anyway.
 _PARTING_SECONDS = 1.0
+#: Seconds (or two intervals, if longer) a served link may go without the peer's
+#: hello before it is closed as dead. Two intervals alone, at short intervals on a
+#: busy machine, closed live links whose hello was merely late: each then dialled
+#: again, and the churn made the machine busier still.
+_HELLO_SECONDS = 2.0
 
 
 @dataclass(slots=True)
@@ -131,8 +136,8 @@ class _Connection:
     ephemeral_tokens: float = 2 * _EPHEMERAL_PER_SECOND
     ephemeral_stamp: float = 0.0
     refused_resends: int = 0
-    idle_ticks: int = 0
     started: bool = False
+    opened: float = 0.0  # when it was served (its hello is due within _HELLO_SECONDS)
     rate_limited: bool = False
     end: LinkEnd = LinkEnd.LOST  # what a side said before closing it
     kept: bool = False  # it was in the active view
@@ -319,6 +324,8 @@ class Runtime:
         self._unsubscribe: object = None
         #: intervals the anti-entropy timer has counted
         self.ticks = 0
+        #: links closed because the peer's hello never came
+        self.silent_links = 0
         #: links served (kept in the view, or for one round), and what the closed carried
         self.links_served = 0
         self._closed_totals = LinkStats()
@@ -729,6 +736,7 @@ class Runtime:
             ),
             round_tokens=2 * self.rounds_per_second,
             round_stamp=anyio.current_time(),
+            opened=anyio.current_time(),
             ephemeral_stamp=anyio.current_time(),
             refused_resends=history.refused,
         )
@@ -869,8 +877,9 @@ class Runtime:
     async def _start_round(self, connection: _Connection, *, paced: bool = False) -> None:
         peer = connection.peer
         if not peer.ready:
-            connection.idle_ticks += 1
-            if connection.idle_ticks > 1:  # no hello for a whole interval: the link is dead
+            waited = anyio.current_time() - connection.opened
+            if waited > max(2 * self.interval, _HELLO_SECONDS):  # no hello: the link is dead
+                self.silent_links += 1
                 await connection.link.aclose()
             return
         if not peer.session.initiator or peer.closed:

@@ -286,7 +286,7 @@ class SyncSession:
             if not isinstance(message, Hello):
                 # On a lossy network the hello may be lost and what followed it arrive
                 # (pushes, broadcasts: many): dropped, never answered. The shell closes
-                # a link whose hello does not come within an interval.
+                # a link whose hello does not come within two seconds.
                 self.stale_frames += 1
                 return
             if message.version != PROTOCOL_VERSION:

@@ -143,12 +143,13 @@ async def test_active_views_stay_small_and_the_bootstrap_peer_is_not_a_hub(
 async def test_a_mesh_at_rest_keeps_its_links(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Sixteen peers, nothing written: once every view is full, no link is let go
-    (swaps aside: off here) for 40 steps. A link past the view's size, up to the
-    ceiling, is kept; one let go now and then made its other end dial another, who
-    let one go in turn: idle churn, a handshake and a first round per link while
+    """Sixteen peers, nothing written: once every view is full, no link is let go on
+    purpose (swaps aside: off here) for 40 steps. A link past the view's size, up to
+    the ceiling, is kept; one let go now and then made its other end dial another,
+    who let one go in turn: idle churn, a handshake and a first round per link while
     nothing happened. (A peer still short may dial one whose view is full, and be
-    turned away: that link was never the view's.)"""
+    turned away: that link was never the view's. A link lost on an overloaded
+    machine is the failure detector's matter, not this test's.)"""
     monkeypatch.setattr(gossip_service, "SHUFFLE_SECONDS", math.inf)
     network = MemoryNetwork(seed=9)
     count = 16
@@ -163,7 +164,7 @@ async def test_a_mesh_at_rest_keeps_its_links(
         let_go: list[LinkEnd] = []
         for mesh in meshes:
             mesh.runtime.on_link_closed(
-                lambda _, how: let_go.append(how) if how is not LinkEnd.FULL else None
+                lambda _, how: let_go.append(how) if how is LinkEnd.PARTED else None
             )
         start = max(m.gossip.steps for m in meshes)
         await wait_for(lambda: min(m.gossip.steps for m in meshes) >= start + 40, 30)

@@ -301,3 +301,26 @@ def write(mesh: Mesh, key: str) -> None:
     notes = mesh.replica.document("notes")
     with notes.transaction():
         notes.map("m")[key] = 1
+
+
+async def test_a_late_hello_keeps_its_link_and_a_missing_one_closes_it(tmp_path: Path) -> None:
+    """Rounds every 50 ms: a peer whose hello comes 0.3 s late (a busy machine) keeps
+    its link; one that never says hello is closed after two seconds, not held."""
+    network = MemoryNetwork(seed=12)
+    async with mesh_of(tmp_path, 1, network) as (mesh,):
+        late_identity = Identity.generate()
+        late_peer = late_identity.peer_id
+        late = await network.transport().dial("mem://node-0", late_identity)
+        silent = await network.transport().dial("mem://node-0", Identity.generate())
+        ticks = mesh.runtime.ticks
+        await wait_for(lambda: mesh.runtime.ticks >= ticks + 6)  # 0.3 s: six intervals
+        await late.send(encode(Hello(PROTOCOL_VERSION, MAX_FRAME)))
+        await wait_for(lambda: mesh.runtime.silent_links == 1, timeout=10)
+        await wait_for(lambda: len(mesh.runtime._connections) == 1)
+        assert late.remote == mesh.replica.peer_id
+        assert list(mesh.runtime._connections) == [late_peer]  # the late one, kept
+        with pytest.raises(LinkClosed), anyio.fail_after(10):
+            while True:  # the node's hello, then the end of the link
+                await silent.recv()
+        await silent.aclose()
+        await late.aclose()

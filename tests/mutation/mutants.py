@@ -591,6 +591,16 @@ MUTANTS = [
             "test_replicas_in_step_agree_in_one_round_trip_of_two_frames",
         ),
     ),
+    Mutant(
+        "late-hello-closes-the-link",
+        "crdt_mesh/runtime/runtime.py",
+        "if waited > max(2 * self.interval, _HELLO_SECONDS):",
+        "if waited > 2 * self.interval:",
+        (
+            "tests/integration/test_mesh_memory.py::"
+            "test_a_late_hello_keeps_its_link_and_a_missing_one_closes_it",
+        ),
+    ),
 ]
 
 
