@@ -6,7 +6,8 @@ the metrics are collected in the event loop's thread, where the mesh's state
 lives (prometheus-client's own server would read it from a thread of its own).
 It answers one small request per connection and closes it: a request larger
 than :data:`MAX_REQUEST` bytes, or slower than :data:`REQUEST_SECONDS`, is
-dropped, and at most :data:`MAX_CLIENTS` are served at once. Bind it to a
+dropped, and at most :data:`MAX_CLIENTS` are served at once (one more is closed
+at once). Bind it to a
 loopback or private address: metrics say much about a node.
 """
 
@@ -136,11 +137,19 @@ class MetricsServer:
 
     async def serve(self) -> None:
         """Answer scrapes until cancelled; the socket is closed then."""
-        slots = anyio.Semaphore(MAX_CLIENTS)
+        serving = 0
 
         async def serve(stream: SocketStream) -> None:
-            async with slots, stream:
-                await _answer(stream, self._metrics)
+            # One past the limit is closed at once: waiting, each would hold a socket.
+            nonlocal serving
+            async with stream:
+                if serving >= MAX_CLIENTS:
+                    return
+                serving += 1
+                try:
+                    await _answer(stream, self._metrics)
+                finally:
+                    serving -= 1
 
         async with self._listener:
             await self._listener.serve(serve)

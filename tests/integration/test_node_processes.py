@@ -222,6 +222,16 @@ def test_a_live_node_serves_metrics_that_prometheus_parses(tmp_path: Path) -> No
             raw.sendall(b"GET /metrics HTTP/1.1\r\nX: " + b"x" * 20_000 + b"\r\n\r\n")
             assert raw.recv(100).startswith(b"HTTP/1.1 400")
         assert "crdt_mesh_entries_committed" in scrape()  # still serving
+        # eight silent clients take every slot; a ninth is closed at once, not held
+        idle = [socket.create_connection((host, int(port)), timeout=10) for _ in range(8)]
+        try:
+            # (accepted in order: the ninth is served, or not, after the eight)
+            with socket.create_connection((host, int(port)), timeout=10) as extra:
+                assert extra.recv(100) == b""
+        finally:
+            for sock in idle:
+                sock.close()
+        assert "crdt_mesh_entries_committed" in scrape()  # the slots came back
 
         status = subprocess.run(
             [sys.executable, "-m", "crdt_mesh", "status", f"{host}:{port}", "--interval", "0.2"],

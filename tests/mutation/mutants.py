@@ -601,6 +601,16 @@ MUTANTS = [
             "test_a_late_hello_keeps_its_link_and_a_missing_one_closes_it",
         ),
     ),
+    Mutant(
+        "metrics-clients-past-the-limit-held",
+        "crdt_mesh/prometheus.py",
+        "                if serving >= MAX_CLIENTS:",
+        "                if False:",
+        (
+            "tests/integration/test_node_processes.py::"
+            "test_a_live_node_serves_metrics_that_prometheus_parses",
+        ),
+    ),
 ]
 
 
