@@ -134,18 +134,23 @@ class Panel:
     logx: bool = False
 
 
-def plot(path: str | Path, title: str, panels: list[Panel]) -> None:
-    """Draw ``panels`` side by side into the image ``path`` (``--plot``; needs the
-    ``plot`` extra: matplotlib)."""
+def plot(path: str | Path, title: str, panels: list[Panel], columns: int = 3) -> None:
+    """Draw ``panels``, up to ``columns`` a row, into the image ``path`` (``--plot``;
+    needs the ``plot`` extra: matplotlib)."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")  # files only: no screen
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import NullFormatter
     except ImportError:
         raise SystemExit("--plot needs matplotlib: pip install 'crdt_mesh[plot]'") from None
-    figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
-    for ax, panel in zip(axes[0], panels, strict=True):
+    across = min(columns, len(panels))
+    down = -(-len(panels) // across)
+    figure, axes = plt.subplots(down, across, figsize=(6 * across, 4.2 * down), squeeze=False)
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    for ax, panel in zip(axes.flat, panels, strict=False):
         for line in panel.series:
             ax.plot(line.xs, line.ys, line.style, label=line.label, markersize=4)
         ax.set_title(panel.title)
@@ -153,6 +158,7 @@ def plot(path: str | Path, title: str, panels: list[Panel]) -> None:
         ax.set_ylabel(panel.ylabel)
         if panel.logx:
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # labels at the decades only
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small")
     figure.suptitle(title)

@@ -1,7 +1,8 @@
 """Reputation benchmark: the cost of scores, and what EigenTrust buys against attackers.
 
 Run: ``python -m benchmarks.reputation`` (10,000 peers, 1,000,000 records;
-``--quick``: 1,000 peers, 20,000 records).
+``--quick``: 1,000 peers, 20,000 records; ``--plot FILE.png`` draws the threat
+models as curves).
 
 1. Scores from N records about P peers (outcomes with quality and timeliness,
    one domain), at one time: putting them into columns (done once, as records
@@ -32,7 +33,17 @@ from crdt_mesh.services.reputation.disputes import cut_of, draw, eligible
 from crdt_mesh.services.reputation.rules import RecordTable, local_trust, scores
 from crdt_mesh.services.reputation.trust import eigentrust, eigentrust_edges, rater_weights
 
-from ._common import Target, best_time, progress, progress_done, row, summary
+from ._common import (
+    Panel,
+    Series,
+    Target,
+    best_time,
+    plot,
+    progress,
+    progress_done,
+    row,
+    summary,
+)
 
 DAY = 24 * 3600.0
 HALF_LIFE = 30 * DAY
@@ -217,17 +228,25 @@ def market(model: str, malicious: float, policy: str, tasks: int, seed: int) -> 
     return to_malicious / max(honest_tasks, 1), bad_outcomes / max(honest_tasks, 1)
 
 
-def threat_models(tasks: int, seed: int) -> None:
+POLICIES = {"random": "at random", "beta": "plain Beta", "eigentrust": "EigenTrust-weighted"}
+
+#: Share of bad outcomes by model, then policy, then share of malicious peers.
+Table = dict[str, dict[str, dict[float, float]]]
+
+
+def threat_models(tasks: int, seed: int, fractions: tuple[float, ...]) -> Table:
     print(f"threat models (100 peers, {tasks:,} tasks, 5 candidates each, 3 pre-trusted):")
     print("  bad outcomes of honest requesters' tasks, by the share of malicious peers")
-    fractions = (0.0, 0.2, 0.4, 0.7)
+    table: Table = {}
     for model, what in MODELS.items():
         print(f"  model {model}: {what}")
+        curves = table[model] = {policy: {} for policy in POLICIES}
         for malicious in fractions:
             cells = []
-            for policy in ("random", "beta", "eigentrust"):
+            for policy in POLICIES:
                 progress(f"model {model}, {malicious:.0%} malicious, {policy}")
                 _, bad = market(model, malicious, policy, tasks, seed)
+                curves[policy][malicious] = bad
                 cells.append(bad)
             label = f"    {malicious:.0%} malicious: random / Beta / EigenTrust"
             figures = " / ".join(f"{c:.1%}" for c in cells)
@@ -236,12 +255,32 @@ def threat_models(tasks: int, seed: int) -> None:
             )
             row(label, figures, "", None, target, measured=cells[2])
     progress_done()
+    return table
+
+
+def plot_threat_models(path: str, table: Table) -> None:
+    """One panel per threat model: bad outcomes against the share of malicious peers."""
+    panels = []
+    for model, curves in table.items():
+        lines = tuple(
+            Series(
+                POLICIES[policy],
+                tuple(share * 100 for share in points),
+                tuple(bad * 100 for bad in points.values()),
+            )
+            for policy, points in curves.items()
+        )
+        title = f"model {model}: {MODELS[model].split(':')[0]}"
+        panels.append(Panel(title, "malicious peers (%)", "bad outcomes (%)", lines))
+    title = "reputation: honest requesters' bad outcomes (EigenTrust threat models)"
+    plot(path, title, panels, columns=2)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="1,000 peers, 20,000 records")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--plot", metavar="FILE.png", help="draw the threat models as curves")
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
     print("reputation benchmark")
@@ -251,7 +290,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         cost(10_000, 1_000_000, rng)
     sybil_ring(100 if args.quick else 1000, 30 if args.quick else 300, rng)
-    threat_models(300 if args.quick else 2000, args.seed)
+    fractions = (0.0, 0.2, 0.4, 0.7) if args.quick else (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+    table = threat_models(300 if args.quick else 2000, args.seed, fractions)
+    if args.plot:
+        plot_threat_models(args.plot, table)
     summary()
     return 0
 

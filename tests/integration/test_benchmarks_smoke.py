@@ -21,7 +21,7 @@ BENCHMARKS = sorted(
 pytestmark = pytest.mark.slow
 
 #: Benchmarks that draw their figures with ``--plot FILE.png`` (the plot extra).
-PLOTTED = {"gossip", "scale"}
+PLOTTED = {"gossip", "memory", "reputation", "scale"}
 
 
 def test_every_benchmark_module_is_run_here() -> None:
