@@ -293,7 +293,13 @@ def main(argv: list[str] | None = None) -> None:
             label = f"updates/s, {group} per fsync" if group > 1 else "updates/s, fsync per update"
             target: Target | str = Target(">=", 3.0) if group > 1 else "(higher is better)"
             row(label, f"{rate:,.0f}", f"{best_ws[0]:,.0f}", rate / best_ws[0], target)
-            row("  bytes on the wire per update", f"{size:,.0f}", f"{best_ws[1]:,.0f}")
+            row(
+                "  bytes on the wire per update",
+                f"{size:,.0f}",
+                f"{best_ws[1]:,.0f}",
+                size / best_ws[1],
+                Target("<=", 1.5) if group > 1 else "(lower is better)",
+            )
         print("  (crdt_mesh: every update signed, verified, encrypted and fsynced;")
         print("   pycrdt-websocket: none of these; both in this one process, one event loop)")
         # Metrics kept (the default) or not, in turns: CPU per update, the best of each

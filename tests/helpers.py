@@ -94,3 +94,13 @@ def sync(*replicas: Replica) -> None:
             for b in replicas:
                 if a is not b:
                     b.ingest(a.missing_from(b.heads())).raise_first()
+
+
+def entries_in(items: Any) -> list[Entry]:
+    """The entries among an entries frame's items (unpacked, or bytes decoded); fork
+    proofs aside."""
+    return [
+        item if isinstance(item, Entry) else Entry.decode(item, verify=False)
+        for item in items
+        if isinstance(item, Entry) or item[:1] != b"\x83"
+    ]

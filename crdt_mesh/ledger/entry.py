@@ -205,6 +205,32 @@ class Entry:
             entry.verify()
         return entry
 
+    @classmethod
+    def from_store(cls, data: bytes) -> Entry:
+        """An entry from bytes that :meth:`decode` checked before (a replica's own
+        store): read without checking them again, at a fraction of the cost."""
+        fields = cbor2.loads(data)
+        doc_text, author_key, seq, prev, timestamp, kind, acl, payload, auth = fields[1:]
+        proof = None
+        if isinstance(auth, list):
+            auth, index, siblings = auth
+            proof = (index, tuple(siblings))
+        size = len(_auth_field(auth, proof)) if proof else len(_SIG_HEADER) + 64
+        return cls(
+            DocumentId.parse(doc_text),
+            PeerId(author_key),
+            seq,
+            prev,
+            timestamp,
+            _KINDS[kind],
+            acl,
+            payload,
+            auth,
+            data,
+            _entry_id(b"\x89" + data[1:-size]),
+            proof,
+        )
+
     def signed_message(self) -> tuple[bytes, bytes]:
         """(signature + signed bytes, author key): what ``crypto_sign_open`` checks.
 

@@ -216,7 +216,7 @@ class PeerSync:
             ProtocolError: the peer broke the protocol; close the link. Entries of
                 the frames before the bad one are still ingested.
         """
-        pending: list[bytes] = []
+        pending: list[Entry | bytes] = []
         news: set[bytes] = set()
         committed: list[Entry] = []
         try:
@@ -235,7 +235,7 @@ class PeerSync:
         """Send fresh entries eagerly, those the peer may read."""
         visible = [e for e in entries if self.replica.readable_by(e.document, self.remote)]
         if visible and self.session.ready and not self.session.closed:
-            self.session.push([e.encoded for e in visible])
+            self.session.push(visible)
             self.stats.entries_sent += len(visible)
             for entry in visible:
                 key = entry.document.key + entry.author.key
@@ -290,7 +290,11 @@ class PeerSync:
                 history.allowance -= again
             if entries:
                 history.record(key, start, start + len(entries) - 1)
-            self.session.send_entries(items)
+            self.session.send_entries(
+                [items[0], *map(Entry.from_store, entries)]
+                if sent_proof
+                else [Entry.from_store(e) for e in entries]
+            )
             self.stats.entries_sent += len(items)
             produced += sum(len(i) for i in items)
 
@@ -298,7 +302,7 @@ class PeerSync:
         document = self.replica.document_by_key(key[:16])
         return document is not None and self.replica.readable_by(document, self.remote)
 
-    def _handle_events(self, pending: list[bytes], news: set[bytes]) -> None:
+    def _handle_events(self, pending: list[Entry | bytes], news: set[bytes]) -> None:
         """Answer the session's events; collect received entries into ``pending``,
         those pushed also into ``news``."""
         while (event := self.session.next_event()) is not None:
@@ -307,7 +311,7 @@ class PeerSync:
             elif isinstance(event, EntriesReceived):
                 pending.extend(event.items)
                 if event.pushed:
-                    news.update(event.items)
+                    news.update(i.encoded if isinstance(i, Entry) else i for i in event.items)
             elif isinstance(event, RoundFinished):
                 self.stats.rounds += 1
                 self.stats.rounds_in_step += event.in_step
@@ -319,7 +323,7 @@ class PeerSync:
             elif isinstance(event, PeerHello):
                 pass
 
-    def _ingest(self, items: list[bytes], news: set[bytes]) -> list[Entry]:
+    def _ingest(self, items: list[Entry | bytes], news: set[bytes]) -> list[Entry]:
         """Ingest ``items``; the entries committed of those in ``news``."""
         try:
             report = self.replica.ingest(items, source=self.remote)

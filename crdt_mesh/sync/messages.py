@@ -5,7 +5,7 @@ message        CBOR
 =============  =============================================================
 hello          ``[0, version, max_frame]``
 reconcile      ``[1, round, step, [part, ...]]``; an empty list ends a round
-entries        ``[2, [entry or fork proof bytes, ...]]``
+entries        ``[2, [entry or fork proof bytes, or pack, ...], pushed]``
 broadcast      ``[3, bytes]``: an ephemeral signed gossip message (not stored)
 =============  =============================================================
 
@@ -22,6 +22,10 @@ keys); an empty ``upper`` means "above every key", and a ``lower`` of null
 means "the previous part's ``upper``" (parts of a split are contiguous).
 The parts of one message are in key order and never overlap: that is checked
 here, so that no message can ask twice about the same feeds.
+
+Entries given as :class:`Entry` objects are sent packed (one pack per author:
+see :mod:`crdt_mesh.ledger.packing`), and unpacked on decode; bytes are sent as
+they are (fork proofs, and entries a caller already holds encoded).
 """
 
 from __future__ import annotations
@@ -32,14 +36,16 @@ from typing import Any
 
 import cbor2
 
-from ..errors import RemoteError
-from ..ledger import MAX_ENTRY_SIZE
+from ..errors import InvalidEntry, RemoteError
+from ..ledger import MAX_ENTRY_SIZE, Entry
+from ..ledger.packing import pack, unpack
 from .index import KEY_MAX, KEY_SIZE, FeedItem
 
 #: Version 2 numbers rounds and steps (version 1 did not: a repeated part made a
 #: node queue its whole store again, per part); version 3 says whether an entries
-#: frame was pushed (news the receiver passes on) or asked for by a round.
-PROTOCOL_VERSION = 3
+#: frame was pushed (news the receiver passes on) or asked for by a round; version 4
+#: packs entries (what entries travelling together share is sent once).
+PROTOCOL_VERSION = 4
 #: Largest frame a session accepts by default: one entry of the largest size fits.
 MAX_FRAME = MAX_ENTRY_SIZE + 64 * 1024
 #: Parts in one reconcile message. An honest message has at most one part per
@@ -102,7 +108,8 @@ class Reconcile:
 
 @dataclass(frozen=True, slots=True)
 class Entries:
-    items: tuple[bytes, ...]
+    #: entries (sent packed) and the bytes of entries or fork proofs (sent as they are)
+    items: tuple[Entry | bytes, ...]
     #: pushed as news (the receiver relays what it commits of them), not asked for
     pushed: bool = False
 
@@ -124,7 +131,9 @@ def encode(message: Message) -> bytes:
     if isinstance(message, Hello):
         return cbor2.dumps([Kind.HELLO, message.version, message.max_frame])
     if isinstance(message, Entries):
-        return cbor2.dumps([Kind.ENTRIES, list(message.items), message.pushed])
+        raw = [i for i in message.items if not isinstance(i, Entry)]
+        packs = pack([i for i in message.items if isinstance(i, Entry)])
+        return cbor2.dumps([Kind.ENTRIES, raw + packs, message.pushed])
     if isinstance(message, Broadcast):
         return cbor2.dumps([Kind.BROADCAST, message.data])
     parts: list[list[Any]] = []
@@ -141,8 +150,9 @@ def encode(message: Message) -> bytes:
     return cbor2.dumps([Kind.RECONCILE, message.round, message.step, parts])
 
 
-def decode(frame: bytes) -> Message:
-    """Decode one frame.
+def decode(frame: bytes, *, max_unpacked: int = MAX_FRAME) -> Message:
+    """Decode one frame; packed entries are unpacked (not verified), to at most
+    ``max_unpacked`` bytes of encoded entries.
 
     Raises:
         ProtocolError: the frame is not a well-formed message.
@@ -152,14 +162,14 @@ def decode(frame: bytes) -> Message:
     except Exception as exc:  # cbor2 raises several types; all mean "malformed"
         raise ProtocolError(f"malformed frame: {exc}") from None
     try:
-        return _message(value)
+        return _message(value, max_unpacked)
     except ProtocolError:
         raise
     except (TypeError, ValueError, IndexError, KeyError) as exc:
         raise ProtocolError(f"malformed message: {exc}") from None
 
 
-def _message(value: Any) -> Message:
+def _message(value: Any, max_unpacked: int) -> Message:
     if not isinstance(value, list) or not value:
         raise ProtocolError("a message is a non-empty array")
     kind = value[0]
@@ -168,13 +178,11 @@ def _message(value: Any) -> Message:
         return Hello(version, max_frame)
     if kind == Kind.ENTRIES and len(value) == 3:
         items, pushed = value[1], value[2]
-        if not isinstance(items, list) or not all(isinstance(i, bytes) for i in items):
-            raise ProtocolError("entries are a list of byte strings")
-        if len(items) > MAX_ENTRIES:
-            raise ProtocolError(f"an entries frame holds at most {MAX_ENTRIES} items")
+        if not isinstance(items, list):
+            raise ProtocolError("entries are a list of byte strings and packs")
         if not isinstance(pushed, bool):
             raise ProtocolError("an entries frame says whether it was pushed: true or false")
-        return Entries(tuple(items), pushed)
+        return Entries(_entries(items, max_unpacked), pushed)
     if kind == Kind.BROADCAST and len(value) == 2:
         if not isinstance(value[1], bytes):
             raise ProtocolError("a broadcast carries a byte string")
@@ -193,6 +201,23 @@ def _message(value: Any) -> Message:
             previous_upper = part.upper
         return Reconcile(round_, step, tuple(decoded))
     raise ProtocolError(f"unknown message {kind!r}")
+
+
+def _entries(items: list[Any], max_unpacked: int) -> tuple[Entry | bytes, ...]:
+    out: list[Entry | bytes] = []
+    for item in items:
+        if isinstance(item, bytes):
+            out.append(item)
+        else:
+            try:
+                unpacked = unpack(item, max_bytes=max_unpacked, max_entries=MAX_ENTRIES - len(out))
+            except InvalidEntry as exc:
+                raise ProtocolError(f"a bad pack of entries: {exc}") from None
+            max_unpacked -= sum(len(e.encoded) for e in unpacked)
+            out.extend(unpacked)
+        if len(out) > MAX_ENTRIES:
+            raise ProtocolError(f"an entries frame holds at most {MAX_ENTRIES} items")
+    return tuple(out)
 
 
 def _part(value: Any, previous_upper: bytes | None) -> Part:

@@ -32,10 +32,11 @@ What a hostile peer can make a session do is bounded by the protocol itself:
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..identity import PeerId
+from ..ledger import Entry
 from .index import KEY_MAX, FeedIndex, FeedItem
 from .messages import (
     MAX_ENTRIES,
@@ -74,6 +75,11 @@ _KIND_NAMES: dict[type, str] = {
     Entries: "entries",
     Broadcast: "broadcast",
 }
+
+
+def _size(item: Entry | bytes) -> int:
+    """An item's encoded size (packed, an entry takes less)."""
+    return len(item.encoded) if isinstance(item, Entry) else len(item)
 
 
 # -- events ---------------------------------------------------------------------------------
@@ -115,10 +121,11 @@ class RoundStarted:
 
 @dataclass(frozen=True, slots=True)
 class EntriesReceived:
-    """Encoded entries (or fork proofs) from the peer, to ingest; ``pushed``: sent as
-    news, not asked for (what of them is new here is the shell's to pass on)."""
+    """Entries (unpacked, not verified) and encoded entries or fork proofs from the
+    peer, to ingest; ``pushed``: sent as news, not asked for (what of them is new
+    here is the shell's to pass on)."""
 
-    items: tuple[bytes, ...]
+    items: tuple[Entry | bytes, ...]
     pushed: bool = False
 
 
@@ -192,8 +199,8 @@ class SyncSession:
         self._events: deque[Event] = deque()
         self._outbox: list[bytes] = []
         # entries queued, framed as the shell takes the frames: pushed, and asked for
-        self._news: list[bytes] = []
-        self._answers: list[bytes] = []
+        self._news: list[Entry | bytes] = []
+        self._answers: list[Entry | bytes] = []
         self._outbox_bytes = 0
         self._wants: OrderedDict[bytes, NeedEntries] = OrderedDict()
         self._round = 0  # the current (or last) round's number
@@ -279,7 +286,7 @@ class SyncSession:
         if len(frame) > self.max_frame:
             raise ProtocolError(f"frame of {len(frame)} bytes exceeds {self.max_frame}")
         self.bytes_received += len(frame)
-        message = decode(frame)
+        message = decode(frame, max_unpacked=self.max_frame)
         kind = _KIND_NAMES[type(message)]
         self.received_by_kind[kind] = self.received_by_kind.get(kind, 0) + len(frame)
         if not self.ready:
@@ -306,9 +313,9 @@ class SyncSession:
             return
         self._reconcile(message)
 
-    def send_entries(self, encoded: list[bytes]) -> None:
-        """Queue entries (or fork proofs) a round asked for, in frames of about
-        BATCH_BYTES.
+    def send_entries(self, items: Sequence[Entry | bytes]) -> None:
+        """Queue entries (sent packed) or encoded entries and fork proofs (sent as they
+        are) that a round asked for, in frames of about BATCH_BYTES encoded.
 
         They go out *before* any reconcile frame still waiting to be sent: entries a
         round asked for reach the peer before the message that may end the round,
@@ -316,29 +323,29 @@ class SyncSession:
         framed when the shell takes the frames, so that entries queued one at a
         time travel in as few frames as their size allows.
         """
-        self._queue_entries(self._answers, encoded)
+        self._queue_entries(self._answers, items)
 
-    def push(self, encoded: list[bytes]) -> None:
+    def push(self, items: Sequence[Entry | bytes]) -> None:
         """Queue fresh entries as news, unasked (framed as :meth:`send_entries` does:
         a burst of commits, one entry each, goes in one frame)."""
-        self._queue_entries(self._news, encoded)
+        self._queue_entries(self._news, items)
 
-    def _queue_entries(self, queue: list[bytes], encoded: list[bytes]) -> None:
-        queue.extend(encoded)
-        self._outbox_bytes += sum(len(item) for item in encoded)
+    def _queue_entries(self, queue: list[Entry | bytes], items: Sequence[Entry | bytes]) -> None:
+        queue.extend(items)
+        self._outbox_bytes += sum(_size(item) for item in items)
 
     def _frame_entries(self) -> None:
         """Frame the queued entries, before the first reconcile frame in the outbox."""
         frames: list[bytes] = []
         for queue, pushed in ((self._news, True), (self._answers, False)):
-            batch: list[bytes] = []
+            batch: list[Entry | bytes] = []
             size = 0
             for item in queue:
-                if batch and (size + len(item) > BATCH_BYTES or len(batch) >= MAX_ENTRIES):
+                if batch and (size + _size(item) > BATCH_BYTES or len(batch) >= MAX_ENTRIES):
                     frames.append(self._frame(Entries(tuple(batch), pushed)))
                     batch, size = [], 0
                 batch.append(item)
-                size += len(item)
+                size += _size(item)
             if batch:
                 frames.append(self._frame(Entries(tuple(batch), pushed)))
         self._news, self._answers = [], []

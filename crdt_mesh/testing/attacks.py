@@ -64,11 +64,12 @@ async def _hello(link: Link) -> None:
 
 
 async def _next_reconcile(link: Link, counted: list[int]) -> Reconcile:
-    """Read frames until a reconcile arrives; add the bytes of entries seen to ``counted``."""
+    """Read frames until a reconcile arrives; add the bytes of entries frames to ``counted``."""
     while True:
-        message = decode(await link.recv())
+        frame = await link.recv()
+        message = decode(frame)
         if isinstance(message, Entries):
-            counted[0] += sum(len(item) for item in message.items)
+            counted[0] += len(frame)
         elif isinstance(message, Reconcile):
             return message
 
@@ -79,9 +80,9 @@ async def _drain(link: Link, counted: list[int], quiet: float, limit: float = 5.
     with anyio.move_on_after(limit):
         while True:
             with anyio.move_on_after(quiet) as scope:
-                message = decode(await link.recv())
-                if isinstance(message, Entries):
-                    counted[0] += sum(len(item) for item in message.items)
+                frame = await link.recv()
+                if isinstance(decode(frame), Entries):
+                    counted[0] += len(frame)
             if scope.cancelled_caught:
                 return
 

@@ -496,8 +496,8 @@ MUTANTS = [
     Mutant(
         "pushes-framed-one-by-one",
         "crdt_mesh/sync/session.py",
-        "        self._queue_entries(self._news, encoded)\n",
-        "        self._queue_entries(self._news, encoded)\n        self._frame_entries()\n",
+        "        self._queue_entries(self._news, items)\n",
+        "        self._queue_entries(self._news, items)\n        self._frame_entries()\n",
         (
             "tests/unit/test_sync_session.py::"
             "test_a_burst_of_pushes_travels_in_one_frame_and_only_news_is_passed_on",
@@ -609,6 +609,30 @@ MUTANTS = [
         (
             "tests/integration/test_node_processes.py::"
             "test_a_live_node_serves_metrics_that_prometheus_parses",
+        ),
+    ),
+    Mutant(
+        "pack-entry-count-unchecked",
+        "crdt_mesh/ledger/packing.py",
+        "    if sum(len(run[3]) for run in runs) > max_entries:",
+        "    if False:",
+        ("tests/unit/test_packing.py::test_a_pack_past_its_bounds_is_refused",),
+    ),
+    Mutant(
+        "pack-hash-left-over-accepted",
+        "crdt_mesh/ledger/packing.py",
+        "    if next(given, None) is not None:",
+        "    if False:",
+        ("tests/unit/test_packing.py::test_a_malformed_pack_is_refused_with_a_typed_error",),
+    ),
+    Mutant(
+        "pack-run-breaks-ignore-the-chain",
+        "crdt_mesh/ledger/packing.py",
+        "            or entry.prev != last.id\n",
+        "",
+        (
+            "tests/unit/test_packing.py::"
+            "test_consecutive_entries_of_two_forked_chains_keep_their_own_prev",
         ),
     ),
 ]

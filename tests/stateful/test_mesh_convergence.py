@@ -15,6 +15,7 @@ from crdt_mesh.sync.messages import Entries, ProtocolError, decode
 from crdt_mesh.testing import Op, apply_op, document_json
 from crdt_mesh.testing.sim import Faults, SimulatedMesh
 from crdt_mesh.testing.strategies import transactions
+from tests.helpers import entries_in
 
 OPEN_DOCS = [DocumentId(Policy.OPEN, f"doc-{i}") for i in range(3)]
 
@@ -39,11 +40,9 @@ class MeshMachine(RuleBasedStateMachine):
         except ProtocolError:
             return
         if isinstance(message, Entries):
-            for item in message.items:
-                if item[:1] != b"\x83":  # fork proofs aside
-                    entry = Entry.decode(item, verify=False)
-                    if entry.document.policy is Policy.LOCAL:
-                        self.leaked.append(entry)
+            for entry in entries_in(message.items):
+                if entry.document.policy is Policy.LOCAL:
+                    self.leaked.append(entry)
 
     def teardown(self) -> None:
         self.sim.close()

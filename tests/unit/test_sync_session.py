@@ -15,6 +15,7 @@ from crdt_mesh.runtime.peer import PeerSync
 from crdt_mesh.sync import PROTOCOL_VERSION, FeedIndex, FeedItem, ProtocolError, SyncSession
 from crdt_mesh.sync.messages import Hello, encode
 from tests.conftest import ReplicaFactory
+from tests.helpers import entries_in
 
 
 def pump(a: PeerSync, b: PeerSync, limit: int = 1000) -> int:
@@ -250,7 +251,6 @@ def test_a_session_fed_any_frames_raises_only_protocol_errors(frames: list[bytes
 def test_the_sender_never_offers_a_local_entry(make_replica: ReplicaFactory) -> None:
     """Checked where it leaves, not where it arrives: the index a peer is shown names no
     local feed, and a peer that claims to hold nothing is sent no local entry."""
-    from crdt_mesh import Entry
     from crdt_mesh.sync.messages import Entries, decode
 
     alice, bob = make_replica(), make_replica()
@@ -274,9 +274,9 @@ def test_the_sender_never_offers_a_local_entry(make_replica: ReplicaFactory) -> 
         for frame in frames_b:
             left.receive(frame)
     entries = [
-        Entry.decode(item, verify=False)
+        entry
         for frame in sent
         if isinstance(message := decode(frame), Entries)
-        for item in message.items
+        for entry in entries_in(message.items)
     ]
     assert entries and all(e.document.policy is not Policy.LOCAL for e in entries)
