@@ -13,7 +13,6 @@ and each entry still proves on its own that its author wrote it.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import hashlib
 import math
@@ -378,7 +377,19 @@ def _sign_alone(identity: Identity, draft: Entry) -> Entry:
         raise InvalidEntry(
             f"entry of {len(encoded)} bytes exceeds {MAX_ENTRY_SIZE}", **draft.where()
         )
-    return dataclasses.replace(draft, signature=signature, encoded=encoded)
+    return Entry(  # not dataclasses.replace: this is on every signed write's path
+        draft.document,
+        draft.author,
+        draft.seq,
+        draft.prev,
+        draft.timestamp,
+        draft.kind,
+        draft.acl,
+        draft.payload,
+        signature,
+        encoded,
+        draft.id,
+    )
 
 
 def _entry_id(body: bytes) -> bytes:

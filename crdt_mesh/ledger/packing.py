@@ -40,6 +40,7 @@ from .entry import (
     MAX_BATCH_DEPTH,
     MAX_ENTRY_SIZE,
     Entry,
+    EntryKind,
     _auth_field,
     _encode_body,
     _entry_id,
@@ -52,6 +53,9 @@ from .ids import DocumentId
 #: array of siblings; and of each sibling.
 _PROOF_HEAD = 1 + 2 + 64 + 1
 _SIBLING = 2 + 32
+#: An entry's own fields, in the order of :class:`Entry`: seq, prev, timestamp, kind,
+#: acl, payload.
+_Fields = tuple[int, bytes, int, EntryKind, int, bytes]
 
 
 def pack(entries: Sequence[Entry]) -> list[list[Any]]:
@@ -149,19 +153,14 @@ def unpack(value: Any, *, max_bytes: int, max_entries: int) -> list[Entry]:
     if sum(len(run[3]) for run in runs) > max_entries:
         raise InvalidEntry(f"a pack holds more than {max_entries} entries")
     groups = [_group(raw) for raw in raw_groups]
-    members: list[dict[int, int]] = [{} for _ in groups]  # per group: index -> slot
-    slots: list[Entry | tuple[Entry, int, int]] = []
+    members: list[dict[int, int]] = [{} for _ in groups]  # per group: leaf -> slot
+    #: each entry, or what a grouped one is made of until its group's paths are known
+    slots: list[Entry | tuple[DocumentId, _Fields, bytes, bytes]] = []
     budget = max_bytes
-    for run in runs:
-        doc_text, seq, prev, items = run
+    for doc_text, seq, prev, items in runs:
+        document = _document(doc_text)
         if not items:
             raise InvalidEntry("a run holds at least one entry")
-        try:
-            document = DocumentId.parse(doc_text)
-        except (TypeError, ValueError) as exc:
-            raise InvalidEntry(f"a run's document: {exc}") from None
-        if document.text != doc_text:
-            raise InvalidEntry(f"document id {doc_text!r} is not in canonical form")
         timestamp = 0
         for item in items:
             if not isinstance(item, list) or len(item) not in (5, 6):
@@ -170,29 +169,16 @@ def unpack(value: Any, *, max_bytes: int, max_entries: int) -> list[Entry]:
             if type(delta) is not int or type(kind) is not int or not 0 <= kind < len(_KINDS):
                 raise InvalidEntry("a packed entry's timestamp and kind are integers")
             timestamp += delta
-            body = _encode_body(
-                doc_text, author.key, seq, prev, timestamp, _KINDS[kind], acl, payload
-            )
-            draft = Entry(
-                document,
-                author,
-                seq,
-                prev,
-                timestamp,
-                _KINDS[kind],
-                acl,
-                payload,
-                b"",
-                body,
-                _entry_id(body),
-            )
+            fields: _Fields = (seq, prev, timestamp, _KINDS[kind], acl, payload)
+            body = _encode_body(doc_text, author.key, *fields)
+            entry_id = _entry_id(body)
             if len(item) == 5:
                 signature = item[4]
                 if not isinstance(signature, bytes) or len(signature) != 64:
-                    raise InvalidEntry("signature must be 64 bytes", **draft.where())
+                    raise InvalidEntry("signature must be 64 bytes", document=doc_text, seq=seq)
                 encoded = bytes((_ARRAY_10,)) + body[1:] + _SIG_HEADER + signature
                 size = len(encoded)
-                slots.append(_signed(draft, signature, encoded, None))
+                slots.append(Entry(document, author, *fields, signature, encoded, entry_id))
             else:
                 number, index = item[4], item[5]
                 if type(number) is not int or not 0 <= number < len(groups):
@@ -204,26 +190,38 @@ def unpack(value: Any, *, max_bytes: int, max_entries: int) -> list[Entry]:
                     raise InvalidEntry("two packed entries at one leaf of a group")
                 members[number][index] = len(slots)
                 size = len(body) + _PROOF_HEAD + (1 if index < 24 else 2) + _SIBLING * depth
-                slots.append((draft, number, index))
+                slots.append((document, fields, body, entry_id))
             if size > MAX_ENTRY_SIZE:
                 raise InvalidEntry(f"entry of {size} bytes exceeds {MAX_ENTRY_SIZE}")
             budget -= size
             if budget < 0:
                 raise InvalidEntry(f"a pack's entries exceed {max_bytes} bytes")
-            prev, seq = draft.id, seq + 1
+            prev, seq = entry_id, seq + 1
     for number, (signature, depth, hashes) in enumerate(groups):
         if not members[number]:
             raise InvalidEntry("a pack's group has no entry")
-        leaves = {index: slots[slot] for index, slot in members[number].items()}
-        for index, siblings in _paths(leaves, depth, hashes):
-            held = slots[members[number][index]]
+        ids = {}
+        for index, slot in members[number].items():
+            held = slots[slot]
             assert isinstance(held, tuple)
-            draft = held[0]
-            encoded = (
-                bytes((_ARRAY_10,)) + draft.encoded[1:] + _auth_field(signature, (index, siblings))
-            )
-            slots[members[number][index]] = _signed(draft, signature, encoded, (index, siblings))
-    return [slot for slot in slots if isinstance(slot, Entry)]
+            ids[index] = held[3]
+        for index, siblings in _paths(ids, depth, hashes):
+            slot = members[number][index]
+            document, fields, body, entry_id = slots[slot]  # type: ignore[misc]
+            proof = (index, siblings)
+            encoded = bytes((_ARRAY_10,)) + body[1:] + _auth_field(signature, proof)
+            slots[slot] = Entry(document, author, *fields, signature, encoded, entry_id, proof)
+    return slots  # type: ignore[return-value]  # every slot is an entry by now
+
+
+def _document(doc_text: Any) -> DocumentId:
+    try:
+        document = DocumentId.parse(doc_text)
+    except (TypeError, ValueError) as exc:
+        raise InvalidEntry(f"a run's document: {exc}") from None
+    if document.text != doc_text:
+        raise InvalidEntry(f"document id {doc_text!r} is not in canonical form")
+    return document
 
 
 def _group(raw: Any) -> tuple[bytes, int, list[bytes]]:
@@ -242,12 +240,12 @@ def _group(raw: Any) -> tuple[bytes, int, list[bytes]]:
 
 
 def _paths(
-    leaves: dict[int, Any], depth: int, hashes: list[bytes]
+    ids: dict[int, bytes], depth: int, hashes: list[bytes]
 ) -> Iterator[tuple[int, tuple[bytes, ...]]]:
-    """Each leaf's index and sibling path, from the entries' ids and the group's
-    ``hashes`` (consumed in the walk's order; all of them, exactly)."""
+    """Each leaf's index and sibling path, from the ids of the entries at the leaves
+    and the group's ``hashes`` (consumed in the walk's order; all of them, exactly)."""
     given = iter(hashes)
-    known = {index: _leaf(held[0].id) for index, held in sorted(leaves.items())}
+    known = {index: _leaf(entry_id) for index, entry_id in sorted(ids.items())}
     levels: list[dict[int, bytes]] = []
     for _ in range(depth):
         level = dict(known)
@@ -265,24 +263,5 @@ def _paths(
         known = above
     if next(given, None) is not None:
         raise InvalidEntry("a pack's group has hashes it does not need")
-    for index in leaves:
+    for index in ids:
         yield index, tuple(levels[level][(index >> level) ^ 1] for level in range(depth))
-
-
-def _signed(
-    draft: Entry, signature: bytes, encoded: bytes, proof: tuple[int, tuple[bytes, ...]] | None
-) -> Entry:
-    return Entry(
-        draft.document,
-        draft.author,
-        draft.seq,
-        draft.prev,
-        draft.timestamp,
-        draft.kind,
-        draft.acl,
-        draft.payload,
-        signature,
-        encoded,
-        draft.id,
-        proof,
-    )

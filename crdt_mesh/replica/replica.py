@@ -770,7 +770,7 @@ class Replica:
                     proofs.append(_checked_proof(item))
                 except MeshError as exc:
                     report.rejected.append(Rejection(item, exc))
-            elif not isinstance(item, Entry) and _digest(item) in recent:
+            elif _digest(item.encoded if isinstance(item, Entry) else item) in recent:
                 report.duplicates += 1  # the very bytes of an entry committed lately
             else:
                 entries.append(item)
@@ -878,7 +878,7 @@ class Replica:
             with self._store.read() as txn:
                 for entry, feed in older:
                     value = txn.entry(feed_key(*feed), entry.seq)
-                    if value is not None and Entry.decode(value, verify=False).id == entry.id:
+                    if value is not None and Entry.from_store(value).id == entry.id:
                         report.duplicates += 1
                     else:
                         fresh.append(entry)

@@ -72,6 +72,7 @@ def _sum(a: Any, b: Any) -> Any:
 
 
 _FIELDS = tuple(LinkStats.__dataclass_fields__)
+_SIGNATURE_HEADER = b"\x58\x40"  # CBOR: a byte string of 64 bytes
 
 
 #: Separate stretches of sent entries remembered per feed (more merge the oldest away).
@@ -291,9 +292,7 @@ class PeerSync:
             if entries:
                 history.record(key, start, start + len(entries) - 1)
             self.session.send_entries(
-                [items[0], *map(Entry.from_store, entries)]
-                if sent_proof
-                else [Entry.from_store(e) for e in entries]
+                [items[0], *map(_grouped, entries)] if sent_proof else list(map(_grouped, entries))
             )
             self.stats.entries_sent += len(items)
             produced += sum(len(i) for i in items)
@@ -340,6 +339,14 @@ class PeerSync:
         if not news:
             return []
         return [entry for entry in report.applied if entry.encoded in news]
+
+
+def _grouped(encoded: bytes) -> Entry | bytes:
+    """A stored entry as the session sends it: an entry of a signature group read,
+    to be packed; one signed alone as its bytes (sent as they are). The bytes end in
+    the signature's header and 64 bytes when signed alone (a group's path ends in
+    hashes: a guess wrong once in 65,536 costs only how the entry travels)."""
+    return encoded if encoded[-66:-64] == _SIGNATURE_HEADER else Entry.from_store(encoded)
 
 
 __all__ = ["LinkStats", "PeerSync", "ProtocolError", "SendHistory"]

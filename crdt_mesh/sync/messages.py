@@ -23,9 +23,13 @@ means "the previous part's ``upper``" (parts of a split are contiguous).
 The parts of one message are in key order and never overlap: that is checked
 here, so that no message can ask twice about the same feeds.
 
-Entries given as :class:`Entry` objects are sent packed (one pack per author:
-see :mod:`crdt_mesh.ledger.packing`), and unpacked on decode; bytes are sent as
-they are (fork proofs, and entries a caller already holds encoded).
+Entries of signature groups, given as :class:`Entry` objects, are sent packed
+(one pack per author: see :mod:`crdt_mesh.ledger.packing`) and unpacked on
+decode: most of a grouped entry is its group's signature and Merkle path, which
+a pack sends once. An entry signed alone travels as its bytes: packing it would
+save its author, document and prev, but cost the receiver a rebuild of every
+copy it already holds (a copy of bytes is known by their digest, without
+decoding). Fork proofs and bytes given are sent as they are.
 """
 
 from __future__ import annotations
@@ -131,9 +135,13 @@ def encode(message: Message) -> bytes:
     if isinstance(message, Hello):
         return cbor2.dumps([Kind.HELLO, message.version, message.max_frame])
     if isinstance(message, Entries):
-        raw = [i for i in message.items if not isinstance(i, Entry)]
-        packs = pack([i for i in message.items if isinstance(i, Entry)])
-        return cbor2.dumps([Kind.ENTRIES, raw + packs, message.pushed])
+        grouped = [i for i in message.items if isinstance(i, Entry) and i.proof is not None]
+        raw = [
+            i.encoded if isinstance(i, Entry) else i
+            for i in message.items
+            if not isinstance(i, Entry) or i.proof is None
+        ]
+        return cbor2.dumps([Kind.ENTRIES, raw + pack(grouped), message.pushed])
     if isinstance(message, Broadcast):
         return cbor2.dumps([Kind.BROADCAST, message.data])
     parts: list[list[Any]] = []

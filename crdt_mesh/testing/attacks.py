@@ -63,13 +63,17 @@ async def _hello(link: Link) -> None:
     await link.send(encode(Hello(PROTOCOL_VERSION, 1 << 20)))
 
 
+def _stored_bytes(message: Entries) -> int:
+    return sum(len(i.encoded) if isinstance(i, Entry) else len(i) for i in message.items)
+
+
 async def _next_reconcile(link: Link, counted: list[int]) -> Reconcile:
-    """Read frames until a reconcile arrives; add the bytes of entries frames to ``counted``."""
+    """Read frames until a reconcile arrives; add the bytes of the entries seen (as
+    stored: packed, they took fewer) to ``counted``."""
     while True:
-        frame = await link.recv()
-        message = decode(frame)
+        message = decode(await link.recv())
         if isinstance(message, Entries):
-            counted[0] += len(frame)
+            counted[0] += _stored_bytes(message)
         elif isinstance(message, Reconcile):
             return message
 
@@ -80,9 +84,9 @@ async def _drain(link: Link, counted: list[int], quiet: float, limit: float = 5.
     with anyio.move_on_after(limit):
         while True:
             with anyio.move_on_after(quiet) as scope:
-                frame = await link.recv()
-                if isinstance(decode(frame), Entries):
-                    counted[0] += len(frame)
+                message = decode(await link.recv())
+                if isinstance(message, Entries):
+                    counted[0] += _stored_bytes(message)
             if scope.cancelled_caught:
                 return
 

@@ -245,3 +245,16 @@ def test_a_frame_with_a_bad_pack_is_a_protocol_error_and_packs_count_in_its_boun
     many = MAX_ENTRIES // len(GROUP) + 1  # the same pack again and again: over the frame's bound
     with pytest.raises(ProtocolError, match="holds"):
         decode(cbor2.dumps([kind, items * many, pushed]))
+
+
+def test_entries_signed_alone_travel_as_their_bytes_and_grouped_ones_packed() -> None:
+    from crdt_mesh.runtime.peer import _grouped
+    from crdt_mesh.sync.messages import Entries, encode
+
+    alone = [e for e in POOL if e.proof is None]
+    assert alone and all(_grouped(e.encoded) == e.encoded for e in alone)
+    assert all(_grouped(e.encoded) == e for e in GROUP)  # read, to be packed
+    _, items, _ = cbor2.loads(encode(Entries((*alone, *GROUP))))
+    assert [i for i in items if isinstance(i, bytes)] == [e.encoded for e in alone]
+    (packed,) = [i for i in items if isinstance(i, list)]
+    assert len(unpack(packed, max_bytes=LIMIT, max_entries=4096)) == len(GROUP)
