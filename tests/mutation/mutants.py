@@ -635,6 +635,26 @@ MUTANTS = [
             "test_consecutive_entries_of_two_forked_chains_keep_their_own_prev",
         ),
     ),
+    Mutant(
+        "unpacked-copies-read-back-from-the-store",
+        "crdt_mesh/replica/replica.py",
+        "            elif _digest(item.encoded if isinstance(item, Entry) else item) in recent:",
+        "            elif not isinstance(item, Entry) and _digest(item) in recent:",
+        (
+            "tests/unit/test_ingest_rules.py::"
+            "test_an_entry_object_committed_lately_is_known_without_reading_the_store",
+        ),
+    ),
+    Mutant(
+        "lone-entries-packed-too",
+        "crdt_mesh/sync/messages.py",
+        "        grouped = [i for i in message.items if isinstance(i, Entry) and i.proof is not None]",
+        "        grouped = [i for i in message.items if isinstance(i, Entry)]",
+        (
+            "tests/unit/test_packing.py::"
+            "test_entries_signed_alone_travel_as_their_bytes_and_grouped_ones_packed",
+        ),
+    ),
 ]
 
 

@@ -352,6 +352,24 @@ def test_proofs_survive_restart(make_replica: ReplicaFactory, tmp_path: object) 
     assert again.heads()[(NOTES, ALICE.peer_id)].frozen
 
 
+def test_an_entry_object_committed_lately_is_known_without_reading_the_store(
+    make_replica: ReplicaFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Entries unpacked from a frame arrive as objects, most of them copies: a copy of
+    an entry committed lately is known by its bytes' digest, as bytes are, not read
+    back from the store and compared."""
+    entries = feed(Identity.generate(), 4)
+    replica = make_replica()
+    replica.ingest(entries)
+    read: list[bytes] = []
+    from_store = Entry.from_store
+    monkeypatch.setattr(
+        Entry, "from_store", staticmethod(lambda data: read.append(data) or from_store(data))
+    )
+    report = replica.ingest(entries[:3])  # older than the head: the store would be read
+    assert (report.duplicates, read) == (3, [])
+
+
 def test_forged_fork_proof_is_rejected(make_replica: ReplicaFactory) -> None:
     a1 = feed(ALICE, 1)[0]
     m1 = feed(MALLORY, 1)[0]
