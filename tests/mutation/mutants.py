@@ -648,8 +648,9 @@ MUTANTS = [
     Mutant(
         "lone-entries-packed-too",
         "crdt_mesh/sync/messages.py",
-        "        grouped = [i for i in message.items if isinstance(i, Entry) and i.proof is not None]",
-        "        grouped = [i for i in message.items if isinstance(i, Entry)]",
+        "        grouped = [i for i in message.items if isinstance(i, Entry) and i.proof is not"
+        " None]\n",
+        "        grouped = [i for i in message.items if isinstance(i, Entry)]\n",
         (
             "tests/unit/test_packing.py::"
             "test_entries_signed_alone_travel_as_their_bytes_and_grouped_ones_packed",

@@ -3,6 +3,7 @@ whole group costs its signature once, and a bad pack is refused before work."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 from typing import Any
 
@@ -60,7 +61,7 @@ def _same(a: Entry, b: Entry) -> bool:
     return (a, a.encoded, a.id, a.proof) == (b, b.encoded, b.id, b.proof)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(deadline=None)
 @given(st.lists(st.sampled_from(range(len(POOL))), min_size=1, max_size=120), st.randoms())
 def test_unpacking_gives_back_the_very_entries_packed(picked: list[int], rng: Any) -> None:
     chosen = [POOL[i] for i in picked]
@@ -258,3 +259,39 @@ def test_entries_signed_alone_travel_as_their_bytes_and_grouped_ones_packed() ->
     assert [i for i in items if isinstance(i, bytes)] == [e.encoded for e in alone]
     (packed,) = [i for i in items if isinstance(i, list)]
     assert len(unpack(packed, max_bytes=LIMIT, max_entries=4096)) == len(GROUP)
+
+
+_ANY = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.binary(max_size=70) | st.text(),
+    lambda children: st.lists(children, max_size=7),
+    max_leaves=40,
+)
+
+
+@settings(deadline=None)
+@given(_ANY)
+def test_anything_unpacked_is_an_entry_or_a_typed_refusal(value: Any) -> None:
+    try:
+        unpacked = unpack(value, max_bytes=LIMIT, max_entries=64)
+    except InvalidEntry:
+        return
+    assert all(isinstance(e, Entry) for e in unpacked)
+
+
+@settings(deadline=None)
+@given(st.data())
+def test_a_pack_with_one_field_replaced_is_unpacked_or_refused_with_a_typed_error(
+    data: st.DataObject,
+) -> None:
+    alone = [e for e in POOL if e.author == ALICE.peer_id and e.proof is None]
+    packed = _packed(GROUP[:9] + alone)  # one pack: a group's entries and lone ones
+    # walk to a random place in the pack and put anything there
+    node: Any = packed
+    while True:
+        index = data.draw(st.integers(0, len(node) - 1))
+        if not isinstance(node[index], list) or data.draw(st.booleans()):
+            node[index] = data.draw(_ANY)
+            break
+        node = node[index]
+    with contextlib.suppress(InvalidEntry):  # refused: typed; anything else fails
+        unpack(packed, max_bytes=LIMIT, max_entries=64)
