@@ -22,6 +22,9 @@ from .signatures import open_signed as open_signed
 
 _KEY_FILE_MAGIC = "crdt_mesh/key/v1"
 _SHORT_LEN = 12
+#: Printable peer ids parsed lately (only canonical spellings parse: see PeerId.parse).
+_PARSED_PEERS: dict[str, PeerId] = {}
+_PARSE_CACHE_SIZE = 4096
 # A key file may not make us burn more than libsodium's "sensitive" limits.
 _MAX_OPS = nacl.pwhash.argon2id.OPSLIMIT_SENSITIVE
 _MAX_MEM = nacl.pwhash.argon2id.MEMLIMIT_SENSITIVE
@@ -79,9 +82,24 @@ class PeerId:
     def parse(cls, text: str) -> PeerId:
         """Parse the printable form made by ``str(peer)``.
 
+        Ids parsed lately are remembered (bounded): services keep peer ids as text in
+        their documents and read policies parse them for every entry they judge.
+
         Raises:
             ValueError: ``text`` is not a printable peer id.
         """
+        if isinstance(text, str):
+            cached = _PARSED_PEERS.get(text)
+            if cached is not None:
+                return cached
+        peer = cls._parse(text)
+        if len(_PARSED_PEERS) >= _PARSE_CACHE_SIZE:
+            _PARSED_PEERS.clear()
+        _PARSED_PEERS[text] = peer
+        return peer
+
+    @classmethod
+    def _parse(cls, text: str) -> PeerId:
         if not isinstance(text, str):
             raise ArgumentTypeError(
                 f"text: a printable peer id is a str, not {type(text).__name__}"

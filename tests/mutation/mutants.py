@@ -656,6 +656,16 @@ MUTANTS = [
             "test_entries_signed_alone_travel_as_their_bytes_and_grouped_ones_packed",
         ),
     ),
+    Mutant(
+        "peer-ids-parsed-every-time",
+        "crdt_mesh/identity.py",
+        "            cached = _PARSED_PEERS.get(text)",
+        "            cached = None",
+        (
+            "tests/unit/test_identity.py::"
+            "test_a_peer_id_parsed_again_is_remembered_and_other_spellings_still_refused",
+        ),
+    ),
 ]
 
 

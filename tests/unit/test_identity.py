@@ -26,6 +26,18 @@ def test_peer_id_parse_rejects_garbage(bad: object) -> None:
     assert isinstance(raised.value, TypeError if isinstance(bad, int) else ValueError)
 
 
+def test_a_peer_id_parsed_again_is_remembered_and_other_spellings_still_refused() -> None:
+    text = str(Identity.generate().peer_id)
+    first = PeerId.parse(text)
+    assert PeerId.parse(text) is first  # remembered: no second base32 decode
+    assert text[-1] in "aq"  # the last character holds one bit of the key, four zero bits
+    for spelling in (text.upper(), text[:-1] + "b"):  # upper case; a padding bit set
+        with pytest.raises(ValueError):
+            PeerId.parse(spelling)
+        with pytest.raises(ValueError):  # and again: a refusal is not remembered
+            PeerId.parse(spelling)
+
+
 def test_peer_id_must_be_32_bytes() -> None:
     with pytest.raises(ValueError):
         PeerId(b"x" * 31)
