@@ -22,9 +22,6 @@ from .signatures import open_signed as open_signed
 
 _KEY_FILE_MAGIC = "crdt_mesh/key/v1"
 _SHORT_LEN = 12
-#: Printable peer ids parsed lately (only canonical spellings parse: see PeerId.parse).
-_PARSED_PEERS: dict[str, PeerId] = {}
-_PARSE_CACHE_SIZE = 4096
 # A key file may not make us burn more than libsodium's "sensitive" limits.
 _MAX_OPS = nacl.pwhash.argon2id.OPSLIMIT_SENSITIVE
 _MAX_MEM = nacl.pwhash.argon2id.MEMLIMIT_SENSITIVE
@@ -88,15 +85,7 @@ class PeerId:
         Raises:
             ValueError: ``text`` is not a printable peer id.
         """
-        if isinstance(text, str):
-            cached = _PARSED_PEERS.get(text)
-            if cached is not None:
-                return cached
-        peer = cls._parse(text)
-        if len(_PARSED_PEERS) >= _PARSE_CACHE_SIZE:
-            _PARSED_PEERS.clear()
-        _PARSED_PEERS[text] = peer
-        return peer
+        return _parse_peer(text) if isinstance(text, str) else cls._parse(text)
 
     @classmethod
     def _parse(cls, text: str) -> PeerId:
@@ -129,6 +118,13 @@ class PeerId:
 
 
 @functools.lru_cache(maxsize=1 << 16)
+@functools.lru_cache(maxsize=4096)
+def _parse_peer(text: str) -> PeerId:
+    """:meth:`PeerId._parse`, remembered for ids parsed lately (a refusal raises: it is
+    not remembered)."""
+    return PeerId._parse(text)
+
+
 def _printable(key: bytes) -> str:
     """Base32 of a key (cached: ids are printed and compared as text on hot paths)."""
     return base64.b32encode(key).decode("ascii").rstrip("=").lower()

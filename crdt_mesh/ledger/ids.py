@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 from dataclasses import dataclass, field
 
@@ -78,15 +79,7 @@ class DocumentId:
         Raises:
             InvalidDocumentId: ``text`` is not a document id.
         """
-        if isinstance(text, str):
-            cached = _PARSED.get(text)
-            if cached is not None:
-                return cached
-        doc = cls._parse(text)
-        if len(_PARSED) >= _PARSE_CACHE_SIZE:
-            _PARSED.clear()
-        _PARSED[doc.text] = doc
-        return doc
+        return _parse_document(text) if isinstance(text, str) else cls._parse(text)
 
     @classmethod
     def _parse(cls, text: str) -> DocumentId:
@@ -114,8 +107,11 @@ class DocumentId:
         return cls(policy, name, owner)
 
 
-_PARSE_CACHE_SIZE = 4096
-_PARSED: dict[str, DocumentId] = {}
+@functools.lru_cache(maxsize=4096)
+def _parse_document(text: str) -> DocumentId:
+    """:meth:`DocumentId._parse`, remembered for ids parsed lately (a refusal raises:
+    it is not remembered)."""
+    return DocumentId._parse(text)
 
 
 def client_id_for(document: DocumentId, author: PeerId) -> int:

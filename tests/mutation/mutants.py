@@ -659,8 +659,8 @@ MUTANTS = [
     Mutant(
         "peer-ids-parsed-every-time",
         "crdt_mesh/identity.py",
-        "            cached = _PARSED_PEERS.get(text)",
-        "            cached = None",
+        "        return _parse_peer(text) if isinstance(text, str) else cls._parse(text)",
+        "        return cls._parse(text)",
         (
             "tests/unit/test_identity.py::"
             "test_a_peer_id_parsed_again_is_remembered_and_other_spellings_still_refused",
