@@ -120,7 +120,7 @@ def _pack_author(author: PeerId, entries: list[Entry]) -> list[Any]:
 def _needed(members: dict[int, Entry], depth: int) -> Iterator[bytes]:
     """The nodes of a group that its ``members`` do not give, in the walk's order: each
     taken from the path of an entry below the node whose sibling it is."""
-    below = {index: entry for index, entry in sorted(members.items())}
+    below = dict(sorted(members.items()))
     for level in range(depth):
         above: dict[int, Entry] = {}
         for index, entry in below.items():

@@ -175,7 +175,7 @@ class _Staging:
             return self.new_ids[(feed, seq)]
         with self.store.read() as txn:
             value = txn.entry(feed_key(*feed), seq)
-        return Entry.decode(value, verify=False).id if value is not None else None
+        return Entry.from_store(value).id if value is not None else None
 
     # deciding
     def offer(self, entry: Entry, report: IngestReport) -> None:
@@ -244,7 +244,7 @@ class _Staging:
             with self.store.read() as txn:
                 value = txn.entry(feed_key(entry.document, entry.author), entry.seq)
             assert value is not None  # below the head: stored
-            known = Entry.decode(value, verify=False)
+            known = Entry.from_store(value)
         self._fork_found(ForkProof.of(known, entry), entry, report)
 
     def _fork_found(self, proof: ForkProof, entry: Entry, report: IngestReport) -> None:

@@ -981,9 +981,7 @@ class Replica:
     ) -> list[Entry]:
         if start > end:
             return []
-        out = [
-            Entry.decode(e, verify=False) for e in txn.entries(feed_key(doc, author), start, end)
-        ]
+        out = [Entry.from_store(e) for e in txn.entries(feed_key(doc, author), start, end)]
         if len(out) != end - start + 1:
             raise StoreError(
                 f"store is missing entries of {doc.text}/{author.short} in {start}..{end}"
@@ -994,4 +992,4 @@ class Replica:
         value = txn.entry(feed_key(doc, author), seq)
         if value is None:
             raise StoreError(f"store is missing entry {doc.text}/{author.short}/{seq}")
-        return Entry.decode(value, verify=False)
+        return Entry.from_store(value)

@@ -38,7 +38,7 @@ class LedgerState:
         for key, text in reader.documents():
             state.docs[key] = DocumentId.parse(text)
         for feed, seq, encoded in reader.feed_heads():
-            entry_id = Entry.decode(encoded, verify=False).id  # stored: checked before
+            entry_id = Entry.from_store(encoded).id
             state.heads[(state.docs[feed[:16]], PeerId(feed[16:]))] = Head(seq, entry_id)
         for encoded in reader.fork_proofs():
             proof = ForkProof.decode(encoded)
