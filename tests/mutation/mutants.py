@@ -666,6 +666,13 @@ MUTANTS = [
             "test_a_peer_id_parsed_again_is_remembered_and_other_spellings_still_refused",
         ),
     ),
+    Mutant(
+        "from-store-id-hashes-the-signature-too",
+        "crdt_mesh/ledger/entry.py",
+        '            _entry_id(b"\\x89" + data[1:-size]),',
+        '            _entry_id(b"\\x89" + data[1:]),',
+        ("tests/unit/test_packing.py::test_from_store_reads_what_decode_reads",),
+    ),
 ]
 
 
