@@ -100,6 +100,7 @@ def _bad_signature(entry: Entry) -> InvalidSignature:
 
 
 _ADMITTED, _REJECTED, _IGNORED, _WAIT = object(), object(), object(), object()
+_ABSENT = object()  # not looked up (None is an answer)
 
 
 class _Staging:
@@ -121,7 +122,8 @@ class _Staging:
         self.acls: dict[DocumentId, list[tuple[int, Acl]]] = {}
         self.forks: dict[FeedKey, ForkProof] = {}
         self.admitted: list[Entry] = []
-        self.new_ids: dict[tuple[FeedKey, int], bytes] = {}
+        #: ids admitted here, by (document key, author key, seq): keys hashed in C
+        self.new_ids: dict[tuple[bytes, bytes, int], bytes] = {}
         self.lowered: dict[FeedKey, Head | None] = {}
         self.rebuild: set[DocumentId] = set()
         self.touched: set[FeedKey] = set()
@@ -133,11 +135,15 @@ class _Staging:
     def dirty(self) -> bool:
         return bool(self.admitted or self.forks or self.lowered)
 
-    # views through the staging overlay
+    # Views through the staging overlay. A feed key is a tuple of two ids, hashed in
+    # Python: each lookup costs about a microsecond, and these run for every entry
+    # ingested, so an empty overlay (the usual case for lowered heads and forks) is
+    # not asked.
     def head(self, feed: FeedKey) -> Head | None:
-        if feed in self.heads:
-            return self.heads[feed]
-        if feed in self.lowered:
+        staged = self.heads.get(feed)  # (staged heads are never None)
+        if staged is not None:
+            return staged
+        if self.lowered and feed in self.lowered:
             return self.lowered[feed]
         return self.state.heads.get(feed)
 
@@ -157,12 +163,17 @@ class _Staging:
         return found
 
     def fork(self, feed: FeedKey) -> ForkProof | None:
-        return self.forks.get(feed) or self.state.forks.get(feed)
+        proof = self.forks.get(feed) if self.forks else None
+        if proof is None and self.state.forks:
+            proof = self.state.forks.get(feed)
+        return proof
 
-    def limit(self, feed: FeedKey) -> int:
-        """The last seq of ``feed`` that may count (a fork freezes it; an ACL may cut it)."""
-        proof = self.fork(feed)
-        limit = proof.seq - 1 if proof is not None else _NO_LIMIT
+    def limit(self, feed: FeedKey, proof: ForkProof | object | None = _ABSENT) -> int:
+        """The last seq of ``feed`` that may count (a fork freezes it; an ACL may cut it).
+        ``proof``: the feed's fork proof, if the caller just looked it up."""
+        if proof is _ABSENT:
+            proof = self.fork(feed)
+        limit = proof.seq - 1 if isinstance(proof, ForkProof) else _NO_LIMIT
         if feed[0].policy is Policy.MEMBERS:
             limit = min(limit, self.latest_acl(feed[0]).cuts.get(feed[1], _NO_LIMIT))
         return limit
@@ -171,8 +182,9 @@ class _Staging:
         head = self.head(feed)
         if head is not None and head.seq == seq:
             return head.id
-        if (feed, seq) in self.new_ids:
-            return self.new_ids[(feed, seq)]
+        new_id = self.new_ids.get((feed[0].key, feed[1].key, seq))
+        if new_id is not None:
+            return new_id
         with self.store.read() as txn:
             value = txn.entry(feed_key(*feed), seq)
         return Entry.from_store(value).id if value is not None else None
@@ -198,8 +210,9 @@ class _Staging:
             elif known is not None:
                 self._record_fork(entry, known, report)
             return
-        if self.fork(feed) is not None:
-            report.ignored += 1  # the feed is frozen: nothing after the fork counts
+        proof = self.fork(feed)
+        if proof is not None and entry.seq >= proof.seq:
+            report.ignored += 1  # the feed is frozen: nothing from the fork on counts
             return
         pending = self.state.pending
         other = pending.get(feed, entry.seq)
@@ -213,7 +226,7 @@ class _Staging:
         if entry.seq == next_seq:
             if not pending.waiting(feed):
                 # in order: the usual case, judged at once without the pending area
-                if self._judge(feed, head, entry, report) is not _WAIT:
+                if self._judge(feed, head, entry, report, proof=proof) is not _WAIT:
                     return
             else:
                 # It fills the gap that others wait behind: judged with them now, so it
@@ -325,11 +338,18 @@ class _Staging:
         return verdict is _ADMITTED
 
     def _judge(
-        self, feed: FeedKey, head: Head | None, entry: Entry, report: IngestReport
+        self,
+        feed: FeedKey,
+        head: Head | None,
+        entry: Entry,
+        report: IngestReport,
+        *,
+        proof: ForkProof | object | None = _ABSENT,
     ) -> object:
-        """Admit, refuse or hold ``entry``, the next entry of ``feed``."""
+        """Admit, refuse or hold ``entry``, the next entry of ``feed`` (``proof``: its
+        fork proof, if the caller just looked it up)."""
         try:
-            if entry.seq > self.limit(feed):
+            if entry.seq > self.limit(feed, proof):
                 report.ignored += 1
                 return _IGNORED
             if entry.prev != (head.id if head else ZERO_HASH):
@@ -342,8 +362,9 @@ class _Staging:
             return _REJECTED
         self.admitted.append(entry)
         self.heads[feed] = Head(entry.seq, entry.id)
-        self.lowered.pop(feed, None)
-        self.new_ids[(feed, entry.seq)] = entry.id
+        if self.lowered:
+            self.lowered.pop(feed, None)
+        self.new_ids[(entry.document.key, entry.author.key, entry.seq)] = entry.id
         if entry.kind is EntryKind.ACL:
             self._admit_acl(entry)
         elif entry.document.policy is Policy.MEMBERS and entry.author == entry.document.owner:
@@ -420,8 +441,12 @@ class _Staging:
                 heads[feed] = lowered
         heads.update(self.heads)
         self.state.acls.update(self.acls)
-        self.state.forks.update(self.forks)
-        for feed in self.forks:
+        forks = self.state.forks
+        forks.update(self.forks)
+        frozen = list(self.forks)
+        if forks:  # entries from before a fork known earlier: their head is frozen too
+            frozen.extend(feed for feed in self.heads if feed in forks)
+        for feed in frozen:
             head = heads.get(feed)
             if head is not None:
                 heads[feed] = Head(head.seq, head.id, frozen=True)

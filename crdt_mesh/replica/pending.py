@@ -76,13 +76,17 @@ class PendingArea:
 
     # -- reading --------------------------------------------------------------------------
 
+    # An empty area is the usual case: it answers without hashing the feed key (a
+    # tuple of two ids, hashed in Python: several such lookups per entry ingested).
     def get(self, feed: FeedKey, seq: int) -> Entry | None:
+        if not self._feeds:
+            return None
         held = self._feeds.get(feed, {}).get(seq)
         return held.entry if held is not None else None
 
     def waiting(self, feed: FeedKey) -> bool:
         """Whether any entry of ``feed`` waits."""
-        return bool(self._feeds.get(feed))
+        return bool(self._feeds) and bool(self._feeds.get(feed))
 
     def feeds(self) -> Iterator[FeedKey]:
         return iter(list(self._feeds))

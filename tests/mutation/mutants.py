@@ -673,6 +673,43 @@ MUTANTS = [
         '            _entry_id(b"\\x89" + data[1:]),',
         ("tests/unit/test_packing.py::test_from_store_reads_what_decode_reads",),
     ),
+    Mutant(
+        "staged-ids-keyed-apart",
+        "crdt_mesh/replica/admission.py",
+        "        new_id = self.new_ids.get((feed[0].key, feed[1].key, seq))",
+        "        new_id = self.new_ids.get((feed[1].key, feed[0].key, seq))",
+        (
+            "tests/unit/test_verifier.py::"
+            "test_a_copy_in_a_later_chunk_of_one_commit_group_is_a_duplicate",
+        ),
+    ),
+    Mutant(
+        "fork-lookup-skips-the-ledger",
+        "crdt_mesh/replica/admission.py",
+        "        if proof is None and self.state.forks:",
+        "        if proof is None and self.forks:",
+        (
+            "tests/unit/test_ingest_rules.py::"
+            "test_a_replica_that_knows_a_fork_by_its_proof_takes_the_entries_before_it",
+        ),
+    ),
+    Mutant(
+        "pending-area-answers-none-once-it-holds-entries",
+        "crdt_mesh/replica/pending.py",
+        "        if not self._feeds:\n            return None",
+        "        if self._feeds:\n            return None",
+        ("tests/unit/test_verifier.py::test_large_ingest_rejects_exactly_the_forged_entries",),
+    ),
+    Mutant(
+        "a-known-fork-ignores-the-entries-before-it",
+        "crdt_mesh/replica/admission.py",
+        "        if proof is not None and entry.seq >= proof.seq:",
+        "        if proof is not None:",
+        (
+            "tests/unit/test_ingest_rules.py::"
+            "test_a_replica_that_knows_a_fork_by_its_proof_takes_the_entries_before_it",
+        ),
+    ),
 ]
 
 

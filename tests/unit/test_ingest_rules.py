@@ -342,6 +342,26 @@ def test_forked_feed_is_frozen_and_replicas_converge(make_replica: ReplicaFactor
     assert bob.ingest(feed(ALICE, 4)).applied == []
 
 
+def test_a_replica_that_knows_a_fork_by_its_proof_takes_the_entries_before_it(
+    make_replica: ReplicaFactory,
+) -> None:
+    """A replica that learnt of a fork from its proof alone takes the entries from
+    before the fork when they come (in another ingest), as those that saw them do,
+    and ignores those from the fork on: its feed ends where theirs does. (It used to
+    ignore them all: its replica never converged with theirs, and anti-entropy
+    offered it the same entries every round.)"""
+    entries, other = _forked_pair()
+    bob = make_replica()
+    proof = bob.ingest([*entries, other]).forks[0]
+    carol = make_replica()
+    assert carol.ingest([proof.encode()]).forks == [proof]
+    report = carol.ingest(entries)  # the proof is in carol's state, not this staging
+    assert report.applied == [entries[0]] and report.ignored == 2
+    assert carol.heads()[(NOTES, ALICE.peer_id)] == bob.heads()[(NOTES, ALICE.peer_id)]
+    assert carol.heads()[(NOTES, ALICE.peer_id)].frozen
+    assert doc_json(carol.document(NOTES)) == doc_json(bob.document(NOTES))
+
+
 def test_proofs_survive_restart(make_replica: ReplicaFactory, tmp_path: object) -> None:
     entries, other = _forked_pair()
     bob = make_replica(BOB, name="bob")

@@ -119,3 +119,19 @@ def test_a_batch_never_waits_for_helpers_to_start(monkeypatch: pytest.MonkeyPatc
     finally:
         pool.close()
         worker.join(timeout=20)
+
+
+def test_a_copy_in_a_later_chunk_of_one_commit_group_is_a_duplicate(
+    make_replica: ReplicaFactory,
+) -> None:
+    """Chunks are checked apart and judged in turn into one staged commit: a copy of an
+    entry already staged (its feed's head is past it) is known by the ids staged, not
+    by the store, which does not hold it yet."""
+    entries = feed(ALICE, 600)
+    data = [e.encoded for e in entries]
+    data.insert(70, entries[0].encoded)  # in the second chunk, after 64 staged entries
+    replica = make_replica(verify_processes=2)
+    assert replica._verifier().start(timeout=60)
+    report = replica.ingest(data)
+    assert report.rejected == [] and len(report.applied) == 600
+    assert report.duplicates == 1 and report.ignored == 0
