@@ -118,8 +118,9 @@ class Replica:
         pending: byte bounds of the pending area, in all and per source (see
             :class:`~crdt_mesh.PendingLimits`; ``max_pending`` overrides its count).
         verify_processes: helper processes that check signatures of ingest
-            batches of 512 entries or more: ``None`` shares one per core across
-            the process, ``0`` checks everything in this thread.
+            batches of 512 entries or more, beside this thread: ``None`` shares one
+            per core but one across the process, ``0`` checks everything in this
+            thread.
         snapshot_min_debt: update bytes applied before a document's cached state
             is rewritten (it is also rewritten once they exceed its own size).
 

@@ -710,6 +710,37 @@ MUTANTS = [
             "test_a_replica_that_knows_a_fork_by_its_proof_takes_the_entries_before_it",
         ),
     ),
+    Mutant(
+        "verifier-forgets-a-chunk-whose-answer-failed",
+        "crdt_mesh/replica/verifier.py",
+        "                        answer = helper_or_none.receive(len(chunk))\n"
+        "                    slots.popleft()",
+        "                        slots.popleft()\n"
+        "                        answer = helper_or_none.receive(len(chunk))\n"
+        "                        slots.appendleft((None, chunk, answer))\n"
+        "                    slots.popleft()",
+        (
+            "tests/unit/test_verifier.py::"
+            "test_a_helper_dying_after_the_caller_checked_chunks_loses_no_answer",
+        ),
+    ),
+    Mutant(
+        "caller-only-feeds-the-helpers",
+        "crdt_mesh/replica/verifier.py",
+        "if _CAN_POLL and not exhausted and not helper_or_none.answer_ready():",
+        "if False and not helper_or_none.answer_ready():",
+        (
+            "tests/unit/test_verifier.py::"
+            "test_while_an_answer_is_not_back_the_caller_checks_the_next_chunks_itself",
+        ),
+    ),
+    Mutant(
+        "shared-pool-one-helper-per-core",
+        "crdt_mesh/replica/verifier.py",
+        "    return max(0, cores - 1) if _CAN_POLL else cores",
+        "    return cores",
+        ("tests/unit/test_verifier.py::test_the_shared_pool_leaves_a_core_to_the_caller",),
+    ),
 ]
 
 

@@ -135,3 +135,63 @@ def test_a_copy_in_a_later_chunk_of_one_commit_group_is_a_duplicate(
     report = replica.ingest(data)
     assert report.rejected == [] and len(report.applied) == 600
     assert report.duplicates == 1 and report.ignored == 0
+
+
+def _bad_every_seventh(count: int) -> list[tuple[bytes, bytes]]:
+    items = [e.signed_message() for e in feed(ALICE, count)]
+    return [(b"\x00" * 64 + m[64:], k) if i % 7 == 3 else (m, k) for i, (m, k) in enumerate(items)]
+
+
+def test_while_an_answer_is_not_back_the_caller_checks_the_next_chunks_itself(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On 2 cores one helper and the caller beat two helpers that the caller only feeds:
+    the caller checks a chunk whenever the oldest answer is not back, and the answers
+    still come in request order."""
+    if not verifier._CAN_POLL:
+        pytest.skip("this platform cannot poll a pipe: the caller only feeds the helpers")
+    items = _bad_every_seventh(400)
+    chunks = [items[i : i + 20] for i in range(0, 400, 20)]
+    checked_here: list[int] = []
+    inline = verifier.verify_items
+    monkeypatch.setattr(
+        verifier, "verify_items", lambda c: checked_here.append(len(c)) or inline(c)
+    )
+    monkeypatch.setattr(verifier._Helper, "answer_ready", lambda self: False)
+    pool = VerifierPool(1)
+    try:
+        assert pool.start(timeout=60)
+        assert b"".join(pool.verify(chunks)) == inline(items)
+    finally:
+        pool.close()
+    assert 0 < len(checked_here) < len(chunks)  # some here, the rest by the helper
+
+
+def test_a_helper_dying_after_the_caller_checked_chunks_loses_no_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if not verifier._CAN_POLL:
+        pytest.skip("this platform cannot poll a pipe: the caller only feeds the helpers")
+    items = _bad_every_seventh(300)
+    chunks = [items[i : i + 20] for i in range(0, 300, 20)]
+    polls: list[int] = []
+
+    def not_back_and_dying(helper: verifier._Helper) -> bool:
+        polls.append(1)
+        if len(polls) == 3:  # two chunks checked here meanwhile; then the helper dies
+            helper.process.kill()
+            helper.process.wait()
+        return False
+
+    monkeypatch.setattr(verifier._Helper, "answer_ready", not_back_and_dying)
+    pool = VerifierPool(1)
+    try:
+        assert pool.start(timeout=60)
+        assert b"".join(pool.verify(chunks)) == verify_items(items)
+    finally:
+        pool.close()
+
+
+def test_the_shared_pool_leaves_a_core_to_the_caller() -> None:
+    expected = {1: 0, 2: 1, 8: 7} if verifier._CAN_POLL else {1: 1, 2: 2, 8: 8}
+    assert {cores: verifier._helpers_for(cores) for cores in expected} == expected
