@@ -142,6 +142,15 @@ def _bad_every_seventh(count: int) -> list[tuple[bytes, bytes]]:
     return [(b"\x00" * 64 + m[64:], k) if i % 7 == 3 else (m, k) for i, (m, k) in enumerate(items)]
 
 
+def _answers_of_one_helper(chunks: list[list[tuple[bytes, bytes]]]) -> bytes:
+    pool = VerifierPool(1)
+    try:
+        assert pool.start(timeout=60)
+        return b"".join(pool.verify(chunks))
+    finally:
+        pool.close()
+
+
 def test_while_an_answer_is_not_back_the_caller_checks_the_next_chunks_itself(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -158,12 +167,7 @@ def test_while_an_answer_is_not_back_the_caller_checks_the_next_chunks_itself(
         verifier, "verify_items", lambda c: checked_here.append(len(c)) or inline(c)
     )
     monkeypatch.setattr(verifier._Helper, "answer_ready", lambda self: False)
-    pool = VerifierPool(1)
-    try:
-        assert pool.start(timeout=60)
-        assert b"".join(pool.verify(chunks)) == inline(items)
-    finally:
-        pool.close()
+    assert _answers_of_one_helper(chunks) == inline(items)
     assert 0 < len(checked_here) < len(chunks)  # some here, the rest by the helper
 
 
@@ -184,12 +188,7 @@ def test_a_helper_dying_after_the_caller_checked_chunks_loses_no_answer(
         return False
 
     monkeypatch.setattr(verifier._Helper, "answer_ready", not_back_and_dying)
-    pool = VerifierPool(1)
-    try:
-        assert pool.start(timeout=60)
-        assert b"".join(pool.verify(chunks)) == verify_items(items)
-    finally:
-        pool.close()
+    assert _answers_of_one_helper(chunks) == verify_items(items)
 
 
 def test_the_shared_pool_leaves_a_core_to_the_caller() -> None:
