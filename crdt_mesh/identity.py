@@ -117,7 +117,6 @@ class PeerId:
         return nacl.bindings.crypto_box_seal(plaintext, public)
 
 
-@functools.lru_cache(maxsize=1 << 16)
 @functools.lru_cache(maxsize=4096)
 def _parse_peer(text: str) -> PeerId:
     """:meth:`PeerId._parse`, remembered for ids parsed lately (a refusal raises: it is
@@ -125,6 +124,7 @@ def _parse_peer(text: str) -> PeerId:
     return PeerId._parse(text)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _printable(key: bytes) -> str:
     """Base32 of a key (cached: ids are printed and compared as text on hot paths)."""
     return base64.b32encode(key).decode("ascii").rstrip("=").lower()

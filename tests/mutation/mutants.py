@@ -741,6 +741,13 @@ MUTANTS = [
         "    return cores",
         ("tests/unit/test_verifier.py::test_the_shared_pool_leaves_a_core_to_the_caller",),
     ),
+    Mutant(
+        "printable-ids-encoded-every-time",
+        "crdt_mesh/identity.py",
+        "@functools.lru_cache(maxsize=1 << 16)\ndef _printable(key: bytes) -> str:",
+        "def _printable(key: bytes) -> str:",
+        ("tests/unit/test_identity.py::test_a_peer_id_printed_again_is_not_encoded_again",),
+    ),
 ]
 
 

@@ -38,6 +38,22 @@ def test_a_peer_id_parsed_again_is_remembered_and_other_spellings_still_refused(
             PeerId.parse(spelling)
 
 
+def test_a_peer_id_printed_again_is_not_encoded_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Services compare ids as text on hot paths (a 50-agent negotiation spent a fifth
+    of its time in base32 when the cache of printable forms was lost)."""
+    from crdt_mesh import identity
+
+    peer = Identity.generate().peer_id
+    encoded: list[bytes] = []
+    b32encode = identity.base64.b32encode
+    monkeypatch.setattr(
+        identity.base64, "b32encode", lambda key: encoded.append(key) or b32encode(key)
+    )
+    first = str(peer)
+    assert str(PeerId(peer.key)) == first and peer.short == first[:12]
+    assert encoded == [peer.key]  # once, for three prints of two equal ids
+
+
 def test_peer_id_must_be_32_bytes() -> None:
     with pytest.raises(ValueError):
         PeerId(b"x" * 31)
