@@ -100,7 +100,6 @@ def _bad_signature(entry: Entry) -> InvalidSignature:
 
 
 _ADMITTED, _REJECTED, _IGNORED, _WAIT = object(), object(), object(), object()
-_ABSENT = object()  # not looked up (None is an answer)
 
 
 class _Staging:
@@ -168,12 +167,10 @@ class _Staging:
             proof = self.state.forks.get(feed)
         return proof
 
-    def limit(self, feed: FeedKey, proof: ForkProof | object | None = _ABSENT) -> int:
-        """The last seq of ``feed`` that may count (a fork freezes it; an ACL may cut it).
-        ``proof``: the feed's fork proof, if the caller just looked it up."""
-        if proof is _ABSENT:
-            proof = self.fork(feed)
-        limit = proof.seq - 1 if isinstance(proof, ForkProof) else _NO_LIMIT
+    def limit(self, feed: FeedKey) -> int:
+        """The last seq of ``feed`` that may count (a fork freezes it; an ACL may cut it)."""
+        proof = self.fork(feed)
+        limit = proof.seq - 1 if proof is not None else _NO_LIMIT
         if feed[0].policy is Policy.MEMBERS:
             limit = min(limit, self.latest_acl(feed[0]).cuts.get(feed[1], _NO_LIMIT))
         return limit
@@ -226,7 +223,7 @@ class _Staging:
         if entry.seq == next_seq:
             if not pending.waiting(feed):
                 # in order: the usual case, judged at once without the pending area
-                if self._judge(feed, head, entry, report, proof=proof) is not _WAIT:
+                if self._judge(feed, head, entry, report) is not _WAIT:
                     return
             else:
                 # It fills the gap that others wait behind: judged with them now, so it
@@ -338,18 +335,11 @@ class _Staging:
         return verdict is _ADMITTED
 
     def _judge(
-        self,
-        feed: FeedKey,
-        head: Head | None,
-        entry: Entry,
-        report: IngestReport,
-        *,
-        proof: ForkProof | object | None = _ABSENT,
+        self, feed: FeedKey, head: Head | None, entry: Entry, report: IngestReport
     ) -> object:
-        """Admit, refuse or hold ``entry``, the next entry of ``feed`` (``proof``: its
-        fork proof, if the caller just looked it up)."""
+        """Admit, refuse or hold ``entry``, the next entry of ``feed``."""
         try:
-            if entry.seq > self.limit(feed, proof):
+            if entry.seq > self.limit(feed):
                 report.ignored += 1
                 return _IGNORED
             if entry.prev != (head.id if head else ZERO_HASH):
