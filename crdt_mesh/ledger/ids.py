@@ -120,5 +120,12 @@ def client_id_for(document: DocumentId, author: PeerId) -> int:
     Derived from the key, so it needs no declaration that could be forged, and
     per document, so one author's clocks in one document say nothing of another.
     """
-    digest = hashlib.blake2b(_CLIENT_DOMAIN + document.key + author.key, digest_size=8).digest()
+    return _client_id(document.key, author.key)
+
+
+@functools.lru_cache(maxsize=4096)
+def _client_id(document_key: bytes, author_key: bytes) -> int:
+    """:func:`client_id_for` by keys, remembered: every update ingested is checked
+    against its author's client id, and a feed's entries come in runs."""
+    digest = hashlib.blake2b(_CLIENT_DOMAIN + document_key + author_key, digest_size=8).digest()
     return int.from_bytes(digest, "big") & _JS_SAFE_INT

@@ -200,6 +200,8 @@ class Document:
                     del self._unresolved[key]
 
     def _notify(self, entries: Iterable[Entry], *, local: bool) -> None:
+        if not self._observers:
+            return  # no change records built for no one
         for entry in entries:
             change = DocumentChange(self.id, entry.author, entry.seq, local)
             for callback in list(self._observers):

@@ -94,6 +94,18 @@ _POOL_START_BATCH = 4096
 _RECENT_ENTRIES = 16384
 
 
+def _by_document(entries: Iterable[Entry]) -> dict[DocumentId, list[Entry]]:
+    """Entries grouped by document, each group in the order given."""
+    by_doc: dict[DocumentId, list[Entry]] = {}
+    for entry in entries:
+        by_doc.setdefault(entry.document, []).append(entry)
+    return by_doc
+
+
+_INGESTIBLE = (Entry, ForkProof, bytes, bytearray, memoryview)
+_FORK_PROOF_START = b"\x83"  # a CBOR array of 3; an entry is an array of 10
+
+
 def _digest(encoded: bytes | bytearray | memoryview) -> bytes:
     return hashlib.blake2b(encoded, digest_size=16).digest()
 
@@ -755,29 +767,41 @@ class Replica:
             )
         items = list(items)
         for item in items:
-            if not isinstance(item, Entry | ForkProof | bytes | bytearray | memoryview):
+            if type(item) is not bytes and not isinstance(item, _INGESTIBLE):
                 raise ArgumentTypeError(
                     f"items: entries, fork proofs or their bytes, not {type(item).__name__}"
                 )
         report = IngestReport()
         proofs: list[ForkProof] = []
         entries: list[Entry | bytes] = []
+        #: the digest of each entry's bytes, by the id of those bytes (alive while
+        #: this call runs): what is committed is remembered without hashing it again
+        digests: dict[int, bytes] = {}
         recent = self._recent
         for item in items:  # fork proofs first: they freeze feeds before entries are judged
             if isinstance(item, ForkProof) or (
-                isinstance(item, bytes | bytearray | memoryview) and bytes(item[:1]) == b"\x83"
+                not isinstance(item, Entry) and bytes(item[:1]) == _FORK_PROOF_START
             ):
                 try:
                     proofs.append(_checked_proof(item))
                 except MeshError as exc:
                     report.rejected.append(Rejection(item, exc))
-            elif _digest(item.encoded if isinstance(item, Entry) else item) in recent:
+                continue
+            raw = item.encoded if isinstance(item, Entry) else item
+            digest = _digest(raw)
+            if digest in recent:
                 report.duplicates += 1  # the very bytes of an entry committed lately
             else:
                 entries.append(item)
+                digests[id(raw)] = digest
         chunks = self._checked_chunks(entries, report)
         self._admit_and_commit(
-            _accepted(chunks, report), local=False, proofs=proofs, report=report, source=source
+            _accepted(chunks, report),
+            local=False,
+            proofs=proofs,
+            report=report,
+            source=source,
+            digests=digests,
         )
         self.duplicates += report.duplicates
         self.rejections.update(type(r.error).__name__ for r in report.rejected)
@@ -841,12 +865,14 @@ class Replica:
                 for entry, message in zip(chunk, messages, strict=True)
             ]
 
-    def _remember(self, committed: list[Entry]) -> None:
+    def _remember(self, committed: list[Entry], digests: dict[int, bytes]) -> None:
         """Keep the digests of the entries last committed (a bounded window): a copy
-        of the same bytes, which a mesh sends often, is then known without decoding."""
+        of the same bytes, which a mesh sends often, is then known without decoding.
+        ``digests``: those computed already, by the id of the bytes they hash."""
         recent = self._recent
         for entry in committed:
-            recent[_digest(entry.encoded)] = None
+            digest = digests.get(id(entry.encoded))
+            recent[digest if digest is not None else _digest(entry.encoded)] = None
         while len(recent) > _RECENT_ENTRIES:
             recent.popitem(last=False)
 
@@ -900,6 +926,7 @@ class Replica:
         proofs: Iterable[ForkProof] = (),
         report: IngestReport | None = None,
         source: Hashable = None,
+        digests: dict[int, bytes] | None = None,
     ) -> IngestReport:
         """Judge entries in order and commit the admitted ones in groups.
 
@@ -908,31 +935,32 @@ class Replica:
         lets the verifier processes check the next chunks meanwhile.
         """
         report = report or IngestReport()
+        digests = digests or {}
         staging = _Staging(self._state, self._store, now=self._clock(), source=source)
         for proof in proofs:
             staging.add_proof(proof, report)
         for entry in entries:
             staging.offer(entry, report)
             if len(staging.admitted) >= _GROUP_COMMIT:
-                self._commit_staged(staging, local=local, report=report)
+                self._commit_staged(staging, local=local, report=report, digests=digests)
                 staging = _Staging(self._state, self._store, now=self._clock(), source=source)
-        self._commit_staged(staging, local=local, report=report)
+        self._commit_staged(staging, local=local, report=report, digests=digests)
         report.pending = self._state.pending.count
         return report
 
-    def _commit_staged(self, staging: _Staging, *, local: bool, report: IngestReport) -> None:
+    def _commit_staged(
+        self, staging: _Staging, *, local: bool, report: IngestReport, digests: dict[int, bytes]
+    ) -> None:
         staging.drain(report)
         if not staging.dirty:
             return
         self._store.write(staging.write)
         staging.publish()
         admitted = staging.admitted
-        self._remember(admitted)
-        self._state.docs.update({e.document.key: e.document for e in admitted})
+        self._remember(admitted, digests)
+        by_doc = _by_document(admitted)
+        self._state.docs.update({doc_id.key: doc_id for doc_id in by_doc})
         report.applied.extend(admitted)
-        by_doc: dict[DocumentId, list[Entry]] = {}
-        for entry in admitted:
-            by_doc.setdefault(entry.document, []).append(entry)
         for doc_id, doc_entries in by_doc.items():
             document = self._open.get(doc_id)
             if document is None or doc_id in staging.rebuild:
@@ -944,16 +972,21 @@ class Replica:
         due = [self._open[d] for d in by_doc if d in self._open and self._open[d]._snapshot_due()]
         if due:
             self._store.write(lambda writer: self._put_snapshots(writer, due))
-        self._after_commit(admitted, local=local)
+        self._after_commit(admitted, local=local, by_doc=by_doc)
 
-    def _after_commit(self, entries: list[Entry], *, local: bool) -> None:
+    def _after_commit(
+        self,
+        entries: list[Entry],
+        *,
+        local: bool,
+        by_doc: dict[DocumentId, list[Entry]] | None = None,
+    ) -> None:
+        """Tell the open documents' observers and the commit hooks; ``by_doc``: the
+        entries grouped by document, if the caller has them."""
         self._state.version += 1
         if not entries:
             return
-        by_doc: dict[DocumentId, list[Entry]] = {}
-        for entry in entries:
-            by_doc.setdefault(entry.document, []).append(entry)
-        for doc_id, doc_entries in by_doc.items():
+        for doc_id, doc_entries in (by_doc or _by_document(entries)).items():
             document = self._open.get(doc_id)
             if document is not None:
                 document._notify(doc_entries, local=local)

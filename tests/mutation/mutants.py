@@ -638,8 +638,8 @@ MUTANTS = [
     Mutant(
         "unpacked-copies-read-back-from-the-store",
         "crdt_mesh/replica/replica.py",
-        "            elif _digest(item.encoded if isinstance(item, Entry) else item) in recent:",
-        "            elif not isinstance(item, Entry) and _digest(item) in recent:",
+        "            raw = item.encoded if isinstance(item, Entry) else item",
+        '            raw = item if not isinstance(item, Entry) else b""',
         (
             "tests/unit/test_ingest_rules.py::"
             "test_an_entry_object_committed_lately_is_known_without_reading_the_store",
@@ -747,6 +747,37 @@ MUTANTS = [
         "@functools.lru_cache(maxsize=1 << 16)\ndef _printable(key: bytes) -> str:",
         "def _printable(key: bytes) -> str:",
         ("tests/unit/test_identity.py::test_a_peer_id_printed_again_is_not_encoded_again",),
+    ),
+    Mutant(
+        "entry-fields-set-out-of-place",
+        "crdt_mesh/ledger/entry.py",
+        "        s[4](self, timestamp)\n",
+        "        s[4](self, seq)\n",
+        (
+            "tests/unit/test_entry.py::"
+            "test_an_entry_holds_each_field_it_is_built_with_and_stays_frozen",
+        ),
+    ),
+    Mutant(
+        "ingested-bytes-hashed-again-when-remembered",
+        "crdt_mesh/replica/replica.py",
+        "            digest = digests.get(id(entry.encoded))\n",
+        "            digest = None\n",
+        ("tests/unit/test_ingest_rules.py::test_the_bytes_of_an_entry_ingested_are_hashed_once",),
+    ),
+    Mutant(
+        "client-ids-derived-every-time",
+        "crdt_mesh/ledger/ids.py",
+        "    return _client_id(document.key, author.key)\n",
+        "    return _client_id.__wrapped__(document.key, author.key)\n",
+        ("tests/unit/test_entry.py::test_a_client_id_is_per_author_and_document_and_derived_once",),
+    ),
+    Mutant(
+        "observers-skipped-when-there-are-some",
+        "crdt_mesh/replica/document.py",
+        "        if not self._observers:\n            return  # no change records",
+        "        if self._observers:\n            return  # no change records",
+        ("tests/unit/test_replica.py::test_observers_see_local_and_remote_commits",),
     ),
 ]
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 import cbor2
 import pytest
@@ -17,6 +18,7 @@ from crdt_mesh import (
     InvalidSignature,
     PeerId,
     Policy,
+    client_id_for,
 )
 from crdt_mesh.ledger import ZERO_HASH
 from tests.helpers import NOTES, feed
@@ -31,6 +33,18 @@ def test_round_trip_and_id_is_stable() -> None:
     assert again == entry
     assert again.id == entry.id and len(entry.id) == 32
     assert again.author == ALICE.peer_id and again.document == NOTES
+
+
+def test_an_entry_holds_each_field_it_is_built_with_and_stays_frozen() -> None:
+    """Entry's constructor is written by hand (for speed): each argument lands in its
+    own field, by position or by name, and fields cannot be set afterwards."""
+    values = {f.name: object() for f in dataclasses.fields(Entry)}  # each its own
+    for built in (Entry(*values.values()), Entry(**values)):  # type: ignore[arg-type]
+        assert {name: getattr(built, name) for name in values} == values
+    entry = feed(ALICE, 2)[1]
+    assert dataclasses.replace(entry, seq=3).seq == 3
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        entry.seq = 3  # type: ignore[misc]
 
 
 def test_every_single_byte_flip_is_rejected() -> None:
@@ -148,3 +162,19 @@ def test_decode_of_any_mutation_of_a_valid_entry_is_typed(data: st.DataObject) -
     except InvalidEntry:
         return
     assert decoded == entry  # only an identity mutation may decode
+
+
+def test_a_client_id_is_per_author_and_document_and_derived_once() -> None:
+    """Every update ingested is checked against its author's client id: a feed's id is
+    derived from the keys once, then remembered; it still differs by document and
+    author, and fits in a JavaScript-safe integer (Yjs peers read it)."""
+    from crdt_mesh.ledger import ids
+
+    other_doc = DocumentId(Policy.OPEN, "other")
+    ids._client_id.cache_clear()
+    first = client_id_for(NOTES, ALICE.peer_id)
+    assert client_id_for(DocumentId.parse(NOTES.text), PeerId(ALICE.peer_id.key)) == first
+    assert ids._client_id.cache_info().hits == 1
+    others = {client_id_for(other_doc, ALICE.peer_id), client_id_for(NOTES, MALLORY.peer_id)}
+    assert first not in others and len(others) == 2
+    assert all(0 <= cid < 2**53 for cid in {first, *others})

@@ -390,6 +390,30 @@ def test_an_entry_object_committed_lately_is_known_without_reading_the_store(
     assert (report.duplicates, read) == (3, [])
 
 
+def test_the_bytes_of_an_entry_ingested_are_hashed_once(
+    make_replica: ReplicaFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The digest that looks an entry's bytes up in the window of entries committed
+    lately is the one remembered when they commit: not computed a second time. Bytes
+    of another type (a copy is made when decoded) are still remembered, hashed again."""
+    import crdt_mesh.replica.replica as replica_module
+
+    entries = feed(Identity.generate(), 6)
+    hashed: list[bytes] = []
+    digest = replica_module._digest
+    monkeypatch.setattr(replica_module, "_digest", lambda b: hashed.append(b) or digest(b))
+    replica = make_replica()
+    replica.ingest([e.encoded for e in entries[:3]] + [bytearray(e.encoded) for e in entries[3:]])
+    assert len(hashed) == 6 + 3
+    decoded: list[bytes] = []
+    decode = Entry.decode
+    monkeypatch.setattr(
+        Entry, "decode", staticmethod(lambda data, **kw: decoded.append(data) or decode(data, **kw))
+    )
+    report = replica.ingest([e.encoded for e in entries])
+    assert (report.duplicates, decoded) == (6, [])  # all known by their digest
+
+
 def test_forged_fork_proof_is_rejected(make_replica: ReplicaFactory) -> None:
     a1 = feed(ALICE, 1)[0]
     m1 = feed(MALLORY, 1)[0]
