@@ -35,57 +35,56 @@ DOMAIN = b"crdt_mesh/entry/v1\x00"
 # -- floors: the primitives alone ------------------------------------------------------------
 
 
+class _RawLedger:
+    """The primitives alone: a pycrdt map whose updates are each encoded as canonical
+    CBOR, signed, hashed (BLAKE2b) and put in LMDB, with no crdt_mesh code."""
+
+    def __init__(self, path: Path, *, sync: bool) -> None:
+        self.env = lmdb.open(str(path), map_size=1 << 30, max_dbs=4, sync=sync, metasync=sync)
+        self.db = self.env.open_db(b"entries")
+        self.key = nacl.signing.SigningKey.generate()
+        self.author = bytes(self.key.verify_key)
+        self.doc: pycrdt.Doc[Any] = pycrdt.Doc()
+        self.root = self.doc.get("m", type=pycrdt.Map)
+        self.updates: list[bytes] = []
+        self.doc.observe(lambda event: self.updates.append(event.update))
+        self.prev = ZERO_HASH
+
+    def put_last_update(self, txn: lmdb.Transaction, seq: int) -> None:
+        body = cbor2.dumps(
+            [1, "open:bench", self.author, seq, self.prev, seq, 0, 0, self.updates.pop()],
+            canonical=True,
+        )
+        encoded = body + self.key.sign(DOMAIN + body).signature
+        self.prev = hashlib.blake2b(encoded, digest_size=32).digest()
+        txn.put(self.author + seq.to_bytes(8, "big"), encoded, db=self.db)
+
+
 def floor_signed_writes(path: Path, n: int, batch: int, *, sync: bool) -> int:
-    """pycrdt update + sign + canonical CBOR + BLAKE2b + LMDB put, ``batch`` puts per commit."""
-    env = lmdb.open(str(path), map_size=1 << 30, max_dbs=4, sync=sync, metasync=sync)
-    db = env.open_db(b"entries")
-    key = nacl.signing.SigningKey.generate()
-    author = bytes(key.verify_key)
-    doc: pycrdt.Doc[Any] = pycrdt.Doc()
-    root = doc.get("m", type=pycrdt.Map)
-    updates: list[bytes] = []
-    doc.observe(lambda event: updates.append(event.update))
-    prev, seq = ZERO_HASH, 0
+    """One map write per update, ``batch`` updates put per LMDB commit."""
+    ledger = _RawLedger(path, sync=sync)
+    seq = 0
     for _ in range(n // batch):
-        with env.begin(write=True, db=db) as txn:
+        with ledger.env.begin(write=True) as txn:
             for _ in range(batch):
                 seq += 1
-                root[str(seq)] = seq
-                body = cbor2.dumps(
-                    [1, "open:bench", author, seq, prev, seq, 0, 0, updates.pop()], canonical=True
-                )
-                signature = key.sign(DOMAIN + body).signature
-                encoded = body + signature
-                prev = hashlib.blake2b(encoded, digest_size=32).digest()
-                txn.put(author + seq.to_bytes(8, "big"), encoded)
-    env.close()
+                ledger.root[str(seq)] = seq
+                ledger.put_last_update(txn, seq)
+    ledger.env.close()
     return seq
 
 
 def floor_wide_transactions(path: Path, transactions: int, ops: int) -> int:
-    """pycrdt: ``ops`` map writes per transaction, its update signed, hashed and put in
-    LMDB with an fsync: what a wide transaction is made of, with nothing around it."""
-    env = lmdb.open(str(path), map_size=1 << 30, max_dbs=4, sync=True, metasync=True)
-    db = env.open_db(b"entries")
-    key = nacl.signing.SigningKey.generate()
-    author = bytes(key.verify_key)
-    doc: pycrdt.Doc[Any] = pycrdt.Doc()
-    root = doc.get("m", type=pycrdt.Map)
-    updates: list[bytes] = []
-    doc.observe(lambda event: updates.append(event.update))
-    prev = ZERO_HASH
+    """``ops`` map writes per pycrdt transaction, its update put in an LMDB commit with an
+    fsync: what a wide transaction is made of."""
+    ledger = _RawLedger(path, sync=True)
     for seq in range(1, transactions + 1):
-        with doc.transaction():
+        with ledger.doc.transaction():
             for i in range(ops):
-                root[str(i)] = seq
-        body = cbor2.dumps(
-            [1, "open:bench", author, seq, prev, seq, 0, 0, updates.pop()], canonical=True
-        )
-        encoded = body + key.sign(DOMAIN + body).signature
-        prev = hashlib.blake2b(encoded, digest_size=32).digest()
-        with env.begin(write=True, db=db) as txn:
-            txn.put(author + seq.to_bytes(8, "big"), encoded)
-    env.close()
+                ledger.root[str(i)] = seq
+        with ledger.env.begin(write=True) as txn:
+            ledger.put_last_update(txn, seq)
+    ledger.env.close()
     return transactions * ops
 
 
