@@ -747,9 +747,10 @@ class Replica:
 
         Each entry is taken whole or not at all; order and duplicates do not
         matter: an entry whose predecessor is missing waits (bounded) until it
-        arrives. All accepted entries are committed in one LMDB transaction, then
-        applied to the open documents. In a large batch, signatures are checked on
-        a thread pool while this thread decodes and admits the rest.
+        arrives. Accepted entries are committed in LMDB transactions of up to 256,
+        each applied to the open documents once committed. In a large batch,
+        signatures are checked by helper processes while this thread decodes and
+        admits the rest (:mod:`crdt_mesh.replica.verifier`).
 
         Args:
             items: encoded entries and fork proofs, or the objects.
