@@ -49,7 +49,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import secrets
+import ssl
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -174,24 +176,36 @@ class _Connection:
         self.token = secrets.token_hex(8)
         self.links: dict[str, NatsLink] = {}
         self.users = 0
+        self._last_error: Exception | None = None  # what nats-py last reported
 
     async def open(self) -> None:
+        """Connect, within ``connect_timeout`` in all: nats-py retries a first connection
+        forever when reconnecting is allowed (it is, for a connection that was up), so
+        a wrong address or a TLS set-up the server refuses would otherwise never end.
+
+        Raises:
+            TransportError: not connected in time; says the last error nats-py saw.
+        """
         try:
-            await self.client.connect(
-                servers=[self.server],
-                name="crdt_mesh",
-                connect_timeout=math.ceil(self._limits.connect_timeout),
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,
-                error_cb=self._error,
-                disconnected_cb=self._lost,
-                closed_cb=self._lost,
-                **self._options,
-            )
+            with anyio.fail_after(self._limits.connect_timeout):
+                await self.client.connect(
+                    servers=[self.server],
+                    name="crdt_mesh",
+                    connect_timeout=math.ceil(self._limits.connect_timeout),
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    error_cb=self._error,
+                    disconnected_cb=self._lost,
+                    closed_cb=self._lost,
+                    **self._options,
+                )
             await self.client.subscribe(f"{PREFIX}.link.{self.token}.*", cb=self._dispatch)
         except (nats.errors.Error, OSError, TimeoutError) as exc:
             await self.close()
-            raise TransportError(f"cannot reach the NATS server {self.server}: {exc}") from exc
+            reason = self._last_error if isinstance(exc, TimeoutError) else None
+            raise TransportError(
+                f"cannot reach the NATS server {self.server}: {reason or exc or 'timed out'}"
+            ) from exc
 
     def inbox(self, link: str) -> str:
         return f"{PREFIX}.link.{self.token}.{link}"
@@ -206,6 +220,7 @@ class _Connection:
             link._end(f"the connection to {self.server} was lost")
 
     async def _error(self, exc: Exception) -> None:
+        self._last_error = exc
         log.debug("NATS %s: %r", self.server, exc)
 
     async def close(self) -> None:
@@ -528,6 +543,38 @@ def _on_asyncio() -> None:
         ) from None
 
 
+def options_from_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """nats-py ``connect`` options from the variables the ``nats`` command reads:
+    ``NATS_CA`` (TLS, trusting that CA file beside the system's), ``NATS_CERT`` and
+    ``NATS_KEY`` (TLS with this client certificate), ``NATS_CREDS`` (a credentials
+    file: a user JWT and its key). None set: no options (plain TCP).
+
+    Raises:
+        TransportError: a file cannot be read, or NATS_CERT comes without NATS_KEY.
+    """
+    env = os.environ if environ is None else environ
+    ca, cert, key = (env.get(name) or None for name in ("NATS_CA", "NATS_CERT", "NATS_KEY"))
+    options: dict[str, Any] = {}
+    if (cert is None) != (key is None):
+        raise TransportError("NATS_CERT and NATS_KEY name a client certificate together")
+    if ca or cert:
+        try:
+            context = ssl.create_default_context()
+            if ca:
+                context.load_verify_locations(cafile=ca)
+            if cert:
+                context.load_cert_chain(cert, key)
+        except (OSError, ssl.SSLError) as exc:  # a missing file, or not PEM
+            raise TransportError(f"cannot set up TLS for NATS: {exc}") from exc
+        options["tls"] = context
+    creds = env.get("NATS_CREDS")
+    if creds:
+        if not os.path.isfile(creds):
+            raise TransportError(f"NATS_CREDS names no file: {creds}")
+        options["user_credentials"] = creds
+    return options
+
+
 class NatsTransport:
     """A :class:`~crdt_mesh.transport.Transport` through NATS servers, Noise end to end.
 
@@ -535,7 +582,9 @@ class NatsTransport:
         limits: per-link and per-listener limits.
         penalties: accepted for the registry's sake; a bus shows no host to blame
             before a peer proves itself, so none is counted here.
-        connect_options: passed to nats-py's ``connect`` (credentials, TLS, ...).
+        connect_options: passed to nats-py's ``connect`` (credentials, TLS, ...);
+            if not given, read from the environment as the ``nats`` command reads it
+            (:func:`options_from_environment`): how ``crdt-mesh node`` gets them.
     """
 
     def __init__(
@@ -547,7 +596,9 @@ class NatsTransport:
     ) -> None:
         self.limits = limits
         self.penalties = penalties if penalties is not None else Penalties()
-        self._options = dict(connect_options or {})
+        self._options = (
+            dict(connect_options) if connect_options is not None else options_from_environment()
+        )
         self._connections: dict[str, _Connection] = {}
         self._opening: dict[str, anyio.Lock] = {}
 
@@ -632,4 +683,11 @@ class NatsTransport:
         return link
 
 
-__all__ = ["NatsAddress", "NatsLimits", "NatsLink", "NatsListener", "NatsTransport"]
+__all__ = [
+    "NatsAddress",
+    "NatsLimits",
+    "NatsLink",
+    "NatsListener",
+    "NatsTransport",
+    "options_from_environment",
+]

@@ -40,7 +40,11 @@ def _free_port() -> int:
 class NatsServer:
     """One nats-server process; ``stop`` and ``start`` again keep its port."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, tls: tuple[str | os.PathLike[str], str | os.PathLike[str]] | None = None
+    ) -> None:
+        """``tls``: (certificate, key) PEM files: the server then requires TLS."""
+        self.tls = tls
         self.port = _free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.log = Path(tempfile.mkdtemp(prefix="crdt_mesh-nats-")) / "nats-server.log"
@@ -57,7 +61,7 @@ class NatsServer:
         """
         with self.log.open("ab") as log:  # not a pipe: a full pipe would stall the server
             self.process = subprocess.Popen(
-                [binary(), "-a", "127.0.0.1", "-p", str(self.port)],
+                [binary(), "-a", "127.0.0.1", "-p", str(self.port), *self._tls_arguments()],
                 stdout=subprocess.DEVNULL,
                 stderr=log,
             )
@@ -72,6 +76,12 @@ class NatsServer:
             except OSError:
                 time.sleep(0.05)
         raise TransportError(f"nats-server did not listen on {self.port} within {timeout} s")
+
+    def _tls_arguments(self) -> list[str]:
+        if self.tls is None:
+            return []
+        cert, key = self.tls
+        return ["--tls", "--tlscert", str(cert), "--tlskey", str(key)]
 
     def cpu(self) -> float:
         """Seconds of CPU the server has used (0 where /proc is missing)."""

@@ -5,6 +5,7 @@ processes converge through it. (The conformance suite runs on it too.)"""
 from __future__ import annotations
 
 import contextlib
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,7 +20,13 @@ from crdt_mesh.errors import AuthenticationError, LinkClosed, RateLimitExceeded,
 from crdt_mesh.testing.natsd import NatsServer
 from tests.helpers import wait_for
 from tests.integration.test_node_processes import Node
-from transports.nats import NatsAddress, NatsLimits, NatsLink, NatsTransport
+from transports.nats import (
+    NatsAddress,
+    NatsLimits,
+    NatsLink,
+    NatsTransport,
+    options_from_environment,
+)
 from transports.noise import XXHandshake
 from transports.secure import static_key
 
@@ -31,12 +38,18 @@ def anyio_backend() -> str:
 
 @asynccontextmanager
 async def linked(
-    url: str, limits: NatsLimits | None = None, name: str = "t"
+    url: str,
+    limits: NatsLimits | None = None,
+    name: str = "t",
+    options: dict[str, Any] | None = None,
 ) -> AsyncIterator[tuple[NatsLink, NatsLink]]:
-    """(dialled, accepted), each through a transport (a connection) of its own."""
+    """(dialled, accepted), each through a transport (a connection) of its own;
+    ``options``: nats-py's connect options for both."""
     limits = limits or NatsLimits()
     server_id, client_id = Identity.generate(), Identity.generate()
-    listener = await NatsTransport(limits).listen(f"{url}/{name}", server_id)
+    listener = await NatsTransport(limits, connect_options=options).listen(
+        f"{url}/{name}", server_id
+    )
     links: list[Any] = []
     try:
         async with anyio.create_task_group() as tg:
@@ -46,7 +59,9 @@ async def linked(
 
             tg.start_soon(accept)
             with anyio.fail_after(10):
-                dialled = await NatsTransport(limits).dial(listener.address, client_id)
+                dialled = await NatsTransport(limits, connect_options=options).dial(
+                    listener.address, client_id
+                )
         links.insert(0, dialled)
         yield links[0], links[1]
     finally:
@@ -332,3 +347,81 @@ async def test_what_arrives_before_a_handshake_completes_is_bounded() -> None:
         link._deliver(b"\x00" * 65_000, "crdt-mesh.link.y.z")
     assert link._ended is not None and "before the handshake" in str(link._ended)
     assert len(link._handshake) <= 16
+
+
+@pytest.mark.anyio
+async def test_a_server_that_cannot_be_reached_is_a_typed_error_not_a_wait() -> None:
+    """nats-py retries a first connection forever when reconnecting is allowed (as it
+    is here, for connections that were up): a wrong address must not hang a node."""
+    port = NatsServer().port  # free: nothing listens there
+    limits = NatsLimits(connect_timeout=1.0)
+    with anyio.fail_after(15), pytest.raises(TransportError, match="cannot reach"):
+        await NatsTransport(limits, connect_options={}).listen(
+            f"nats://127.0.0.1:{port}/x", Identity.generate()
+        )
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A CA made here (trustme), a server certificate for 127.0.0.1 and a client one."""
+    trustme = pytest.importorskip("trustme", reason="the dev extra installs trustme")
+    folder = tmp_path_factory.mktemp("tls")
+    ca = trustme.CA()
+    files = {name: folder / f"{name}.pem" for name in ("ca", "cert", "key", "ccert", "ckey")}
+    ca.cert_pem.write_to_path(files["ca"])
+    server = ca.issue_cert("127.0.0.1")
+    server.cert_chain_pems[0].write_to_path(files["cert"])
+    server.private_key_pem.write_to_path(files["key"])
+    client = ca.issue_cert("crdt-mesh-client")
+    client.cert_chain_pems[0].write_to_path(files["ccert"])
+    client.private_key_pem.write_to_path(files["ckey"])
+    return files
+
+
+@pytest.mark.anyio
+async def test_over_a_server_that_requires_tls_links_form_with_the_ca_from_the_environment(
+    tls_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node reads NATS_CA as the nats command does; a transport that does not trust
+    the server's CA is refused with a typed error, not left waiting."""
+    server = NatsServer(tls=(tls_files["cert"], tls_files["key"]))
+    server.start()
+    try:
+        untrusting = NatsTransport(NatsLimits(connect_timeout=2.0), connect_options={})
+        with pytest.raises(TransportError, match=r"cannot reach .*CERTIFICATE_VERIFY_FAILED"):
+            with anyio.fail_after(20):
+                await untrusting.listen(server.url, Identity.generate())
+        monkeypatch.setenv("NATS_CA", str(tls_files["ca"]))
+        options = options_from_environment()
+        assert isinstance(options["tls"], ssl.SSLContext)
+        async with linked(server.url, options=None) as (dialled, accepted):
+            await dialled.send(b"over TLS, and Noise inside it")
+            with anyio.fail_after(10):
+                assert await accepted.recv() == b"over TLS, and Noise inside it"
+    finally:
+        server.stop()
+
+
+def test_nats_options_from_the_environment_are_checked_before_use(
+    tls_files: dict[str, Path], tmp_path: Path
+) -> None:
+    assert options_from_environment({}) == {}
+    with_client = options_from_environment(
+        {
+            "NATS_CA": str(tls_files["ca"]),
+            "NATS_CERT": str(tls_files["ccert"]),
+            "NATS_KEY": str(tls_files["ckey"]),
+        }
+    )
+    assert isinstance(with_client["tls"], ssl.SSLContext)
+    creds = tmp_path / "user.creds"
+    creds.write_text("not checked here: the server judges it")
+    assert options_from_environment({"NATS_CREDS": str(creds)}) == {"user_credentials": str(creds)}
+    for wrong in (
+        {"NATS_CERT": str(tls_files["ccert"])},  # without its key
+        {"NATS_CA": str(tmp_path / "missing.pem")},
+        {"NATS_CA": str(creds)},  # not PEM
+        {"NATS_CREDS": str(tmp_path / "missing.creds")},
+    ):
+        with pytest.raises(TransportError):
+            options_from_environment(wrong)

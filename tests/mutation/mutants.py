@@ -779,6 +779,26 @@ MUTANTS = [
         "        if self._observers:\n            return  # no change records",
         ("tests/unit/test_replica.py::test_observers_see_local_and_remote_commits",),
     ),
+    Mutant(
+        "nats-first-connection-waits-forever",
+        "transports/nats.py",
+        "            with anyio.fail_after(self._limits.connect_timeout):\n",
+        "            with anyio.fail_after(None):\n",
+        (
+            "tests/integration/test_nats.py::"
+            "test_a_server_that_cannot_be_reached_is_a_typed_error_not_a_wait",
+        ),
+    ),
+    Mutant(
+        "nats-environment-not-read",
+        "transports/nats.py",
+        "dict(connect_options) if connect_options is not None else options_from_environment()",
+        "dict(connect_options) if connect_options is not None else {}",
+        (
+            "tests/integration/test_nats.py::"
+            "test_over_a_server_that_requires_tls_links_form_with_the_ca_from_the_environment",
+        ),
+    ),
 ]
 
 
