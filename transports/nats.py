@@ -202,10 +202,9 @@ class _Connection:
             await self.client.subscribe(f"{PREFIX}.link.{self.token}.*", cb=self._dispatch)
         except (nats.errors.Error, OSError, TimeoutError) as exc:
             await self.close()
-            reason = self._last_error if isinstance(exc, TimeoutError) else None
-            raise TransportError(
-                f"cannot reach the NATS server {self.server}: {reason or exc or 'timed out'}"
-            ) from exc
+            # a timeout says nothing itself: what nats-py last saw does
+            reason = (self._last_error or "timed out") if isinstance(exc, TimeoutError) else exc
+            raise TransportError(f"cannot reach the NATS server {self.server}: {reason}") from exc
 
     def inbox(self, link: str) -> str:
         return f"{PREFIX}.link.{self.token}.{link}"
@@ -546,17 +545,18 @@ def _on_asyncio() -> None:
 def options_from_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """nats-py ``connect`` options from the variables the ``nats`` command reads:
     ``NATS_CA`` (TLS, trusting that CA file beside the system's), ``NATS_CERT`` and
-    ``NATS_KEY`` (TLS with this client certificate), ``NATS_CREDS`` (a credentials
-    file: a user JWT and its key). None set: no options (plain TCP).
+    ``NATS_KEY`` (TLS with this client certificate; the key may be in the certificate's
+    file instead), ``NATS_CREDS`` (a credentials file: a user JWT and its key). None
+    set: no options (plain TCP).
 
     Raises:
-        TransportError: a file cannot be read, or NATS_CERT comes without NATS_KEY.
+        TransportError: a file cannot be read, or NATS_KEY comes without NATS_CERT.
     """
     env = os.environ if environ is None else environ
     ca, cert, key = (env.get(name) or None for name in ("NATS_CA", "NATS_CERT", "NATS_KEY"))
     options: dict[str, Any] = {}
-    if (cert is None) != (key is None):
-        raise TransportError("NATS_CERT and NATS_KEY name a client certificate together")
+    if key is not None and cert is None:
+        raise TransportError("NATS_KEY is the key of a client certificate: NATS_CERT names it")
     if ca or cert:
         try:
             context = ssl.create_default_context()

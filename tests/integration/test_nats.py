@@ -414,11 +414,15 @@ def test_nats_options_from_the_environment_are_checked_before_use(
         }
     )
     assert isinstance(with_client["tls"], ssl.SSLContext)
+    combined = tmp_path / "client.pem"  # the key in the certificate's file: NATS_KEY unset
+    combined.write_bytes(tls_files["ccert"].read_bytes() + tls_files["ckey"].read_bytes())
+    assert isinstance(options_from_environment({"NATS_CERT": str(combined)})["tls"], ssl.SSLContext)
     creds = tmp_path / "user.creds"
     creds.write_text("not checked here: the server judges it")
     assert options_from_environment({"NATS_CREDS": str(creds)}) == {"user_credentials": str(creds)}
     for wrong in (
-        {"NATS_CERT": str(tls_files["ccert"])},  # without its key
+        {"NATS_CERT": str(tls_files["ccert"])},  # its key nowhere
+        {"NATS_KEY": str(tls_files["ckey"])},  # a key without its certificate
         {"NATS_CA": str(tmp_path / "missing.pem")},
         {"NATS_CA": str(creds)},  # not PEM
         {"NATS_CREDS": str(tmp_path / "missing.creds")},

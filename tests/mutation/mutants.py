@@ -799,6 +799,16 @@ MUTANTS = [
             "test_over_a_server_that_requires_tls_links_form_with_the_ca_from_the_environment",
         ),
     ),
+    Mutant(
+        "nats-key-without-certificate-ignored",
+        "transports/nats.py",
+        "    if key is not None and cert is None:\n",
+        "    if False:\n",
+        (
+            "tests/integration/test_nats.py::"
+            "test_nats_options_from_the_environment_are_checked_before_use",
+        ),
+    ),
 ]
 
 
