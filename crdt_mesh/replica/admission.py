@@ -46,9 +46,15 @@ def _feed_order(entry: Entry) -> tuple[bytes, bytes, int]:
     return entry.document.key, entry.author.key, entry.seq
 
 
-def _accepted(chunks: Iterable[list[Entry | Rejection]], report: IngestReport) -> Iterator[Entry]:
-    """The verified entries of each chunk, in feed order within it; reject the others."""
+def _accepted(
+    chunks: Iterable[list[Entry | Rejection] | None], report: IngestReport
+) -> Iterator[Entry | None]:
+    """The verified entries of each chunk, in feed order within it; reject the others.
+    A pause (None) passes through."""
     for chunk in chunks:
+        if chunk is None:
+            yield None
+            continue
         good: list[Entry] = []
         for result in chunk:
             if isinstance(result, Entry):

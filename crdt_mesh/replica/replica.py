@@ -110,6 +110,17 @@ def _digest(encoded: bytes | bytearray | memoryview) -> bytes:
     return hashlib.blake2b(encoded, digest_size=16).digest()
 
 
+def _chunk_bounds(count: int) -> Iterator[tuple[int, int]]:
+    """(start, end) of each chunk of a batch of ``count`` handed to the verifier:
+    a first chunk of a quarter, so that the helpers start sooner, then full ones."""
+    start = 0
+    size = _VERIFY_CHUNK // 4
+    while start < count:
+        yield start, min(start + size, count)
+        start += size
+        size = _VERIFY_CHUNK
+
+
 #: Admitted entries per LMDB transaction during one ingest.
 _GROUP_COMMIT = 256
 
@@ -778,7 +789,6 @@ class Replica:
         #: the digest of each entry's bytes, by the id of those bytes (alive while
         #: this call runs): what is committed is remembered without hashing it again
         digests: dict[int, bytes] = {}
-        recent = self._recent
         for item in items:  # fork proofs first: they freeze feeds before entries are judged
             if isinstance(item, ForkProof) or (
                 not isinstance(item, Entry) and bytes(item[:1]) == _FORK_PROOF_START
@@ -787,15 +797,9 @@ class Replica:
                     proofs.append(_checked_proof(item))
                 except MeshError as exc:
                     report.rejected.append(Rejection(item, exc))
-                continue
-            raw = item.encoded if isinstance(item, Entry) else item
-            digest = _digest(raw)
-            if digest in recent:
-                report.duplicates += 1  # the very bytes of an entry committed lately
             else:
                 entries.append(item)
-                digests[id(raw)] = digest
-        chunks = self._checked_chunks(entries, report)
+        chunks = self._checked_chunks(entries, report, digests)
         self._admit_and_commit(
             _accepted(chunks, report),
             local=False,
@@ -828,35 +832,41 @@ class Replica:
         return self._state.pending.bytes
 
     def _checked_chunks(
-        self, items: list[Entry | bytes], report: IngestReport
-    ) -> Iterator[list[Entry | Rejection]]:
+        self, items: list[Entry | bytes], report: IngestReport, digests: dict[int, bytes]
+    ) -> Iterator[list[Entry | Rejection] | None]:
         """Decode entries and check their signatures and client-id binding, in chunks.
 
         Signatures of a large batch are checked by helper processes (see
         :mod:`crdt_mesh.replica.verifier`), once they are started and ready, while
         this thread decodes the next chunks and admits the chunks already checked;
-        a small batch is checked here.
+        a small batch is checked here. ``digests`` gets the digest of each entry's
+        bytes, by their id. None: a pause, while the helpers check the last chunks.
         """
         if (
             len(items) < _POOL_MIN_BATCH
             or self._verify_processes == 0
             or (len(items) < _POOL_START_BATCH and not self._verifier().started)
         ):
-            yield _check_chunk(self._unknown(_decode_chunk(items, report), report))
+            chunk = _decode_chunk(self._not_recent(items, report, digests), report)
+            yield _check_chunk(self._unknown(chunk, report))
             return
         Message = tuple[bytes, bytes]
         handed: deque[tuple[list[Entry], list[Message], list[Message]]] = deque()
 
         def requests() -> Iterator[list[Message]]:
-            for start in range(0, len(items), _VERIFY_CHUNK):
-                chunk = _decode_chunk(items[start : start + _VERIFY_CHUNK], report)
-                chunk = self._unknown(chunk, report)
+            # the first chunk small: the helpers start on it while this thread decodes on
+            for start, end in _chunk_bounds(len(items)):
+                fresh = self._not_recent(items[start:end], report, digests)
+                chunk = self._unknown(_decode_chunk(fresh, report), report)
                 messages = [entry.signed_message() for entry in chunk]
                 unique = list(dict.fromkeys(messages))  # a signed group: one check
                 handed.append((chunk, messages, unique))
                 yield unique
 
-        for answer in self._verifier().verify(requests()):
+        for answer in self._verifier().verify_or_pause(requests()):
+            if answer is None:
+                yield None  # the helpers are at work: commit what was admitted meanwhile
+                continue
             chunk, messages, unique = handed.popleft()
             verdict = dict(zip(unique, answer, strict=True))
             yield [
@@ -865,6 +875,24 @@ class Replica:
                 else Rejection(entry, _bad_signature(entry))
                 for entry, message in zip(chunk, messages, strict=True)
             ]
+
+    def _not_recent(
+        self, items: list[Entry | bytes], report: IngestReport, digests: dict[int, bytes]
+    ) -> list[Entry | bytes]:
+        """``items`` less the very bytes of entries committed lately (counted as
+        duplicates); the digest of each one kept is put in ``digests`` by the id of
+        its bytes, for :meth:`_remember`."""
+        recent = self._recent
+        fresh: list[Entry | bytes] = []
+        for item in items:
+            raw = item.encoded if isinstance(item, Entry) else item
+            digest = _digest(raw)
+            if digest in recent:
+                report.duplicates += 1
+            else:
+                fresh.append(item)
+                digests[id(raw)] = digest
+        return fresh
 
     def _remember(self, committed: list[Entry], digests: dict[int, bytes]) -> None:
         """Keep the digests of the entries last committed (a bounded window): a copy
@@ -921,7 +949,7 @@ class Replica:
 
     def _admit_and_commit(
         self,
-        entries: Iterable[Entry],
+        entries: Iterable[Entry | None],
         *,
         local: bool,
         proofs: Iterable[ForkProof] = (),
@@ -933,16 +961,19 @@ class Replica:
 
         Each group is one LMDB transaction, after which its entries are applied to
         the open documents (invariant 5 of docs/architecture.md). Committing as we go
-        lets the verifier processes check the next chunks meanwhile.
+        lets the verifier processes check the next chunks meanwhile; a None among
+        ``entries`` (the helpers checking the last chunks) commits what is admitted
+        so far, so that little is left to commit once the last answer is back.
         """
         report = report or IngestReport()
-        digests = digests or {}
+        digests = {} if digests is None else digests  # filled as chunks are read
         staging = _Staging(self._state, self._store, now=self._clock(), source=source)
         for proof in proofs:
             staging.add_proof(proof, report)
         for entry in entries:
-            staging.offer(entry, report)
-            if len(staging.admitted) >= _GROUP_COMMIT:
+            if entry is not None:
+                staging.offer(entry, report)
+            if len(staging.admitted) >= (1 if entry is None else _GROUP_COMMIT):
                 self._commit_staged(staging, local=local, report=report, digests=digests)
                 staging = _Staging(self._state, self._store, now=self._clock(), source=source)
         self._commit_staged(staging, local=local, report=report, digests=digests)

@@ -28,6 +28,7 @@ import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import cast
 
 import cbor2
 
@@ -154,6 +155,15 @@ class VerifierPool:
         helpers check the ones before it. While the oldest answer is not back, the
         next chunk is checked here rather than waited for.
         """
+        yield from cast(Iterator[bytes], self._answers(chunks, pauses=False))
+
+    def verify_or_pause(self, chunks: Iterable[list[Item]]) -> Iterator[bytes | None]:
+        """As :meth:`verify`, but yield None before waiting on the helpers with no chunk
+        left to send: the caller's cue to do work of its own meanwhile (an ingest
+        commits what it admitted), rather than after the last answer."""
+        return self._answers(chunks, pauses=True)
+
+    def _answers(self, chunks: Iterable[list[Item]], *, pauses: bool) -> Iterator[bytes | None]:
         with self._lock:  # one batch at a time: answers come back in request order
             try:
                 helpers = self._start()
@@ -167,6 +177,7 @@ class VerifierPool:
             # (None, chunk, answer) checked here
             slots: deque[tuple[_Helper | None, list[Item], bytes]] = deque()
             exhausted = False
+            paused = False  # a pause was yielded since the last answer
             try:
                 while True:
                     while not exhausted:
@@ -190,8 +201,14 @@ class VerifierPool:
                             else:
                                 slots.append((None, extra, verify_items(extra)))
                             continue
+                        if pauses and _CAN_POLL and exhausted and not paused:
+                            paused = True
+                            if not helper_or_none.answer_ready():
+                                yield None
+                                continue
                         answer = helper_or_none.receive(len(chunk))
                     slots.popleft()  # only once answered: a failed receive is redone
+                    paused = False
                     yield answer
             except (OSError, EOFError, ValueError):
                 self._stop()

@@ -809,6 +809,47 @@ MUTANTS = [
             "test_nats_options_from_the_environment_are_checked_before_use",
         ),
     ),
+    Mutant(
+        "helpers-never-told-to-pause",
+        "crdt_mesh/replica/verifier.py",
+        "                        if pauses and _CAN_POLL and exhausted and not paused:",
+        "                        if False and pauses and _CAN_POLL and exhausted and not paused:",
+        (
+            "tests/unit/test_verifier.py::"
+            "test_pauses_come_once_every_chunk_is_sent_and_the_oldest_answer_is_not_back",
+        ),
+    ),
+    Mutant(
+        "a-pause-commits-nothing",
+        "crdt_mesh/replica/replica.py",
+        "            if len(staging.admitted) >= (1 if entry is None else _GROUP_COMMIT):",
+        "            if len(staging.admitted) >= _GROUP_COMMIT:",
+        (
+            "tests/unit/test_verifier.py::"
+            "test_while_the_helpers_check_the_last_chunks_what_was_admitted_is_committed",
+        ),
+    ),
+    Mutant(
+        "whole-batch-hashed-before-the-first-chunk",
+        "crdt_mesh/replica/replica.py",
+        "                fresh = self._not_recent(items[start:end], report, digests)\n",
+        "                self._not_recent(items, report, {}) if start == 0 else None\n"
+        "                fresh = self._not_recent(items[start:end], report, digests)\n",
+        (
+            "tests/unit/test_verifier.py::"
+            "test_a_large_ingest_hands_over_a_small_first_chunk_before_reading_the_rest",
+        ),
+    ),
+    Mutant(
+        "first-chunk-full-size",
+        "crdt_mesh/replica/replica.py",
+        "    size = _VERIFY_CHUNK // 4\n",
+        "    size = _VERIFY_CHUNK\n",
+        (
+            "tests/unit/test_verifier.py::"
+            "test_a_large_ingest_hands_over_a_small_first_chunk_before_reading_the_rest",
+        ),
+    ),
 ]
 
 

@@ -178,3 +178,42 @@ def test_a_client_id_is_per_author_and_document_and_derived_once() -> None:
     others = {client_id_for(other_doc, ALICE.peer_id), client_id_for(NOTES, MALLORY.peer_id)}
     assert first not in others and len(others) == 2
     assert all(0 <= cid < 2**53 for cid in {first, *others})
+
+
+def test_an_encoding_of_the_same_length_and_values_is_refused_unless_canonical() -> None:
+    """cbor2 reads shared values (tags 28 and 29): a field that repeats another is
+    shorter so written, and padded integers can make up the bytes saved. The same
+    values at the same length, signature valid: refused, or the one entry would have
+    two encodings (two digests, two ways to be counted)."""
+    entry = Entry.create(ALICE, NOTES, 1, ZERO_HASH, b"\x00" * 32, timestamp=1)
+    items = cbor2.loads(entry.encoded)
+    assert items[4] == items[8]  # prev (zero on a feed's first entry) and payload alike
+
+    def padded(value: int, head: int, width: int) -> bytes:
+        return bytes((head,)) + value.to_bytes(width, "big")
+
+    def canonical(value: object) -> bytes:
+        return cbor2.dumps(value, canonical=True)
+
+    version, doc, author, seq, prev, timestamp, kind, acl, _, signature = items
+    shared = b"\x8a" + b"".join(
+        [
+            padded(version, 0x1B, 8),
+            canonical(doc),
+            canonical(author),
+            padded(seq, 0x1B, 8),
+            b"\xd8\x1c" + canonical(prev),  # marked shareable
+            padded(timestamp, 0x1B, 8),
+            padded(kind, 0x1A, 4),
+            padded(acl, 0x18, 1),
+            b"\xd8\x1d\x00",  # the payload: the value shared first
+            canonical(signature),
+        ]
+    )
+    assert len(shared) == len(entry.encoded) and cbor2.loads(shared) == items
+    with pytest.raises(InvalidEntry, match="canonical"):
+        Entry.decode(shared)
+    followed = entry.encoded + canonical(signature)  # cbor2 ignores bytes after the entry
+    assert cbor2.loads(followed) == items
+    with pytest.raises(InvalidEntry, match="canonical"):
+        Entry.decode(followed)
