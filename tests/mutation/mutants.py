@@ -850,6 +850,36 @@ MUTANTS = [
             "test_a_large_ingest_hands_over_a_small_first_chunk_before_reading_the_rest",
         ),
     ),
+    Mutant(
+        "awaited-bids-reported-as-failed-audits",
+        "crdt_mesh/services/tasks/board.py",
+        "                awaiting.append(awaited)\n",
+        '                problems.append(f"closed on a bid of {awaited.short} not held here")\n',
+        (
+            "tests/unit/test_tasks.py::"
+            "test_a_close_that_arrives_before_the_bids_it_pins_awaits_them_not_fails_its_audit",
+        ),
+    ),
+    Mutant(
+        "winner-acts-on-an-award-not-audited-yet",
+        "crdt_mesh/services/tasks/board.py",
+        "        if view.awaiting:\n            names",
+        "        if False:\n            names",
+        (
+            "tests/unit/test_tasks.py::"
+            "test_a_close_that_arrives_before_the_bids_it_pins_awaits_them_not_fails_its_audit",
+        ),
+    ),
+    Mutant(
+        "parties-name-a-winner-whose-bids-are-awaited",
+        "crdt_mesh/services/tasks/board.py",
+        "view.award if view.audit_ok and not view.awaiting else None",
+        "view.award if view.audit_ok else None",
+        (
+            "tests/unit/test_tasks.py::"
+            "test_a_close_that_arrives_before_the_bids_it_pins_awaits_them_not_fails_its_audit",
+        ),
+    ),
 ]
 
 

@@ -689,3 +689,62 @@ def test_auditors_are_for_private_tasks_and_are_peer_ids(
         with pytest.raises(NegotiationError, match=match):
             a.announce("t", NEEDS, negotiation=negotiation)
     assert a.tasks() == []  # nothing written
+
+
+def test_a_close_that_arrives_before_the_bids_it_pins_awaits_them_not_fails_its_audit(
+    net: tuple[list[TaskBoard], Clock],
+) -> None:
+    """Entries travel independently: a replica can hold the close before a bid it
+    pins. Until the bid arrives the award cannot be audited there (audited False, the
+    bidders awaited named), which is not a failed audit: no problem is reported, the
+    metric of failed audits stays put, and the winner cannot act on it yet."""
+    (a, b, c, late, _), _clock = net
+    boards = net[0]
+    ann = a.announce("t", NEEDS, negotiation={"selection_criteria": ["price"]})
+    _sync(boards)
+    b.bid(ann.ref, price=5.0, capabilities=CAN)
+    c.bid(ann.ref, price=9.0, capabilities=CAN)
+    sync(a.replica, b.replica)
+    sync(a.replica, c.replica)  # a holds both bids, b only its own
+    a.close(ann.ref)  # b wins
+    for board in (b, late):  # each gets the close, and not c's bid
+        held = board.replica.heads()
+        board.replica.ingest(
+            [e for e in a.replica.missing_from(held) if e.author == a.me]
+        ).raise_first()
+    for board, awaited in ((b, {c.me}), (late, {b.me, c.me})):
+        view = board.view(ann.ref)
+        assert view is not None and view.closed and view.award == b.me
+        assert set(view.awaiting) == awaited and not view.audited
+        assert view.problems == () and view.expected_winner is None
+    with pytest.raises(NegotiationError, match="cannot be audited here yet"):
+        b.accept(ann.ref)
+    assert b.parties(ann.ref).winner is None  # type: ignore[union-attr]
+    _sync(boards)
+    for board in (b, late):
+        view = board.view(ann.ref)
+        assert view is not None and view.awaiting == () and view.audited and view.audit_ok
+    b.accept(ann.ref)
+    assert b.parties(ann.ref).winner == b.me  # type: ignore[union-attr]
+
+
+def test_a_close_that_pins_a_bid_of_no_peer_fails_its_audit(
+    net: tuple[list[TaskBoard], Clock],
+) -> None:
+    """No bid can ever come from a bidder that is not a peer id: nothing to await."""
+    (a, b, _c, observer, _), _clock = net
+    boards = net[0]
+    ann = a.announce("t", NEEDS)
+    _sync(boards)
+    b.bid(ann.ref, price=5.0, capabilities=CAN)
+    _sync(boards)
+    a.close(ann.ref)
+    section = a.replica.document(ann.ref.section(a.me))
+    with section.transaction():
+        close = section.map("task").to_py()["close"]
+        close["bidders"] = {**close["bidders"], "not-a-peer": "00" * 32}
+        section.map("task")["close"] = close
+    _sync(boards)
+    view = observer.view(ann.ref)
+    assert view is not None and view.awaiting == ()
+    assert any("not a peer id" in problem for problem in view.problems), view.problems

@@ -467,6 +467,12 @@ class TaskBoard:
         view = self._require_view(ref)
         if view.award != self.me:
             raise NegotiationError(f"{ref} was not awarded to this peer")
+        if view.awaiting:
+            names = ", ".join(peer.short for peer in view.awaiting)
+            raise NegotiationError(
+                f"the award of {ref} cannot be audited here yet: the bids of {names} it was"
+                " made on have not arrived"
+            )
         if view.problems:
             raise NegotiationError(
                 f"the award of {ref} fails this replica's audit: {view.problems[0]}"
@@ -505,7 +511,8 @@ class TaskBoard:
         if view is None:
             return None
         ann = view.announcement
-        winner = view.award if view.audit_ok else None  # an award the rules account for
+        # an award the rules account for (not one whose bids are still awaited)
+        winner = view.award if view.audit_ok and not view.awaiting else None
         return Parties(ref.document_name, ref.announcer, ann.decider, winner, ann.capabilities)
 
     @staticmethod
@@ -634,8 +641,13 @@ class TaskBoard:
             candidates.append(bid)
         held = {str(b.bidder) for b in candidates}
         missing_bids = sorted(set(pinned) - held - {str(r.bidder) for r in rejected})
+        awaiting: list[PeerId] = []  # pinned bids not here yet: the audit waits for them
         for bidder_text in missing_bids:
-            problems.append(f"closed on a bid of {bidder_text[:12]} that this replica lacks")
+            awaited = parse_peer(bidder_text)
+            if awaited is None:  # no bid can ever come from it
+                problems.append(f"the close pins a bid of {bidder_text[:12]!r}, not a peer id")
+            else:
+                awaiting.append(awaited)
         expected: PeerId | None = None
         enough = len(candidates) + left_out >= ann.negotiation.min_bidders
         scores = self._pinned_scores(details, ann, candidates, problems)
@@ -669,7 +681,8 @@ class TaskBoard:
             progress=winner_section.get("progress"),
             result=result,
             subtasks=subtasks,
-            audited=close is None or details is not None,
+            audited=(close is None or details is not None) and not awaiting,
+            awaiting=tuple(awaiting),
         )
 
     def _close_details(

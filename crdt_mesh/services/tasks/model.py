@@ -307,8 +307,12 @@ class TaskView:
     result: Any
     subtasks: tuple[TaskRef, ...]
     #: whether this replica could check the award (a private task's bids and close
-    #: details reach only its parties and auditors: elsewhere this is False)
+    #: details reach only its parties and auditors: elsewhere this is False; so it is
+    #: while a bid the close pins has not arrived)
     audited: bool = True
+    #: bidders whose bids the close pins and this replica does not hold yet (entries
+    #: travel apart: a close can arrive first); the audit waits for them
+    awaiting: tuple[PeerId, ...] = ()
 
     @property
     def ref(self) -> TaskRef:
