@@ -166,18 +166,33 @@ class Document:
         updates = [e for e in entries if e.kind is EntryKind.UPDATE]
         if not updates:
             return
+        # Remote updates are applied merged, a group at a time: the merged update is
+        # what the integration check reads anyway, and one merge and one apply cost a
+        # third less than applying each (Yjs: applying a merge is applying its parts).
+        size = _SETTLE_GROUP if check else 1
+        groups = [updates[start : start + size] for start in range(0, len(updates), size)]
+        merged = [
+            g[0].payload if len(g) == 1 else pycrdt.merge_updates(*(e.payload for e in g))
+            for g in groups
+        ]
         self._applying = True
         try:
             with self._ydoc.transaction():  # one transaction: observers fire once
-                for entry in updates:
-                    self._ydoc.apply_update(entry.payload)
+                for update in merged:
+                    self._ydoc.apply_update(update)
         finally:
             self._applying = False
         self._debt += sum(len(e.payload) for e in updates)
         if check:
-            for entry in updates:
-                self._unresolved[(entry.author, entry.seq)] = entry.payload
-            self._settle()
+            settle = bool(self._unresolved)  # what waited before may be integrated now
+            state = self._ydoc.get_state()
+            for group, update in zip(groups, merged, strict=True):
+                if not is_integrated(update, state):  # rare: settle tells which entries
+                    for entry in group:
+                        self._unresolved[(entry.author, entry.seq)] = entry.payload
+                    settle = True
+            if settle:
+                self._settle()
 
     def _settle(self) -> None:
         """Forget the tracked updates that the document has now integrated.

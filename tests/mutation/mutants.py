@@ -880,6 +880,16 @@ MUTANTS = [
             "test_a_close_that_arrives_before_the_bids_it_pins_awaits_them_not_fails_its_audit",
         ),
     ),
+    Mutant(
+        "a-group-not-integrated-is-tracked-whole",
+        "crdt_mesh/replica/document.py",
+        "                    settle = True\n",
+        "",
+        (
+            "tests/unit/test_replica.py::"
+            "test_an_update_that_cannot_be_integrated_yet_is_tracked_alone_until_it_can",
+        ),
+    ),
 ]
 
 

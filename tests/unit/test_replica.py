@@ -14,9 +14,12 @@ from crdt_mesh import (
     LocalError,
     Replica,
     StoreError,
+    client_id_for,
 )
+from crdt_mesh.ledger import ZERO_HASH
 from crdt_mesh.replica.replica import SNAPSHOT_MIN_DEBT
 from tests.conftest import ReplicaFactory
+from tests.helpers import NOTES, feed, update_as
 
 
 def test_quick_start(make_replica: ReplicaFactory) -> None:
@@ -329,3 +332,26 @@ def test_export_reads_the_documents_own_feeds_only(make_replica: ReplicaFactory)
     alice.missing_from = lambda *a, **k: calls.append(a) or original(*a, **k)  # type: ignore[method-assign]
     alice.export("b")
     assert calls == []  # not a scan of everything this replica holds
+
+
+def test_an_update_that_cannot_be_integrated_yet_is_tracked_alone_until_it_can(
+    make_replica: ReplicaFactory,
+) -> None:
+    """Updates are applied merged, a group at a time; an update whose dependency is
+    missing (Yrs keeps it pending) is tracked on its own (what a snapshot lists to
+    replay), the others applied beside it are not, and none once it is integrated."""
+    alice, bob = Identity.generate(), Identity.generate()
+    first = update_as(client_id_for(NOTES, alice.peer_id), "k", "alice")
+    over = update_as(client_id_for(NOTES, bob.peer_id), "k", "bob", base=first)  # after hers
+    depends = Entry.create(bob, NOTES, 1, ZERO_HASH, over, timestamp=1)
+    others = feed(Identity.generate(), 5)
+    dependency = Entry.create(alice, NOTES, 1, ZERO_HASH, first, timestamp=1)
+    replica = make_replica()
+    notes = replica.document(NOTES)
+    report = replica.ingest([e.encoded for e in [*others[:2], depends, *others[2:]]])
+    assert len(report.applied) == 6
+    assert set(notes._unresolved) == {(bob.peer_id, 1)}
+    assert notes.map("map").to_py() == {f"k{s}": s for s in range(1, 6)}
+    replica.ingest([dependency.encoded]).raise_first()
+    assert notes._unresolved == {}
+    assert notes.map("map").to_py()["k"] == "bob"
