@@ -25,6 +25,7 @@ from crdt_mesh.identity import Domain
 from crdt_mesh.runtime.host import LinkEnd, link_ceiling
 from crdt_mesh.services.gossip import PeerRecord, record_document
 from crdt_mesh.services.gossip import service as gossip_service
+from crdt_mesh.services.gossip.board import write_record
 from crdt_mesh.services.gossip.service import active_size
 from crdt_mesh.services.gossip.swim import Status, SwimSettings
 from crdt_mesh.testing.cluster import cluster, star
@@ -406,3 +407,26 @@ async def test_a_crashed_peer_is_lost_and_a_restarted_one_found_again(tmp_path: 
         await wait_for(lambda: all(gone in [r.peer for r in found[i]] for i in others), 10)
         assert all(len(meshes[i].gossip.present()) == count for i in others)
         stop.set()
+
+
+async def test_a_peer_known_by_its_record_alone_and_unreachable_is_declared_dead(
+    tmp_path: Path,
+) -> None:
+    """Probes run over links, so a peer that crashed while linked to nobody (its record
+    spread, its dials all failed) was never probed and stayed alive in every view. A
+    dial of it that fails at every address it lists now has it probed, through the
+    dialler's neighbours; nobody reaches it, and every peer declares it dead."""
+    network = MemoryNetwork(seed=12)
+    config = MeshConfig(enabled=True, gossip=True, gossip_interval_ms=100, max_peers=8)
+    ghost = Identity.generate()
+    with Replica.open(tmp_path / "ghost", ghost) as ghost_replica:
+        write_record(ghost_replica, [], ["mem://nobody-listens-here"])
+        async with _star(tmp_path / "mesh", network, 3, config) as nodes:
+            for mesh in nodes.meshes:
+                mesh.gossip.join()
+            first = nodes.meshes[0].replica
+            first.ingest(ghost_replica.missing_from(first.heads())).raise_first()
+            await wait_for(
+                lambda: all(m.gossip.status(ghost.peer_id) is Status.DEAD for m in nodes.meshes),
+                30,
+            )

@@ -890,6 +890,26 @@ MUTANTS = [
             "test_an_update_that_cannot_be_integrated_yet_is_tracked_alone_until_it_can",
         ),
     ),
+    Mutant(
+        "a-member-a-dial-failed-to-reach-is-not-probed",
+        "crdt_mesh/services/gossip/swim.py",
+        "        if unreachable is not None and self._is_live(unreachable):\n",
+        "        if False:\n",
+        (
+            "tests/unit/test_swim.py::"
+            "test_a_crashed_member_nobody_was_linked_to_is_found_once_a_dial_of_it_fails",
+        ),
+    ),
+    Mutant(
+        "a-dial-that-failed-everywhere-is-not-reported",
+        "crdt_mesh/services/gossip/service.py",
+        "                    self._detector.unreachable(candidate.peer)\n",
+        "                    pass\n",
+        (
+            "tests/integration/test_gossip.py::"
+            "test_a_peer_known_by_its_record_alone_and_unreachable_is_declared_dead",
+        ),
+    ),
 ]
 
 

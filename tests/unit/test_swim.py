@@ -267,3 +267,78 @@ def test_losing_a_member_that_is_dead_left_or_unknown_changes_nothing() -> None:
         a.lost(peer, 1.0)
     assert {p: a.status(p) for p in (c.me, d.me)} == before and a.status(stranger) is None
     assert a.changes() == [] and a.outbox() == []
+
+
+def _overlay(links: dict[int, set[int]], seed: int) -> tuple[list[FailureDetector], list[PeerId]]:
+    """Detectors that probe only their neighbours (``links``, by index, both ways)."""
+    identities = [Identity.from_seed(bytes([seed + i]) * 32) for i in range(len(links))]
+    ids = [i.peer_id for i in identities]
+    group = [
+        FailureDetector(
+            identity,
+            settings=SETTINGS,
+            rng=random.Random(seed + i),
+            neighbours=lambda i=i: {ids[j] for j in links[i]},
+        )
+        for i, identity in enumerate(identities)
+    ]
+    seed_members(group)
+    return group, ids
+
+
+def _run_overlay(
+    group: list[FailureDetector],
+    links: dict[int, set[int]],
+    start: float,
+    until: float,
+    down: set[int] = frozenset(),
+) -> None:
+    """Frames go over links only (the shell drops those to a peer it is not linked to)."""
+    index = {d.me: i for i, d in enumerate(group)}
+    now = start
+    while now <= until:
+        for i, detector in enumerate(group):
+            if i not in down:
+                detector.tick(now)
+        while batch := [(d.me, to, f) for d in group for to, f in d.outbox()]:
+            for sender, to, frame in batch:
+                s, t = index[sender], index[to]
+                if t in links[s] and not down & {s, t}:
+                    group[t].receive(sender, frame, now)
+        now += 0.1
+
+
+def _ring_and(extra: set[int]) -> dict[int, set[int]]:
+    """Ten members on a ring (0-9) and member 10, linked to ``extra``."""
+    links = {i: {(i - 1) % 10, (i + 1) % 10} for i in range(10)}
+    links[10] = set(extra)
+    for i in extra:
+        links[i].add(10)
+    return links
+
+
+def test_a_crashed_member_nobody_was_linked_to_is_found_once_a_dial_of_it_fails() -> None:
+    """Over an overlay only neighbours are probed: a member that crashed while linked
+    to nobody (its record known to all) was never probed, and alive for ever. A dial
+    of it that fails at every address makes the dialler probe it, through its
+    neighbours, and every member then declares it dead."""
+    links = _ring_and(set())
+    group, ids = _overlay(links, seed=60)
+    _run_overlay(group, links, 0.0, 30.0, down={10})
+    assert all(d.status(ids[10]) is Status.ALIVE for d in group[:10])  # nobody probed it
+    group[0].unreachable(ids[10])
+    _run_overlay(group, links, 30.1, 150.0, down={10})
+    assert [d.status(ids[10]) for d in group[:10]] == [Status.DEAD] * 10
+
+
+def test_a_member_one_peer_cannot_dial_but_another_is_linked_to_stays_alive() -> None:
+    """The probe of a member a dial failed to reach goes through the dialler's
+    neighbours; suspected, a member that lives hears it over its own links and
+    refutes: no member declares it dead."""
+    links = _ring_and({5})
+    group, ids = _overlay(links, seed=80)
+    group[0].unreachable(ids[10])
+    _run_overlay(group, links, 0.0, 120.0)
+    assert [d.status(ids[10]) for d in group[:10]] == [Status.ALIVE] * 10
+    assert group[0].counts.probes_failed == 1  # it was probed: no neighbour of 0 reaches it
+    assert group[10].incarnation > 0  # suspected, and refuted

@@ -474,6 +474,9 @@ class GossipService:
                     break
                 except MeshError as exc:
                     log.info("dial %s at %s failed: %s", candidate.peer.short, address, exc)
+            else:  # reachable at none: probe it, or a crash of it may go unnoticed
+                if self._detector is not None:
+                    self._detector.unreachable(candidate.peer)
         finally:
             self._dialling.discard(candidate.peer)
 

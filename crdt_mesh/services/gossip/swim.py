@@ -200,6 +200,7 @@ class FailureDetector:
         self.identity = identity
         self._neighbours = neighbours
         self._ring: list[PeerId] = []  # neighbours still to probe this round
+        self._unreachable: PeerId | None = None  # a member to probe next (see unreachable)
         self.me = identity.peer_id
         self.settings = settings or SwimSettings()
         self.rng = rng or random.Random()
@@ -423,6 +424,15 @@ class FailureDetector:
         if not self._left and member is not None and member.status in _LIVE:
             self._suspect(peer, member, member.incarnation, self.me, now)
 
+    def unreachable(self, peer: PeerId) -> None:
+        """A dial of ``peer`` failed at every address it lists: probe it next (through
+        the neighbours, over the links they have). Over an overlay only neighbours are
+        probed, so a member nobody is linked to would never be, and its crash never
+        noticed; a member that lives and is linked to anyone acks through them."""
+        member = self._member(peer)
+        if peer != self.me and member is not None and member.status in _LIVE:
+            self._unreachable = peer
+
     # -- probing -----------------------------------------------------------------------------
 
     def _start_probe(self, now: float) -> None:
@@ -439,6 +449,9 @@ class FailureDetector:
     def _next_target(self) -> PeerId | None:
         """SWIM's round-robin: every member (or neighbour) once per round, in a fresh
         random order."""
+        unreachable, self._unreachable = self._unreachable, None
+        if unreachable is not None and self._is_live(unreachable):
+            return unreachable
         if self._neighbours is not None:
             return self._next_neighbour()
         size = self.size()
