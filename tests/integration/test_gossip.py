@@ -385,7 +385,13 @@ async def test_a_crashed_peer_is_lost_and_a_restarted_one_found_again(tmp_path: 
         await wait_for(lambda: all(len(meshes[i].gossip.present()) == count for i in others), 30)
 
         dials_before = sum(meshes[i].runtime.ephemeral_dials for i in others)
+        lost_before = {i: meshes[i].gossip.links_lost for i in others}
         crash.set()  # no leave(): the peer just stops answering
+        # a neighbour suspects it as the link ends (not later, when a dial of it fails)
+        await wait_for(lambda: any(meshes[i].gossip.links_lost > lost_before[i] for i in others))
+        for i in others:
+            if meshes[i].gossip.links_lost > lost_before[i]:
+                assert meshes[i].gossip.status(gone) is not Status.ALIVE
         await wait_for(
             lambda: all(meshes[i].gossip.status(gone) is Status.DEAD for i in others), 30
         )
