@@ -135,9 +135,12 @@ async def test_active_views_stay_small_and_the_bootstrap_peer_is_not_a_hub(
             30,
         )
         ceiling = link_ceiling(size, config.max_peers)
-        await wait_for(lambda: max(len(m.peers) for m in meshes) <= ceiling, 30)
+        # a peer whose only link is let go by the other end is alone for the moment it
+        # takes to dial one from its passive view (HyParView's disconnect): wait for
+        # every view to be within bounds, not for one snapshot to catch them all so
+        await wait_for(lambda: all(1 <= len(m.peers) <= ceiling for m in meshes), 30)
         links = [len(m.peers) for m in meshes]
-        assert min(links) >= 1 and sum(links) / count <= 1.5 * size, links
+        assert sum(links) / count <= 1.5 * size, links
         assert len(meshes[0].peers) <= ceiling  # the bootstrap peer is not everyone's
 
 
