@@ -52,33 +52,52 @@ _WHOLE = (b"", KEY_MAX)
 
 @dataclass(frozen=True, slots=True)
 class AmplifyResult:
-    """What :func:`amplify` saw: whether the repeated-range frame was refused, and
-    the bytes of entries it was sent in each greedy round."""
+    """What :func:`amplify` saw: whether the repeated-range frame was refused, the
+    bytes of entries it was sent in each greedy round, and of those, the entries that
+    came again in the same round and their bytes (an entry the node committed while it
+    answered may come both pushed and in the answer)."""
 
     breach_refused: bool
     entry_bytes_by_round: tuple[int, ...]
+    copies_by_round: tuple[int, ...] = ()
+    copy_bytes_by_round: tuple[int, ...] = ()
 
 
 async def _hello(link: Link) -> None:
     await link.send(encode(Hello(PROTOCOL_VERSION, 1 << 20)))
 
 
-def _stored_bytes(message: Entries) -> int:
-    return sum(len(i.encoded) if isinstance(i, Entry) else len(i) for i in message.items)
+class _Received:
+    """The entries of one round, by their stored bytes (packed, they took fewer)."""
+
+    def __init__(self) -> None:
+        self.entries: set[bytes] = set()
+        self.bytes = 0
+        self.copies = 0
+        self.copy_bytes = 0
+
+    def add(self, message: Entries) -> None:
+        for item in message.items:
+            stored = item.encoded if isinstance(item, Entry) else bytes(item)
+            self.bytes += len(stored)
+            if stored in self.entries:
+                self.copies += 1
+                self.copy_bytes += len(stored)
+            else:
+                self.entries.add(stored)
 
 
-async def _next_reconcile(link: Link, counted: list[int]) -> Reconcile:
-    """Read frames until a reconcile arrives; add the bytes of the entries seen (as
-    stored: packed, they took fewer) to ``counted``."""
+async def _next_reconcile(link: Link, counted: _Received) -> Reconcile:
+    """Read frames until a reconcile arrives; count the entries seen."""
     while True:
         message = decode(await link.recv())
         if isinstance(message, Entries):
-            counted[0] += _stored_bytes(message)
+            counted.add(message)
         elif isinstance(message, Reconcile):
             return message
 
 
-async def _drain(link: Link, counted: list[int], quiet: float, limit: float = 5.0) -> None:
+async def _drain(link: Link, counted: _Received, quiet: float, limit: float = 5.0) -> None:
     """Read entries frames until none came for ``quiet`` seconds (or ``limit`` passed:
     a node whose peers keep writing pushes fresh entries all the time)."""
     with anyio.move_on_after(limit):
@@ -86,7 +105,7 @@ async def _drain(link: Link, counted: list[int], quiet: float, limit: float = 5.
             with anyio.move_on_after(quiet) as scope:
                 message = decode(await link.recv())
                 if isinstance(message, Entries):
-                    counted[0] += _stored_bytes(message)
+                    counted.add(message)
             if scope.cancelled_caught:
                 return
 
@@ -109,7 +128,7 @@ async def amplify(
         await _hello(link)
         await link.send(opener)
         with anyio.fail_after(10):
-            await _next_reconcile(link, [0])
+            await _next_reconcile(link, _Received())
         flood = cbor2.dumps([1, 1, 2, [[1, b"", b"", [], False]] * 1024])
         await link.send(flood)
         with anyio.move_on_after(5.0):
@@ -121,6 +140,7 @@ async def amplify(
     finally:
         await link.aclose()
     sent: list[int] = []
+    copies: list[tuple[int, int]] = []
     try:
         link = await transport.dial(address, identity)
     except MeshError:
@@ -128,7 +148,7 @@ async def amplify(
     try:
         await _hello(link)
         for round_ in range(1, greedy_rounds + 1):
-            counted = [0]
+            counted = _Received()
             await link.send(encode(Reconcile(round_, 0, (Fingerprint(*_WHOLE, b"\x00" * 16, 0),))))
             with anyio.fail_after(10):
                 questions = await _next_reconcile(link, counted)
@@ -137,12 +157,15 @@ async def amplify(
             )
             await link.send(encode(Reconcile(round_, 2, answer)))
             await _drain(link, counted, quiet)
-            sent.append(counted[0])
+            sent.append(counted.bytes)
+            copies.append((counted.copies, counted.copy_bytes))
     except LinkClosed:
         pass
     finally:
         await link.aclose()
-    return AmplifyResult(breach_refused, tuple(sent))
+    return AmplifyResult(
+        breach_refused, tuple(sent), tuple(c for c, _ in copies), tuple(b for _, b in copies)
+    )
 
 
 async def stall_handshakes(

@@ -26,7 +26,7 @@ from typing import Any
 import anyio
 import pytest
 
-from crdt_mesh import Durability, Identity, PeerId, Replica
+from crdt_mesh import Durability, Entry, Identity, PeerId, Replica
 from crdt_mesh.cli import records
 from crdt_mesh.mesh import Mesh
 from crdt_mesh.services.tasks import TaskBoard, TaskRef
@@ -224,14 +224,29 @@ async def test_amplification_is_refused_and_a_greedy_peer_gets_the_store_once(
             await attacks.amplify(attacker_transport(), here.victim.address, mallory)
             return first
 
+        written_before = here.writes
         result, during = await dial_during(here, attack)
+        written_during = here.writes - written_before
         assert result.breach_refused
-        store = sum(
-            len(e.encoded) for e in here.honest[0].replica.missing_from({}) if hasattr(e, "encoded")
-        )
+        # everything the node could hold: what either honest peer holds (each has its
+        # own writes, and both had the node's before the attack); one of them alone may
+        # not have the other's last write yet, which the node already sent on
+        held = {
+            e.id: len(e.encoded)
+            for mesh in here.honest
+            for e in mesh.replica.missing_from({})
+            if isinstance(e, Entry)
+        }
+        store = sum(held.values())
         assert result.entry_bytes_by_round, "the greedy rounds got nothing at all"
-        # each round: at most the entries the attacker lacks (it claims all), each once
-        assert all(sent <= store for sent in result.entry_bytes_by_round)
+        # each round: at most the entries the attacker lacks (it claims all), each once,
+        # but for an entry written meanwhile (pushed live and in the answer too)
+        once = zip(result.entry_bytes_by_round, result.copy_bytes_by_round, strict=True)
+        assert all(sent - copied <= store for sent, copied in once)
+        assert all(copies <= written_during for copies in result.copies_by_round), (
+            result.copies_by_round,
+            written_during,
+        )
         assert_dial_unharmed(here, during)
         await here.victim.until(lambda r: mallory.peer_id.short in r["refusing_keys"])
 

@@ -910,6 +910,16 @@ MUTANTS = [
             "test_a_peer_known_by_its_record_alone_and_unreachable_is_declared_dead",
         ),
     ),
+    Mutant(
+        "answers-sent-twice",
+        "crdt_mesh/sync/session.py",
+        "        self._queue_entries(self._answers, items)\n",
+        "        self._queue_entries(self._answers, list(items) * 2)\n",
+        (
+            "tests/integration/test_hostile.py::"
+            "test_amplification_is_refused_and_a_greedy_peer_gets_the_store_once",
+        ),
+    ),
 ]
 
 
