@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from ..errors import MeshError
 from ..identity import PeerId
@@ -19,6 +19,16 @@ class Head:
     seq: int
     id: bytes
     frozen: bool = False
+
+    def __init__(self, seq: int, id: bytes, frozen: bool = False) -> None:
+        # Through each slot's own setter: one head is made per entry admitted, and
+        # the __init__ a frozen dataclass generates costs twice as much.
+        _HEAD_SETTERS[0](self, seq)
+        _HEAD_SETTERS[1](self, id)
+        _HEAD_SETTERS[2](self, frozen)
+
+
+_HEAD_SETTERS = tuple(getattr(Head, f.name).__set__ for f in fields(Head))
 
 
 @dataclass(frozen=True, slots=True)

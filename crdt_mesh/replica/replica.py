@@ -898,11 +898,11 @@ class Replica:
         """Keep the digests of the entries last committed (a bounded window): a copy
         of the same bytes, which a mesh sends often, is then known without decoding.
         ``digests``: those computed already, by the id of the bytes they hash."""
-        recent = self._recent
-        for entry in committed:
-            digest = digests.get(id(entry.encoded))
-            recent[digest if digest is not None else _digest(entry.encoded)] = None
-        while len(recent) > _RECENT_ENTRIES:
+        recent, known = self._recent, digests.get
+        recent.update(
+            dict.fromkeys([known(id(e.encoded)) or _digest(e.encoded) for e in committed])
+        )
+        for _ in range(len(recent) - _RECENT_ENTRIES):
             recent.popitem(last=False)
 
     def _unknown(self, entries: list[Entry], report: IngestReport) -> list[Entry]:

@@ -761,8 +761,8 @@ MUTANTS = [
     Mutant(
         "ingested-bytes-hashed-again-when-remembered",
         "crdt_mesh/replica/replica.py",
-        "            digest = digests.get(id(entry.encoded))\n",
-        "            digest = None\n",
+        "known(id(e.encoded)) or _digest(e.encoded)",
+        "_digest(e.encoded)",
         ("tests/unit/test_ingest_rules.py::test_the_bytes_of_an_entry_ingested_are_hashed_once",),
     ),
     Mutant(
