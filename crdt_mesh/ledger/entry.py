@@ -166,7 +166,7 @@ class Entry:
         )
 
     @classmethod
-    def decode(cls, data: bytes, *, verify: bool = True) -> Entry:
+    def decode(cls, data: bytes | bytearray | memoryview, *, verify: bool = True) -> Entry:
         """Decode and verify an encoded entry.
 
         Any input either returns an entry whose signature verified or raises

@@ -766,6 +766,29 @@ MUTANTS = [
         ("tests/unit/test_ingest_rules.py::test_the_bytes_of_an_entry_ingested_are_hashed_once",),
     ),
     Mutant(
+        "head-fields-set-out-of-place",
+        "crdt_mesh/replica/records.py",
+        "        _HEAD_SETTERS[2](self, frozen)\n",
+        "        _HEAD_SETTERS[2](self, False)\n",
+        (
+            "tests/unit/test_feed_heads.py::test_a_head_holds_each_field_it_is_built_with_and_stays_frozen",
+        ),
+    ),
+    Mutant(
+        "decoded-authors-cache-unbounded",
+        "crdt_mesh/ledger/entry.py",
+        "        if len(_AUTHORS) >= _AUTHORS_MAX:\n            _AUTHORS.clear()\n",
+        "",
+        ("tests/unit/test_entry.py::test_authors_decoded_are_remembered_within_a_bound",),
+    ),
+    Mutant(
+        "decoded-authors-built-every-time",
+        "crdt_mesh/ledger/entry.py",
+        "    author = _AUTHORS.get(key) if type(key) is bytes else None\n",
+        "    author = None\n",
+        ("tests/unit/test_entry.py::test_authors_decoded_are_remembered_within_a_bound",),
+    ),
+    Mutant(
         "client-ids-derived-every-time",
         "crdt_mesh/ledger/ids.py",
         "    return _client_id(document.key, author.key)\n",

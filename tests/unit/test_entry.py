@@ -217,3 +217,23 @@ def test_an_encoding_of_the_same_length_and_values_is_refused_unless_canonical()
     assert cbor2.loads(followed) == items
     with pytest.raises(InvalidEntry, match="canonical"):
         Entry.decode(followed)
+
+
+def test_authors_decoded_are_remembered_within_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decoding looks an entry's author up by key (building a PeerId per entry cost a
+    sixth of decoding it); a peer sending entries of ever new authors cannot make
+    the cache grow past its bound. Bytes in a bytearray or memoryview decode alike."""
+    from crdt_mesh.ledger import entry as entry_module
+
+    monkeypatch.setattr(entry_module, "_AUTHORS", {})
+    monkeypatch.setattr(entry_module, "_AUTHORS_MAX", 8)
+    writers = [Identity.from_seed(bytes([i]) * 32) for i in range(20)]
+    sizes = []
+    for writer in writers:
+        entry = feed(writer, 1)[0]
+        first, again = Entry.decode(entry.encoded), Entry.decode(memoryview(entry.encoded))
+        assert first == entry and again == entry and first.author == writer.peer_id
+        assert again.author is first.author  # remembered, not built again
+        sizes.append(len(entry_module._AUTHORS))
+    assert max(sizes) <= 8 and sizes[-1] >= 1
+    assert Entry.decode(bytearray(feed(ALICE, 1)[0].encoded)).author == ALICE.peer_id

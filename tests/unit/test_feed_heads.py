@@ -42,3 +42,20 @@ def test_the_author_index_matches_the_keys(
     for doc in DOCS:
         expected = sorted((a for d, a in heads if d == doc), key=lambda p: p.key)
         assert heads.authors_of(doc) == expected
+
+
+def test_a_head_holds_each_field_it_is_built_with_and_stays_frozen() -> None:
+    """Head's constructor is written by hand (one head is made per entry admitted):
+    each argument lands in its own field, by position or by name."""
+    import dataclasses
+
+    import pytest
+
+    head = Head(7, b"i" * 32)
+    assert (head.seq, head.id, head.frozen) == (7, b"i" * 32, False)
+    named = Head(id=b"j" * 32, frozen=True, seq=9)
+    assert (named.seq, named.id, named.frozen) == (9, b"j" * 32, True)
+    assert Head(7, b"i" * 32) == head and hash(Head(7, b"i" * 32)) == hash(head)
+    assert dataclasses.replace(head, frozen=True) == Head(7, b"i" * 32, True)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        head.seq = 8  # type: ignore[misc]
