@@ -17,7 +17,9 @@ sub-database    key                                         value
 ==============  ==========================================  ===========================
 
 Readers never block the writer (LMDB's MVCC). Every write is one LMDB write
-transaction, committed with fsync by default (:attr:`Durability.FULL`).
+transaction. Under :attr:`Durability.FULL` (the default) it is durable when the
+commit returns: its writes are in the store's journal, flushed once
+(:mod:`crdt_mesh.journal`; LMDB itself is flushed at checkpoints).
 
 This is the only module that names the sub-databases: :meth:`Store.read` hands out
 a :class:`Reader` and :meth:`Store.write` a :class:`Writer`, whose methods say what
@@ -27,22 +29,35 @@ author key, 48 bytes).
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 import shutil
+import threading
 from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import cbor2
 import lmdb
 
 from .errors import ClosedError, StoreError
+from .journal import Journal, JournalInUse, sync_directory
 from .ledger import Entry
 
 T = TypeVar("T")
 
+#: The sub-databases; a journal record names one by its index here (so: append only).
 _DBS = ("entries", "void", "forks", "docs", "acls", "snapshots", "purged")
+_DB_INDEX = {name: index for index, name in enumerate(_DBS)}
+_ENTRIES = _DB_INDEX["entries"]
+_Op = tuple[int, bytes, bytes | None]
+#: A checkpoint is due after this many journaled commits, or once LMDB's file grew
+#: by this many pages since the last (the pages of a checkpoint's state are held
+#: until the next, so the file grows meanwhile by what the commits write).
+_CHECKPOINT_COMMITS = 1024
+_CHECKPOINT_PAGES = 1024
 _DEFAULT_MAP_SIZE = 64 * 1024 * 1024
 _MAX_MAP_SIZE = 1 << 40
 
@@ -135,7 +150,24 @@ class Reader:
 
 
 class Writer(Reader):
-    """What a write transaction can stage (committed together, or not at all)."""
+    """What a write transaction can stage (committed together, or not at all).
+
+    Each write is also noted in ``ops`` (sub-database index, key, value or None for
+    a delete), when given: what the store's journal records of the transaction.
+    """
+
+    def __init__(self, txn: Any, dbs: dict[str, Any], ops: list[_Op] | None = None) -> None:
+        super().__init__(txn, dbs)
+        self._ops = ops
+
+    def _put(self, name: str, key: bytes, value: bytes) -> None:
+        self._txn.put(key, value, db=self._dbs[name])
+        if self._ops is not None:
+            self._ops.append((_DB_INDEX[name], key, value))
+
+    def _noted_delete(self, name: str, key: bytes) -> None:
+        if self._ops is not None:
+            self._ops.append((_DB_INDEX[name], key, None))
 
     def put_entries(self, entries: Iterable[Entry], known: Collection[bytes]) -> None:
         """Stage entries, and each document not in ``known`` (their keys).
@@ -143,25 +175,27 @@ class Writer(Reader):
         A feed's head is its last stored entry, so a commit touches one sub-database
         (fewer pages to fsync) unless a document is new.
         """
-        entries_db, docs_db = self._dbs["entries"], self._dbs["docs"]
+        put, entries_db, ops = self._txn.put, self._dbs["entries"], self._ops
         new: dict[bytes, bytes] = {}
         for entry in entries:
             doc = entry.document
-            self._txn.put(
-                doc.key + entry.author.key + seq_bytes(entry.seq), entry.encoded, db=entries_db
-            )
+            key = doc.key + entry.author.key + seq_bytes(entry.seq)
+            put(key, entry.encoded, db=entries_db)
+            if ops is not None:
+                ops.append((_ENTRIES, key, entry.encoded))
             if doc.key not in known:
                 new[doc.key] = doc.text.encode()
         for key, text in new.items():
-            self._txn.put(key, text, db=docs_db)
+            self._put("docs", key, text)
 
     def void_after(self, feed: bytes, seq: int) -> None:
         """Move the entries of ``feed`` after ``seq`` to ``void``: kept, out of the feed."""
-        entries_db, void_db = self._dbs["entries"], self._dbs["void"]
-        cursor = self._txn.cursor(db=entries_db)
+        cursor = self._txn.cursor(db=self._dbs["entries"])
         found = cursor.set_range(feed + seq_bytes(seq + 1))
         while found and bytes(cursor.key()).startswith(feed):
-            self._txn.put(cursor.key(), cursor.value(), db=void_db)
+            key = bytes(cursor.key())
+            self._put("void", key, bytes(cursor.value()))
+            self._noted_delete("entries", key)
             found = cursor.delete()
 
     def purge_feed(self, feed: bytes, seq: int, entry_id: bytes) -> None:
@@ -171,20 +205,22 @@ class Writer(Reader):
             cursor = self._txn.cursor(db=self._dbs[name])
             found = cursor.set_range(feed)
             while found and bytes(cursor.key()).startswith(feed):
+                self._noted_delete(name, bytes(cursor.key()))
                 found = cursor.delete()
-        self._txn.put(feed, seq_bytes(seq) + entry_id, db=self._dbs["purged"])
+        self._put("purged", feed, seq_bytes(seq) + entry_id)
 
     def put_acl(self, document_key: bytes, seq: int, payload: bytes) -> None:
-        self._txn.put(document_key + seq_bytes(seq), payload, db=self._dbs["acls"])
+        self._put("acls", document_key + seq_bytes(seq), payload)
 
     def put_fork_proof(self, feed: bytes, encoded: bytes) -> None:
-        self._txn.put(feed, encoded, db=self._dbs["forks"])
+        self._put("forks", feed, encoded)
 
     def put_snapshot(self, document_key: bytes, value: bytes) -> None:
-        self._txn.put(document_key, value, db=self._dbs["snapshots"])
+        self._put("snapshots", document_key, value)
 
     def delete_snapshot(self, document_key: bytes) -> None:
         self._txn.delete(document_key, db=self._dbs["snapshots"])
+        self._noted_delete("snapshots", document_key)
 
 
 class Store:
@@ -192,6 +228,11 @@ class Store:
 
     Not for direct use by applications: :class:`~crdt_mesh.Replica` owns one.
     Every ``lmdb.Error`` is translated into :class:`StoreError`.
+
+    Under :attr:`Durability.FULL`, a commit is made durable by the store's journal
+    (:mod:`crdt_mesh.journal`): LMDB commits without flushing, the transaction's
+    writes are appended to the journal with one flush, and a checkpoint now and
+    then flushes LMDB. Opening a store recovers what its journal holds.
     """
 
     def __init__(
@@ -203,28 +244,114 @@ class Store:
     ) -> None:
         self.path = Path(path)
         self.durability = durability
+        self._lock = threading.Lock()  # one commit (and its checkpoint) at a time
+        self._journal: Journal | None = None
+        self._pin: Any = None  # the read transaction that holds a checkpoint's pages
+        self._data_fd = -1
+        self._broken: BaseException | None = None
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot open store at {self.path}: {exc}") from exc
-        self._open_env(map_size)
+        journal_path = self.path / "journal"
+        try:
+            if durability is Durability.FULL or journal_path.exists():
+                self._open_journaled(journal_path, map_size)
+            else:
+                self._open_env(map_size)
+        except BaseException:
+            self._release()
+            if self._journal is not None:
+                self._journal.close()
+            raise
         self._closed = False
 
     def _open_env(self, map_size: int) -> None:
+        """Open LMDB, which never flushes by itself: the journal or a checkpoint does."""
         try:
             self._env = lmdb.open(
                 str(self.path),
                 map_size=map_size,
                 max_dbs=len(_DBS),
                 subdir=True,
-                sync=self.durability is Durability.FULL,
-                metasync=self.durability is Durability.FULL,
+                sync=False,
+                metasync=False,
                 readahead=False,
                 mode=0o700,
             )
             self._dbs = {name: self._env.open_db(name.encode()) for name in _DBS}
+            self._page_size = int(self._env.stat()["psize"])
         except (lmdb.Error, OSError) as exc:
             raise StoreError(f"cannot open store at {self.path}: {exc}") from exc
+
+    def _open_journaled(self, journal_path: Path, map_size: int) -> None:
+        """Open LMDB at its last checkpoint, apply the journal's records since, and
+        checkpoint; under PROCESS durability the journal is then removed."""
+        try:
+            self._journal = Journal.open(journal_path)
+            checkpoint = self._journal.checkpoint
+            if checkpoint is not None and checkpoint.meta_pages:
+                _restore_meta_pages(self.path / "data.mdb", checkpoint.meta_pages)
+        except JournalInUse as exc:
+            raise StoreError(
+                f"cannot open store at {self.path}: it is already open (here, or by a running node)"
+            ) from exc
+        except OSError as exc:
+            raise StoreError(f"cannot recover store at {self.path}: {exc}") from exc
+        self._open_env(map_size)
+        try:
+            self._data_fd = os.open(self.path / "data.mdb", os.O_RDONLY)
+            self._pin = self._env.begin(write=False)
+            self._replay(list(self._journal.records()))
+            self._checkpoint()
+        except (lmdb.Error, OSError) as exc:
+            raise StoreError(f"cannot recover store at {self.path}: {exc}") from exc
+        if self.durability is Durability.PROCESS:
+            self._journal.close()
+            self._journal = None
+            self._pin.abort()
+            self._pin = None
+            try:
+                journal_path.unlink()
+                sync_directory(self.path)
+            except OSError as exc:
+                raise StoreError(f"cannot open store at {self.path}: {exc}") from exc
+
+    def _replay(self, payloads: list[bytes]) -> None:
+        if not payloads:
+            return
+        records = []
+        for payload in payloads:
+            ops = cbor2.loads(payload)
+            if not isinstance(ops, list) or not all(_is_op(op) for op in ops):
+                raise StoreError(f"journal of {self.path} holds a malformed record")
+            records.append(ops)
+        while True:
+            try:
+                with self._env.begin(write=True) as txn:
+                    for ops in records:
+                        for index, key, value in ops:
+                            db = self._dbs[_DBS[index]]
+                            if value is None:
+                                txn.delete(key, db=db)
+                            else:
+                                txn.put(key, value, db=db)
+                return
+            except lmdb.MapFullError:
+                self._grow()
+
+    def _checkpoint(self) -> None:
+        """Flush LMDB, record its meta pages in the journal, and hold that state."""
+        assert self._journal is not None
+        self._env.sync(True)
+        meta_pages = os.pread(self._data_fd, 2 * self._page_size, 0)
+        self._journal.write_checkpoint(meta_pages)
+        pin, self._pin = self._pin, self._env.begin(write=False)
+        if pin is not None:
+            with contextlib.suppress(lmdb.Error):  # a grown map has already ended it
+                pin.abort()
+        self._commits = 0
+        self._checkpoint_page = int(self._env.info()["last_pgno"])
 
     def compact(self) -> None:
         """Rewrite the data file with the pages in use only.
@@ -237,38 +364,82 @@ class Store:
             StoreError: the copy or the swap failed (the store is left as it was).
         """
         self._check_open()
+        with self._lock:
+            self._compact()
+
+    def _compact(self) -> None:
         scratch = self.path / "compacting"
         try:
+            if self._journal is not None:
+                self._checkpoint()
+                self._journal.scrub()  # its records may hold what was purged
             shutil.rmtree(scratch, ignore_errors=True)
             scratch.mkdir()
             self._env.copy(str(scratch), compact=True)
             copied = scratch / "data.mdb"
             with open(copied, "rb+") as handle:
                 os.fsync(handle.fileno())
+            if self._journal is not None:
+                # either file, old or new, is whole on disk now: until the new one's
+                # meta pages are recorded, recovery takes the data file as it is
+                self._journal.write_checkpoint(b"")
         except (lmdb.Error, OSError) as exc:
             shutil.rmtree(scratch, ignore_errors=True)
             raise StoreError(f"cannot compact {self.path}: {exc}") from exc
         map_size = self.map_size()
-        self._env.close()
+        self._release()
         try:
             os.replace(copied, self.path / "data.mdb")
-            directory = os.open(self.path, os.O_RDONLY)
-            try:
-                os.fsync(directory)
-            finally:
-                os.close(directory)
+            sync_directory(self.path)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-            self._open_env(map_size)
+            if self._journal is not None:
+                self._open_env(map_size)
+                try:
+                    self._data_fd = os.open(self.path / "data.mdb", os.O_RDONLY)
+                    self._checkpoint()
+                except (lmdb.Error, OSError) as exc:
+                    self._broken = exc
+                    raise StoreError(f"cannot reopen {self.path}: {exc}") from exc
+            else:
+                self._open_env(map_size)
+
+    def _release(self) -> None:
+        """End the pin and close LMDB and the data file (not the journal)."""
+        if self._pin is not None:
+            with contextlib.suppress(lmdb.Error):
+                self._pin.abort()
+            self._pin = None
+        if self._data_fd >= 0:
+            os.close(self._data_fd)
+            self._data_fd = -1
+        env = getattr(self, "_env", None)
+        if env is not None:
+            env.close()
 
     def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._env.close()
+        """Checkpoint (so that the next open has nothing to replay) and close."""
+        if self._closed:
+            return
+        self._closed = True
+        with self._lock:
+            try:
+                if self._journal is not None and self._broken is None:
+                    with contextlib.suppress(lmdb.Error, OSError):
+                        self._checkpoint()  # else: the next open replays the journal
+            finally:
+                self._release()
+                if self._journal is not None:
+                    self._journal.close()
 
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def journaled(self) -> bool:
+        """Whether commits are made durable by the journal (:attr:`Durability.FULL`)."""
+        return self._journal is not None
 
     def _check_open(self) -> None:
         if self._closed:
@@ -288,17 +459,71 @@ class Store:
         """Run ``work(writer)`` in one write transaction and commit it.
 
         ``work`` must only stage writes (it may run again): if the map is full,
-        the transaction is aborted, the map doubled and ``work`` retried.
+        the transaction is aborted, the map doubled and ``work`` retried. Under
+        :attr:`Durability.FULL`, the commit is durable when this returns.
         """
         self._check_open()
-        while True:
+        with self._lock:
+            if self._broken is not None:
+                raise StoreError(f"store {self.path} must be reopened: {self._broken}")
+            while True:
+                try:
+                    if self._journal is None:
+                        with self._env.begin(write=True) as txn:
+                            return work(Writer(txn, self._dbs))
+                    return self._journaled_write(work)
+                except lmdb.MapFullError:
+                    self._grow()
+                except lmdb.Error as exc:
+                    raise StoreError(f"write to {self.path} failed: {exc}") from exc
+
+    def _journaled_write(self, work: Callable[[Writer], T]) -> T:
+        journal = self._journal
+        assert journal is not None
+        ops: list[_Op] = []
+        txn = self._env.begin(write=True)
+        try:
+            result = work(Writer(txn, self._dbs, ops))
+            if not ops:
+                txn.commit()
+                return result
+            payload = cbor2.dumps(ops)
+            if not journal.fits(payload):  # larger than the journal has room for
+                txn.commit()
+                self._checkpoint_or_break()  # durable by the checkpoint's own flushes
+                return result
             try:
-                with self._env.begin(write=True) as txn:
-                    return work(Writer(txn, self._dbs))
-            except lmdb.MapFullError:
-                self._grow()
-            except lmdb.Error as exc:
+                journal.append(payload)
+            except OSError as exc:
                 raise StoreError(f"write to {self.path} failed: {exc}") from exc
+        except BaseException:
+            txn.abort()
+            raise
+        try:
+            txn.commit()
+        except lmdb.Error:
+            try:
+                journal.retract()
+            except OSError as exc:
+                self._broken = exc  # the record may come back on reopening
+            raise
+        self._commits += 1
+        if self._commits % 16 == 0 and (  # env.info() costs a few µs: not every commit
+            self._commits >= _CHECKPOINT_COMMITS
+            or int(self._env.info()["last_pgno"]) - self._checkpoint_page >= _CHECKPOINT_PAGES
+        ):
+            self._checkpoint_or_break()
+        return result
+
+    def _checkpoint_or_break(self) -> None:
+        """Checkpoint after a commit; if that fails, the journal no longer describes
+        what LMDB holds: no more writes until the store is reopened (which recovers
+        the last checkpoint and the records since)."""
+        try:
+            self._checkpoint()
+        except (lmdb.Error, OSError) as exc:
+            self._broken = exc
+            raise StoreError(f"checkpoint of {self.path} failed: {exc}") from exc
 
     def _grow(self) -> None:
         current = self._env.info()["map_size"]
@@ -308,6 +533,8 @@ class Store:
             self._env.set_mapsize(min(current * 2, _MAX_MAP_SIZE))
         except lmdb.Error as exc:
             raise StoreError(f"cannot grow store {self.path}: {exc}") from exc
+        if self._journal is not None:
+            self._checkpoint_or_break()  # growing ended every transaction, the pin too
 
     def map_size(self) -> int:
         return int(self._env.info()["map_size"])
@@ -320,7 +547,39 @@ class Store:
     def sync(self) -> None:
         """Flush to disk (useful under :attr:`Durability.PROCESS`)."""
         self._check_open()
-        try:
-            self._env.sync(True)
-        except lmdb.Error as exc:
-            raise StoreError(f"sync of {self.path} failed: {exc}") from exc
+        with self._lock:
+            try:
+                if self._journal is not None:
+                    self._checkpoint()
+                else:
+                    self._env.sync(True)
+            except (lmdb.Error, OSError) as exc:
+                raise StoreError(f"sync of {self.path} failed: {exc}") from exc
+
+
+def _is_op(op: object) -> bool:
+    return (
+        isinstance(op, list)
+        and len(op) == 3
+        and type(op[0]) is int
+        and 0 <= op[0] < len(_DBS)
+        and type(op[1]) is bytes
+        and (op[2] is None or type(op[2]) is bytes)
+    )
+
+
+def _restore_meta_pages(data_file: Path, meta_pages: bytes) -> None:
+    """Put LMDB's meta pages back as a checkpoint recorded them (if they differ)."""
+    fd = os.open(data_file, os.O_RDWR)
+    try:
+        if os.pread(fd, len(meta_pages), 0) == meta_pages:
+            return
+        if os.fstat(fd).st_size < len(meta_pages):
+            raise OSError(f"{data_file} is shorter than its journal's checkpoint")
+        view, offset = memoryview(meta_pages), 0
+        while view:
+            written = os.pwrite(fd, view, offset)
+            view, offset = view[written:], offset + written
+        os.fsync(fd)
+    finally:
+        os.close(fd)

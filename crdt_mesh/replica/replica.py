@@ -148,7 +148,7 @@ class Replica:
             is rewritten (it is also rewritten once they exceed its own size).
 
     Raises:
-        StoreError: the store cannot be opened (or is already open in this process).
+        StoreError: the store cannot be opened (or is already open, in this process or another).
     """
 
     def __init__(

@@ -1,8 +1,9 @@
 """Durability.FULL reaches the disk: every durable commit makes a sync call.
 
 A SIGKILL test cannot see a missing fsync (the page cache outlives a killed
-process), so these look at the calls themselves: the flags LMDB was opened with,
-and the fsync / fdatasync / msync calls a writer process makes, counted by strace.
+process), so these look at the calls themselves: whether commits go through the
+journal, and the fsync / fdatasync / msync calls a writer process makes, counted
+by strace. What a power cut leaves is simulated in tests/unit/test_journal.py.
 """
 
 from __future__ import annotations
@@ -31,13 +32,15 @@ with Replica.open(sys.argv[1], Identity.generate(), durability=durability) as re
 
 
 @pytest.mark.parametrize("durability", list(Durability))
-def test_lmdb_is_opened_with_the_sync_flags_the_durability_asks_for(
+def test_a_durable_store_commits_through_its_journal_and_lmdb_never_flushes_alone(
     tmp_path: Path, durability: Durability
 ) -> None:
     with Replica.open(tmp_path / "r", Identity.generate(), durability=durability) as replica:
         flags = replica.store._env.flags()
-    full = durability is Durability.FULL
-    assert flags["sync"] is full and flags["metasync"] is full
+        journaled = replica.store.journaled
+    assert not flags["sync"] and not flags["metasync"]  # the journal or a checkpoint does
+    assert journaled is (durability is Durability.FULL)
+    assert (tmp_path / "r" / "journal").exists() is (durability is Durability.FULL)
 
 
 def _strace_works() -> str | None:
@@ -50,11 +53,13 @@ def _strace_works() -> str | None:
 
 
 def _sync_calls(tmp_path: Path, durability: Durability) -> int:
-    summary = tmp_path / f"{durability.value}.strace"
+    """Calls that reach the disk: fsync and its kind, and writes to a descriptor
+    opened with O_DSYNC (each returns once its data is stable)."""
+    trace = tmp_path / f"{durability.value}.strace"
     subprocess.run(
         [
-            "strace", "-f", "-c", "-o", str(summary),
-            "-e", "trace=fsync,fdatasync,msync,sync_file_range",
+            "strace", "-f", "-qq", "-o", str(trace),
+            "-e", "trace=openat,close,pwrite64,fsync,fdatasync,msync,sync_file_range",
             sys.executable, "-c", WRITER, str(tmp_path / durability.value), durability.value,
             str(WRITES),
         ],
@@ -62,10 +67,19 @@ def _sync_calls(tmp_path: Path, durability: Durability) -> int:
         capture_output=True,
     )  # fmt: skip
     calls = 0
-    for line in summary.read_text().splitlines():
-        match = re.match(r"\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)$", line)
-        if match and match.group(2) in ("fsync", "fdatasync", "msync", "sync_file_range"):
-            calls += int(match.group(1))
+    synchronous: set[str] = set()
+    for line in trace.read_text().splitlines():
+        opened = re.search(r"openat\(.*O_DSYNC.*\) = (\d+)", line)
+        closed = re.search(r"close\((\d+)\)", line)
+        if opened:
+            synchronous.add(opened.group(1))
+        elif closed:
+            synchronous.discard(closed.group(1))  # the number may be reused
+        elif re.search(r"\b(fsync|fdatasync|msync|sync_file_range)\(", line):
+            calls += 1
+        else:
+            written = re.search(r"pwrite64\((\d+),", line)
+            calls += bool(written and written.group(1) in synchronous)
     return calls
 
 

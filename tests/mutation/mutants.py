@@ -57,12 +57,52 @@ MUTANTS = [
         ),
     ),
     Mutant(
-        "fsync-off",
-        "crdt_mesh/store.py",
-        "                sync=self.durability is Durability.FULL,\n"
-        "                metasync=self.durability is Durability.FULL,",
-        "                sync=False,\n                metasync=False,",
+        "fsync-off",  # the journal's record written, not flushed
+        "crdt_mesh/journal.py",
+        "        if self._direct_fd < 0:\n"
+        "            _write(self._fd, head + payload, self._offset)\n"
+        "            os.fdatasync(self._fd)\n",
+        "        if True:\n            _write(self._fd, head + payload, self._offset)\n",
         ("tests/integration/test_durability.py",),
+    ),
+    # -- issue 17: the journal --------------------------------------------------------------
+    Mutant(
+        "checkpoint-state-not-held",
+        "crdt_mesh/store.py",
+        "        pin, self._pin = self._pin, self._env.begin(write=False)\n",
+        "        pin, self._pin = self._pin, None\n",
+        ("tests/unit/test_journal.py",),
+    ),
+    Mutant(
+        "meta-pages-not-restored",
+        "crdt_mesh/store.py",
+        "            if checkpoint is not None and checkpoint.meta_pages:\n",
+        "            if False:\n",
+        ("tests/unit/test_journal.py",),
+    ),
+    Mutant(
+        "torn-record-replayed",
+        "crdt_mesh/journal.py",
+        "            if _digest(head[:-_DIGEST_SIZE], payload) != digest:\n",
+        "            if False:\n",
+        ("tests/unit/test_journal.py",),
+    ),
+    Mutant(
+        "journal-kept-after-a-purge",
+        "crdt_mesh/store.py",
+        "                self._journal.scrub()  # its records may hold what was purged\n",
+        "",
+        (
+            "tests/unit/test_purge.py::"
+            "test_a_purged_feed_takes_nothing_back_and_stays_purged_after_reopening",
+        ),
+    ),
+    Mutant(
+        "direct-write-padding-not-cleared",
+        "crdt_mesh/journal.py",
+        "        buffer[size:blocks] = bytes(blocks - size)  # no bytes of an earlier record\n",
+        "",
+        ("tests/unit/test_journal.py",),
     ),
     Mutant(
         "broadcast-ttl-not-decremented",

@@ -29,6 +29,7 @@ LAYERS = {
     "crdt_mesh.events": "base",
     "crdt_mesh.config": "base",
     "crdt_mesh.store": "store",
+    "crdt_mesh.journal": "store",
     "crdt_mesh.replica": "replica",
     "crdt_mesh.sync": "sync",
     "crdt_mesh.runtime": "runtime",
