@@ -7,7 +7,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,13 +18,21 @@ def best_rate(run: Callable[[], int], repeats: int = 3) -> float:
 
     The fastest run is the one least disturbed by the rest of a shared machine.
     """
-    best = 0.0
+    return best_rates({"run": run}, repeats)["run"]
+
+
+def best_rates(runs: Mapping[str, Callable[[], int]], repeats: int = 3) -> dict[str, float]:
+    """:func:`best_rate` of each of ``runs``, their repeats taken in turn (one of each,
+    then again): a figure and its floor then see the same spells of a shared
+    machine, and their ratio does not swing with whichever ran in a quiet one."""
+    best = dict.fromkeys(runs, 0.0)
     for _ in range(repeats):
-        gc.collect()
-        start = time.perf_counter()
-        count = run()
-        elapsed = time.perf_counter() - start
-        best = max(best, count / elapsed)
+        for name, run in runs.items():
+            gc.collect()
+            start = time.perf_counter()
+            count = run()
+            elapsed = time.perf_counter() - start
+            best[name] = max(best[name], count / elapsed)
     return best
 
 

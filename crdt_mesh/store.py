@@ -65,9 +65,10 @@ _MAX_MAP_SIZE = 1 << 40
 class Durability(enum.Enum):
     """How hard a commit tries to reach the disk before it returns."""
 
-    #: fsync on every commit: a committed entry survives a power cut (the default).
+    #: each commit flushed (its journal record) before it returns: a committed entry
+    #: survives a power cut (the default).
     FULL = "full"
-    #: no fsync: survives a crash of the process, not of the machine. Faster.
+    #: no flush: survives a crash of the process, not of the machine. Faster.
     PROCESS = "process"
 
 
