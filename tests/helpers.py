@@ -7,9 +7,10 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
+import cbor2
 import pycrdt
 
-from crdt_mesh import DocumentId, Entry, Identity, Policy, Replica, client_id_for
+from crdt_mesh import DocumentId, Entry, Identity, PeerId, Policy, Replica, client_id_for
 from crdt_mesh.ledger import ZERO_HASH
 
 NOTES = DocumentId(Policy.OPEN, "notes")
@@ -36,6 +37,21 @@ def feed(identity: Identity, n: int, document: DocumentId = NOTES, **fields: Any
         prev = entries[-1].id if entries else ZERO_HASH
         entries.append(Entry.create(identity, document, seq, prev, update, timestamp=seq, **fields))
     return entries
+
+
+def claimed_by(encoded: bytes, author: PeerId) -> bytes:
+    """An encoded entry that names ``author`` as its writer, its signature unchanged."""
+    fields = cbor2.loads(encoded)
+    fields[2] = author.key
+    return cbor2.dumps(fields, canonical=True)
+
+
+def forged_by(signer: Identity, entry: Entry) -> bytes:
+    """``entry`` signed by ``signer`` but claiming its author: valid bytes, a bad signature."""
+    forged = Entry.create(
+        signer, entry.document, entry.seq, entry.prev, entry.payload, timestamp=entry.timestamp
+    )
+    return claimed_by(forged.encoded, entry.author)
 
 
 async def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:

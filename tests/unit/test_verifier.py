@@ -8,28 +8,17 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-import cbor2
 import pytest
 
-from crdt_mesh import Entry, Identity, InvalidSignature
+from crdt_mesh import Identity, InvalidSignature
 from crdt_mesh.replica import replica as replica_module
 from crdt_mesh.replica import verifier
 from crdt_mesh.replica.verifier import VerifierPool, verify_items
 from tests.conftest import ReplicaFactory
-from tests.helpers import feed
+from tests.helpers import feed, forged_by
 
 ALICE = Identity.from_seed(b"a" * 32)
 MALLORY = Identity.from_seed(b"m" * 32)
-
-
-def _forge(entry: Entry) -> bytes:
-    """The entry re-signed by Mallory but claiming Alice: a bad signature, valid bytes."""
-    forged = Entry.create(
-        MALLORY, entry.document, entry.seq, entry.prev, entry.payload, timestamp=7
-    )
-    items = cbor2.loads(forged.encoded)
-    items[2] = ALICE.peer_id.key
-    return cbor2.dumps(items, canonical=True)
 
 
 def test_pool_answers_like_the_inline_check() -> None:
@@ -83,7 +72,7 @@ def test_abandoned_batch_does_not_confuse_the_next() -> None:
 def test_large_ingest_rejects_exactly_the_forged_entries(make_replica: ReplicaFactory) -> None:
     entries = feed(ALICE, 700)
     data = [e.encoded for e in entries]
-    data[350] = _forge(entries[350])
+    data[350] = forged_by(MALLORY, entries[350])
     replica = make_replica(verify_processes=2)
     assert replica._verifier().start(timeout=60)
     report = replica.ingest(data)
