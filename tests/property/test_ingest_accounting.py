@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from crdt_mesh import Durability, Identity, Replica
@@ -30,6 +30,7 @@ FEEDS = [feed(author, 400) for author in AUTHORS]
     forgeries=st.integers(0, 20),
     seed=st.integers(0, 2**32 - 1),
 )
+@example(lengths=[400, 400, 400], copies=100, forgeries=10, seed=1)  # always a large batch
 def test_each_entry_ingested_is_applied_pending_a_duplicate_or_rejected(
     tmp_path_factory: pytest.TempPathFactory,
     lengths: list[int],
